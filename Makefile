@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` and `make test`.
+# Each first runs scripts/setup.sh, which installs what is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test bench proto clean
+
+setup:
+	@VENV=$(VENV) bash scripts/setup.sh
+
+demo: setup
+	@VENV=$(VENV) bash scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
+proto: setup
+	$(PY) proto/generate.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo-output .pytest_cache

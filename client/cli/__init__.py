@@ -1,0 +1,40 @@
+"""The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``classify``, ``models``.
+
+Subcommands that need TensorFlow (``train``, ``serve``) import it only when
+they run, so ``tfclassify score --help`` is instant and works without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tfclassify.client.cli import classify, models, score, serve, train
+from tfclassify.client.cli.common import CliError, run_command
+from tfclassify.client.version import package_version
+
+COMMANDS = (train, serve, score, classify, models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfclassify",
+        description="Train, serve and score TensorFlow image classifiers (the MNIST family).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 failure, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    return run_command(args.run, args)
+
+
+__all__ = ["CliError", "build_parser", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``tfclassify models``: list the served models, or describe one."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from tfclassify.client.cli.common import add_server_arguments
+from tfclassify.client.client import ClassifierClient
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "models",
+        help="list served models or describe one",
+        description="Without a name, list the models the server serves; with one, print its metadata as JSON.",
+    )
+    add_server_arguments(parser)
+    parser.add_argument("name", nargs="?", help="describe this model")
+    parser.add_argument("--version", type=int, help="with a name: describe this version")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with ClassifierClient(args.server, timeout=args.timeout) as client:
+        if args.name:
+            info = client.get_model_metadata(args.name, version=args.version)
+            print(json.dumps(dataclasses.asdict(info), indent=2, ensure_ascii=False))
+            return 0
+        models = client.list_models()
+    print(f"{'MODEL':<20} {'VERSION':>7} {'VERSIONS':<12} {'INPUT':<16} {'CLASSES':>7} {'ACCURACY':>8}  DEVICE")
+    for m in models:
+        accuracy = m.training_metadata.get("test_accuracy")
+        print(
+            f"{m.name:<20} {m.version:>7} {','.join(map(str, m.versions)):<12} "
+            f"{m.input_dtype + str(list(m.input_shape)):<16} {m.num_classes:>7} "
+            f"{accuracy if accuracy is not None else '-':>8}  {m.device}"
+        )
+    return 0

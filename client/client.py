@@ -1,0 +1,217 @@
+"""``ClassifierClient``: the synchronous gRPC client other services import."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.results import ClassifyResult, ModelInfo
+from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.v1 import classifier_pb2 as pb
+from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
+
+#: Large enough for a batch of ~80,000 28x28 images or its probabilities.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class ClassifyFuture:
+    """A ``Classify`` call in flight; ``result()`` waits for it."""
+
+    def __init__(self, call: grpc.Future) -> None:
+        self._call = call
+
+    def done(self) -> bool:
+        return self._call.done()
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+    def result(self, timeout: float | None = None) -> ClassifyResult:
+        """The result; raises ``TfclassifyError`` when the call failed."""
+        try:
+            return ClassifyResult.from_proto(self._call.result(timeout=timeout))
+        except grpc.RpcError as exc:
+            raise TfclassifyError.from_rpc_error(exc) from exc
+
+
+class ClassifierClient:
+    """Calls a tfclassify server.
+
+    >>> with ClassifierClient("localhost:8500") as client:
+    ...     result = client.classify(images, model="fashion_mnist")
+    ...     print(result[0].label, result[0].score)
+
+    ``images`` is one image ``[28, 28]`` or a batch ``[N, 28, 28]``
+    (``[N, 28, 28, 1]`` and ``[N, 784]`` too) of uint8 pixels, or float32 for
+    float-input models. Every call has a deadline: ``timeout`` seconds unless
+    the call says otherwise. Failures raise ``TfclassifyError``.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, object]] = (),
+    ) -> None:
+        opts = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            *options,
+        ]
+        if credentials is None:
+            self._channel = grpc.insecure_channel(address, options=opts)
+        else:
+            self._channel = grpc.secure_channel(address, credentials, options=opts)
+        self.address = address
+        self.timeout = timeout
+        self._stub = pb_grpc.ClassifierStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> "ClassifierClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- health --------------------------------------------------------------
+    def is_server_ready(self, service: str = "", timeout: float | None = None) -> bool:
+        """Whether the health service reports ``service`` (default: the server) SERVING."""
+        try:
+            reply = self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
+            )
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def wait_for_ready(self, timeout: float = 60.0, service: str = "") -> None:
+        """Block until the server is ready; ``TfclassifyError`` (UNAVAILABLE) after ``timeout``."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.is_server_ready(service, timeout=min(2.0, timeout)):
+            if time.monotonic() >= deadline:
+                raise TfclassifyError(
+                    grpc.StatusCode.UNAVAILABLE, f"server at {self.address} not ready after {timeout:g} s"
+                )
+            time.sleep(0.1)
+
+    # -- classification ------------------------------------------------------
+    def classify(
+        self,
+        images: np.ndarray,
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        top_k: int = 0,
+        return_probabilities: bool = False,
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        """Classify one image or a batch of images with ``model``."""
+        return self.classify_async(
+            images,
+            model,
+            version=version,
+            version_label=version_label,
+            top_k=top_k,
+            return_probabilities=return_probabilities,
+            timeout=timeout,
+        ).result()
+
+    def classify_async(
+        self,
+        images: np.ndarray,
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        top_k: int = 0,
+        return_probabilities: bool = False,
+        timeout: float | None = None,
+    ) -> ClassifyFuture:
+        """Start a ``classify`` call and return at once; for pipelining many batches."""
+        request = pb.ClassifyRequest(
+            model_spec=model_spec(model, version, version_label),
+            top_k=top_k,
+            return_probabilities=return_probabilities,
+        )
+        to_tensor_proto(as_image_batch(images), out=request.tensor)
+        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)))
+
+    def classify_encoded(
+        self,
+        images: Sequence[bytes],
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        top_k: int = 0,
+        return_probabilities: bool = False,
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
+        request = pb.ClassifyRequest(
+            model_spec=model_spec(model, version, version_label),
+            encoded=pb.EncodedImages(images=list(images)),
+            top_k=top_k,
+            return_probabilities=return_probabilities,
+        )
+        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout))).result()
+
+    # -- models --------------------------------------------------------------
+    def get_model_metadata(self, model: str, *, version: int | None = None, timeout: float | None = None) -> ModelInfo:
+        """Describe ``model`` (its latest version unless ``version`` is given)."""
+        request = pb.GetModelMetadataRequest(model_spec=model_spec(model, version, None))
+        return ModelInfo.from_proto(self._call(self._stub.GetModelMetadata, request, timeout))
+
+    def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
+        """Every model the server serves, each at its latest version."""
+        reply = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return [ModelInfo.from_proto(m) for m in reply.models]
+
+    # -- helpers -------------------------------------------------------------
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    def _call(self, method, request, timeout: float | None):
+        try:
+            return method(request, timeout=self._timeout(timeout))
+        except grpc.RpcError as exc:
+            raise TfclassifyError.from_rpc_error(exc) from exc
+
+
+def model_spec(name: str, version: int | None = None, version_label: str | None = None) -> pb.ModelSpec:
+    """A ``ModelSpec`` naming a model and, optionally, a version or a label."""
+    if version is not None and version_label is not None:
+        raise ValueError("give a version or a version label, not both")
+    spec = pb.ModelSpec(name=name)
+    if version is not None:
+        spec.version = int(version)
+    elif version_label is not None:
+        spec.version_label = version_label
+    return spec
+
+
+def as_image_batch(images: np.ndarray) -> np.ndarray:
+    """Add the batch axis to a single 2-D image; check the dtype is one the API carries."""
+    array = np.asarray(images)
+    if array.dtype != np.uint8 and array.dtype != np.float32:
+        raise ValueError(f"images must be uint8 pixels (or float32 for float-input models), got {array.dtype}")
+    if array.ndim == 2 and array.shape[0] == array.shape[1]:
+        array = array[np.newaxis]
+    if array.ndim not in (2, 3, 4):
+        raise ValueError(f"expected an image [H, W] or a batch [N, H, W], got shape {list(array.shape)}")
+    return array

@@ -1,0 +1,27 @@
+"""Readers for the MNIST family (numpy only), shared by the trainer and the client."""
+
+from tfclassify.client.datasets.catalog import DATASETS, SPLITS, DatasetSpec
+from tfclassify.client.datasets.idx import IdxFormatError, read_idx
+from tfclassify.client.datasets.loader import (
+    Dataset,
+    DatasetNotFoundError,
+    dataset_names,
+    load_dataset,
+    read_array,
+)
+from tfclassify.client.datasets.npz import NpzFormatError, read_npz
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "Dataset",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "IdxFormatError",
+    "NpzFormatError",
+    "dataset_names",
+    "load_dataset",
+    "read_array",
+    "read_idx",
+    "read_npz",
+]

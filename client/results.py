@@ -1,0 +1,120 @@
+"""Typed results of the client library's calls."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfclassify.client.tensors import dtype_name, from_tensor_proto
+from tfclassify.v1 import classifier_pb2 as pb
+
+
+@dataclass(frozen=True)
+class RankedClass:
+    """One class with its probability."""
+
+    index: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The classification of one image."""
+
+    index: int
+    label: str
+    score: float
+    #: The best ``top_k`` classes, best first (empty when none were requested).
+    top_k: tuple[RankedClass, ...]
+    #: The full probability vector, when requested.
+    probabilities: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ClassifyResult:
+    """The classification of a batch of N images, as numpy columns.
+
+    ``result[i]`` gives image i as a ``Prediction``; iterate for all.
+    """
+
+    model: str
+    version: int
+    classes: np.ndarray  # [N] int32
+    scores: np.ndarray  # [N] float32
+    labels: list[str]  # [N]
+    top_k_classes: np.ndarray  # [N, k] int32
+    top_k_scores: np.ndarray  # [N, k] float32
+    top_k_labels: list[list[str]]  # [N][k]
+    probabilities: np.ndarray | None  # [N, C] float32
+
+    @classmethod
+    def from_proto(cls, response: pb.ClassifyResponse) -> "ClassifyResult":
+        """Build from a ``ClassifyResponse`` message."""
+        n, k = len(response.classes), response.top_k
+        flat_labels = list(response.top_k_labels)
+        return cls(
+            model=response.model_spec.name,
+            version=response.model_spec.version,
+            classes=np.asarray(response.classes, dtype=np.int32),
+            scores=np.asarray(response.scores, dtype=np.float32),
+            labels=list(response.labels),
+            top_k_classes=np.asarray(response.top_k_classes, dtype=np.int32).reshape(n, k),
+            top_k_scores=np.asarray(response.top_k_scores, dtype=np.float32).reshape(n, k),
+            top_k_labels=[flat_labels[i * k : (i + 1) * k] for i in range(n)],
+            probabilities=from_tensor_proto(response.probabilities) if response.HasField("probabilities") else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __getitem__(self, i: int) -> Prediction:
+        ranked = tuple(
+            RankedClass(int(c), label, float(s))
+            for c, s, label in zip(self.top_k_classes[i], self.top_k_scores[i], self.top_k_labels[i])
+        )
+        probs = self.probabilities[i] if self.probabilities is not None else None
+        return Prediction(int(self.classes[i]), self.labels[i], float(self.scores[i]), ranked, probs)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What ``GetModelMetadata`` tells about one model version."""
+
+    name: str
+    version: int
+    versions: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    input_dtype: str
+    input_scale: float
+    labels: tuple[str, ...]
+    output_kind: str
+    signature_name: str
+    training_metadata: dict
+    device: str
+
+    @classmethod
+    def from_proto(cls, m: pb.ModelMetadata) -> "ModelInfo":
+        """Build from a ``ModelMetadata`` message."""
+        return cls(
+            name=m.model_spec.name,
+            version=m.model_spec.version,
+            versions=tuple(m.versions),
+            input_shape=tuple(m.input_shape),
+            input_dtype=dtype_name(m.input_dtype),
+            input_scale=m.input_scale,
+            labels=tuple(m.labels),
+            output_kind=m.output_kind,
+            signature_name=m.signature_name,
+            training_metadata=json.loads(m.training_metadata_json or "{}"),
+            device=m.device,
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)

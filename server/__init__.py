@@ -1,0 +1,1 @@
+"""The tfclassify gRPC server. Submodules that need TensorFlow import it themselves."""

@@ -1,0 +1,115 @@
+"""The transport-independent core: validate images, run the model, rank classes.
+
+Servicers convert protobuf messages to the types here and back; nothing in
+this module knows about gRPC messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfclassify.server.errors import InvalidInputError
+from tfclassify.server.images import check_image_batch, decode_images
+from tfclassify.server.metrics import ServerMetrics
+from tfclassify.server.registry import ModelRegistry
+from tfclassify.server.runtime import ModelRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClassifyInput:
+    """What a classify request asks for. Exactly one of ``images``/``encoded`` is set."""
+
+    model: str
+    version: int | None = None
+    version_label: str | None = None
+    images: np.ndarray | None = None  # uint8 or float32, any accepted layout
+    encoded: list[bytes] | None = None  # PNG/JPEG files
+    top_k: int = 0
+    return_probabilities: bool = False
+
+
+@dataclass(frozen=True)
+class ClassifyOutput:
+    """Results for N images: the model version used and numpy columns."""
+
+    runtime: ModelRuntime
+    classes: np.ndarray  # [N] int32
+    scores: np.ndarray  # [N] float32
+    top_k_classes: np.ndarray  # [N, k] int32
+    top_k_scores: np.ndarray  # [N, k] float32
+    probabilities: np.ndarray | None  # [N, C] float32
+
+
+class DataPlane:
+    """Classifies batches with the models in ``registry``; TensorFlow runs on ``executor``."""
+
+    def __init__(
+        self, registry: ModelRegistry, executor: Executor, metrics: ServerMetrics, max_images_per_request: int
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self._executor = executor
+        self._max_images = max_images_per_request
+
+    def resolve(self, model: str, version: int | None = None, version_label: str | None = None) -> ModelRuntime:
+        """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
+        return self.registry.resolve(model, version, version_label)
+
+    async def classify(self, request: ClassifyInput) -> ClassifyOutput:
+        """Classify the request's images."""
+        runtime = self.resolve(request.model, request.version, request.version_label)
+        if request.top_k > runtime.num_classes:
+            raise InvalidInputError(
+                f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
+            )
+        images = self._prepare(runtime, request)
+        loop = asyncio.get_running_loop()
+        probabilities = await loop.run_in_executor(self._executor, self._run, runtime, images)
+        return rank(runtime, probabilities, request.top_k, request.return_probabilities)
+
+    def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:
+        height, width = runtime.image_size
+        if request.encoded is not None:
+            return decode_images(request.encoded, height, width, self._max_images)
+        if request.images is None:
+            raise InvalidInputError("the request carries no images: set `tensor` or `encoded`")
+        images = request.images
+        if images.dtype == np.float32 and not runtime.takes_float:
+            raise InvalidInputError(
+                f"model {runtime.name!r} version {runtime.version} takes uint8 pixels; got FLOAT32 (send UINT8)"
+            )
+        return check_image_batch(images, height, width, self._max_images)
+
+    def _run(self, runtime: ModelRuntime, images: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        probabilities = runtime.predict(images)
+        version = str(runtime.version)
+        self.metrics.inference_duration.labels(runtime.name, version).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(runtime.name, version).observe(len(images))
+        self.metrics.images.labels(runtime.name, version).inc(len(images))
+        return probabilities
+
+
+def rank(runtime: ModelRuntime, probabilities: np.ndarray, top_k: int, keep_probabilities: bool) -> ClassifyOutput:
+    """Prediction, its score and the best ``top_k`` classes of every row."""
+    rows = np.arange(len(probabilities))
+    classes = probabilities.argmax(axis=1).astype(np.int32)
+    scores = probabilities[rows, classes]
+    if top_k:
+        # argsort of the negated scores: best first, ties broken by the lower class index.
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].astype(np.int32)
+        top_scores = np.take_along_axis(probabilities, order, axis=1)
+    else:
+        order = np.empty((len(probabilities), 0), np.int32)
+        top_scores = np.empty((len(probabilities), 0), np.float32)
+    return ClassifyOutput(
+        runtime, classes, scores, order, top_scores, probabilities if keep_probabilities else None
+    )

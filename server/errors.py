@@ -1,0 +1,33 @@
+"""Domain errors and their one mapping to gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ServingError(Exception):
+    """Base of the errors a request can end with; ``code`` is its gRPC status."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidInputError(ServingError):
+    """The request's images or options are malformed."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class ModelNotFoundError(ServingError):
+    """No such model, version or version label."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ModelUnavailableError(ServingError):
+    """The model exists but has no version ready to serve."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ModelLoadError(Exception):
+    """A SavedModel could not be loaded or does not look like an image classifier."""

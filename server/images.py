@@ -1,0 +1,59 @@
+"""Turn request images (packed tensors or encoded files) into a model-ready batch.
+
+numpy and Pillow only; the checks here produce the INVALID_ARGUMENT messages
+a client sees, so each says what was expected.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tfclassify.server.errors import InvalidInputError
+
+
+def check_image_batch(images: np.ndarray, height: int, width: int, max_images: int) -> np.ndarray:
+    """Validate ``images`` and return it as ``[N, height, width]`` (a view, no copy).
+
+    Accepts ``[N, H, W]``, ``[N, H, W, 1]`` and ``[N, H*W]``.
+    """
+    shape = images.shape
+    n = shape[0] if images.ndim >= 1 else 0
+    accepted = f"[N, {height}, {width}], [N, {height}, {width}, 1] or [N, {height * width}]"
+    if shape in ((n, height, width), (n, height, width, 1)) or shape == (n, height * width):
+        pass
+    else:
+        raise InvalidInputError(f"images have shape {list(shape)}; expected {accepted}")
+    check_batch_size(n, max_images)
+    return images.reshape(n, height, width)
+
+
+def check_batch_size(n: int, max_images: int) -> None:
+    """Reject empty batches and batches over the configured maximum."""
+    if n == 0:
+        raise InvalidInputError("the request holds no images; send a batch of 1 or more")
+    if n > max_images:
+        raise InvalidInputError(
+            f"the request holds {n} images; at most {max_images} per request are accepted "
+            "(split the batch, or raise --max-images-per-request)"
+        )
+
+
+def decode_images(encoded: list[bytes], height: int, width: int, max_images: int) -> np.ndarray:
+    """Decode PNG/JPEG files into a uint8 batch ``[N, height, width]`` (grayscale)."""
+    check_batch_size(len(encoded), max_images)
+    batch = np.empty((len(encoded), height, width), dtype=np.uint8)
+    for i, data in enumerate(encoded):
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                gray = img.convert("L")
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidInputError(f"image {i}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from exc
+        if gray.size != (width, height):
+            raise InvalidInputError(
+                f"image {i} is {gray.size[0]}x{gray.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
+            )
+        batch[i] = np.asarray(gray, dtype=np.uint8)
+    return batch

@@ -1,0 +1,85 @@
+"""The model repository layout, shared by the trainer (writer) and the server (reader).
+
+::
+
+    <repo>/<model>/<version>/          one SavedModel per integer version
+        saved_model.pb, variables/     the SavedModel itself
+        labels.txt                     optional: one class label per line
+        tfclassify.json                optional: training metadata
+
+Folders whose name starts with ``.`` are work in progress (the trainer
+writes ``.tmp-*`` and renames it into place) and are never loaded. Stdlib
+only: no TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SAVED_MODEL_FILE = "saved_model.pb"
+LABELS_FILE = "labels.txt"
+METADATA_FILE = "tfclassify.json"
+
+
+@dataclass(frozen=True)
+class VersionDir:
+    """One version folder of a model."""
+
+    model: str
+    version: int
+    path: Path
+
+    def labels(self) -> list[str] | None:
+        """The labels in ``labels.txt``, or None when the version has none."""
+        path = self.path / LABELS_FILE
+        if not path.is_file():
+            return None
+        return [line.rstrip("\r") for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+
+    def metadata(self) -> dict:
+        """The training metadata in ``tfclassify.json`` (empty when absent)."""
+        path = self.path / METADATA_FILE
+        if not path.is_file():
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        return data
+
+
+def model_versions(model_dir: Path) -> list[VersionDir]:
+    """The complete versions of one model folder, ascending."""
+    versions = []
+    for child in model_dir.iterdir() if model_dir.is_dir() else ():
+        if child.name.startswith(".") or not child.is_dir():
+            continue
+        if not child.name.isdigit():
+            log.debug("ignoring %s: version folders are named by integers", child)
+            continue
+        if not (child / SAVED_MODEL_FILE).is_file():
+            log.warning("ignoring %s: no %s", child, SAVED_MODEL_FILE)
+            continue
+        versions.append(VersionDir(model_dir.name, int(child.name), child))
+    return sorted(versions, key=lambda v: v.version)
+
+
+def scan_repository(repo: Path) -> dict[str, list[VersionDir]]:
+    """Every model folder in ``repo`` with its versions (models without versions included)."""
+    if not repo.is_dir():
+        raise FileNotFoundError(f"model repository {repo} is not a folder")
+    return {
+        child.name: model_versions(child)
+        for child in sorted(repo.iterdir())
+        if child.is_dir() and not child.name.startswith(".")
+    }
+
+
+def next_version(model_dir: Path) -> int:
+    """One above the highest version folder (complete or not) of ``model_dir``."""
+    taken = [int(c.name) for c in model_dir.iterdir() if c.name.isdigit()] if model_dir.is_dir() else []
+    return max(taken, default=0) + 1

@@ -1,0 +1,216 @@
+"""One loaded SavedModel version, called through its signature's concrete function.
+
+Any SavedModel whose serving signature takes one batch of 28x28-style images
+(uint8 or float; ``[N, H, W]``, ``[N, H, W, 1]`` or ``[N, H*W]``) and returns
+class scores is served: our trainer's exports, a Keras ``Model.export()`` or
+a ``tf.saved_model.save`` of a classifier. Outputs that are not probabilities
+(logits) are turned into probabilities with a softmax.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from tfclassify.server.errors import ModelLoadError
+from tfclassify.server.repository import VersionDir
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+#: Output names tried first, in order, when a signature returns several tensors.
+_PREFERRED_OUTPUTS = ("probabilities", "probs", "predictions", "scores", "logits", "output_0")
+_FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+
+
+@dataclass
+class ModelRuntime:
+    """A loaded, callable model version. ``predict`` is thread-safe."""
+
+    name: str
+    version: int
+    path: str
+    device: str
+    signature_name: str
+    input_key: str
+    #: Shape of one image as the signature takes it, e.g. (28, 28) or (784,).
+    input_shape: tuple[int, ...]
+    input_dtype: tf.DType
+    #: Factor applied to uint8 pixels fed to a float-input model.
+    input_scale: float
+    output_key: str
+    #: "probabilities" or "logits".
+    output_kind: str
+    labels: list[str]
+    training_metadata: dict
+    load_seconds: float = 0.0
+    _function: object = field(default=None, repr=False)
+    _loaded: object = field(default=None, repr=False)  # keeps the SavedModel's variables alive
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of one image."""
+        if len(self.input_shape) == 1:
+            side = math.isqrt(self.input_shape[0])
+            return side, side
+        return self.input_shape[0], self.input_shape[1]
+
+    @property
+    def takes_float(self) -> bool:
+        return self.input_dtype != tf.uint8
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, C]`` (float32) for images ``[N, H, W]``.
+
+        uint8 pixels go to uint8 models as they are and to float models
+        multiplied by ``input_scale``; float32 images go to float models as
+        they are. Callers validate shapes and dtypes first (``DataPlane``).
+        """
+        x = images.reshape((len(images), *self.input_shape))
+        if self.takes_float:
+            x = x.astype(np.float32) * np.float32(self.input_scale) if x.dtype == np.uint8 else x
+        with tf.device(self.device):
+            tensor = tf.constant(x, dtype=self.input_dtype)
+            outputs = self._function(**{self.input_key: tensor})[self.output_key]
+        scores = outputs.numpy().astype(np.float32, copy=False)
+        return softmax(scores) if self.output_kind == "logits" else scores
+
+
+def load_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntime:
+    """Load and check one version folder; raises ``ModelLoadError`` with the reason."""
+    started = time.monotonic()
+    try:
+        with tf.device(device):
+            loaded = tf.saved_model.load(str(version_dir.path))
+    except Exception as exc:  # TensorFlow raises many types for a corrupt SavedModel
+        raise ModelLoadError(f"{version_dir.path}: not a loadable SavedModel: {exc}") from exc
+    signature_name, function = _pick_signature(loaded, version_dir)
+    input_key, input_spec = _pick_input(function, version_dir, signature_name)
+    output_key = _pick_output(function, version_dir, signature_name)
+    try:
+        metadata = version_dir.metadata()
+        labels = version_dir.labels()
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{version_dir.path}: {exc}") from exc
+    runtime = ModelRuntime(
+        name=version_dir.model,
+        version=version_dir.version,
+        path=str(version_dir.path),
+        device=device,
+        signature_name=signature_name,
+        input_key=input_key,
+        input_shape=tuple(int(d) for d in input_spec.shape[1:]),
+        input_dtype=input_spec.dtype,
+        input_scale=float(metadata.get("input_scale", 1.0 if input_spec.dtype == tf.uint8 else 1.0 / 255)),
+        output_key=output_key,
+        output_kind="probabilities",
+        labels=[],
+        training_metadata=metadata,
+        _function=function,
+        _loaded=loaded,
+    )
+    num_classes, runtime.output_kind = _probe(runtime, metadata.get("output_kind"))
+    runtime.labels = labels if labels is not None else [str(i) for i in range(num_classes)]
+    if len(runtime.labels) != num_classes:
+        raise ModelLoadError(
+            f"{version_dir.path}: labels.txt names {len(runtime.labels)} classes but the model outputs {num_classes}"
+        )
+    runtime.load_seconds = time.monotonic() - started
+    return runtime
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _pick_signature(loaded, version_dir: VersionDir):
+    signatures = dict(loaded.signatures)
+    if DEFAULT_SIGNATURE in signatures:
+        return DEFAULT_SIGNATURE, signatures[DEFAULT_SIGNATURE]
+    if len(signatures) == 1:
+        return next(iter(signatures.items()))
+    raise ModelLoadError(
+        f"{version_dir.path}: no {DEFAULT_SIGNATURE!r} signature "
+        f"(signatures: {', '.join(signatures) or 'none'}); export one with tf.saved_model.save(..., signatures=...)"
+    )
+
+
+def _pick_input(function, version_dir: VersionDir, signature_name: str):
+    args, kwargs = function.structured_input_signature
+    specs = {**{str(i): a for i, a in enumerate(args)}, **kwargs}
+    if len(specs) != 1:
+        raise ModelLoadError(
+            f"{version_dir.path}: signature {signature_name!r} takes {len(specs)} inputs ({', '.join(specs)}); "
+            "an image classifier takes exactly one batch of images"
+        )
+    key, spec = next(iter(specs.items()))
+    dims = spec.shape.as_list() if spec.shape.rank is not None else None
+    ok_rank = dims is not None and (
+        (len(dims) == 2 and dims[1] and math.isqrt(dims[1]) ** 2 == dims[1])
+        or (len(dims) == 3 and all(dims[1:]))
+        or (len(dims) == 4 and all(dims[1:3]) and dims[3] == 1)
+    )
+    if not ok_rank or (spec.dtype != tf.uint8 and spec.dtype not in _FLOAT_DTYPES):
+        raise ModelLoadError(
+            f"{version_dir.path}: signature {signature_name!r} input {key!r} is {spec.dtype.name} {dims}; "
+            "expected uint8 or float images [N, H, W], [N, H, W, 1] or [N, H*W]"
+        )
+    return key, spec
+
+
+def _pick_output(function, version_dir: VersionDir, signature_name: str) -> str:
+    outputs = function.structured_outputs
+    if not isinstance(outputs, dict):
+        outputs = {"output_0": outputs}
+    candidates = {
+        k: s
+        for k, s in outputs.items()
+        if isinstance(s, tf.TensorSpec) and s.dtype in _FLOAT_DTYPES and s.shape.rank == 2 and (s.shape[1] or 0) >= 2
+    }
+    for key in _PREFERRED_OUTPUTS:
+        if key in candidates:
+            return key
+    if len(candidates) == 1:
+        return next(iter(candidates))
+    raise ModelLoadError(
+        f"{version_dir.path}: signature {signature_name!r} outputs {dict((k, str(v)) for k, v in outputs.items())}; "
+        "expected one float tensor of class scores [N, C] (or one named 'probabilities' or 'logits')"
+    )
+
+
+def _probe(runtime: ModelRuntime, declared_kind: str | None) -> tuple[int, str]:
+    """Run a small batch: checks the model works, counts its classes and tells
+    probabilities from logits (unless the version's metadata declares it)."""
+    height, width = runtime.image_size
+    rng = np.random.default_rng(0)
+    probe = np.concatenate(
+        [np.zeros((1, height, width), np.uint8), np.full((1, height, width), 255, np.uint8),
+         rng.integers(0, 256, (6, height, width), dtype=np.uint8)]
+    )
+    runtime.output_kind = "probabilities"
+    try:
+        scores = runtime.predict(probe)
+    except Exception as exc:
+        raise ModelLoadError(f"{runtime.path}: a test batch of {len(probe)} images failed: {exc}") from exc
+    if scores.ndim != 2 or scores.shape[0] != len(probe):
+        raise ModelLoadError(f"{runtime.path}: output has shape {list(scores.shape)} for {len(probe)} images")
+    if declared_kind in ("probabilities", "logits"):
+        return scores.shape[1], declared_kind
+    looks_like_probabilities = (
+        "logit" not in runtime.output_key.lower()
+        and bool(np.all(scores >= 0) and np.all(scores <= 1))
+        and bool(np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
+    )
+    return scores.shape[1], "probabilities" if looks_like_probabilities else "logits"

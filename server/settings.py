@@ -1,0 +1,73 @@
+"""Server settings: one typed object, filled from flags and ``TFCLASSIFY_*`` variables.
+
+Importing this module does not import TensorFlow, so ``tfclassify serve
+--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TFCLASSIFY_"
+
+
+def setting(default: Any = MISSING, *, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    """A settings field with its documentation (shown by ``--help``)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How ``tfclassify serve`` runs. Each field is also a ``--flag`` and a
+    ``TFCLASSIFY_<FIELD>`` environment variable (the flag wins)."""
+
+    model_repo: Path = setting(help="model repository: <repo>/<model>/<version>/ SavedModel folders")
+    host: str = setting("0.0.0.0", help="address the gRPC and metrics servers bind to")
+    grpc_port: int = setting(8500, help="gRPC port (Classifier, health, reflection); 0 picks a free one")
+    metrics_port: int = setting(8502, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
+    max_images_per_request: int = setting(16384, help="most images one request may carry (more: INVALID_ARGUMENT)")
+    max_message_bytes: int = setting(
+        64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"
+    )
+    device: str = setting("auto", help="where models run: auto (first GPU if TensorFlow sees one, else CPU), cpu, gpu:N")
+    inference_threads: int = setting(2, help="threads that run TensorFlow calls (each call releases the GIL)")
+    shutdown_grace_s: float = setting(10.0, help="on SIGTERM, how long in-flight requests may take to finish")
+    port_file: Path | None = setting(None, help="write the bound ports as JSON here once the server is ready")
+    log_level: str = setting("INFO", help="Python logging level")
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one ``--flag`` per field to ``parser`` (defaults from the environment)."""
+        for f in fields(cls):
+            env_name = ENV_PREFIX + f.name.upper()
+            convert = _converter(str(f.type))
+            env = os.environ.get(env_name)
+            default = convert(env) if env is not None else (None if f.default is MISSING else f.default)
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                type=convert,
+                default=default,
+                required=default is None and f.default is MISSING,
+                metavar=f.name.split("_")[-1].upper(),
+                help=f"{f.metadata['help']} [env {env_name}; default: {default}]",
+            )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ServerSettings":
+        """Build from a namespace filled by ``add_arguments``."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def _converter(type_name: str):
+    if "Path" in type_name:
+        return Path
+    if type_name.startswith("int"):
+        return int
+    if type_name.startswith("float"):
+        return float
+    return str

@@ -1,0 +1,1 @@
+"""Trains Keras classifiers on the MNIST family and exports versioned SavedModels."""
