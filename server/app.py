@@ -123,7 +123,9 @@ async def serve(settings: ServerSettings) -> None:
 
 def run(settings: ServerSettings) -> int:
     """Entry point of ``tfclassify serve``."""
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
     asyncio.run(serve(settings))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from tfclassify.client.cli.common import CliError
 from tfclassify.server.settings import ServerSettings
@@ -20,6 +21,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # TensorFlow's C++ INFO lines (oneDNN notices, ...) drown the server's own log.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     try:
         from tfclassify.server import app
     except ImportError as exc:

@@ -1,0 +1,152 @@
+"""Shared fixtures: real data, tiny trained models, real server processes on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfclassify.client import ClassifierClient
+from tfclassify.client.datasets import Dataset, load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def tfclassify_cmd(*args: str) -> list[str]:
+    """The installed ``tfclassify`` console command with ``args``."""
+    return [str(BIN / "tfclassify"), *args]
+
+
+class ServerProcess:
+    """``tfclassify serve`` in a child process, on free loopback ports."""
+
+    def __init__(self, model_repo: Path, workdir: Path, *extra_args: str) -> None:
+        self.port_file = workdir / "ports.json"
+        self.log_path = workdir / "server.log"
+        self.port_file.unlink(missing_ok=True)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            tfclassify_cmd(
+                "serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", "--grpc-port", "0",
+                "--metrics-port", "0", "--port-file", str(self.port_file), *extra_args,
+            ),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        ports = self._wait_for_port_file(timeout=120)
+        self.grpc_port, self.metrics_port = ports["grpc_port"], ports["metrics_port"]
+        self.address = f"127.0.0.1:{self.grpc_port}"
+
+    def _wait_for_port_file(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.port_file.exists():
+                return json.loads(self.port_file.read_text())
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def client(self, **kwargs) -> ClassifierClient:
+        return ClassifierClient(self.address, **kwargs)
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text output (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@pytest.fixture(scope="session")
+def fashion_test() -> Dataset:
+    return load_dataset("fashion_mnist", "test", FASHION_DIR, download_missing=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_test() -> Dataset:
+    return load_dataset("mnist", "test", MNIST_DIR, download_missing=False)
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory, mnist_test) -> Path:
+    """A repository with two real models:
+
+    * ``fashion``: our trainer's MLP, 3 epochs on 20,000 Fashion-MNIST images
+      (through the ``tfclassify train`` command);
+    * ``digits``: a plain Keras ``Model.export()`` taking float ``[N, 784]``
+      and returning logits, with no label file, trained on the first half of
+      the MNIST test set.
+    """
+    repo = tmp_path_factory.mktemp("repo")
+    subprocess.run(
+        tfclassify_cmd(
+            "train", "--dataset", "fashion_mnist", "--data-dir", str(FASHION_DIR), "--model-repo", str(repo),
+            "--name", "fashion", "--epochs", "3", "--train-limit", "20000",
+        ),
+        check=True,
+    )
+    subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "make_plain_keras_model.py"), str(MNIST_DIR), str(repo / "digits" / "1")],
+        check=True,
+    )
+    return repo
+
+
+@pytest.fixture(scope="session")
+def server(model_repo, tmp_path_factory) -> Iterator[ServerProcess]:
+    """One server for the whole session, serving ``model_repo``."""
+    proc = ServerProcess(model_repo, tmp_path_factory.mktemp("server"), "--max-images-per-request", "4096")
+    with proc.client() as client:
+        client.wait_for_ready(60)
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.fixture()
+def client(server) -> Iterator[ClassifierClient]:
+    with server.client() as c:
+        yield c
+
+
+def accuracy(predicted: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.asarray(predicted) == np.asarray(true)))
+
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

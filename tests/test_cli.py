@@ -1,0 +1,95 @@
+"""The ``tfclassify`` command as a user runs it, against a real server."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import numpy as np
+from PIL import Image
+
+from conftest import FASHION_DIR, MNIST_DIR, tfclassify_cmd
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(tfclassify_cmd(*args), capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_score_dataset_writes_a_consistent_report(server, client, fashion_test, tmp_path):
+    report_path, preds_path = tmp_path / "report.json", tmp_path / "preds.jsonl"
+    result = run(
+        "score", "--server", server.address, "--model", "fashion", "--dataset", "fashion_mnist",
+        "--data-dir", str(FASHION_DIR), "--limit", "3000", "--batch-size", "500",
+        "--report", str(report_path), "--predictions", str(preds_path), "--no-progress",
+    )
+    report = json.loads(report_path.read_text())
+    expected = client.classify(fashion_test.images[:3000], "fashion").classes
+    assert report["num_images"] == 3000
+    assert report["accuracy"] == float(np.mean(expected == fashion_test.labels[:3000]))
+    assert sum(map(sum, report["confusion_matrix"])) == 3000
+    assert len(report["per_class"]) == 10 and report["per_class"][0]["label"] == "T-shirt/top"
+    assert report["run"]["versions"] == {"1": 3000}
+    lines = [json.loads(line) for line in preds_path.read_text().splitlines()]
+    assert [row["index"] for row in lines] == list(range(3000)), "every image exactly once, in order"
+    assert [row["class"] for row in lines] == expected.tolist()
+    assert f"accuracy {report['accuracy']:.4f} on 3000 images" in result.stdout
+    assert "most confused pairs" in result.stdout
+
+
+def test_score_idx_files_with_labels(server, tmp_path):
+    result = run(
+        "score", "--server", server.address, "--model", "digits", "--no-progress",
+        "--images", str(MNIST_DIR / "t10k-images-idx3-ubyte.gz"),
+        "--labels", str(MNIST_DIR / "t10k-labels-idx1-ubyte.gz"), "--report", str(tmp_path / "r.json"),
+    )
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["num_images"] == 10000 and report["accuracy"] > 0.85
+    assert "scored 10000 images" in result.stdout
+
+
+def test_classify_models_and_health_commands(server, fashion_test, tmp_path):
+    files = []
+    for i in range(2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(fashion_test.images[i]).save(path)
+        files.append(str(path))
+    out = run("classify", "--server", server.address, "--model", "fashion", "--json", *files).stdout
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["file"] for r in rows] == files and all(len(r["top_k"]) == 3 for r in rows)
+    listing = run("models", "--server", server.address).stdout
+    assert "fashion" in listing and "digits" in listing
+    assert json.loads(run("models", "fashion", "--server", server.address).stdout)["labels"][1] == "Trouser"
+    assert "SERVING" in run("health", "--server", server.address).stdout
+
+
+def test_errors_are_one_line_messages_not_tracebacks(server, tmp_path):
+    cases = [
+        (("score", "--server", server.address, "--model", "nope", "--dataset", "fashion_mnist",
+          "--data-dir", str(FASHION_DIR)), "NOT_FOUND: model 'nope' not found"),
+        (("score", "--server", server.address, "--model", "fashion", "--images", str(tmp_path / "missing.npz")),
+         "missing.npz"),
+        (("score", "--server", "127.0.0.1:1", "--model", "fashion", "--dataset", "fashion_mnist",
+          "--data-dir", str(FASHION_DIR), "--timeout", "2"), "UNAVAILABLE"),
+        (("health", "--server", "127.0.0.1:1", "--timeout", "1"), "not serving"),
+    ]
+    for args, needle in cases:
+        result = run(*args, check=False)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr and needle in result.stderr, result.stderr
+        assert result.stderr.startswith("tfclassify: error: ")
+
+
+def test_train_reports_a_missing_dataset_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TFCLASSIFY_DATASET_MIRROR", (tmp_path / "offline").as_uri())
+    result = subprocess.run(
+        tfclassify_cmd("train", "--dataset", "k49", "--model-repo", str(tmp_path / "repo")),
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "dataset 'k49' (train split) not found" in result.stderr and "k49-train-imgs.npz" in result.stderr
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").rglob("saved_model.pb"))
