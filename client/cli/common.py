@@ -30,6 +30,11 @@ def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0)
     )
 
 
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ INFO lines (oneDNN notices, ...) unless the user set a level."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a subcommand, turning expected failures into one-line messages instead of tracebacks."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

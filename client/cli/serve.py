@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from tfclassify.client.cli.common import CliError
+from tfclassify.client.cli.common import CliError, quiet_tensorflow
 from tfclassify.server.settings import ServerSettings
 
 
@@ -21,8 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # TensorFlow's C++ INFO lines (oneDNN notices, ...) drown the server's own log.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    quiet_tensorflow()
     try:
         from tfclassify.server import app
     except ImportError as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import CliError
+from tfclassify.client.cli.common import CliError, quiet_tensorflow
 from tfclassify.client.datasets import dataset_names
 from tfclassify.trainer.config import ARCHITECTURES, TrainConfig
 
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_tensorflow()
     try:
         from tfclassify.trainer.train import train
     except ImportError as exc:
