@@ -1,5 +1,5 @@
-"""Composition root: wires settings, models, data plane, servicers, health,
-reflection and metrics into one running server."""
+"""Composition root: wires settings, model manager, data plane, servicers,
+health, reflection and metrics into one running server."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
-from tfclassify.server.device import configure_gpus, resolve_device
-from tfclassify.server.loader import load_repository
+from tfclassify.server.device import configure_devices, resolve_devices
+from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.servicer import ClassifierServicer
@@ -34,38 +35,66 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def batching_defaults(settings: ServerSettings) -> BatchingOptions:
+    """The server-wide batching options from the command line."""
+    return BatchingOptions(
+        max_batch_size=settings.max_batch_size,
+        batch_timeout_s=settings.batch_timeout_micros / 1e6,
+        max_enqueued_images=settings.max_enqueued_images,
+        max_concurrent_batches=settings.max_concurrent_batches,
+        warmup_batch_sizes=tuple(int(s) for s in settings.warmup_batch_sizes.split(",") if s.strip()),
+    )
+
+
 class ClassifierServer:
     """One tfclassify server process: ``await start()``, then ``await stop()``."""
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        configure_devices(settings.logical_cpu_devices, settings.gpu_memory_limit_mb)
+        devices = resolve_devices(settings.device)
+        defaults = batching_defaults(settings)
+        threads = settings.inference_threads or len(devices) * defaults.max_concurrent_batches
         self.metrics_registry = CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
         self.registry = ModelRegistry()
-        self.executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
-        self.dataplane = DataPlane(self.registry, self.executor, self.metrics, settings.max_images_per_request)
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="inference")
+        self.manager = ModelManager(
+            settings.model_repo, settings.model_config, defaults, devices, self.registry, self.metrics,
+            self.executor, self._update_health,
+        )
+        self.dataplane = DataPlane(self.registry, settings.max_images_per_request)
         self.health = health_aio.HealthServicer()
         self.grpc_port = 0
         self.metrics_port = -1
         self._metrics_http = None
-        message_limit = settings.max_message_bytes
-        self._server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", message_limit),
-                ("grpc.max_send_message_length", message_limit),
+        self._stopping = False
+        self._poller: asyncio.Task | None = None
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+        if settings.max_connection_age_s > 0:
+            options += [
+                ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
             ]
+        self._server = grpc.aio.server(options=options)
+        pb_grpc.add_ClassifierServicer_to_server(
+            ClassifierServicer(self.dataplane, self.manager, self.metrics), self._server
         )
-        pb_grpc.add_ClassifierServicer_to_server(ClassifierServicer(self.dataplane, self.metrics), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (CLASSIFIER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
+        log.info("replica devices: %s; inference threads: %d; batching: %s", ", ".join(devices), threads, defaults)
 
     async def start(self) -> None:
-        """Open the ports (health NOT_SERVING), load the models, then report SERVING."""
+        """Open the ports (health NOT_SERVING), load and warm up the models, then report SERVING."""
         settings = self.settings
-        await self._set_health(NOT_SERVING, [""])
+        await self.health.set("", NOT_SERVING)
+        await self.health.set(CLASSIFIER_SERVICE, NOT_SERVING)
         self.grpc_port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
@@ -73,38 +102,39 @@ class ClassifierServer:
         if settings.metrics_port >= 0:
             self._metrics_http, _ = start_http_server(settings.metrics_port, settings.host, self.metrics_registry)
             self.metrics_port = self._metrics_http.server_port
-        log.info("gRPC on %s:%d, metrics on %s", settings.host, self.grpc_port, self.metrics_port)
-        configure_gpus()
-        device = resolve_device(settings.device)
-        failures = await asyncio.get_running_loop().run_in_executor(
-            self.executor, load_repository, settings.model_repo, self.registry, self.metrics, device
-        )
-        names = self.registry.names()
-        await self._set_health(SERVING, [n for n in names if n not in failures])
-        await self._set_health(NOT_SERVING, list(failures))
-        ready = not failures
-        await self._set_health(SERVING if ready else NOT_SERVING, ["", CLASSIFIER_SERVICE])
-        if not ready:
-            log.error("not ready: models without a loadable version: %s", ", ".join(sorted(failures)))
+        log.info("gRPC on %s:%d, metrics on port %s", settings.host, self.grpc_port, self.metrics_port)
+        await self.manager.reconcile()
+        if settings.poll_interval_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self.manager.poll(settings.poll_interval_s))
         if settings.port_file:
             _write_json_atomically(
                 settings.port_file, {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port, "pid": os.getpid()}
             )
 
     async def stop(self) -> None:
-        """Report NOT_SERVING, refuse new RPCs and let in-flight ones finish within the grace period."""
-        await self._set_health(NOT_SERVING, ["", CLASSIFIER_SERVICE, *self.registry.names()])
+        """Report NOT_SERVING at once, refuse new RPCs, let in-flight and queued ones finish
+        within the grace period, then unload the models."""
+        self._stopping = True
+        await self._update_health()
+        if self._poller is not None:
+            self._poller.cancel()
         await self._server.stop(self.settings.shutdown_grace_s)
+        await self.manager.shutdown()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self.executor.shutdown(wait=True)
 
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
-
-    async def _set_health(self, status: int, services: list[str]) -> None:
-        for service in services:
-            await self.health.set(service, status)
+    async def _update_health(self) -> None:
+        """SERVING for each model with a version serving; overall SERVING when every model has one."""
+        ready = self.manager.ready_models()
+        for name, ok in ready.items():
+            await self.health.set(name, SERVING if ok and not self._stopping else NOT_SERVING)
+        overall = SERVING if all(ready.values()) and not self._stopping else NOT_SERVING
+        await self.health.set("", overall)
+        await self.health.set(CLASSIFIER_SERVICE, overall)
+        missing = sorted(name for name, ok in ready.items() if not ok)
+        if missing and not self._stopping:
+            log.warning("not ready: no version serving for %s", ", ".join(missing))
 
 
 async def serve(settings: ServerSettings) -> None:

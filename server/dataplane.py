@@ -6,18 +6,14 @@ this module knows about gRPC messages.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
 from tfclassify.server.errors import InvalidInputError
 from tfclassify.server.images import check_image_batch, decode_images
-from tfclassify.server.metrics import ServerMetrics
-from tfclassify.server.registry import ModelRegistry
+from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -34,6 +30,8 @@ class ClassifyInput:
     encoded: list[bytes] | None = None  # PNG/JPEG files
     top_k: int = 0
     return_probabilities: bool = False
+    #: ``time.monotonic()`` instant after which the caller no longer waits.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,31 +47,32 @@ class ClassifyOutput:
 
 
 class DataPlane:
-    """Classifies batches with the models in ``registry``; TensorFlow runs on ``executor``."""
+    """Classifies batches with the models in ``registry``, through each version's batching queue."""
 
-    def __init__(
-        self, registry: ModelRegistry, executor: Executor, metrics: ServerMetrics, max_images_per_request: int
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, max_images_per_request: int) -> None:
         self.registry = registry
-        self.metrics = metrics
-        self._executor = executor
         self._max_images = max_images_per_request
 
-    def resolve(self, model: str, version: int | None = None, version_label: str | None = None) -> ModelRuntime:
+    def resolve(self, model: str, version: int | None = None, version_label: str | None = None) -> ServedVersion:
         """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
         return self.registry.resolve(model, version, version_label)
 
     async def classify(self, request: ClassifyInput) -> ClassifyOutput:
         """Classify the request's images."""
-        runtime = self.resolve(request.model, request.version, request.version_label)
+        # No `await` between resolving the version and entering its queue: an
+        # unload (on this event loop) cannot slip in between, so a request never
+        # reaches a queue that has closed.
+        served = self.resolve(request.model, request.version, request.version_label)
+        runtime = served.runtime
         if request.top_k > runtime.num_classes:
             raise InvalidInputError(
                 f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
             )
         images = self._prepare(runtime, request)
-        loop = asyncio.get_running_loop()
-        probabilities = await loop.run_in_executor(self._executor, self._run, runtime, images)
-        return rank(runtime, probabilities, request.top_k, request.return_probabilities)
+        probabilities = await served.batcher.predict(images, request.deadline)
+        output = rank(runtime, probabilities, request.top_k, request.return_probabilities)
+        served.metrics.count_predictions(output.classes)
+        return output
 
     def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:
         height, width = runtime.image_size
@@ -87,15 +86,6 @@ class DataPlane:
                 f"model {runtime.name!r} version {runtime.version} takes uint8 pixels; got FLOAT32 (send UINT8)"
             )
         return check_image_batch(images, height, width, self._max_images)
-
-    def _run(self, runtime: ModelRuntime, images: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
-        probabilities = runtime.predict(images)
-        version = str(runtime.version)
-        self.metrics.inference_duration.labels(runtime.name, version).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(runtime.name, version).observe(len(images))
-        self.metrics.images.labels(runtime.name, version).inc(len(images))
-        return probabilities
 
 
 def rank(runtime: ModelRuntime, probabilities: np.ndarray, top_k: int, keep_probabilities: bool) -> ClassifyOutput:

@@ -1,4 +1,4 @@
-"""Choosing the TensorFlow device models run on."""
+"""Devices models run on: GPU memory settings, logical CPU devices, and ``--device``."""
 
 from __future__ import annotations
 
@@ -9,29 +9,59 @@ import tensorflow as tf
 log = logging.getLogger(__name__)
 
 
-def configure_gpus() -> None:
-    """Let TensorFlow grow GPU memory as needed instead of taking it all at start.
+def configure_devices(logical_cpu_devices: int = 1, gpu_memory_limit_mb: int = 0) -> None:
+    """Set up devices before TensorFlow initialises them (before any op runs).
 
-    Must run before TensorFlow initialises the GPUs (before any op runs).
+    GPUs get memory growth (TensorFlow otherwise takes all GPU memory at
+    start) or, with ``gpu_memory_limit_mb``, a fixed per-process limit. The
+    CPU can be split into ``logical_cpu_devices`` logical devices, so that
+    replica dispatch runs (and is tested) on machines without GPUs.
     """
     for gpu in tf.config.list_physical_devices("GPU"):
         try:
-            tf.config.experimental.set_memory_growth(gpu, True)
+            if gpu_memory_limit_mb > 0:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=gpu_memory_limit_mb)]
+                )
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError as exc:  # already initialised: keep TensorFlow's setting
-            log.warning("cannot enable memory growth on %s: %s", gpu.name, exc)
+            log.warning("cannot configure %s: %s", gpu.name, exc)
+    if logical_cpu_devices > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(logical_cpu_devices)]
+        )
 
 
-def resolve_device(choice: str) -> str:
-    """The TensorFlow device name for ``--device`` (``auto``, ``cpu`` or ``gpu:N``)."""
-    gpus = tf.config.list_logical_devices("GPU")
-    choice = choice.strip().lower()
-    if choice == "auto":
-        return gpus[0].name if gpus else "/device:CPU:0"
-    if choice == "cpu":
-        return "/device:CPU:0"
-    if choice.startswith("gpu:") and choice[4:].isdigit():
-        index = int(choice[4:])
-        if index >= len(gpus):
-            raise ValueError(f"--device {choice}: TensorFlow sees {len(gpus)} GPU(s)")
-        return gpus[index].name
-    raise ValueError(f"--device {choice!r}: expected auto, cpu or gpu:N")
+def resolve_devices(choice: str) -> list[str]:
+    """TensorFlow device names for ``--device``; one model replica runs on each.
+
+    ``auto``: every GPU, or the CPU when there is none. ``gpu``: every GPU.
+    ``cpu``: the (first) CPU. ``cpu:all``: every logical CPU device.
+    ``gpu:N`` / ``cpu:N``: one device. A comma-separated list names several.
+    """
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    devices: list[str] = []
+    for part in (p.strip().lower() for p in choice.split(",") if p.strip()):
+        if part == "auto":
+            devices += gpus or cpus[:1]
+        elif part == "gpu":
+            if not gpus:
+                raise ValueError("--device gpu: TensorFlow sees no GPU (is the CUDA build installed?)")
+            devices += gpus
+        elif part == "cpu":
+            devices += cpus[:1]
+        elif part == "cpu:all":
+            devices += cpus
+        elif part[:4] in ("gpu:", "cpu:") and part[4:].isdigit():
+            pool, index = (gpus if part.startswith("gpu") else cpus), int(part[4:])
+            if index >= len(pool):
+                raise ValueError(f"--device {part}: TensorFlow sees {len(pool)} {part[:3].upper()} device(s)")
+            devices.append(pool[index])
+        else:
+            raise ValueError(f"--device {part!r}: expected auto, cpu, cpu:all, cpu:N, gpu or gpu:N")
+    if not devices:
+        raise ValueError(f"--device {choice!r} names no device")
+    return list(dict.fromkeys(devices))

@@ -31,3 +31,15 @@ class ModelUnavailableError(ServingError):
 
 class ModelLoadError(Exception):
     """A SavedModel could not be loaded or does not look like an image classifier."""
+
+
+class QueueFullError(ServingError):
+    """The version's queue holds too many images: back off and retry."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceededError(ServingError):
+    """The request's deadline passed before it could run."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED

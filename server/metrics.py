@@ -1,15 +1,22 @@
-"""Prometheus metrics of the server, on a registry passed in (never the global one)."""
+"""Prometheus metrics of the server, on a registry passed in (never the global one).
+
+Hot-path children (``labels(...)`` results) are cached: a label lookup costs
+microseconds, and a busy server records several per request.
+"""
 
 from __future__ import annotations
 
-
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from tfclassify.client.version import package_version
+from tfclassify.server.batching import BatchObserver, Replica
 
-# Request latency: from 0.5 ms (a single image on an idle CPU) to 10 s
-# (a maximal batch on a slow machine), roughly doubling.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5, 5.0, 10.0)
+# Request latency: from 0.25 ms (a single image on an idle CPU) to 10 s (a
+# maximal batch on a slow machine), roughly doubling.
+LATENCY_BUCKETS = (
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5, 5.0, 10.0,
+)
 # Images per TensorFlow call: powers of two up to the largest batches we allow.
 BATCH_BUCKETS = tuple(float(2**i) for i in range(15))
 
@@ -22,60 +29,132 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.requests = Counter(
-            "tfclassify_requests",
-            "RPCs answered, by API, method, model, version and gRPC status code.",
-            ["api", "method", "model", "version", "code"],
-            registry=registry,
+            "tfclassify_requests", "RPCs answered, by API, method, model, version and gRPC status code.",
+            ["api", "method", "model", "version", "code"], registry=registry,
         )
         self.request_duration = Histogram(
-            "tfclassify_request_duration_seconds",
-            "Time from receiving an RPC to answering it.",
-            ["api", "method", "model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            "tfclassify_request_duration_seconds", "Time from receiving an RPC to answering it.",
+            ["api", "method", "model"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "tfclassify_queue_wait_seconds", "Time a request's images waited in the batching queue.",
+            ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry,
         )
         self.inference_duration = Histogram(
-            "tfclassify_inference_duration_seconds",
-            "Time of one TensorFlow call.",
-            ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            "tfclassify_inference_duration_seconds", "Time of one TensorFlow call (one batch).",
+            ["model", "version", "device"], buckets=LATENCY_BUCKETS, registry=registry,
         )
         self.batch_size = Histogram(
-            "tfclassify_batch_size_images",
-            "Images per TensorFlow call.",
-            ["model", "version"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+            "tfclassify_batch_size_images", "Images per TensorFlow call.",
+            ["model", "version"], buckets=BATCH_BUCKETS, registry=registry,
+        )
+        self.queued_images = Gauge(
+            "tfclassify_queued_images", "Images waiting in the batching queue.", ["model", "version"], registry=registry
+        )
+        self.batches_in_flight = Gauge(
+            "tfclassify_batches_in_flight", "TensorFlow calls running.", ["model", "version"], registry=registry
         )
         self.images = Counter(
-            "tfclassify_images_classified",
-            "Images classified.",
-            ["model", "version"],
-            registry=registry,
+            "tfclassify_images_classified", "Images classified.", ["model", "version"], registry=registry
+        )
+        self.predictions = Counter(
+            "tfclassify_predictions", "Images classified, by predicted class (watch the mix shift).",
+            ["model", "version", "class"], registry=registry,
+        )
+        self.replica_info = Gauge(
+            "tfclassify_model_replica_info", "1 for each device holding a replica of a model version.",
+            ["model", "version", "device"], registry=registry,
         )
         self.model_state = Gauge(
             "tfclassify_model_version_state",
             "1 for the state each model version is in (LOADING, AVAILABLE, UNLOADING, FAILED), else 0.",
-            ["model", "version", "state"],
-            registry=registry,
+            ["model", "version", "state"], registry=registry,
         )
         self.model_load_duration = Gauge(
-            "tfclassify_model_load_duration_seconds",
-            "How long loading (and checking) each model version took.",
-            ["model", "version"],
-            registry=registry,
+            "tfclassify_model_load_duration_seconds", "How long loading, checking and warming up each version took.",
+            ["model", "version"], registry=registry,
         )
         self.model_load_failures = Counter(
-            "tfclassify_model_load_failures",
-            "Model versions that failed to load.",
-            ["model"],
-            registry=registry,
+            "tfclassify_model_load_failures", "Model versions that failed to load.", ["model"], registry=registry
+        )
+        self.config_errors = Counter(
+            "tfclassify_model_config_errors", "Times the model config file could not be applied.", registry=registry
         )
         self.build_info = Info("tfclassify_build", "Version of the tfclassify server.", registry=registry)
         self.build_info.info({"version": package_version()})
+        self._request_children: dict[tuple[str, ...], tuple] = {}
 
-    def set_model_state(self, model: str, version: int, state: str) -> None:
-        """Mark ``state`` as the one state of (model, version)."""
+    def observe_request(self, api: str, method: str, model: str, version: str, code: str, seconds: float) -> None:
+        """Count one answered RPC and its duration."""
+        key = (api, method, model, version, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.request_duration.labels(api, method, model))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def set_model_state(self, model: str, version: int, state: str | None) -> None:
+        """Mark ``state`` as the one state of (model, version); None removes the version's series."""
         for s in MODEL_STATES:
-            self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
+            if state is None:
+                _remove(self.model_state, model, str(version), s)
+            else:
+                self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
+
+    def for_version(self, model: str, version: int, labels: list[str], devices: list[str]) -> "VersionMetrics":
+        """The cached children of one served version."""
+        return VersionMetrics(self, model, str(version), labels, devices)
+
+
+class VersionMetrics:
+    """Metric children of one model version, and the batcher's observer feeding them."""
+
+    def __init__(self, m: ServerMetrics, model: str, version: str, labels: list[str], devices: list[str]) -> None:
+        self._m, self._key = m, (model, version)
+        self._images = m.images.labels(model, version)
+        self._predictions = [m.predictions.labels(model, version, label) for label in labels]
+        self._batch_size = m.batch_size.labels(model, version)
+        self._queue_wait = m.queue_wait.labels(model, version)
+        self._queued = m.queued_images.labels(model, version)
+        self._in_flight = m.batches_in_flight.labels(model, version)
+        self._inference = {d: m.inference_duration.labels(model, version, d) for d in devices}
+        for d in devices:
+            m.replica_info.labels(model, version, d).set(1)
+        self._devices = devices
+
+    def count_predictions(self, classes: np.ndarray) -> None:
+        """Count a request's images by predicted class."""
+        self._images.inc(len(classes))
+        if len(classes) == 1:
+            self._predictions[int(classes[0])].inc()
+            return
+        for index, count in enumerate(np.bincount(classes, minlength=len(self._predictions)).tolist()):
+            if count:
+                self._predictions[index].inc(count)
+
+    def observer(self) -> BatchObserver:
+        def on_batch(replica: Replica, size: int, seconds: float) -> None:
+            self._batch_size.observe(size)
+            self._inference[replica.device].observe(seconds)
+
+        def on_queue_depth(images: int, in_flight: int) -> None:
+            self._queued.set(images)
+            self._in_flight.set(in_flight)
+
+        return BatchObserver(on_batch=on_batch, on_queue_wait=self._queue_wait.observe, on_queue_depth=on_queue_depth)
+
+    def remove(self) -> None:
+        """Drop the per-version gauges of an unloaded version (counters and histograms stay)."""
+        m, (model, version) = self._m, self._key
+        _remove(m.queued_images, model, version)
+        _remove(m.batches_in_flight, model, version)
+        for d in self._devices:
+            _remove(m.replica_info, model, version, d)
+
+
+def _remove(metric, *labels: str) -> None:
+    try:
+        metric.remove(*labels)
+    except KeyError:
+        pass

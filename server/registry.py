@@ -1,19 +1,36 @@
-"""The models being served, by name and version; resolves a request's ``ModelSpec``."""
+"""The model versions being served, by name and version; resolves a request's ``ModelSpec``."""
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
+from tfclassify.server.batching import Batcher
 from tfclassify.server.errors import ModelNotFoundError, ModelUnavailableError
+from tfclassify.server.metrics import VersionMetrics
 from tfclassify.server.runtime import ModelRuntime
 
 
+@dataclass(eq=False)
+class ServedVersion:
+    """An available model version: its metadata (the first replica), its batching queue and metrics."""
+
+    runtime: ModelRuntime
+    replicas: list[ModelRuntime]
+    batcher: Batcher
+    metrics: VersionMetrics
+
+    @property
+    def devices(self) -> list[str]:
+        return [r.device for r in self.replicas]
+
+
 class ModelRegistry:
-    """Loaded model versions. Readers never lock: writers replace the whole
-    mapping (copy on write), so a request sees one consistent snapshot."""
+    """Served versions. Readers never lock: writers replace the whole mapping
+    (copy on write), so a request sees one consistent snapshot."""
 
     def __init__(self) -> None:
-        self._models: dict[str, dict[int, ModelRuntime]] = {}
+        self._models: dict[str, dict[int, ServedVersion]] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._write_lock = threading.Lock()
 
@@ -23,16 +40,35 @@ class ModelRegistry:
             if name not in self._models:
                 self._models = {**self._models, name: {}}
 
-    def add(self, runtime: ModelRuntime) -> None:
-        """Start serving ``runtime``."""
+    def forget(self, name: str) -> None:
+        """Stop knowing ``name`` (removed from the repository or the config)."""
         with self._write_lock:
-            versions = {**self._models.get(runtime.name, {}), runtime.version: runtime}
-            self._models = {**self._models, runtime.name: dict(sorted(versions.items()))}
+            self._models = {k: v for k, v in self._models.items() if k != name}
+            self._labels = {k: v for k, v in self._labels.items() if k != name}
+
+    def add(self, served: ServedVersion) -> None:
+        """Start serving a version."""
+        name, version = served.runtime.name, served.runtime.version
+        with self._write_lock:
+            versions = {**self._models.get(name, {}), version: served}
+            self._models = {**self._models, name: dict(sorted(versions.items()))}
+
+    def remove(self, name: str, version: int) -> ServedVersion | None:
+        """Stop routing requests to a version; returns it (to drain its queue)."""
+        with self._write_lock:
+            versions = dict(self._models.get(name, {}))
+            served = versions.pop(version, None)
+            if name in self._models:
+                self._models = {**self._models, name: versions}
+        return served
 
     def set_labels(self, name: str, labels: dict[str, int]) -> None:
         """Set the version labels (``stable`` -> 3, ...) of model ``name``."""
         with self._write_lock:
             self._labels = {**self._labels, name: dict(labels)}
+
+    def labels(self, name: str) -> dict[str, int]:
+        return dict(self._labels.get(name, {}))
 
     def names(self) -> list[str]:
         return sorted(self._models)
@@ -41,8 +77,11 @@ class ModelRegistry:
         """Available versions of ``name``, ascending."""
         return list(self._models.get(name, {}))
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ModelRuntime:
-        """The runtime a request for (name, version or label) should use; the latest by default."""
+    def get(self, name: str, version: int) -> ServedVersion | None:
+        return self._models.get(name, {}).get(version)
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ServedVersion:
+        """The version a request for (name, version or label) should use; the latest by default."""
         models = self._models
         if name not in models:
             known = ", ".join(sorted(models)) or "none"
@@ -55,6 +94,11 @@ class ModelRegistry:
                     f"model {name!r} has no version label {label!r}; labels: {', '.join(sorted(labels)) or 'none'}"
                 )
             version = labels[label]
+            if version not in versions:
+                raise ModelUnavailableError(
+                    f"model {name!r} label {label!r} names version {version}, which is not available "
+                    f"(available: {', '.join(map(str, versions)) or 'none'})"
+                )
         if not versions:
             raise ModelUnavailableError(f"model {name!r} has no version loaded yet")
         if version is None or version == 0:

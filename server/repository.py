@@ -6,6 +6,7 @@
         saved_model.pb, variables/     the SavedModel itself
         labels.txt                     optional: one class label per line
         tfclassify.json                optional: training metadata
+        golden.npz                     optional: images + labels it must classify correctly
 
 Folders whose name starts with ``.`` are work in progress (the trainer
 writes ``.tmp-*`` and renames it into place) and are never loaded. Stdlib
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 SAVED_MODEL_FILE = "saved_model.pb"
 LABELS_FILE = "labels.txt"
 METADATA_FILE = "tfclassify.json"
+GOLDEN_FILE = "golden.npz"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfclassify.server.errors import ModelLoadError
-from tfclassify.server.repository import VersionDir
+from tfclassify.server.repository import GOLDEN_FILE, VersionDir
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,37 @@ def load_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntim
         )
     runtime.load_seconds = time.monotonic() - started
     return runtime
+
+
+def warm_up(runtime: ModelRuntime, batch_sizes: tuple[int, ...], repeats: int = 3) -> None:
+    """Run a few batches of each size, so the first real request does not pay
+    for TensorFlow's lazy initialisation (kernel selection, thread pools, memory)."""
+    height, width = runtime.image_size
+    for size in batch_sizes:
+        images = np.zeros((size, height, width), np.uint8)
+        for _ in range(repeats):
+            runtime.predict(images)
+
+
+def check_golden_set(runtime: ModelRuntime, version_dir: VersionDir) -> None:
+    """If the version ships ``golden.npz`` (``images``, ``labels``, optional
+    ``min_accuracy``, default 1.0), require the model to classify it that well."""
+    path = version_dir.path / GOLDEN_FILE
+    if not path.is_file():
+        return
+    try:
+        with np.load(path, allow_pickle=False) as golden:
+            images, labels = golden["images"], golden["labels"]
+            min_accuracy = float(golden["min_accuracy"]) if "min_accuracy" in golden.files else 1.0
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{path}: unreadable golden set (needs arrays images and labels): {exc}") from exc
+    predicted = runtime.predict(images).argmax(axis=1)
+    correct = int(np.sum(predicted == labels))
+    if correct < min_accuracy * len(labels):
+        raise ModelLoadError(
+            f"{path}: the model classifies {correct} of {len(labels)} golden images correctly; "
+            f"at least {min_accuracy:.0%} are required"
+        )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -13,9 +13,10 @@ import numpy as np
 
 from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
 from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane
-from tfclassify.server.errors import InvalidInputError, ServingError
+from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
+from tfclassify.server.manager import ModelManager, VersionStatus
 from tfclassify.server.metrics import ServerMetrics
-from tfclassify.server.runtime import ModelRuntime
+from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -27,18 +28,19 @@ API = "tfclassify"
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     """Implements the ``Classifier`` service on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
         self._dataplane = dataplane
+        self._manager = manager
         self._metrics = metrics
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        return await self._observed("Classify", request.model_spec, context, self._classify(request))
+        return await self._observed("Classify", request.model_spec, context, self._classify(request, context))
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClassifyResponse]:
         async for request in request_iterator:
-            yield await self._observed("ClassifyStream", request.model_spec, context, self._classify(request))
+            yield await self._observed("ClassifyStream", request.model_spec, context, self._classify(request, context))
 
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -49,14 +51,25 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         async def list_models() -> pb.ListModelsResponse:
             registry = self._dataplane.registry
-            runtimes = [registry.resolve(name) for name in registry.names() if registry.versions(name)]
-            return pb.ListModelsResponse(models=[metadata_proto(r, registry.versions(r.name)) for r in runtimes])
+            served = [registry.resolve(name) for name in registry.names() if registry.versions(name)]
+            return pb.ListModelsResponse(models=[metadata_proto(s, registry.versions(s.runtime.name)) for s in served])
 
         return await self._observed("ListModels", pb.ModelSpec(), context, list_models())
 
+    async def GetModelStatus(
+        self, request: pb.GetModelStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelStatusResponse:
+        async def model_status() -> pb.GetModelStatusResponse:
+            if request.name and request.name not in self._dataplane.registry.names():
+                raise ModelNotFoundError(f"model {request.name!r} not found")
+            return status_proto(self._manager.statuses(request.name or None), self._dataplane.registry)
+
+        return await self._observed("GetModelStatus", pb.ModelSpec(name=request.name), context, model_status())
+
     # -- conversion ----------------------------------------------------------
-    async def _classify(self, request: pb.ClassifyRequest) -> pb.ClassifyResponse:
+    async def _classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         spec = request.model_spec
+        remaining = context.time_remaining()
         which = request.WhichOneof("input")
         try:
             images = from_tensor_proto(request.tensor) if which == "tensor" else None
@@ -71,17 +84,18 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 encoded=list(request.encoded.images) if which == "encoded" else None,
                 top_k=request.top_k,
                 return_probabilities=request.return_probabilities,
+                deadline=None if remaining is None else time.monotonic() + remaining,
             )
         )
         return classify_response(output, request.top_k, request.request_id)
 
     async def _metadata(self, spec: pb.ModelSpec) -> pb.ModelMetadata:
-        runtime = self._dataplane.resolve(
+        served = self._dataplane.resolve(
             spec.name,
             spec.version if spec.HasField("version") else None,
             spec.version_label if spec.HasField("version_label") else None,
         )
-        return metadata_proto(runtime, self._dataplane.registry.versions(runtime.name))
+        return metadata_proto(served, self._dataplane.registry.versions(served.runtime.name))
 
     # -- status and metrics, in one place -------------------------------------
     async def _observed(self, method: str, spec: pb.ModelSpec, context: grpc.aio.ServicerContext, work):
@@ -103,8 +117,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             log.exception("%s failed", method)
             await context.abort(code, f"internal error in {method}; the server log has the details")
         finally:
-            self._metrics.requests.labels(API, method, spec.name, version, code.name).inc()
-            self._metrics.request_duration.labels(API, method, spec.name).observe(time.perf_counter() - started)
+            # Unknown model names are not used as label values: clients must not be able to grow the series count.
+            model = spec.name if spec.name in self._dataplane.registry.names() else ""
+            self._metrics.observe_request(API, method, model, version, code.name, time.perf_counter() - started)
 
 
 def classify_response(output: ClassifyOutput, top_k: int, request_id: str = "") -> pb.ClassifyResponse:
@@ -127,8 +142,9 @@ def classify_response(output: ClassifyOutput, top_k: int, request_id: str = "") 
     return response
 
 
-def metadata_proto(runtime: ModelRuntime, versions: list[int]) -> pb.ModelMetadata:
-    """The ``ModelMetadata`` message describing ``runtime``."""
+def metadata_proto(served: ServedVersion, versions: list[int]) -> pb.ModelMetadata:
+    """The ``ModelMetadata`` message describing a served version."""
+    runtime = served.runtime
     return pb.ModelMetadata(
         model_spec=pb.ModelSpec(name=runtime.name, version=runtime.version),
         versions=versions,
@@ -139,5 +155,17 @@ def metadata_proto(runtime: ModelRuntime, versions: list[int]) -> pb.ModelMetada
         output_kind=runtime.output_kind,
         signature_name=runtime.signature_name,
         training_metadata_json=json.dumps(runtime.training_metadata, sort_keys=True),
-        device=runtime.device,
+        device=",".join(served.devices),
     )
+
+
+def status_proto(statuses: list[VersionStatus], registry: ModelRegistry) -> pb.GetModelStatusResponse:
+    """The ``GetModelStatusResponse`` listing ``statuses``."""
+    response = pb.GetModelStatusResponse()
+    for s in statuses:
+        labels = sorted(label for label, v in registry.labels(s.name).items() if v == s.version)
+        response.versions.add(
+            name=s.name, version=s.version, state=pb.ModelVersionStatus.State.Value(s.state), error=s.error,
+            devices=s.devices, labels=labels, load_seconds=s.load_seconds,
+        )
+    return response

@@ -26,6 +26,12 @@ class ServerSettings:
     ``TFCLASSIFY_<FIELD>`` environment variable (the flag wins)."""
 
     model_repo: Path = setting(help="model repository: <repo>/<model>/<version>/ SavedModel folders")
+    model_config: Path | None = setting(
+        None, help="model config file (text-format or JSON ServerConfig): models, version policies, labels, batching"
+    )
+    poll_interval_s: float = setting(
+        5.0, help="how often to look for new, removed or changed versions and config (0: only at start)"
+    )
     host: str = setting("0.0.0.0", help="address the gRPC and metrics servers bind to")
     grpc_port: int = setting(8500, help="gRPC port (Classifier, health, reflection); 0 picks a free one")
     metrics_port: int = setting(8502, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
@@ -33,8 +39,22 @@ class ServerSettings:
     max_message_bytes: int = setting(
         64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"
     )
-    device: str = setting("auto", help="where models run: auto (first GPU if TensorFlow sees one, else CPU), cpu, gpu:N")
-    inference_threads: int = setting(2, help="threads that run TensorFlow calls (each call releases the GIL)")
+    max_batch_size: int = setting(1024, help="most images in one TensorFlow call (larger requests are split)")
+    batch_timeout_micros: int = setting(
+        1000, help="how long a partial batch waits for more images while another batch runs (idle: no wait)"
+    )
+    max_enqueued_images: int = setting(65536, help="most images queued per model version (more: RESOURCE_EXHAUSTED)")
+    max_concurrent_batches: int = setting(2, help="TensorFlow calls of one version running at once, per replica")
+    warmup_batch_sizes: str = setting("1,32,1024", help="batch sizes run to warm each version up before it serves")
+    device: str = setting(
+        "auto", help="replica devices: auto (every GPU, else the CPU), cpu, cpu:all, cpu:N, gpu, gpu:N, or a list a,b"
+    )
+    logical_cpu_devices: int = setting(1, help="split the CPU into this many logical devices (with --device cpu:all)")
+    gpu_memory_limit_mb: int = setting(0, help="per-GPU memory limit for this process; 0: grow as needed")
+    inference_threads: int = setting(0, help="threads running TensorFlow calls; 0: replicas x max-concurrent-batches")
+    max_connection_age_s: float = setting(
+        0.0, help="close client connections after this long (they reconnect, spreading over new pods); 0: never"
+    )
     shutdown_grace_s: float = setting(10.0, help="on SIGTERM, how long in-flight requests may take to finish")
     port_file: Path | None = setting(None, help="write the bound ports as JSON here once the server is ready")
     log_level: str = setting("INFO", help="Python logging level")

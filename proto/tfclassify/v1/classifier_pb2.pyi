@@ -121,3 +121,45 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelMetadata]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ...) -> None: ...
+
+class GetModelStatusRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ModelVersionStatus(_message.Message):
+    __slots__ = ("name", "version", "state", "error", "devices", "labels", "load_seconds")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[ModelVersionStatus.State]
+        LOADING: _ClassVar[ModelVersionStatus.State]
+        AVAILABLE: _ClassVar[ModelVersionStatus.State]
+        UNLOADING: _ClassVar[ModelVersionStatus.State]
+        FAILED: _ClassVar[ModelVersionStatus.State]
+    STATE_UNSPECIFIED: ModelVersionStatus.State
+    LOADING: ModelVersionStatus.State
+    AVAILABLE: ModelVersionStatus.State
+    UNLOADING: ModelVersionStatus.State
+    FAILED: ModelVersionStatus.State
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    state: ModelVersionStatus.State
+    error: str
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    load_seconds: float
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., error: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., load_seconds: _Optional[float] = ...) -> None: ...
+
+class GetModelStatusResponse(_message.Message):
+    __slots__ = ("versions",)
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersionStatus]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class ClassifierStub:
                 request_serializer=tfclassify_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=tfclassify_dot_v1_dot_classifier__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.GetModelStatus = channel.unary_unary(
+                '/tfclassify.v1.Classifier/GetModelStatus',
+                request_serializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusRequest.SerializeToString,
+                response_deserializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer:
@@ -94,6 +99,14 @@ class ClassifierServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelStatus(self, request, context):
+        """The state of every version of one model (or of all models) the server
+        knows: loading, available, unloading or failed, with the error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -116,6 +129,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=tfclassify_dot_v1_dot_classifier__pb2.ListModelsRequest.FromString,
                     response_serializer=tfclassify_dot_v1_dot_classifier__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModelStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelStatus,
+                    request_deserializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusRequest.FromString,
+                    response_serializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -227,6 +245,33 @@ class Classifier:
             '/tfclassify.v1.Classifier/ListModels',
             tfclassify_dot_v1_dot_classifier__pb2.ListModelsRequest.SerializeToString,
             tfclassify_dot_v1_dot_classifier__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tfclassify.v1.Classifier/GetModelStatus',
+            tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusRequest.SerializeToString,
+            tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

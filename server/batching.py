@@ -1,0 +1,222 @@
+"""Dynamic batching: requests for one model version are queued and coalesced
+into TensorFlow calls of at most ``max_batch_size`` images.
+
+An idle version runs a request at once (no added latency at low load). While
+a batch runs, the queue fills the next one, which starts when a slot frees up
+(``max_concurrent_batches`` per replica), when it is full, or when its oldest
+request has waited ``batch_timeout`` while other batches were running. The
+queue is bounded: past ``max_enqueued_images`` a request is refused at once
+(RESOURCE_EXHAUSTED). A request whose deadline passed while it waited is
+dropped without running (DEADLINE_EXCEEDED); one whose caller went away
+(cancelled future) is skipped. Requests larger than ``max_batch_size`` are
+split into several queue entries and reassembled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tfclassify.server.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchingOptions:
+    """Dynamic batching settings of one model version (see ``BatchingConfig`` in model_config.proto)."""
+
+    max_batch_size: int = 1024
+    batch_timeout_s: float = 0.002
+    max_enqueued_images: int = 65536
+    max_concurrent_batches: int = 2
+    warmup_batch_sizes: tuple[int, ...] = (1, 32, 1024)
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_concurrent_batches < 1:
+            raise ValueError("max_batch_size and max_concurrent_batches must be at least 1")
+        if self.max_enqueued_images < self.max_batch_size:
+            raise ValueError(
+                f"max_enqueued_images ({self.max_enqueued_images}) must hold at least one full batch "
+                f"({self.max_batch_size})"
+            )
+        if self.batch_timeout_s < 0:
+            raise ValueError("batch_timeout must not be negative")
+
+
+class Replica:
+    """One copy of a model version on one device, and how many batches it is running."""
+
+    def __init__(self, device: str, predict: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.device = device
+        self.predict = predict
+        self.in_flight = 0
+        self.batches = 0
+
+
+@dataclass(eq=False)
+class _Entry:
+    images: np.ndarray
+    future: asyncio.Future
+    enqueued: float
+    deadline: float | None
+
+
+@dataclass
+class BatchObserver:
+    """Callbacks the batcher reports to (metrics); all optional."""
+
+    on_batch: Callable[[Replica, int, float], None] = lambda replica, size, seconds: None
+    on_queue_wait: Callable[[float], None] = lambda seconds: None
+    on_queue_depth: Callable[[int, int], None] = lambda images, batches_in_flight: None
+
+
+@dataclass(eq=False)
+class Batcher:
+    """The queue and scheduler of one model version."""
+
+    name: str
+    replicas: Sequence[Replica]
+    options: BatchingOptions
+    executor: Executor
+    observer: BatchObserver = field(default_factory=BatchObserver)
+
+    def __post_init__(self) -> None:
+        self._queue: deque[_Entry] = deque()
+        self._queued_images = 0
+        self._in_flight = 0
+        self._closed = False
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task] = set()
+        self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.name}")
+
+    @property
+    def queued_images(self) -> int:
+        return self._queued_images
+
+    async def predict(self, images: np.ndarray, deadline: float | None = None) -> np.ndarray:
+        """Probabilities for ``images``, computed in as few TensorFlow calls as the queue allows.
+
+        ``deadline`` is a ``time.monotonic()`` instant after which the
+        request is not worth running.
+        """
+        if self._closed:
+            raise ModelUnavailableError(f"{self.name} is unloading; retry to reach the current version")
+        n = len(images)
+        if self._queued_images + n > self.options.max_enqueued_images:
+            raise QueueFullError(
+                f"{self.name}: {self._queued_images} images are queued and {n} more would pass the limit of "
+                f"{self.options.max_enqueued_images}; retry later or raise max_enqueued_images"
+            )
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        step = self.options.max_batch_size
+        entries = [_Entry(images[i : i + step], loop.create_future(), now, deadline) for i in range(0, n, step)]
+        self._queue.extend(entries)
+        self._queued_images += n
+        self._idle.clear()
+        self._report_depth()
+        self._wakeup.set()
+        try:
+            parts = [await e.future for e in entries]
+        finally:
+            for e in entries:  # the caller went away: let the scheduler skip what is still queued
+                if not e.future.done():
+                    e.future.cancel()
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    async def close(self) -> None:
+        """Refuse new requests, finish the queued and running ones, stop the scheduler."""
+        self._closed = True
+        self._wakeup.set()
+        await self._idle.wait()
+        self._scheduler.cancel()
+        await asyncio.gather(self._scheduler, return_exceptions=True)
+
+    # -- scheduling -------------------------------------------------------------
+    async def _schedule(self) -> None:
+        capacity = self.options.max_concurrent_batches * len(self.replicas)
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            timeout = None
+            while self._queue and self._in_flight < capacity:
+                waited = time.monotonic() - self._queue[0].enqueued
+                full = self._queued_images >= self.options.max_batch_size
+                if not (full or self._in_flight == 0 or self._closed or waited >= self.options.batch_timeout_s):
+                    timeout = self.options.batch_timeout_s - waited
+                    break
+                batch = self._take_batch()
+                if batch:
+                    self._start(batch)
+            if not self._queue and self._in_flight == 0:
+                self._idle.set()
+            if timeout is not None:
+                # Wake up when the oldest entry has waited long enough, unless something else wakes us first.
+                asyncio.get_running_loop().call_later(timeout, self._wakeup.set)
+
+    def _take_batch(self) -> list[_Entry]:
+        batch: list[_Entry] = []
+        size = 0
+        now = time.monotonic()
+        while self._queue and size + len(self._queue[0].images) <= self.options.max_batch_size:
+            entry = self._queue.popleft()
+            self._queued_images -= len(entry.images)
+            if entry.future.done():  # cancelled by its caller
+                continue
+            if entry.deadline is not None and now >= entry.deadline:
+                entry.future.set_exception(
+                    DeadlineExceededError(f"{self.name}: the deadline passed after {now - entry.enqueued:.3f} s in the queue")
+                )
+                continue
+            self.observer.on_queue_wait(now - entry.enqueued)
+            batch.append(entry)
+            size += len(entry.images)
+        self._report_depth()
+        return batch
+
+    def _start(self, batch: list[_Entry]) -> None:
+        replica = min(self.replicas, key=lambda r: r.in_flight)  # least busy replica
+        replica.in_flight += 1
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._execute(replica, batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._report_depth()
+
+    async def _execute(self, replica: Replica, batch: list[_Entry]) -> None:
+        images = batch[0].images if len(batch) == 1 else np.concatenate([e.images for e in batch])
+        started = time.perf_counter()
+        try:
+            probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, replica.predict, images)
+        except Exception as exc:  # a TensorFlow failure fails this batch's requests, not the server
+            log.exception("%s: a batch of %d images failed on %s", self.name, len(images), replica.device)
+            for e in batch:
+                if not e.future.done():
+                    e.future.set_exception(exc)
+        else:
+            self.observer.on_batch(replica, len(images), time.perf_counter() - started)
+            replica.batches += 1
+            offset = 0
+            for e in batch:
+                n = len(e.images)
+                if not e.future.done():
+                    e.future.set_result(probabilities[offset : offset + n])
+                offset += n
+        finally:
+            replica.in_flight -= 1
+            self._in_flight -= 1
+            self._report_depth()
+            self._wakeup.set()
+
+    def _report_depth(self) -> None:
+        self.observer.on_queue_depth(self._queued_images, self._in_flight)
