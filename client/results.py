@@ -44,7 +44,7 @@ class ClassifyResult:
     version: int
     classes: np.ndarray  # [N] int32
     scores: np.ndarray  # [N] float32
-    labels: list[str]  # [N]
+    labels: list[str]  # [N] ("" when requested with omit_labels)
     top_k_classes: np.ndarray  # [N, k] int32
     top_k_scores: np.ndarray  # [N, k] float32
     top_k_labels: list[list[str]]  # [N][k]
@@ -54,13 +54,13 @@ class ClassifyResult:
     def from_proto(cls, response: pb.ClassifyResponse) -> "ClassifyResult":
         """Build from a ``ClassifyResponse`` message."""
         n, k = len(response.classes), response.top_k
-        flat_labels = list(response.top_k_labels)
+        flat_labels = list(response.top_k_labels) or [""] * (n * k)
         return cls(
             model=response.model_spec.name,
             version=response.model_spec.version,
             classes=np.asarray(response.classes, dtype=np.int32),
             scores=np.asarray(response.scores, dtype=np.float32),
-            labels=list(response.labels),
+            labels=list(response.labels) or [""] * n,
             top_k_classes=np.asarray(response.top_k_classes, dtype=np.int32).reshape(n, k),
             top_k_scores=np.asarray(response.top_k_scores, dtype=np.float32).reshape(n, k),
             top_k_labels=[flat_labels[i * k : (i + 1) * k] for i in range(n)],

@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 class BatchingOptions:
     """Dynamic batching settings of one model version (see ``BatchingConfig`` in model_config.proto)."""
 
-    max_batch_size: int = 1024
+    max_batch_size: int = 4096
     batch_timeout_s: float = 0.002
     max_enqueued_images: int = 65536
     max_concurrent_batches: int = 2
-    warmup_batch_sizes: tuple[int, ...] = (1, 32, 1024)
+    warmup_batch_sizes: tuple[int, ...] = (1, 32, 4096)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_concurrent_batches < 1:
@@ -124,8 +124,13 @@ class Batcher:
         self._queue.extend(entries)
         self._queued_images += n
         self._idle.clear()
-        self._report_depth()
-        self._wakeup.set()
+        if self._in_flight == 0 and len(self._queue) == len(entries):
+            # Idle: dispatch now rather than one event-loop turn later through the scheduler.
+            if self._dispatch() is not None:
+                self._wakeup.set()  # the rest of a split request waits: let the scheduler time it
+        else:
+            self._report_depth()
+            self._wakeup.set()
         try:
             parts = [await e.future for e in entries]
         finally:
@@ -144,25 +149,28 @@ class Batcher:
 
     # -- scheduling -------------------------------------------------------------
     async def _schedule(self) -> None:
-        capacity = self.options.max_concurrent_batches * len(self.replicas)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            timeout = None
-            while self._queue and self._in_flight < capacity:
-                waited = time.monotonic() - self._queue[0].enqueued
-                full = self._queued_images >= self.options.max_batch_size
-                if not (full or self._in_flight == 0 or self._closed or waited >= self.options.batch_timeout_s):
-                    timeout = self.options.batch_timeout_s - waited
-                    break
-                batch = self._take_batch()
-                if batch:
-                    self._start(batch)
+            timeout = self._dispatch()
             if not self._queue and self._in_flight == 0:
                 self._idle.set()
             if timeout is not None:
                 # Wake up when the oldest entry has waited long enough, unless something else wakes us first.
                 asyncio.get_running_loop().call_later(timeout, self._wakeup.set)
+
+    def _dispatch(self) -> float | None:
+        """Start every batch that may start now; returns how long until the oldest waiting entry may go."""
+        capacity = self.options.max_concurrent_batches * len(self.replicas)
+        while self._queue and self._in_flight < capacity:
+            waited = time.monotonic() - self._queue[0].enqueued
+            full = self._queued_images >= self.options.max_batch_size
+            if not (full or self._in_flight == 0 or self._closed or waited >= self.options.batch_timeout_s):
+                return self.options.batch_timeout_s - waited
+            batch = self._take_batch()
+            if batch:
+                self._start(batch)
+        return None
 
     def _take_batch(self) -> list[_Entry]:
         batch: list[_Entry] = []

@@ -9,6 +9,7 @@ a ``tf.saved_model.save`` of a classifier. Outputs that are not probabilities
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -59,6 +60,11 @@ class ModelRuntime:
             side = math.isqrt(self.input_shape[0])
             return side, side
         return self.input_shape[0], self.input_shape[1]
+
+    @functools.cached_property
+    def label_array(self) -> np.ndarray:
+        """``labels`` as a numpy object array, for indexing by class arrays."""
+        return np.asarray(self.labels, dtype=object)
 
     @property
     def takes_float(self) -> bool:

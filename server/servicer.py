@@ -87,7 +87,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 deadline=None if remaining is None else time.monotonic() + remaining,
             )
         )
-        return classify_response(output, request.top_k, request.request_id)
+        return classify_response(output, request.top_k, request.request_id, request.omit_labels)
 
     async def _metadata(self, spec: pb.ModelSpec) -> pb.ModelMetadata:
         served = self._dataplane.resolve(
@@ -122,21 +122,26 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             self._metrics.observe_request(API, method, model, version, code.name, time.perf_counter() - started)
 
 
-def classify_response(output: ClassifyOutput, top_k: int, request_id: str = "") -> pb.ClassifyResponse:
+def classify_response(
+    output: ClassifyOutput, top_k: int, request_id: str = "", omit_labels: bool = False
+) -> pb.ClassifyResponse:
     """A ``ClassifyResponse`` with the columns of ``output``."""
     runtime = output.runtime
-    labels = np.asarray(runtime.labels, dtype=object)
     response = pb.ClassifyResponse(
         model_spec=pb.ModelSpec(name=runtime.name, version=runtime.version),
         classes=output.classes.tolist(),
         scores=output.scores.tolist(),
-        labels=labels[output.classes].tolist(),
         top_k=top_k,
-        top_k_classes=output.top_k_classes.ravel().tolist(),
-        top_k_scores=output.top_k_scores.ravel().tolist(),
-        top_k_labels=labels[output.top_k_classes.ravel()].tolist(),
         request_id=request_id,
     )
+    if top_k:
+        response.top_k_classes.extend(output.top_k_classes.ravel().tolist())
+        response.top_k_scores.extend(output.top_k_scores.ravel().tolist())
+    if not omit_labels:
+        labels = runtime.label_array
+        response.labels.extend(labels[output.classes].tolist())
+        if top_k:
+            response.top_k_labels.extend(labels[output.top_k_classes.ravel()].tolist())
     if output.probabilities is not None:
         to_tensor_proto(output.probabilities, out=response.probabilities)
     return response

@@ -39,13 +39,13 @@ class ServerSettings:
     max_message_bytes: int = setting(
         64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"
     )
-    max_batch_size: int = setting(1024, help="most images in one TensorFlow call (larger requests are split)")
+    max_batch_size: int = setting(4096, help="most images in one TensorFlow call (larger requests are split)")
     batch_timeout_micros: int = setting(
         1000, help="how long a partial batch waits for more images while another batch runs (idle: no wait)"
     )
     max_enqueued_images: int = setting(65536, help="most images queued per model version (more: RESOURCE_EXHAUSTED)")
     max_concurrent_batches: int = setting(2, help="TensorFlow calls of one version running at once, per replica")
-    warmup_batch_sizes: str = setting("1,32,1024", help="batch sizes run to warm each version up before it serves")
+    warmup_batch_sizes: str = setting("1,32,4096", help="batch sizes run to warm each version up before it serves")
     device: str = setting(
         "auto", help="replica devices: auto (every GPU, else the CPU), cpu, cpu:all, cpu:N, gpu, gpu:N, or a list a,b"
     )

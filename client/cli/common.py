@@ -48,6 +48,10 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return _fail(exc.args[0] if exc.args else repr(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", status=130)
+    except BrokenPipeError:
+        # The reader of our output went away (`tfclassify score ... | head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _fail(message: str, status: int = 1) -> int:

@@ -36,7 +36,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
     parser.add_argument("--labels", type=Path, help="with --images: true labels file (IDX or .npz)")
     parser.add_argument("--limit", type=int, help="score only the first N images")
-    parser.add_argument("--batch-size", type=int, default=1024, help="images per RPC [default: %(default)s]")
+    parser.add_argument("--batch-size", type=int, default=4096, help="images per RPC [default: %(default)s]")
     parser.add_argument("--in-flight", type=int, default=4, help="RPCs in flight at once [default: %(default)s]")
     parser.add_argument("--report", type=Path, help="write the report as JSON here")
     parser.add_argument("--predictions", type=Path, help="write one JSON line per image here")
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         f"{result.elapsed_s:.2f} s: {result.images_per_second:,.0f} images/s"
     )
     if args.predictions:
-        _write_predictions(args.predictions, result, data.labels)
+        _write_predictions(args.predictions, result, list(info.labels), data.labels)
     if data.labels is None:
         print("no true labels: accuracy not computed")
         return 0
@@ -104,13 +104,12 @@ def _load(args: argparse.Namespace) -> Dataset:
     return data
 
 
-def _write_predictions(path: Path, result: ScoringResult, labels: np.ndarray | None) -> None:
+def _write_predictions(path: Path, result: ScoringResult, names: list[str], true: np.ndarray | None) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as out:
-        for i in range(len(result.classes)):
-            row = {"index": i, "class": int(result.classes[i]), "label": result.labels[i],
-                   "score": round(float(result.scores[i]), 6)}
-            if labels is not None:
-                row["true_class"] = int(labels[i])
+        for i, (c, score) in enumerate(zip(result.classes.tolist(), result.scores.tolist())):
+            row = {"index": i, "class": c, "label": names[c], "score": round(score, 6)}
+            if true is not None:
+                row["true_class"] = int(true[i])
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)

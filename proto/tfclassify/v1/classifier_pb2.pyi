@@ -43,20 +43,22 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model_spec", "tensor", "encoded", "top_k", "return_probabilities", "request_id")
+    __slots__ = ("model_spec", "tensor", "encoded", "top_k", "return_probabilities", "request_id", "omit_labels")
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     RETURN_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OMIT_LABELS_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     tensor: Tensor
     encoded: EncodedImages
     top_k: int
     return_probabilities: bool
     request_id: str
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImages, _Mapping]] = ..., top_k: _Optional[int] = ..., return_probabilities: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
+    omit_labels: bool
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImages, _Mapping]] = ..., top_k: _Optional[int] = ..., return_probabilities: _Optional[bool] = ..., request_id: _Optional[str] = ..., omit_labels: _Optional[bool] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model_spec", "classes", "scores", "labels", "top_k", "top_k_classes", "top_k_scores", "top_k_labels", "probabilities", "request_id")

@@ -1,0 +1,169 @@
+"""``python -m bench`` (``make bench``): serving speed on this machine, one table.
+
+Trains the Fashion-MNIST 784-512-10 MLP (1 epoch: speed does not depend on
+accuracy) unless --model-repo names a repository holding ``fashion_mnist``,
+then measures, in one run on the same machine:
+
+1. the in-process baseline: the SavedModel's signature on its best batch size;
+2. ``tfclassify score`` over gRPC on the 60,000 training images, and its ratio to (1);
+3. single-image ``Classify`` from 64 concurrent callers: requests/s, p50, p99,
+   and the mean batch size the server formed;
+4. single-image latency from 1 caller, and its difference from one in-process call;
+5. the server's resident memory after loading.
+
+The server, the load generators and the baseline are separate processes.
+Extra arguments after ``--`` go to ``tfclassify serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tfclassify.client import ClassifierClient
+
+BIN = Path(sys.executable).parent
+MODEL = "fashion_mnist"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repo", type=Path, help="use this repository (must hold fashion_mnist)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each load test")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("serve_args", nargs="*", help="extra `tfclassify serve` arguments (after --)")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="tfclassify-bench-") as tmp:
+        repo = args.model_repo or _train(Path(tmp) / "models")
+        version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        results = {"baseline": _json_of([sys.executable, "-m", "bench.inprocess", str(version_dir)])}
+        server, address, pid = _start_server(repo, Path(tmp), args.serve_args)
+        try:
+            results["rss_mib"] = _rss_mib(pid)
+            results["score"] = _score(address)
+            results["c64"] = _load(address, 64, args.seconds, pid)
+            results["c1"] = _load(address, 1, args.seconds, pid)
+        finally:
+            server.terminate()
+            server.wait(30)
+    print(_table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _train(repo: Path) -> Path:
+    print("bench: training the 784-512-10 MLP for 1 epoch ...", file=sys.stderr)
+    subprocess.run(
+        [str(BIN / "tfclassify"), "train", "--dataset", "fashion_mnist", "--model-repo", str(repo), "--epochs", "1"],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    return repo
+
+
+def _start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
+    port_file = tmp / "ports.json"
+    proc = subprocess.Popen(
+        [str(BIN / "tfclassify"), "serve", "--model-repo", str(repo), "--host", "127.0.0.1", "--grpc-port", "0",
+         "--metrics-port", "0", "--port-file", str(port_file), "--log-level", "WARNING", *extra],
+    )
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("bench: the server did not start")
+        time.sleep(0.05)
+    ports = json.loads(port_file.read_text())
+    address = f"127.0.0.1:{ports['grpc_port']}"
+    with ClassifierClient(address) as client:
+        client.wait_for_ready(60)
+    _start_server.metrics_port = ports["metrics_port"]  # type: ignore[attr-defined]
+    return proc, address, proc.pid
+
+
+def _score(address: str, runs: int = 3) -> dict:
+    best = 0.0
+    for _ in range(runs):
+        out = subprocess.run(
+            [str(BIN / "tfclassify"), "score", "--server", address, "--model", MODEL, "--dataset", "fashion_mnist",
+             "--split", "train", "--no-progress"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        best = max(best, float(re.search(r"([\d,]+) images/s", out).group(1).replace(",", "")))
+    return {"images_per_second": best, "images": 60000, "runs": runs}
+
+
+def _load(address: str, concurrency: int, seconds: float, pid: int) -> dict:
+    before = _batch_stats()
+    cpu_before = _cpu_seconds(pid)
+    result = _json_of([sys.executable, "-m", "bench.load", address, MODEL, "--concurrency", str(concurrency),
+                       "--seconds", str(seconds)])
+    after = _batch_stats()
+    batches = after[1] - before[1]
+    result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else 0.0
+    result["server_cpu_seconds"] = _cpu_seconds(pid) - cpu_before
+    return result
+
+
+def _batch_stats() -> tuple[float, float]:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = _start_server.metrics_port  # type: ignore[attr-defined]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = count = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "tfclassify_batch_size_images":
+            for s in family.samples:
+                if s.name.endswith("_sum"):
+                    total += s.value
+                elif s.name.endswith("_count"):
+                    count += s.value
+    return total, count
+
+
+def _json_of(cmd: list[str]) -> dict:
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _table(r: dict) -> str:
+    base, score, c64, c1 = r["baseline"], r["score"], r["c64"], r["c1"]
+    rows = [
+        ("1. in-process signature, best batch", f"{base['best_images_per_second']:,.0f} images/s (batch {base['best_batch_size']})", ""),
+        ("2. tfclassify score over gRPC", f"{score['images_per_second']:,.0f} images/s",
+         f"ratio to (1): {score['images_per_second'] / base['best_images_per_second']:.2f} (goal >= 0.85)"),
+        ("3. 64 callers, single images", f"{c64['requests_per_second']:,.0f} req/s, p50 {c64['p50_ms']:.1f} ms, "
+         f"p99 {c64['p99_ms']:.1f} ms", f"mean batch {c64['mean_batch_size']:.1f}; errors {c64['errors'] or 0} "
+         "(goal >= 3,000 req/s, p99 <= 40 ms)"),
+        ("4. 1 caller, single image", f"p50 {c1['p50_ms']:.2f} ms (in-process batch 1: {base['batch1_p50_ms']:.2f} ms)",
+         f"difference {c1['p50_ms'] - base['batch1_p50_ms']:+.2f} ms (goal <= +0.5 ms)"),
+        ("5. server RSS after load", f"{r['rss_mib']:.0f} MiB", ""),
+    ]
+    w0, w1 = max(len(a) for a, _, _ in rows), max(len(b) for _, b, _ in rows)
+    lines = [f"{'measure':<{w0}}  {'result':<{w1}}  notes", "-" * (w0 + w1 + 40)]
+    lines += [f"{a:<{w0}}  {b:<{w1}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

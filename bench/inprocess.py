@@ -1,0 +1,48 @@
+"""In-process baseline: the SavedModel's serving signature called directly.
+
+Usage: python -m bench.inprocess VERSION_DIR  -> one JSON line
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+BATCH_SIZES = (1, 64, 256, 1024, 4096)
+
+
+def measure(version_dir: str, seconds_per_size: float = 1.5) -> dict:
+    function = tf.saved_model.load(version_dir).signatures["serving_default"]
+    (key,) = function.structured_input_signature[1]
+    rng = np.random.default_rng(0)
+    throughput, latency_batch1 = {}, []
+    for size in BATCH_SIZES:
+        images = rng.integers(0, 256, (size, 28, 28), dtype=np.uint8)
+        for _ in range(5):
+            function(**{key: tf.constant(images)})
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds_per_size:
+            t0 = time.perf_counter()
+            function(**{key: tf.constant(images)})["probabilities"].numpy()
+            if size == 1:
+                latency_batch1.append(time.perf_counter() - t0)
+            calls += 1
+        throughput[size] = calls * size / (time.perf_counter() - started)
+    best = max(throughput, key=throughput.get)
+    return {
+        "images_per_second": throughput,
+        "best_batch_size": best,
+        "best_images_per_second": throughput[best],
+        "batch1_p50_ms": float(np.percentile(latency_batch1, 50) * 1e3),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(sys.argv[1])))
