@@ -7,7 +7,7 @@
 
 from tfclassify.client.client import ClassifierClient, ClassifyFuture, model_spec
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.results import ClassifyResult, ModelInfo, Prediction, RankedClass
+from tfclassify.client.results import ClassifyResult, ModelInfo, Prediction, RankedClass, VersionStatus
 
 __all__ = [
     "ClassifierClient",
@@ -17,5 +17,6 @@ __all__ = [
     "Prediction",
     "RankedClass",
     "TfclassifyError",
+    "VersionStatus",
     "model_spec",
 ]

@@ -9,7 +9,7 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.results import ClassifyResult, ModelInfo
+from tfclassify.client.results import ClassifyResult, ModelInfo, VersionStatus
 from tfclassify.client.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
@@ -187,6 +187,11 @@ class ClassifierClient:
         """Every model the server serves, each at its latest version."""
         reply = self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
         return [ModelInfo.from_proto(m) for m in reply.models]
+
+    def get_model_status(self, model: str = "", *, timeout: float | None = None) -> list[VersionStatus]:
+        """The state of every version of ``model`` (of every model when empty)."""
+        reply = self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(name=model), timeout)
+        return [VersionStatus.from_proto(v) for v in reply.versions]
 
     # -- helpers -------------------------------------------------------------
     def _timeout(self, timeout: float | None) -> float:

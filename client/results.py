@@ -118,3 +118,29 @@ class ModelInfo:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """What ``GetModelStatus`` tells about one model version."""
+
+    name: str
+    version: int
+    state: str  # LOADING, AVAILABLE, UNLOADING or FAILED
+    error: str
+    devices: tuple[str, ...]
+    labels: tuple[str, ...]
+    load_seconds: float
+
+    @classmethod
+    def from_proto(cls, m: pb.ModelVersionStatus) -> "VersionStatus":
+        """Build from a ``ModelVersionStatus`` message."""
+        return cls(
+            name=m.name,
+            version=m.version,
+            state=pb.ModelVersionStatus.State.Name(m.state),
+            error=m.error,
+            devices=tuple(m.devices),
+            labels=tuple(m.labels),
+            load_seconds=m.load_seconds,
+        )

@@ -17,8 +17,12 @@ from tfclassify.client.errors import TfclassifyError
 
 log = logging.getLogger(__name__)
 
-#: Codes after which the same batch is sent again: the server did not classify it.
-RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+#: Codes after which the same batch is sent again: the server did not answer it (overloaded,
+#: restarting, or shutting down while the request was still arriving). The scorer never
+#: cancels its own calls, so CANCELLED here comes from the server side.
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 
 
 @dataclass

@@ -36,6 +36,9 @@ class ServerMetrics:
             "tfclassify_request_duration_seconds", "Time from receiving an RPC to answering it.",
             ["api", "method", "model"], buckets=LATENCY_BUCKETS, registry=registry,
         )
+        self.requests_in_flight = Gauge(
+            "tfclassify_requests_in_flight", "RPCs received and not yet answered.", ["api", "method"], registry=registry
+        )
         self.queue_wait = Histogram(
             "tfclassify_queue_wait_seconds", "Time a request's images waited in the batching queue.",
             ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry,

@@ -32,6 +32,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         self._dataplane = dataplane
         self._manager = manager
         self._metrics = metrics
+        self._in_flight: dict[str, object] = {}
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         return await self._observed("Classify", request.model_spec, context, self._classify(request, context))
@@ -101,6 +102,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def _observed(self, method: str, spec: pb.ModelSpec, context: grpc.aio.ServicerContext, work):
         started = time.perf_counter()
         code, version = grpc.StatusCode.OK, ""
+        in_flight = self._in_flight.get(method)
+        if in_flight is None:
+            in_flight = self._in_flight[method] = self._metrics.requests_in_flight.labels(API, method)
+        in_flight.inc()
         try:
             response = await work
             if "model_spec" in response.DESCRIPTOR.fields_by_name:
@@ -119,6 +124,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         finally:
             # Unknown model names are not used as label values: clients must not be able to grow the series count.
             model = spec.name if spec.name in self._dataplane.registry.names() else ""
+            in_flight.dec()
             self._metrics.observe_request(API, method, model, version, code.name, time.perf_counter() - started)
 
 

@@ -1,4 +1,4 @@
-"""``tfclassify models``: list the served models, or describe one."""
+"""``tfclassify models``: list the served models, describe one, or show version states."""
 
 from __future__ import annotations
 
@@ -19,11 +19,15 @@ def add_parser(sub) -> None:
     add_server_arguments(parser)
     parser.add_argument("name", nargs="?", help="describe this model")
     parser.add_argument("--version", type=int, help="with a name: describe this version")
+    parser.add_argument("--status", action="store_true", help="list every version's state (LOADING, AVAILABLE, FAILED ...)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     with ClassifierClient(args.server, timeout=args.timeout) as client:
+        if args.status:
+            _print_status(client.get_model_status(args.name or ""))
+            return 0
         if args.name:
             info = client.get_model_metadata(args.name, version=args.version)
             print(json.dumps(dataclasses.asdict(info), indent=2, ensure_ascii=False))
@@ -38,3 +42,10 @@ def run(args: argparse.Namespace) -> int:
             f"{accuracy if accuracy is not None else '-':>8}  {m.device}"
         )
     return 0
+
+
+def _print_status(statuses) -> None:
+    print(f"{'MODEL':<20} {'VERSION':>7} {'STATE':<10} {'LABELS':<14} {'LOAD S':>6}  DEVICES / ERROR")
+    for s in statuses:
+        detail = s.error or ",".join(s.devices)
+        print(f"{s.name:<20} {s.version:>7} {s.state:<10} {','.join(s.labels) or '-':<14} {s.load_seconds:>6.2f}  {detail}")
