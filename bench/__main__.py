@@ -9,7 +9,8 @@ then measures, in one run on the same machine:
 3. single-image ``Classify`` from 64 concurrent callers: requests/s, p50, p99,
    and the mean batch size the server formed;
 4. single-image latency from 1 caller, and its difference from one in-process call;
-5. the server's resident memory after loading.
+5. the server's resident memory after loading;
+6. the first requests after the server reports ready, with and without warm-up.
 
 The server, the load generators and the baseline are separate processes.
 Extra arguments after ``--`` go to ``tfclassify serve``.
@@ -54,6 +55,8 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(30)
+        results["first_warm"] = _first_requests(repo, Path(tmp), args.serve_args)
+        results["first_cold"] = _first_requests(repo, Path(tmp), [*args.serve_args, "--warmup-batch-sizes", ""])
     print(_table(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -71,6 +74,7 @@ def _train(repo: Path) -> Path:
 
 def _start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
     port_file = tmp / "ports.json"
+    port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [str(BIN / "tfclassify"), "serve", "--model-repo", str(repo), "--host", "127.0.0.1", "--grpc-port", "0",
          "--metrics-port", "0", "--port-file", str(port_file), "--log-level", "WARNING", *extra],
@@ -86,6 +90,24 @@ def _start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.P
         client.wait_for_ready(60)
     _start_server.metrics_port = ports["metrics_port"]  # type: ignore[attr-defined]
     return proc, address, proc.pid
+
+
+def _first_requests(repo: Path, tmp: Path, extra: list[str]) -> dict:
+    """Latency of the first 4,096-image and single-image requests after the server is ready."""
+    import numpy as np
+
+    server, address, _ = _start_server(repo, tmp, extra)
+    try:
+        with ClassifierClient(address) as client:
+            out = {}
+            for name, n in (("batch_4096_ms", 4096), ("single_ms", 1)):
+                t0 = time.perf_counter()
+                client.classify(np.zeros((n, 28, 28), np.uint8), MODEL)
+                out[name] = (time.perf_counter() - t0) * 1e3
+            return out
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 def _score(address: str, runs: int = 3) -> dict:
@@ -158,6 +180,9 @@ def _table(r: dict) -> str:
         ("4. 1 caller, single image", f"p50 {c1['p50_ms']:.2f} ms (in-process batch 1: {base['batch1_p50_ms']:.2f} ms)",
          f"difference {c1['p50_ms'] - base['batch1_p50_ms']:+.2f} ms (goal <= +0.5 ms)"),
         ("5. server RSS after load", f"{r['rss_mib']:.0f} MiB", ""),
+        ("6. first requests after ready", f"warmed up: {r['first_warm']['batch_4096_ms']:.1f} ms (4,096 images), "
+         f"{r['first_warm']['single_ms']:.2f} ms (1)", f"without warm-up: {r['first_cold']['batch_4096_ms']:.1f} ms, "
+         f"{r['first_cold']['single_ms']:.2f} ms"),
     ]
     w0, w1 = max(len(a) for a, _, _ in rows), max(len(b) for _, b, _ in rows)
     lines = [f"{'measure':<{w0}}  {'result':<{w1}}  notes", "-" * (w0 + w1 + 40)]

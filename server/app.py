@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
-from tfclassify.server.device import configure_devices, resolve_devices
+from tfclassify.server.device import configure_devices, configure_threads, resolve_devices
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry
@@ -51,6 +51,7 @@ class ClassifierServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        configure_threads(settings.intra_op_threads, settings.inter_op_threads)
         configure_devices(settings.logical_cpu_devices, settings.gpu_memory_limit_mb)
         devices = resolve_devices(settings.device)
         defaults = batching_defaults(settings)
@@ -61,7 +62,7 @@ class ClassifierServer:
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         self.manager = ModelManager(
             settings.model_repo, settings.model_config, defaults, devices, self.registry, self.metrics,
-            self.executor, self._update_health,
+            self.executor, self._update_health, settings.xla_max_batch_size,
         )
         self.dataplane = DataPlane(self.registry, settings.max_images_per_request)
         self.health = health_aio.HealthServicer()

@@ -36,7 +36,7 @@ class BatchingOptions:
     max_batch_size: int = 4096
     batch_timeout_s: float = 0.002
     max_enqueued_images: int = 65536
-    max_concurrent_batches: int = 2
+    max_concurrent_batches: int = 1
     warmup_batch_sizes: tuple[int, ...] = (1, 32, 4096)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,14 @@ import tensorflow as tf
 log = logging.getLogger(__name__)
 
 
+def configure_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """TensorFlow's thread pools (0 keeps TensorFlow's default); must run before any op."""
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
 def configure_devices(logical_cpu_devices: int = 1, gpu_memory_limit_mb: int = 0) -> None:
     """Set up devices before TensorFlow initialises them (before any op runs).
 

@@ -58,8 +58,10 @@ class ModelManager:
         metrics: ServerMetrics,
         inference_executor: Executor,
         on_change: Callable[[], Awaitable[None]],
+        xla_max_batch_size: int = 0,
     ) -> None:
         self.repo, self.config_file, self.defaults, self.devices = repo, config_file, defaults, devices
+        self.xla_max_batch_size = xla_max_batch_size
         self.registry, self.metrics = registry, metrics
         self.sources: dict[str, ModelSource] = {}
         self._status: dict[tuple[str, int], VersionStatus] = {}
@@ -169,9 +171,9 @@ class ModelManager:
         self.metrics.model_load_duration.labels(source.name, str(version_dir.version)).set(status.load_seconds)
         first = replicas[0]
         log.info(
-            "model %s version %d available on %s after %.2f s (%s input %s, %d classes, %s)",
+            "model %s version %d available on %s after %.2f s (%s input %s, %d classes, %s, XLA batch sizes %s)",
             source.name, first.version, ", ".join(status.devices), status.load_seconds, first.input_dtype.name,
-            list(first.input_shape), first.num_classes, first.output_kind,
+            list(first.input_shape), first.num_classes, first.output_kind, list(first.xla_batch_sizes) or "off",
         )
         return True
 
@@ -181,6 +183,7 @@ class ModelManager:
         check_golden_set(replicas[0], version_dir)
         sizes = tuple(sorted({min(s, batching.max_batch_size) for s in batching.warmup_batch_sizes}))
         for replica in replicas:
+            replica.compile_small_batches(min(self.xla_max_batch_size, batching.max_batch_size))
             try:
                 warm_up(replica, sizes)
             except Exception as exc:

@@ -9,6 +9,7 @@ a ``tf.saved_model.save`` of a classifier. Outputs that are not probabilities
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import math
@@ -50,6 +51,9 @@ class ModelRuntime:
     labels: list[str]
     training_metadata: dict
     load_seconds: float = 0.0
+    #: Padded batch sizes with an XLA-compiled program, ascending (empty: XLA off).
+    xla_batch_sizes: tuple[int, ...] = ()
+    _compiled: object = field(default=None, repr=False)
     _function: object = field(default=None, repr=False)
     _loaded: object = field(default=None, repr=False)  # keeps the SavedModel's variables alive
 
@@ -81,14 +85,49 @@ class ModelRuntime:
         multiplied by ``input_scale``; float32 images go to float models as
         they are. Callers validate shapes and dtypes first (``DataPlane``).
         """
-        x = images.reshape((len(images), *self.input_shape))
+        n = len(images)
+        x = images.reshape((n, *self.input_shape))
         if self.takes_float:
             x = x.astype(np.float32) * np.float32(self.input_scale) if x.dtype == np.uint8 else x
+        sizes = self.xla_batch_sizes
         with tf.device(self.device):
-            tensor = tf.constant(x, dtype=self.input_dtype)
-            outputs = self._function(**{self.input_key: tensor})[self.output_key]
+            if sizes and n <= sizes[-1]:
+                padded = sizes[bisect.bisect_left(sizes, n)]
+                if padded != n:  # zero rows up to the compiled size; their outputs are dropped
+                    x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
+                outputs = self._compiled(tf.constant(x, dtype=self.input_dtype))[:n]
+            else:
+                outputs = self._function(**{self.input_key: tf.constant(x, dtype=self.input_dtype)})[self.output_key]
         scores = outputs.numpy().astype(np.float32, copy=False)
         return softmax(scores) if self.output_kind == "logits" else scores
+
+    def compile_small_batches(self, max_batch_size: int) -> bool:
+        """XLA-compile the model for batches of 1, 2, 4 ... ``max_batch_size`` images.
+
+        TensorFlow's per-call overhead dominates small batches (0.4-0.7 ms
+        for the MLP here); one fused XLA program per padded size cuts it by
+        about half. Batches are padded up to the next compiled size, so
+        the set of shapes, and of compilations, stays fixed. Returns False
+        (and keeps the plain path) when the model does not compile.
+        """
+        if max_batch_size < 1:
+            return False
+        function, key, output = self._function, self.input_key, self.output_key
+
+        @tf.function(jit_compile=True)
+        def compiled(images: tf.Tensor) -> tf.Tensor:
+            return function(**{key: images})[output]
+
+        sizes = tuple(2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size)
+        try:
+            with tf.device(self.device):
+                for size in sizes:
+                    compiled(tf.zeros((size, *self.input_shape), self.input_dtype)).numpy()
+        except Exception as exc:  # an op XLA cannot compile, say: serve without it
+            log.warning("%s version %d: XLA compilation failed, serving without it: %s", self.name, self.version, exc)
+            return False
+        self._compiled, self.xla_batch_sizes = compiled, sizes
+        return True
 
 
 def load_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntime:

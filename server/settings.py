@@ -44,13 +44,18 @@ class ServerSettings:
         1000, help="how long a partial batch waits for more images while another batch runs (idle: no wait)"
     )
     max_enqueued_images: int = setting(65536, help="most images queued per model version (more: RESOURCE_EXHAUSTED)")
-    max_concurrent_batches: int = setting(2, help="TensorFlow calls of one version running at once, per replica")
+    max_concurrent_batches: int = setting(1, help="TensorFlow calls of one version running at once, per replica")
     warmup_batch_sizes: str = setting("1,32,4096", help="batch sizes run to warm each version up before it serves")
+    xla_max_batch_size: int = setting(
+        0, help="XLA-compile each model for batches up to this size (padded to powers of two); 0: off"
+    )
     device: str = setting(
         "auto", help="replica devices: auto (every GPU, else the CPU), cpu, cpu:all, cpu:N, gpu, gpu:N, or a list a,b"
     )
     logical_cpu_devices: int = setting(1, help="split the CPU into this many logical devices (with --device cpu:all)")
     gpu_memory_limit_mb: int = setting(0, help="per-GPU memory limit for this process; 0: grow as needed")
+    intra_op_threads: int = setting(0, help="TensorFlow threads within one op (0: TensorFlow's default, one per core)")
+    inter_op_threads: int = setting(0, help="TensorFlow ops run at once (0: TensorFlow's default)")
     inference_threads: int = setting(0, help="threads running TensorFlow calls; 0: replicas x max-concurrent-batches")
     max_connection_age_s: float = setting(
         0.0, help="close client connections after this long (they reconnect, spreading over new pods); 0: never"

@@ -224,6 +224,13 @@ def test_sigterm_drains_in_flight_requests(fashion_v1, tmp_path):
         in_flight = metric_value(text, "tfclassify_requests_in_flight", method="Classify")
         return in_flight, in_flight + metric_value(text, "tfclassify_requests_total", method="Classify")
 
+    try:
+        drain_and_check(proc, big, received)
+    finally:
+        proc.stop()
+
+
+def drain_and_check(proc: ServerProcess, big: np.ndarray, received) -> None:
     with proc.client(timeout=60) as client:
         client.wait_for_ready(60)
         futures = [client.classify_async(big, "fashion") for _ in range(12)]
@@ -242,7 +249,6 @@ def test_sigterm_drains_in_flight_requests(fashion_v1, tmp_path):
         assert info.value.code == grpc.StatusCode.UNAVAILABLE
     log = proc.log()
     assert "shutting down" in log and "stopped" in log
-    proc.stop()
 
 
 def test_replicas_on_logical_cpu_devices_share_the_load(fashion_v1, tmp_path, fashion_test):
@@ -268,5 +274,24 @@ def test_replicas_on_logical_cpu_devices_share_the_load(fashion_v1, tmp_path, fa
             assert metric_value(text, "tfclassify_model_replica_info", model="fashion", device=device) == 1
             assert metric_value(text, "tfclassify_inference_duration_seconds_count", model="fashion", device=device) > 0, device
         assert "replica devices: " + ", ".join(info.device.split(",")) in proc.log()
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_xla_compiled_small_batches_match_the_plain_path(fashion_v1, tmp_path, fashion_test, client):
+    model_dir = tmp_path / "repo" / "fashion"
+    model_dir.mkdir(parents=True)
+    add_version(model_dir, fashion_v1, 1)
+    proc = ServerProcess(tmp_path / "repo", tmp_path, "--xla-max-batch-size", "8")
+    try:
+        with proc.client() as xla_client:
+            xla_client.wait_for_ready(60)
+            for n in (1, 3, 8, 20):  # padded to 1, 4, 8; 20 takes the plain path
+                images = fashion_test.images[:n]
+                plain = client.classify(images, "fashion", return_probabilities=True)
+                compiled = xla_client.classify(images, "fashion", return_probabilities=True)
+                assert np.array_equal(compiled.classes, plain.classes)
+                np.testing.assert_allclose(compiled.probabilities, plain.probabilities, atol=1e-5)
+        assert "XLA batch sizes [1, 2, 4, 8]" in proc.log()
     finally:
         assert proc.stop() == 0, proc.log()
