@@ -1,6 +1,6 @@
 """In-process baseline: the SavedModel's serving signature called directly.
 
-Usage: python -m bench.inprocess VERSION_DIR  -> one JSON line
+Usage: python -m bench.inprocess VERSION_DIR [BATCH_SIZE ...]  -> one JSON line
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ import tensorflow as tf  # noqa: E402
 BATCH_SIZES = (1, 64, 256, 1024, 4096)
 
 
-def measure(version_dir: str, seconds_per_size: float = 1.5) -> dict:
+def measure(version_dir: str, batch_sizes: tuple[int, ...] = BATCH_SIZES, seconds_per_size: float = 1.5) -> dict:
     function = tf.saved_model.load(version_dir).signatures["serving_default"]
     (key,) = function.structured_input_signature[1]
     rng = np.random.default_rng(0)
     throughput, latency_batch1 = {}, []
-    for size in BATCH_SIZES:
+    for size in batch_sizes:
         images = rng.integers(0, 256, (size, 28, 28), dtype=np.uint8)
         for _ in range(5):
             function(**{key: tf.constant(images)})
@@ -40,9 +40,10 @@ def measure(version_dir: str, seconds_per_size: float = 1.5) -> dict:
         "images_per_second": throughput,
         "best_batch_size": best,
         "best_images_per_second": throughput[best],
-        "batch1_p50_ms": float(np.percentile(latency_batch1, 50) * 1e3),
+        "batch1_p50_ms": float(np.percentile(latency_batch1, 50) * 1e3) if latency_batch1 else None,
     }
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(sys.argv[1])))
+    sizes = tuple(int(a) for a in sys.argv[2:]) or BATCH_SIZES
+    print(json.dumps(measure(sys.argv[1], sizes)))

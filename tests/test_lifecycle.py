@@ -295,3 +295,27 @@ def test_xla_compiled_small_batches_match_the_plain_path(fashion_v1, tmp_path, f
         assert "XLA batch sizes [1, 2, 4, 8]" in proc.log()
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+def test_a_golden_set_gates_availability(fashion_v1, tmp_path, fashion_test, client):
+    images = fashion_test.images[:32]
+    predicted = client.classify(images, "fashion").classes
+    model_dir = tmp_path / "repo" / "fashion"
+    model_dir.mkdir(parents=True)
+    add_version(model_dir, fashion_v1, 1)
+    np.savez(model_dir / "1" / "golden.npz", images=images, labels=predicted)
+    add_version(model_dir, fashion_v1, 2)
+    wrong = predicted.copy()
+    wrong[:4] = (wrong[:4] + 1) % 10
+    np.savez(model_dir / "2" / "golden.npz", images=images, labels=wrong)
+    proc = ServerProcess(tmp_path / "repo", tmp_path)
+    try:
+        with proc.client() as golden_client:
+            golden_client.wait_for_ready(60)
+            states = {s.version: (s.state, s.error) for s in golden_client.get_model_status("fashion")}
+            assert states[1] == ("AVAILABLE", "")
+            assert states[2][0] == "FAILED"
+            assert "classifies 28 of 32 golden images correctly; at least 100% are required" in states[2][1]
+            assert golden_client.classify(images[:2], "fashion").version == 1
+    finally:
+        assert proc.stop() == 0, proc.log()
