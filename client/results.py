@@ -47,7 +47,7 @@ class ClassifyResult:
     labels: list[str]  # [N] ("" when requested with omit_labels)
     top_k_classes: np.ndarray  # [N, k] int32
     top_k_scores: np.ndarray  # [N, k] float32
-    top_k_labels: list[list[str]]  # [N][k]
+    top_k_labels: list[tuple[str, ...]]  # [N][k]
     probabilities: np.ndarray | None  # [N, C] float32
 
     @classmethod
@@ -55,6 +55,7 @@ class ClassifyResult:
         """Build from a ``ClassifyResponse`` message."""
         n, k = len(response.classes), response.top_k
         flat_labels = list(response.top_k_labels) or [""] * (n * k)
+        top_k_labels = [tuple(flat_labels[i * k : (i + 1) * k]) for i in range(n)] if k else [()] * n
         return cls(
             model=response.model_spec.name,
             version=response.model_spec.version,
@@ -63,7 +64,7 @@ class ClassifyResult:
             labels=list(response.labels) or [""] * n,
             top_k_classes=np.asarray(response.top_k_classes, dtype=np.int32).reshape(n, k),
             top_k_scores=np.asarray(response.top_k_scores, dtype=np.float32).reshape(n, k),
-            top_k_labels=[flat_labels[i * k : (i + 1) * k] for i in range(n)],
+            top_k_labels=top_k_labels,
             probabilities=from_tensor_proto(response.probabilities) if response.HasField("probabilities") else None,
         )
 

@@ -34,9 +34,9 @@ class BatchingOptions:
     """Dynamic batching settings of one model version (see ``BatchingConfig`` in model_config.proto)."""
 
     max_batch_size: int = 4096
-    batch_timeout_s: float = 0.002
+    batch_timeout_s: float = 0.005
     max_enqueued_images: int = 65536
-    max_concurrent_batches: int = 1
+    max_concurrent_batches: int = 2
     warmup_batch_sizes: tuple[int, ...] = (1, 32, 4096)
 
     def __post_init__(self) -> None:

@@ -37,7 +37,7 @@ def test_batch_classification_is_accurate_and_consistent(client, fashion_test):
     assert np.array_equal(result.top_k_classes[:, 0], result.classes)
     assert np.all(np.diff(result.top_k_scores, axis=1) <= 0), "top-k must be ranked best first"
     assert result.labels == [FASHION_LABELS[c] for c in result.classes]
-    assert result.top_k_labels[5] == [FASHION_LABELS[c] for c in result.top_k_classes[5]]
+    assert list(result.top_k_labels[5]) == [FASHION_LABELS[c] for c in result.top_k_classes[5]]
     first = result[0]
     assert first.label == FASHION_LABELS[first.index] and len(first.top_k) == 3
 
