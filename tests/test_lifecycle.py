@@ -31,6 +31,14 @@ def add_corrupt_version(model_dir: Path, version: int) -> None:
     os.rename(tmp, model_dir / str(version))
 
 
+def one_version_repo(tmp_path: Path, version_dir: Path) -> Path:
+    """``tmp_path/repo/fashion/1``, a copy of ``version_dir``; returns the model folder."""
+    model_dir = tmp_path / "repo" / "fashion"
+    model_dir.mkdir(parents=True)
+    add_version(model_dir, version_dir, 1)
+    return model_dir
+
+
 def wait_until(predicate, timeout: float = 60, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,9 +87,7 @@ def fashion_v1(model_repo) -> Path:
 
 
 def test_hot_reload_under_traffic_loses_no_request(fashion_v1, tmp_path, fashion_test):
-    model_dir = tmp_path / "repo" / "fashion"
-    model_dir.mkdir(parents=True)
-    add_version(model_dir, fashion_v1, 1)
+    model_dir = one_version_repo(tmp_path, fashion_v1)
     proc = ServerProcess(tmp_path / "repo", tmp_path, "--poll-interval-s", "0.3")
     traffic = Traffic(proc.address, fashion_test.images[:8])
     try:
@@ -176,9 +182,7 @@ def test_concurrent_requests_are_batched_together(server, fashion_test):
 
 
 def test_queue_limit_and_deadlines_give_their_codes(fashion_v1, tmp_path):
-    model_dir = tmp_path / "repo" / "fashion"
-    model_dir.mkdir(parents=True)
-    add_version(model_dir, fashion_v1, 1)
+    one_version_repo(tmp_path, fashion_v1)
     proc = ServerProcess(
         tmp_path / "repo", tmp_path, "--max-batch-size", "1024", "--max-enqueued-images", "4096",
         "--max-concurrent-batches", "1", "--max-images-per-request", "4096",
@@ -212,9 +216,7 @@ def test_queue_limit_and_deadlines_give_their_codes(fashion_v1, tmp_path):
 
 
 def test_sigterm_drains_in_flight_requests(fashion_v1, tmp_path):
-    model_dir = tmp_path / "repo" / "fashion"
-    model_dir.mkdir(parents=True)
-    add_version(model_dir, fashion_v1, 1)
+    one_version_repo(tmp_path, fashion_v1)
     # Small TensorFlow calls, one at a time: 12 requests of 4,096 images take about a second.
     proc = ServerProcess(tmp_path / "repo", tmp_path, "--max-concurrent-batches", "1", "--max-batch-size", "64")
     big = np.zeros((4096, 28, 28), np.uint8)
@@ -252,9 +254,7 @@ def drain_and_check(proc: ServerProcess, big: np.ndarray, received) -> None:
 
 
 def test_replicas_on_logical_cpu_devices_share_the_load(fashion_v1, tmp_path, fashion_test):
-    model_dir = tmp_path / "repo" / "fashion"
-    model_dir.mkdir(parents=True)
-    add_version(model_dir, fashion_v1, 1)
+    one_version_repo(tmp_path, fashion_v1)
     proc = ServerProcess(
         tmp_path / "repo", tmp_path, "--logical-cpu-devices", "2", "--device", "cpu:all",
         "--max-batch-size", "256", "--max-concurrent-batches", "1",
@@ -279,9 +279,7 @@ def test_replicas_on_logical_cpu_devices_share_the_load(fashion_v1, tmp_path, fa
 
 
 def test_xla_compiled_small_batches_match_the_plain_path(fashion_v1, tmp_path, fashion_test, client):
-    model_dir = tmp_path / "repo" / "fashion"
-    model_dir.mkdir(parents=True)
-    add_version(model_dir, fashion_v1, 1)
+    one_version_repo(tmp_path, fashion_v1)
     proc = ServerProcess(tmp_path / "repo", tmp_path, "--xla-max-batch-size", "8")
     try:
         with proc.client() as xla_client:
@@ -300,9 +298,7 @@ def test_xla_compiled_small_batches_match_the_plain_path(fashion_v1, tmp_path, f
 def test_a_golden_set_gates_availability(fashion_v1, tmp_path, fashion_test, client):
     images = fashion_test.images[:32]
     predicted = client.classify(images, "fashion").classes
-    model_dir = tmp_path / "repo" / "fashion"
-    model_dir.mkdir(parents=True)
-    add_version(model_dir, fashion_v1, 1)
+    model_dir = one_version_repo(tmp_path, fashion_v1)
     np.savez(model_dir / "1" / "golden.npz", images=images, labels=predicted)
     add_version(model_dir, fashion_v1, 2)
     wrong = predicted.copy()
