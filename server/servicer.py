@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-import numpy as np
 
 from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
 from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane
