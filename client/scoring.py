@@ -48,13 +48,17 @@ def score_images(
     *,
     version: int | None = None,
     version_label: str | None = None,
-    batch_size: int = 4096,
+    batch_size: int = 0,
     max_in_flight: int = 4,
     timeout: float = 60.0,
     max_retries: int = 3,
     on_progress: Callable[[int], None] | None = None,
 ) -> ScoringResult:
     """Classify ``images`` ``[N, H, W]`` in batches of ``batch_size``; returns class indices and scores.
+
+    ``batch_size`` 0 picks one: the largest power of two up to 4096 that
+    still makes 8 batches, so small sets keep the pipeline full and large
+    ones get the throughput of big TensorFlow calls.
 
     Up to ``max_in_flight`` batches are on the wire at once, so the server
     computes one while the next travels. Each RPC has a ``timeout`` s
@@ -63,9 +67,10 @@ def score_images(
     raises ``TfclassifyError`` naming the batch, so no image is ever skipped
     silently. ``on_progress(n)`` is called as each batch of n images completes.
     """
+    n = len(images)
+    batch_size = batch_size or auto_batch_size(n)
     if batch_size < 1 or max_in_flight < 1:
         raise ValueError("batch_size and max_in_flight must be at least 1")
-    n = len(images)
     classes = np.empty(n, dtype=np.int32)
     scores = np.empty(n, dtype=np.float32)
     result = ScoringResult(classes, scores)
@@ -102,6 +107,14 @@ def score_images(
             on_progress(len(batch))
     result.elapsed_s = time.monotonic() - started
     return result
+
+
+def auto_batch_size(n: int, largest: int = 4096, smallest: int = 256, batches: int = 8) -> int:
+    """The largest power of two in [smallest, largest] that splits ``n`` images into ``batches`` or more."""
+    size = largest
+    while size > smallest and n < size * batches:
+        size //= 2
+    return size
 
 
 def _wait_with_retries(future, resubmit, start, batch_size, max_retries, result: ScoringResult):

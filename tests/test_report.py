@@ -40,3 +40,9 @@ def test_report_numbers_match_hand_computation(tmp_path):
 def test_report_rejects_mismatched_inputs():
     with pytest.raises(ValueError, match="equally long"):
         build_report(np.array([0, 1]), np.array([0]), np.array([1.0]), LABELS)
+
+
+def test_automatic_scoring_batch_size():
+    from tfclassify.client.scoring import auto_batch_size
+
+    assert [auto_batch_size(n) for n in (100, 10000, 60000, 1_000_000)] == [256, 1024, 4096, 4096]

@@ -36,7 +36,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
     parser.add_argument("--labels", type=Path, help="with --images: true labels file (IDX or .npz)")
     parser.add_argument("--limit", type=int, help="score only the first N images")
-    parser.add_argument("--batch-size", type=int, default=4096, help="images per RPC [default: %(default)s]")
+    parser.add_argument(
+        "--batch-size", type=int, default=0,
+        help="images per RPC [default: the largest power of two up to 4096 that makes 8 or more batches]",
+    )
     parser.add_argument("--in-flight", type=int, default=4, help="RPCs in flight at once [default: %(default)s]")
     parser.add_argument("--report", type=Path, help="write the report as JSON here")
     parser.add_argument("--predictions", type=Path, help="write one JSON line per image here")
