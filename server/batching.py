@@ -97,6 +97,7 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
         self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.name}")
 
     @property
@@ -144,6 +145,8 @@ class Batcher:
         self._closed = True
         self._wakeup.set()
         await self._idle.wait()
+        if self._timer is not None:
+            self._timer.cancel()
         self._scheduler.cancel()
         await asyncio.gather(self._scheduler, return_exceptions=True)
 
@@ -155,9 +158,14 @@ class Batcher:
             timeout = self._dispatch()
             if not self._queue and self._in_flight == 0:
                 self._idle.set()
-            if timeout is not None:
-                # Wake up when the oldest entry has waited long enough, unless something else wakes us first.
-                asyncio.get_running_loop().call_later(timeout, self._wakeup.set)
+            if timeout is not None and self._timer is None:
+                # Wake up when the oldest entry has waited long enough. One timer at a time: the
+                # oldest entry only gets older, so a pending timer never fires too late.
+                self._timer = asyncio.get_running_loop().call_later(timeout, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wakeup.set()
 
     def _dispatch(self) -> float | None:
         """Start every batch that may start now; returns how long until the oldest waiting entry may go."""
