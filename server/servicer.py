@@ -22,6 +22,16 @@ from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 API = "tfclassify"
+#: Requests of one ClassifyStream call classified ahead of the response being sent.
+STREAM_WINDOW = 4
+
+
+class RpcFailure(Exception):
+    """An RPC's outcome other than OK: its status code and the message for the client."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
 
 
 class ClassifierServicer(pb_grpc.ClassifierServicer):
@@ -39,8 +49,32 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClassifyResponse]:
-        async for request in request_iterator:
-            yield await self._observed("ClassifyStream", request.model_spec, context, self._classify(request, context))
+        # Requests are read ahead and classified concurrently (up to STREAM_WINDOW waiting), so the
+        # next batch is queued while one runs; responses still go out in request order.
+        window: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(maxsize=STREAM_WINDOW)
+
+        async def read_ahead() -> None:
+            try:
+                async for request in request_iterator:
+                    work = self._measured("ClassifyStream", request.model_spec, self._classify(request, context))
+                    await window.put(asyncio.ensure_future(work))
+            finally:
+                await window.put(None)
+
+        reader = asyncio.create_task(read_ahead())
+        try:
+            while (task := await window.get()) is not None:
+                try:
+                    yield await task
+                except RpcFailure as failure:  # in order: the answers before it have gone out
+                    await context.abort(failure.code, failure.details)
+        finally:
+            reader.cancel()
+            while not window.empty():
+                if (task := window.get_nowait()) is not None:
+                    if task.done() and not task.cancelled():
+                        task.exception()  # the stream already ended: retrieve it so asyncio does not log it
+                    task.cancel()
 
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
@@ -99,6 +133,14 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     # -- status and metrics, in one place -------------------------------------
     async def _observed(self, method: str, spec: pb.ModelSpec, context: grpc.aio.ServicerContext, work):
+        """Run ``work`` measured; a failure ends the RPC with its status."""
+        try:
+            return await self._measured(method, spec, work)
+        except RpcFailure as failure:
+            await context.abort(failure.code, failure.details)
+
+    async def _measured(self, method: str, spec: pb.ModelSpec, work):
+        """Run ``work``, counting it in the metrics; failures become ``RpcFailure`` (one mapping for every RPC)."""
         started = time.perf_counter()
         code, version = grpc.StatusCode.OK, ""
         in_flight = self._in_flight.get(method)
@@ -112,14 +154,14 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             return response
         except ServingError as exc:
             code = exc.code
-            await context.abort(code, str(exc))
+            raise RpcFailure(code, str(exc)) from exc
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
             log.exception("%s failed", method)
-            await context.abort(code, f"internal error in {method}; the server log has the details")
+            raise RpcFailure(code, f"internal error in {method}; the server log has the details") from None
         finally:
             # Unknown model names are not used as label values: clients must not be able to grow the series count.
             model = spec.name if spec.name in self._dataplane.registry.names() else ""

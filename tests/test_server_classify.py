@@ -169,3 +169,18 @@ def client_metadata_json(server) -> str:
             pb.GetModelMetadataRequest(model_spec=pb.ModelSpec(name="fashion")), timeout=10
         )
     return reply.training_metadata_json
+
+
+def test_a_bad_request_ends_the_stream_after_the_earlier_answers(server, fashion_test):
+    requests = []
+    for i in range(4):
+        r = pb.ClassifyRequest(model_spec=pb.ModelSpec(name="fashion"), request_id=str(i))
+        to_tensor_proto(fashion_test.images[:10] if i != 2 else np.zeros((1, 5, 5), np.uint8), out=r.tensor)
+        requests.append(r)
+    received = []
+    with grpc.insecure_channel(server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            for response in pb_grpc.ClassifierStub(channel).ClassifyStream(iter(requests), timeout=30):
+                received.append(response.request_id)
+    assert received == ["0", "1"]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "images have shape [1, 5, 5]" in info.value.details()

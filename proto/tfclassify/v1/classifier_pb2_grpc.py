@@ -77,8 +77,10 @@ class ClassifierServicer:
     def ClassifyStream(self, request_iterator, context):
         """Classifies a stream of batches over one call, for scoring large datasets
         without opening one RPC per batch. Every request is answered by exactly
-        one response, in request order, carrying the request's `request_id`. An
-        invalid request ends the stream with its error status.
+        one response, in request order, carrying the request's `request_id`.
+        The server reads a few requests ahead and classifies them concurrently,
+        so keep several requests in flight. An invalid request ends the stream
+        with its error status, after the answers to the requests before it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
