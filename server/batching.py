@@ -2,9 +2,9 @@
 into TensorFlow calls of at most ``max_batch_size`` images.
 
 An idle version runs a request at once (no added latency at low load). While
-a batch runs, the queue fills the next one, which starts when a slot frees up
-(``max_concurrent_batches`` per replica), when it is full, or when its oldest
-request has waited ``batch_timeout`` while other batches were running. The
+a batch runs, the queue fills the next one, which starts when no batch is
+running, or alongside the running ones (up to ``max_concurrent_batches`` per
+replica) once it is full or its oldest request has waited ``batch_timeout``. The
 queue is bounded: past ``max_enqueued_images`` a request is refused at once
 (RESOURCE_EXHAUSTED). A request whose deadline passed while it waited is
 dropped without running (DEADLINE_EXCEEDED); one whose caller went away

@@ -22,9 +22,7 @@ def check_image_batch(images: np.ndarray, height: int, width: int, max_images: i
     shape = images.shape
     n = shape[0] if images.ndim >= 1 else 0
     accepted = f"[N, {height}, {width}], [N, {height}, {width}, 1] or [N, {height * width}]"
-    if shape in ((n, height, width), (n, height, width, 1)) or shape == (n, height * width):
-        pass
-    else:
+    if shape not in ((n, height, width), (n, height, width, 1), (n, height * width)):
         raise InvalidInputError(f"images have shape {list(shape)}; expected {accepted}")
     check_batch_size(n, max_images)
     return images.reshape(n, height, width)

@@ -21,14 +21,14 @@ from pathlib import Path
 from tfclassify.server.batching import Batcher, BatchingOptions, Replica
 from tfclassify.server.config import ConfigError, ModelSource, load_sources
 from tfclassify.server.errors import ModelLoadError
-from tfclassify.server.metrics import ServerMetrics
+from tfclassify.server.metrics import MODEL_STATES, ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.repository import VersionDir, model_versions
 from tfclassify.server.runtime import ModelRuntime, check_golden_set, load_runtime, warm_up
 
 log = logging.getLogger(__name__)
 
-LOADING, AVAILABLE, UNLOADING, FAILED = "LOADING", "AVAILABLE", "UNLOADING", "FAILED"
+LOADING, AVAILABLE, UNLOADING, FAILED = MODEL_STATES
 
 
 @dataclass
@@ -200,7 +200,7 @@ class ModelManager:
             self._inference_executor,
             metrics.observer(),
         )
-        return ServedVersion(first, replicas, batcher, metrics)
+        return ServedVersion(replicas, batcher, metrics)
 
     async def _swap_batcher(self, source: ModelSource, served: ServedVersion) -> None:
         """Apply changed batching settings: new requests go to a new queue, the old one drains."""

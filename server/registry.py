@@ -13,12 +13,16 @@ from tfclassify.server.runtime import ModelRuntime
 
 @dataclass(eq=False)
 class ServedVersion:
-    """An available model version: its metadata (the first replica), its batching queue and metrics."""
+    """An available model version: its replicas (one per device), its batching queue and metrics."""
 
-    runtime: ModelRuntime
     replicas: list[ModelRuntime]
     batcher: Batcher
     metrics: VersionMetrics
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        """The first replica: the version's metadata (name, labels, input shape ...)."""
+        return self.replicas[0]
 
     @property
     def devices(self) -> list[str]:
