@@ -51,12 +51,18 @@ class BatchingOptions:
             raise ValueError("batch_timeout must not be negative")
 
 
-class Replica:
-    """One copy of a model version on one device, and how many batches it is running."""
+Outputs = dict[str, np.ndarray]
 
-    def __init__(self, device: str, predict: Callable[[np.ndarray], np.ndarray]) -> None:
+
+class Replica:
+    """One copy of a model version on one device, and how many batches it is running.
+
+    ``run`` maps a batch ``[N, ...]`` to named outputs with one row per image.
+    """
+
+    def __init__(self, device: str, run: Callable[[np.ndarray], Outputs]) -> None:
         self.device = device
-        self.predict = predict
+        self.run = run
         self.in_flight = 0
         self.batches = 0
 
@@ -73,7 +79,8 @@ class _Entry:
 class BatchObserver:
     """Callbacks the batcher reports to (metrics); all optional."""
 
-    on_batch: Callable[[Replica, int, float], None] = lambda replica, size, seconds: None
+    #: (replica, images, requests, seconds) of each batch run.
+    on_batch: Callable[[Replica, int, int, float], None] = lambda replica, size, requests, seconds: None
     on_queue_wait: Callable[[float], None] = lambda seconds: None
     on_queue_depth: Callable[[int, int], None] = lambda images, batches_in_flight: None
 
@@ -104,8 +111,8 @@ class Batcher:
     def queued_images(self) -> int:
         return self._queued_images
 
-    async def predict(self, images: np.ndarray, deadline: float | None = None) -> np.ndarray:
-        """Probabilities for ``images``, computed in as few TensorFlow calls as the queue allows.
+    async def run(self, images: np.ndarray, deadline: float | None = None) -> Outputs:
+        """The model's outputs for ``images``, computed in as few TensorFlow calls as the queue allows.
 
         ``deadline`` is a ``time.monotonic()`` instant after which the
         request is not worth running.
@@ -138,7 +145,7 @@ class Batcher:
             for e in entries:  # the caller went away: let the scheduler skip what is still queued
                 if not e.future.done():
                     e.future.cancel()
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     async def close(self) -> None:
         """Refuse new requests, finish the queued and running ones, stop the scheduler."""
@@ -213,20 +220,24 @@ class Batcher:
         images = batch[0].images if len(batch) == 1 else np.concatenate([e.images for e in batch])
         started = time.perf_counter()
         try:
-            probabilities = await asyncio.get_running_loop().run_in_executor(self.executor, replica.predict, images)
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, replica.run, images)
         except Exception as exc:  # a TensorFlow failure fails this batch's requests, not the server
             log.exception("%s: a batch of %d images failed on %s", self.name, len(images), replica.device)
             for e in batch:
                 if not e.future.done():
                     e.future.set_exception(exc)
         else:
-            self.observer.on_batch(replica, len(images), time.perf_counter() - started)
+            self.observer.on_batch(replica, len(images), len(batch), time.perf_counter() - started)
             replica.batches += 1
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_result(outputs)
+                return
             offset = 0
             for e in batch:
                 n = len(e.images)
                 if not e.future.done():
-                    e.future.set_result(probabilities[offset : offset + n])
+                    e.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
                 offset += n
         finally:
             replica.in_flight -= 1

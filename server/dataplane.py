@@ -1,22 +1,30 @@
 """The transport-independent core: validate images, run the model, rank classes.
 
-Servicers convert protobuf messages to the types here and back; nothing in
-this module knows about gRPC messages.
+Servicers of every API (tfclassify, TensorFlow Serving, Open Inference
+Protocol) convert protobuf messages to the types here and back; nothing in
+this module knows about gRPC messages. Every request goes through its
+version's batching queue and is counted in its version's statistics.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from tfclassify.server.errors import InvalidInputError
-from tfclassify.server.images import check_image_batch, decode_images
+from tfclassify.server.images import check_batch_size, check_image_batch, decode_images
 from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
+
+Outputs = dict[str, np.ndarray]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class DataPlane:
 
     def __init__(self, registry: ModelRegistry, max_images_per_request: int) -> None:
         self.registry = registry
-        self._max_images = max_images_per_request
+        self.max_images_per_request = max_images_per_request
 
     def resolve(self, model: str, version: int | None = None, version_label: str | None = None) -> ServedVersion:
         """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
@@ -64,20 +72,58 @@ class DataPlane:
         # reaches a queue that has closed.
         served = self.resolve(request.model, request.version, request.version_label)
         runtime = served.runtime
-        if request.top_k > runtime.num_classes:
-            raise InvalidInputError(
-                f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
-            )
-        images = self._prepare(runtime, request)
-        probabilities = await served.batcher.predict(images, request.deadline)
-        output = rank(runtime, probabilities, request.top_k, request.return_probabilities)
-        served.metrics.count_predictions(output.classes)
-        return output
+
+        def prepare() -> np.ndarray:
+            if request.top_k > runtime.num_classes:
+                raise InvalidInputError(
+                    f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
+                )
+            return self._prepare(runtime, request)
+
+        def respond(outputs: Outputs) -> ClassifyOutput:
+            output = rank(runtime, runtime.probabilities(outputs), request.top_k, request.return_probabilities)
+            served.metrics.count_predictions(output.classes)
+            return output
+
+        return await self.run(served, prepare, respond, request.deadline)
+
+    def check_batch_size(self, n: int) -> None:
+        """Reject an empty request or one over ``--max-images-per-request``."""
+        check_batch_size(n, self.max_images_per_request)
+
+    async def run(
+        self,
+        served: ServedVersion,
+        prepare: Callable[[], np.ndarray],
+        respond: Callable[[Outputs], T],
+        deadline: float | None,
+    ) -> T:
+        """Run one request on ``served``: ``prepare`` returns its images ``[N, H, W]``
+        (validated), the batching queue runs them, ``respond`` turns the model's
+        outputs into the answer. Accounted in the version's statistics.
+
+        Call it right after resolving ``served``, with no ``await`` in between.
+        """
+        statistics = served.metrics.statistics
+        runtime = served.runtime
+        started = time.perf_counter_ns()
+        try:
+            images = runtime.as_model_input(prepare())
+            queued = time.perf_counter_ns()
+            outputs = await served.batcher.run(images, deadline)
+            ran = time.perf_counter_ns()
+            answer = respond(outputs)
+        except BaseException:  # cancelled callers count as failed, as in Triton
+            statistics.record_failure(time.perf_counter_ns() - started)
+            raise
+        finished = time.perf_counter_ns()
+        statistics.record_success(len(images), finished - started, queued - started, finished - ran)
+        return answer
 
     def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:
         height, width = runtime.image_size
         if request.encoded is not None:
-            return decode_images(request.encoded, height, width, self._max_images)
+            return decode_images(request.encoded, height, width, self.max_images_per_request)
         if request.images is None:
             raise InvalidInputError("the request carries no images: set `tensor` or `encoded`")
         images = request.images
@@ -85,7 +131,7 @@ class DataPlane:
             raise InvalidInputError(
                 f"model {runtime.name!r} version {runtime.version} takes uint8 pixels; got FLOAT32 (send UINT8)"
             )
-        return check_image_batch(images, height, width, self._max_images)
+        return check_image_batch(images, height, width, self.max_images_per_request)
 
 
 def rank(runtime: ModelRuntime, probabilities: np.ndarray, top_k: int, keep_probabilities: bool) -> ClassifyOutput:

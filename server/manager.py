@@ -195,7 +195,7 @@ class ModelManager:
         metrics = self.metrics.for_version(first.name, first.version, first.labels, [r.device for r in replicas])
         batcher = Batcher(
             f"{first.name}:{first.version}",
-            [Replica(r.device, r.predict) for r in replicas],
+            [Replica(r.device, r.run) for r in replicas],
             source.batching,
             self._inference_executor,
             metrics.observer(),

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from tfclassify.client.version import package_version
 from tfclassify.server.batching import BatchObserver, Replica
+from tfclassify.server.statistics import InferenceStatistics
 
 # Request latency: from 0.25 ms (a single image on an idle CPU) to 10 s (a
 # maximal batch on a slow machine), roughly doubling.
@@ -86,6 +87,8 @@ class ServerMetrics:
         self.build_info = Info("tfclassify_build", "Version of the tfclassify server.", registry=registry)
         self.build_info.info({"version": package_version()})
         self._request_children: dict[tuple[str, ...], tuple] = {}
+        # Kept across batching-setting changes (new VersionMetrics, same version); dropped on unload.
+        self._statistics: dict[tuple[str, str], InferenceStatistics] = {}
 
     def observe_request(self, api: str, method: str, model: str, version: str, code: str, seconds: float) -> None:
         """Count one answered RPC and its duration."""
@@ -109,12 +112,17 @@ class ServerMetrics:
         """The cached children of one served version."""
         return VersionMetrics(self, model, str(version), labels, devices)
 
+    def statistics(self, model: str, version: int) -> InferenceStatistics | None:
+        """The request statistics of a loaded version (None: not loaded)."""
+        return self._statistics.get((model, str(version)))
+
 
 class VersionMetrics:
     """Metric children of one model version, and the batcher's observer feeding them."""
 
     def __init__(self, m: ServerMetrics, model: str, version: str, labels: list[str], devices: list[str]) -> None:
         self._m, self._key = m, (model, version)
+        self.statistics = m._statistics.setdefault((model, version), InferenceStatistics())
         self._images = m.images.labels(model, version)
         self._predictions = [m.predictions.labels(model, version, label) for label in labels]
         self._batch_size = m.batch_size.labels(model, version)
@@ -137,19 +145,27 @@ class VersionMetrics:
                 self._predictions[index].inc(count)
 
     def observer(self) -> BatchObserver:
-        def on_batch(replica: Replica, size: int, seconds: float) -> None:
+        statistics = self.statistics
+
+        def on_batch(replica: Replica, size: int, requests: int, seconds: float) -> None:
             self._batch_size.observe(size)
             self._inference[replica.device].observe(seconds)
+            statistics.record_batch(size, requests, seconds)
+
+        def on_queue_wait(seconds: float) -> None:
+            self._queue_wait.observe(seconds)
+            statistics.record_queue_wait(seconds)
 
         def on_queue_depth(images: int, in_flight: int) -> None:
             self._queued.set(images)
             self._in_flight.set(in_flight)
 
-        return BatchObserver(on_batch=on_batch, on_queue_wait=self._queue_wait.observe, on_queue_depth=on_queue_depth)
+        return BatchObserver(on_batch=on_batch, on_queue_wait=on_queue_wait, on_queue_depth=on_queue_depth)
 
     def remove(self) -> None:
         """Drop the per-version gauges of an unloaded version (counters and histograms stay)."""
         m, (model, version) = self._m, self._key
+        m._statistics.pop(self._key, None)
         _remove(m.queued_images, model, version)
         _remove(m.batches_in_flight, model, version)
         for d in self._devices:

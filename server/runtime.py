@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import saved_model_pb2
 
 from tfclassify.server.errors import ModelLoadError
 from tfclassify.server.repository import GOLDEN_FILE, VersionDir
@@ -48,8 +50,12 @@ class ModelRuntime:
     output_key: str
     #: "probabilities" or "logits".
     output_kind: str
+    #: Every output of the signature that has one row per image: name -> (dtype, shape of one row).
+    outputs: dict[str, tuple[np.dtype, tuple[int, ...]]]
     labels: list[str]
     training_metadata: dict
+    #: The served signature as a serialized ``tensorflow.SignatureDef`` (for TensorFlow Serving's metadata).
+    signature_def: bytes = b""
     load_seconds: float = 0.0
     #: Padded batch sizes with an XLA-compiled program, ascending (empty: XLA off).
     xla_batch_sizes: tuple[int, ...] = ()
@@ -79,26 +85,43 @@ class ModelRuntime:
         return len(self.labels)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities ``[N, C]`` (float32) for images ``[N, H, W]``.
+        """Probabilities ``[N, C]`` (float32) for uint8 or float32 images ``[N, H, W]``."""
+        return self.probabilities(self.run(self.as_model_input(images)))
 
-        uint8 pixels go to uint8 models as they are and to float models
-        multiplied by ``input_scale``; float32 images go to float models as
-        they are. Callers validate shapes and dtypes first (``DataPlane``).
+    def as_model_input(self, images: np.ndarray) -> np.ndarray:
+        """``images`` in the dtype the batching queue holds for this model.
+
+        uint8 pixels stay uint8 for uint8 models and become float32 times
+        ``input_scale`` for float models; float32 images go to float models
+        as they are. Converting before queueing keeps every batch one dtype.
         """
+        if self.takes_float and images.dtype == np.uint8:
+            return images.astype(np.float32) * np.float32(self.input_scale)
+        return images
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The signature's per-image outputs (``outputs``) for a batch ``[N, H, W]``
+        already in the model's input dtype (see ``as_model_input``)."""
         n = len(images)
         x = images.reshape((n, *self.input_shape))
-        if self.takes_float:
-            x = x.astype(np.float32) * np.float32(self.input_scale) if x.dtype == np.uint8 else x
         sizes = self.xla_batch_sizes
         with tf.device(self.device):
             if sizes and n <= sizes[-1]:
                 padded = sizes[bisect.bisect_left(sizes, n)]
                 if padded != n:  # zero rows up to the compiled size; their outputs are dropped
                     x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
-                outputs = self._compiled(tf.constant(x, dtype=self.input_dtype))[:n]
+                results = self._compiled(tf.constant(x, dtype=self.input_dtype))
             else:
-                outputs = self._function(**{self.input_key: tf.constant(x, dtype=self.input_dtype)})[self.output_key]
-        scores = outputs.numpy().astype(np.float32, copy=False)
+                results = self._function(**{self.input_key: tf.constant(x, dtype=self.input_dtype)})
+        if not isinstance(results, dict):
+            results = {"output_0": results}
+        return {k: results[k].numpy()[:n] for k in self.outputs} if self.outputs else {
+            k: v.numpy()[:n] for k, v in results.items()  # while probing, before ``outputs`` is known
+        }
+
+    def probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Class probabilities ``[N, C]`` (float32) from the outputs of ``run``."""
+        scores = outputs[self.output_key].astype(np.float32, copy=False)
         return softmax(scores) if self.output_kind == "logits" else scores
 
     def compile_small_batches(self, max_batch_size: int) -> bool:
@@ -112,17 +135,17 @@ class ModelRuntime:
         """
         if max_batch_size < 1:
             return False
-        function, key, output = self._function, self.input_key, self.output_key
+        function, key = self._function, self.input_key
 
         @tf.function(jit_compile=True)
-        def compiled(images: tf.Tensor) -> tf.Tensor:
-            return function(**{key: images})[output]
+        def compiled(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            return function(**{key: images})
 
         sizes = tuple(2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size)
         try:
             with tf.device(self.device):
                 for size in sizes:
-                    compiled(tf.zeros((size, *self.input_shape), self.input_dtype)).numpy()
+                    compiled(tf.zeros((size, *self.input_shape), self.input_dtype))
         except Exception as exc:  # an op XLA cannot compile, say: serve without it
             log.warning("%s version %d: XLA compilation failed, serving without it: %s", self.name, self.version, exc)
             return False
@@ -158,12 +181,14 @@ def load_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntim
         input_scale=float(metadata.get("input_scale", 1.0 if input_spec.dtype == tf.uint8 else 1.0 / 255)),
         output_key=output_key,
         output_kind="probabilities",
+        outputs={},
         labels=[],
         training_metadata=metadata,
         _function=function,
         _loaded=loaded,
     )
-    num_classes, runtime.output_kind = _probe(runtime, metadata.get("output_kind"))
+    num_classes, runtime.output_kind, runtime.outputs = _probe(runtime, metadata.get("output_kind"))
+    runtime.signature_def = _read_signature_def(version_dir, signature_name)
     runtime.labels = labels if labels is not None else [str(i) for i in range(num_classes)]
     if len(runtime.labels) != num_classes:
         raise ModelLoadError(
@@ -266,9 +291,12 @@ def _pick_output(function, version_dir: VersionDir, signature_name: str) -> str:
     )
 
 
-def _probe(runtime: ModelRuntime, declared_kind: str | None) -> tuple[int, str]:
-    """Run a small batch: checks the model works, counts its classes and tells
-    probabilities from logits (unless the version's metadata declares it)."""
+def _probe(
+    runtime: ModelRuntime, declared_kind: str | None
+) -> tuple[int, str, dict[str, tuple[np.dtype, tuple[int, ...]]]]:
+    """Run a small batch: checks the model works, counts its classes, tells
+    probabilities from logits (unless the version's metadata declares it) and
+    finds the outputs with one row per image."""
     height, width = runtime.image_size
     rng = np.random.default_rng(0)
     probe = np.concatenate(
@@ -277,16 +305,33 @@ def _probe(runtime: ModelRuntime, declared_kind: str | None) -> tuple[int, str]:
     )
     runtime.output_kind = "probabilities"
     try:
-        scores = runtime.predict(probe)
+        outputs = runtime.run(runtime.as_model_input(probe))
     except Exception as exc:
         raise ModelLoadError(f"{runtime.path}: a test batch of {len(probe)} images failed: {exc}") from exc
+    scores = outputs[runtime.output_key]
     if scores.ndim != 2 or scores.shape[0] != len(probe):
         raise ModelLoadError(f"{runtime.path}: output has shape {list(scores.shape)} for {len(probe)} images")
+    # Outputs without one row per image (a constant, say) cannot be split between the requests of a batch.
+    per_image = {k: (v.dtype, v.shape[1:]) for k, v in outputs.items() if v.ndim >= 1 and v.shape[0] == len(probe)}
     if declared_kind in ("probabilities", "logits"):
-        return scores.shape[1], declared_kind
+        return scores.shape[1], declared_kind, per_image
     looks_like_probabilities = (
         "logit" not in runtime.output_key.lower()
         and bool(np.all(scores >= 0) and np.all(scores <= 1))
         and bool(np.allclose(scores.sum(axis=1), 1.0, atol=1e-3))
     )
-    return scores.shape[1], "probabilities" if looks_like_probabilities else "logits"
+    return scores.shape[1], "probabilities" if looks_like_probabilities else "logits", per_image
+
+
+def _read_signature_def(version_dir: VersionDir, signature_name: str) -> bytes:
+    """The served ``SignatureDef`` from ``saved_model.pb``, serialized (b"" if it cannot be read)."""
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString((version_dir.path / "saved_model.pb").read_bytes())
+        signatures = saved_model.meta_graphs[0].signature_def
+        if signature_name not in signatures:
+            raise KeyError(signature_name)
+        return signatures[signature_name].SerializeToString()
+    except (OSError, IndexError, KeyError, ValueError, DecodeError) as exc:
+        log.warning("%s: cannot read signature %r from saved_model.pb: %s", version_dir.path, signature_name, exc)
+        return b""

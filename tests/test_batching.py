@@ -21,11 +21,11 @@ class FakeModel:
         self.batches: list[list[int]] = []
         self.started: list[float] = []
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         self.started.append(time.monotonic())
         self.batches.append(images[:, 0, 0].tolist())
         time.sleep(self.seconds)
-        return images[:, 0, :2].astype(np.float32)
+        return {"scores": images[:, 0, :2].astype(np.float32), "ids": images[:, 0, 0].astype(np.int64)}
 
 
 def images(*ids: int) -> np.ndarray:
@@ -36,7 +36,7 @@ def images(*ids: int) -> np.ndarray:
 
 def make(model: FakeModel, replicas: int = 1, **options) -> tuple[Batcher, list[tuple[str, int]]]:
     seen: list[tuple[str, int]] = []
-    observer = BatchObserver(on_batch=lambda replica, size, seconds: seen.append((replica.device, size)))
+    observer = BatchObserver(on_batch=lambda replica, size, requests, seconds: seen.append((replica.device, size)))
     opts = BatchingOptions(**{"max_batch_size": 8, "max_enqueued_images": 64, "max_concurrent_batches": 1,
                               "batch_timeout_s": 0.002, **options})
     executor = ThreadPoolExecutor(4)
@@ -52,41 +52,43 @@ def test_an_idle_model_runs_a_request_at_once_and_the_queue_fills_the_next_batch
     async def scenario():
         model = FakeModel(0.05)
         batcher, _ = make(model)
-        first = asyncio.create_task(batcher.predict(images(1)))
+        first = asyncio.create_task(batcher.run(images(1)))
         await asyncio.sleep(0.01)  # the first batch is running now
-        rest = [asyncio.create_task(batcher.predict(images(i))) for i in range(2, 8)]
+        rest = [asyncio.create_task(batcher.run(images(i))) for i in range(2, 8)]
         results = await asyncio.gather(first, *rest)
         await batcher.close()
         return model.batches, results
 
     batches, results = run(scenario())
     assert batches == [[1], [2, 3, 4, 5, 6, 7]]
-    assert [r[0, 0] for r in results] == [1, 2, 3, 4, 5, 6, 7], "each caller gets its own rows back"
+    assert [r["scores"][0, 0] for r in results] == [1, 2, 3, 4, 5, 6, 7], "each caller gets its own rows back"
+    assert [r["ids"].tolist() for r in results] == [[1], [2], [3], [4], [5], [6], [7]], "of every output"
 
 
 def test_large_requests_are_split_to_max_batch_size_and_reassembled_in_order():
     async def scenario():
         model = FakeModel(0.001)
         batcher, _ = make(model, max_batch_size=4)
-        result = await batcher.predict(images(*range(10)))
+        result = await batcher.run(images(*range(10)))
         await batcher.close()
         return model.batches, result
 
     batches, result = run(scenario())
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert result[:, 0].tolist() == list(range(10))
+    assert result["scores"][:, 0].tolist() == list(range(10))
+    assert result["ids"].tolist() == list(range(10))
 
 
 def test_a_full_queue_refuses_at_once():
     async def scenario():
         batcher, _ = make(FakeModel(0.05), max_batch_size=8, max_enqueued_images=8)
-        running = asyncio.create_task(batcher.predict(images(*range(8))))
+        running = asyncio.create_task(batcher.run(images(*range(8))))
         await asyncio.sleep(0.01)  # dispatched: the queue is empty again
-        queued = asyncio.create_task(batcher.predict(images(*range(8))))
+        queued = asyncio.create_task(batcher.run(images(*range(8))))
         await asyncio.sleep(0)
         started = time.monotonic()
         with pytest.raises(QueueFullError, match="8 images are queued and 1 more would pass the limit of 8"):
-            await batcher.predict(images(99))
+            await batcher.run(images(99))
         refused_after = time.monotonic() - started
         await asyncio.gather(running, queued)
         await batcher.close()
@@ -99,10 +101,10 @@ def test_an_expired_request_is_dropped_without_running():
     async def scenario():
         model = FakeModel(0.05)
         batcher, _ = make(model)
-        running = asyncio.create_task(batcher.predict(images(1)))
+        running = asyncio.create_task(batcher.run(images(1)))
         await asyncio.sleep(0.01)
-        late = asyncio.create_task(batcher.predict(images(2), deadline=time.monotonic() + 0.01))
-        ok = asyncio.create_task(batcher.predict(images(3), deadline=time.monotonic() + 5))
+        late = asyncio.create_task(batcher.run(images(2), deadline=time.monotonic() + 0.01))
+        ok = asyncio.create_task(batcher.run(images(3), deadline=time.monotonic() + 5))
         with pytest.raises(DeadlineExceededError, match="deadline passed"):
             await late
         await asyncio.gather(running, ok)
@@ -116,34 +118,34 @@ def test_a_cancelled_caller_is_skipped_and_breaks_nothing():
     async def scenario():
         model = FakeModel(0.05)
         batcher, _ = make(model)
-        running = asyncio.create_task(batcher.predict(images(1)))
+        running = asyncio.create_task(batcher.run(images(1)))
         await asyncio.sleep(0.01)
-        gone = asyncio.create_task(batcher.predict(images(2)))
-        stays = asyncio.create_task(batcher.predict(images(3)))
+        gone = asyncio.create_task(batcher.run(images(2)))
+        stays = asyncio.create_task(batcher.run(images(3)))
         await asyncio.sleep(0)
         gone.cancel()
         results = await asyncio.gather(running, stays)
         # Cancel one caller while its batch is running, too: the result must simply be dropped.
-        a = asyncio.create_task(batcher.predict(images(4)))
-        b = asyncio.create_task(batcher.predict(images(5)))
+        a = asyncio.create_task(batcher.run(images(4)))
+        b = asyncio.create_task(batcher.run(images(5)))
         await asyncio.sleep(0.01)
         a.cancel()
-        assert (await b)[0, 0] == 5
+        assert (await b)["scores"][0, 0] == 5
         await batcher.close()
         return model.batches, results, gone.cancelled()
 
     batches, results, cancelled = run(scenario())
-    assert cancelled and batches[:2] == [[1], [3]] and [r[0, 0] for r in results] == [1, 3]
+    assert cancelled and batches[:2] == [[1], [3]] and [r["scores"][0, 0] for r in results] == [1, 3]
 
 
 def test_a_partial_batch_waits_at_most_the_batch_timeout_while_busy():
     async def scenario():
         model = FakeModel(0.2)
         batcher, _ = make(model, max_concurrent_batches=2, batch_timeout_s=0.03)
-        slow = asyncio.create_task(batcher.predict(images(1)))
+        slow = asyncio.create_task(batcher.run(images(1)))
         await asyncio.sleep(0.01)
         enqueued = time.monotonic()
-        await batcher.predict(images(2))  # a slot is free, but a batch is running: wait for company, briefly
+        await batcher.run(images(2))  # a slot is free, but a batch is running: wait for company, briefly
         await slow
         await batcher.close()
         return model.started[1] - enqueued
@@ -156,12 +158,12 @@ def test_close_drains_the_queue_then_refuses():
     async def scenario():
         model = FakeModel(0.02)
         batcher, _ = make(model)
-        pending = [asyncio.create_task(batcher.predict(images(i))) for i in range(1, 5)]
+        pending = [asyncio.create_task(batcher.run(images(i))) for i in range(1, 5)]
         await asyncio.sleep(0)
         await batcher.close()
         assert all(t.done() and not t.exception() for t in pending)
         with pytest.raises(ModelUnavailableError, match="unloading"):
-            await batcher.predict(images(9))
+            await batcher.run(images(9))
 
     run(scenario())
 
@@ -170,7 +172,7 @@ def test_batches_go_to_the_least_busy_replica():
     async def scenario():
         model = FakeModel(0.05)
         batcher, seen = make(model, replicas=2, max_batch_size=2)
-        await asyncio.gather(*(batcher.predict(images(i, i)) for i in range(6)))
+        await asyncio.gather(*(batcher.run(images(i, i)) for i in range(6)))
         await batcher.close()
         return seen
 
