@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
 from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane
-from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
+from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.manager import ModelManager, VersionStatus
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
+from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -26,61 +26,37 @@ API = "tfclassify"
 STREAM_WINDOW = 4
 
 
-class RpcFailure(Exception):
-    """An RPC's outcome other than OK: its status code and the message for the client."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     """Implements the ``Classifier`` service on a ``DataPlane``."""
 
     def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._metrics = metrics
-        self._in_flight: dict[str, object] = {}
+        self._meter = RpcMeter(API, metrics, dataplane.registry, _answered_version)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        return await self._observed("Classify", request.model_spec, context, self._classify(request, context))
+        return await self._meter.observed("Classify", request.model_spec.name, context, self._classify(request, context))
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ClassifyResponse]:
-        # Requests are read ahead and classified concurrently (up to STREAM_WINDOW waiting), so the
-        # next batch is queued while one runs; responses still go out in request order.
-        window: asyncio.Queue[asyncio.Future | None] = asyncio.Queue(maxsize=STREAM_WINDOW)
+        # Requests are read ahead and classified concurrently, so the next batch is
+        # queued while one runs; responses still go out in request order.
+        def handle(request: pb.ClassifyRequest):
+            return self._meter.measured("ClassifyStream", request.model_spec.name, self._classify(request, context))
 
-        async def read_ahead() -> None:
-            try:
-                async for request in request_iterator:
-                    work = self._measured("ClassifyStream", request.model_spec, self._classify(request, context))
-                    await window.put(asyncio.ensure_future(work))
-            finally:
-                await window.put(None)
-
-        reader = asyncio.create_task(read_ahead())
-        try:
-            while (task := await window.get()) is not None:
+        async with contextlib.aclosing(ordered_window(request_iterator, handle, STREAM_WINDOW)) as tasks:
+            async for task in tasks:
                 try:
                     yield await task
                 except RpcFailure as failure:  # in order: the answers before it have gone out
                     await context.abort(failure.code, failure.details)
-        finally:
-            reader.cancel()
-            while not window.empty():
-                if (task := window.get_nowait()) is not None:
-                    if task.done() and not task.cancelled():
-                        task.exception()  # the stream already ended: retrieve it so asyncio does not log it
-                    task.cancel()
 
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:
         spec = request.model_spec
-        return await self._observed("GetModelMetadata", spec, context, self._metadata(spec))
+        return await self._meter.observed("GetModelMetadata", spec.name, context, self._metadata(spec))
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
         async def list_models() -> pb.ListModelsResponse:
@@ -88,7 +64,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
             served = [registry.resolve(name) for name in registry.names() if registry.versions(name)]
             return pb.ListModelsResponse(models=[metadata_proto(s, registry.versions(s.runtime.name)) for s in served])
 
-        return await self._observed("ListModels", pb.ModelSpec(), context, list_models())
+        return await self._meter.observed("ListModels", "", context, list_models())
 
     async def GetModelStatus(
         self, request: pb.GetModelStatusRequest, context: grpc.aio.ServicerContext
@@ -98,12 +74,11 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 raise ModelNotFoundError(f"model {request.name!r} not found")
             return status_proto(self._manager.statuses(request.name or None), self._dataplane.registry)
 
-        return await self._observed("GetModelStatus", pb.ModelSpec(name=request.name), context, model_status())
+        return await self._meter.observed("GetModelStatus", request.name, context, model_status())
 
     # -- conversion ----------------------------------------------------------
     async def _classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         spec = request.model_spec
-        remaining = context.time_remaining()
         which = request.WhichOneof("input")
         try:
             images = from_tensor_proto(request.tensor) if which == "tensor" else None
@@ -118,7 +93,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 encoded=list(request.encoded.images) if which == "encoded" else None,
                 top_k=request.top_k,
                 return_probabilities=request.return_probabilities,
-                deadline=None if remaining is None else time.monotonic() + remaining,
+                deadline=deadline_of(context),
             )
         )
         return classify_response(output, request.top_k, request.request_id, request.omit_labels)
@@ -131,42 +106,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         )
         return metadata_proto(served, self._dataplane.registry.versions(served.runtime.name))
 
-    # -- status and metrics, in one place -------------------------------------
-    async def _observed(self, method: str, spec: pb.ModelSpec, context: grpc.aio.ServicerContext, work):
-        """Run ``work`` measured; a failure ends the RPC with its status."""
-        try:
-            return await self._measured(method, spec, work)
-        except RpcFailure as failure:
-            await context.abort(failure.code, failure.details)
 
-    async def _measured(self, method: str, spec: pb.ModelSpec, work):
-        """Run ``work``, counting it in the metrics; failures become ``RpcFailure`` (one mapping for every RPC)."""
-        started = time.perf_counter()
-        code, version = grpc.StatusCode.OK, ""
-        in_flight = self._in_flight.get(method)
-        if in_flight is None:
-            in_flight = self._in_flight[method] = self._metrics.requests_in_flight.labels(API, method)
-        in_flight.inc()
-        try:
-            response = await work
-            if "model_spec" in response.DESCRIPTOR.fields_by_name:
-                version = str(response.model_spec.version)
-            return response
-        except ServingError as exc:
-            code = exc.code
-            raise RpcFailure(code, str(exc)) from exc
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed", method)
-            raise RpcFailure(code, f"internal error in {method}; the server log has the details") from None
-        finally:
-            # Unknown model names are not used as label values: clients must not be able to grow the series count.
-            model = spec.name if spec.name in self._dataplane.registry.names() else ""
-            in_flight.dec()
-            self._metrics.observe_request(API, method, model, version, code.name, time.perf_counter() - started)
+def _answered_version(response: object) -> str:
+    spec = getattr(response, "model_spec", None)
+    return str(spec.version) if spec is not None and spec.version else ""
 
 
 def classify_response(
