@@ -1,12 +1,13 @@
 # The two commands of the README: `make demo` and `make test`.
 # Each first runs scripts/setup.sh, which installs what is missing.
 VENV ?= .venv
+TRITON_VENV ?= .venv-triton
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench proto clean
+.PHONY: setup demo test bench bench-oip proto clean
 
 setup:
-	@VENV=$(VENV) bash scripts/setup.sh
+	@VENV=$(VENV) TRITON_VENV=$(TRITON_VENV) bash scripts/setup.sh
 
 demo: setup
 	@VENV=$(VENV) bash scripts/demo.sh
@@ -17,8 +18,11 @@ test: setup
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
 
+bench-oip: setup
+	TRITON_VENV=$(TRITON_VENV) $(PY) -m bench.perf_analyzer $(BENCH_ARGS)
+
 proto: setup
 	$(PY) proto/generate.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo-output .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) build dist *.egg-info demo-output .pytest_cache

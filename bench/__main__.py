@@ -45,11 +45,11 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="tfclassify-bench-") as tmp:
-        repo = args.model_repo or _train(Path(tmp) / "models")
+        repo = args.model_repo or train_model(Path(tmp) / "models")
         version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         results = {"baseline": _json_of([sys.executable, "-m", "bench.inprocess", str(version_dir)])}
         results["noop"] = _noop_floor(Path(tmp), args.seconds)
-        server, address, pid = _start_server(repo, Path(tmp), args.serve_args)
+        server, address, pid = start_server(repo, Path(tmp), args.serve_args)
         try:
             results["rss_mib"] = _rss_mib(pid)
             results["score"] = _score_rounds(address, version_dir, results["baseline"]["best_batch_size"])
@@ -66,7 +66,8 @@ def main() -> int:
     return 0
 
 
-def _train(repo: Path) -> Path:
+def train_model(repo: Path) -> Path:
+    """Train the benchmark model (1 epoch) into ``repo``."""
     print("bench: training the 784-512-10 MLP for 1 epoch ...", file=sys.stderr)
     subprocess.run(
         [str(BIN / "tfclassify"), "train", "--dataset", "fashion_mnist", "--model-repo", str(repo), "--epochs", "1"],
@@ -75,7 +76,8 @@ def _train(repo: Path) -> Path:
     return repo
 
 
-def _start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
+def start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.Popen, str, int]:
+    """Start ``tfclassify serve`` on ``repo``; returns the process, its address and pid once it is ready."""
     port_file = tmp / "ports.json"
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
@@ -91,7 +93,7 @@ def _start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.P
     address = f"127.0.0.1:{ports['grpc_port']}"
     with ClassifierClient(address) as client:
         client.wait_for_ready(60)
-    _start_server.metrics_port = ports["metrics_port"]  # type: ignore[attr-defined]
+    start_server.metrics_port = ports["metrics_port"]  # type: ignore[attr-defined]
     return proc, address, proc.pid
 
 
@@ -99,7 +101,7 @@ def _first_requests(repo: Path, tmp: Path, extra: list[str]) -> dict:
     """Latency of the first 4,096-image and single-image requests after the server is ready."""
     import numpy as np
 
-    server, address, _ = _start_server(repo, tmp, extra)
+    server, address, _ = start_server(repo, tmp, extra)
     try:
         with ClassifierClient(address) as client:
             out = {}
@@ -164,7 +166,7 @@ def _batch_stats() -> tuple[float, float]:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    port = _start_server.metrics_port  # type: ignore[attr-defined]
+    port = start_server.metrics_port  # type: ignore[attr-defined]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     total = count = 0.0
     for family in text_string_to_metric_families(text):
