@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
+from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, prediction_service_pb2
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
@@ -23,14 +25,24 @@ from tfclassify.server.device import configure_devices, configure_threads, resol
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry
+from tfclassify.server.oip import InferenceServicer
 from tfclassify.server.servicer import ClassifierServicer
+from tfclassify.server.tfserving import ModelServicer, PredictionServicer
 from tfclassify.server.settings import ServerSettings
+from tfclassify.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 CLASSIFIER_SERVICE = pb.DESCRIPTOR.services_by_name["Classifier"].full_name
+#: Every service on the port, as reflection lists them (the health service aside).
+API_SERVICES = (
+    CLASSIFIER_SERVICE,
+    prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -81,12 +93,22 @@ class ClassifierServer:
                 ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
             ]
         self._server = grpc.aio.server(options=options)
+        # Three APIs on one port, over the same data plane: the same queues, statistics and metrics.
         pb_grpc.add_ClassifierServicer_to_server(
             ClassifierServicer(self.dataplane, self.manager, self.metrics), self._server
         )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.dataplane, self.metrics), self._server
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.dataplane, self.manager, self.metrics), self._server
+        )
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(self.dataplane, self.metrics, self.is_ready), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
-            (CLASSIFIER_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
         log.info("replica devices: %s; inference threads: %d; batching: %s", ", ".join(devices), threads, defaults)
@@ -124,6 +146,10 @@ class ClassifierServer:
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self.executor.shutdown(wait=True)
+
+    def is_ready(self) -> bool:
+        """Whether every model has a version serving and the server is not shutting down."""
+        return not self._stopping and all(self.manager.ready_models().values())
 
     async def _update_health(self) -> None:
         """SERVING for each model with a version serving; overall SERVING when every model has one."""

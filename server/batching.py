@@ -67,20 +67,29 @@ class Replica:
         self.batches = 0
 
 
+@dataclass
+class RequestTiming:
+    """Where one request's time went in the batcher, filled in as it runs (seconds)."""
+
+    queue: float = 0.0
+    #: The TensorFlow calls that computed its images (a split request has several).
+    infer: float = 0.0
+
+
 @dataclass(eq=False)
 class _Entry:
     images: np.ndarray
     future: asyncio.Future
     enqueued: float
     deadline: float | None
+    timing: RequestTiming | None = None
 
 
 @dataclass
 class BatchObserver:
     """Callbacks the batcher reports to (metrics); all optional."""
 
-    #: (replica, images, requests, seconds) of each batch run.
-    on_batch: Callable[[Replica, int, int, float], None] = lambda replica, size, requests, seconds: None
+    on_batch: Callable[[Replica, int, float], None] = lambda replica, size, seconds: None
     on_queue_wait: Callable[[float], None] = lambda seconds: None
     on_queue_depth: Callable[[int, int], None] = lambda images, batches_in_flight: None
 
@@ -111,11 +120,14 @@ class Batcher:
     def queued_images(self) -> int:
         return self._queued_images
 
-    async def run(self, images: np.ndarray, deadline: float | None = None) -> Outputs:
+    async def run(
+        self, images: np.ndarray, deadline: float | None = None, timing: RequestTiming | None = None
+    ) -> Outputs:
         """The model's outputs for ``images``, computed in as few TensorFlow calls as the queue allows.
 
         ``deadline`` is a ``time.monotonic()`` instant after which the
-        request is not worth running.
+        request is not worth running; ``timing``, if given, receives the
+        request's time in the queue and in TensorFlow.
         """
         if self._closed:
             raise ModelUnavailableError(f"{self.name} is unloading; retry to reach the current version")
@@ -128,7 +140,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         step = self.options.max_batch_size
-        entries = [_Entry(images[i : i + step], loop.create_future(), now, deadline) for i in range(0, n, step)]
+        entries = [_Entry(images[i : i + step], loop.create_future(), now, deadline, timing) for i in range(0, n, step)]
         self._queue.extend(entries)
         self._queued_images += n
         self._idle.clear()
@@ -202,6 +214,8 @@ class Batcher:
                 )
                 continue
             self.observer.on_queue_wait(now - entry.enqueued)
+            if entry.timing is not None:
+                entry.timing.queue += now - entry.enqueued
             batch.append(entry)
             size += len(entry.images)
         self._report_depth()
@@ -227,7 +241,11 @@ class Batcher:
                 if not e.future.done():
                     e.future.set_exception(exc)
         else:
-            self.observer.on_batch(replica, len(images), len(batch), time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.observer.on_batch(replica, len(images), seconds)
+            for e in batch:
+                if e.timing is not None:
+                    e.timing.infer += seconds
             replica.batches += 1
             if len(batch) == 1:
                 if not batch[0].future.done():

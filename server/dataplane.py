@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from tfclassify.server.batching import RequestTiming
 from tfclassify.server.errors import InvalidInputError
 from tfclassify.server.images import check_batch_size, check_image_batch, decode_images
 from tfclassify.server.registry import ModelRegistry, ServedVersion
@@ -106,18 +107,22 @@ class DataPlane:
         """
         statistics = served.metrics.statistics
         runtime = served.runtime
+        timing = RequestTiming()
         started = time.perf_counter_ns()
         try:
             images = runtime.as_model_input(prepare())
             queued = time.perf_counter_ns()
-            outputs = await served.batcher.run(images, deadline)
+            outputs = await served.batcher.run(images, deadline, timing)
             ran = time.perf_counter_ns()
             answer = respond(outputs)
         except BaseException:  # cancelled callers count as failed, as in Triton
             statistics.record_failure(time.perf_counter_ns() - started)
             raise
         finished = time.perf_counter_ns()
-        statistics.record_success(len(images), finished - started, queued - started, finished - ran)
+        statistics.record_success(
+            len(images), finished - started, queued - started, int(timing.queue * 1e9), int(timing.infer * 1e9),
+            finished - ran,
+        )
         return answer
 
     def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:

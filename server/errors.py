@@ -23,6 +23,10 @@ class ModelNotFoundError(ServingError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class VersionLabelNotFoundError(ModelNotFoundError):
+    """The model has no such version label."""
+
+
 class ModelUnavailableError(ServingError):
     """The model exists but has no version ready to serve."""
 

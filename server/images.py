@@ -13,6 +13,9 @@ from PIL import Image, UnidentifiedImageError
 
 from tfclassify.server.errors import InvalidInputError
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+
 
 def check_image_batch(images: np.ndarray, height: int, width: int, max_images: int) -> np.ndarray:
     """Validate ``images`` and return it as ``[N, height, width]`` (a view, no copy).
@@ -44,14 +47,25 @@ def decode_images(encoded: list[bytes], height: int, width: int, max_images: int
     check_batch_size(len(encoded), max_images)
     batch = np.empty((len(encoded), height, width), dtype=np.uint8)
     for i, data in enumerate(encoded):
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                gray = img.convert("L")
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InvalidInputError(f"image {i}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from exc
-        if gray.size != (width, height):
-            raise InvalidInputError(
-                f"image {i} is {gray.size[0]}x{gray.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
-            )
-        batch[i] = np.asarray(gray, dtype=np.uint8)
+        batch[i] = decode_image(data, height, width, f"image {i}")
     return batch
+
+
+def decode_image(data: bytes, height: int, width: int, what: str = "image") -> np.ndarray:
+    """Decode one PNG/JPEG file into uint8 pixels ``[height, width]`` (grayscale);
+    ``what`` names it in error messages."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            gray = img.convert("L")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidInputError(f"{what}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from exc
+    if gray.size != (width, height):
+        raise InvalidInputError(
+            f"{what} is {gray.size[0]}x{gray.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
+        )
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def is_encoded_image(data: bytes) -> bool:
+    """Whether ``data`` starts like a PNG or JPEG file."""
+    return data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE))

@@ -147,20 +147,16 @@ class VersionMetrics:
     def observer(self) -> BatchObserver:
         statistics = self.statistics
 
-        def on_batch(replica: Replica, size: int, requests: int, seconds: float) -> None:
+        def on_batch(replica: Replica, size: int, seconds: float) -> None:
             self._batch_size.observe(size)
             self._inference[replica.device].observe(seconds)
-            statistics.record_batch(size, requests, seconds)
-
-        def on_queue_wait(seconds: float) -> None:
-            self._queue_wait.observe(seconds)
-            statistics.record_queue_wait(seconds)
+            statistics.record_batch(size, seconds)
 
         def on_queue_depth(images: int, in_flight: int) -> None:
             self._queued.set(images)
             self._in_flight.set(in_flight)
 
-        return BatchObserver(on_batch=on_batch, on_queue_wait=on_queue_wait, on_queue_depth=on_queue_depth)
+        return BatchObserver(on_batch=on_batch, on_queue_wait=self._queue_wait.observe, on_queue_depth=on_queue_depth)
 
     def remove(self) -> None:
         """Drop the per-version gauges of an unloaded version (counters and histograms stay)."""

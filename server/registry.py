@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 
 from tfclassify.server.batching import Batcher
-from tfclassify.server.errors import ModelNotFoundError, ModelUnavailableError
+from tfclassify.server.errors import ModelNotFoundError, ModelUnavailableError, VersionLabelNotFoundError
 from tfclassify.server.metrics import VersionMetrics
 from tfclassify.server.runtime import ModelRuntime
 
@@ -94,7 +94,7 @@ class ModelRegistry:
         if label:
             labels = self._labels.get(name, {})
             if label not in labels:
-                raise ModelNotFoundError(
+                raise VersionLabelNotFoundError(
                     f"model {name!r} has no version label {label!r}; labels: {', '.join(sorted(labels)) or 'none'}"
                 )
             version = labels[label]

@@ -312,7 +312,13 @@ def _probe(
     if scores.ndim != 2 or scores.shape[0] != len(probe):
         raise ModelLoadError(f"{runtime.path}: output has shape {list(scores.shape)} for {len(probe)} images")
     # Outputs without one row per image (a constant, say) cannot be split between the requests of a batch.
-    per_image = {k: (v.dtype, v.shape[1:]) for k, v in outputs.items() if v.ndim >= 1 and v.shape[0] == len(probe)}
+    # The class scores first, then the rest by name: a stable order for metadata and responses.
+    names = [runtime.output_key, *sorted(k for k in outputs if k != runtime.output_key)]
+    per_image = {
+        k: (outputs[k].dtype, outputs[k].shape[1:])
+        for k in names
+        if outputs[k].ndim >= 1 and outputs[k].shape[0] == len(probe)
+    }
     if declared_kind in ("probabilities", "logits"):
         return scores.shape[1], declared_kind, per_image
     looks_like_probabilities = (

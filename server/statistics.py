@@ -50,19 +50,20 @@ class InferenceStatistics:
     last_inference_ms: int = 0
     batches: dict[int, Duration] = field(default_factory=dict)
 
-    def record_batch(self, images: int, requests: int, seconds: float) -> None:
-        """One TensorFlow call over ``images`` images from ``requests`` requests."""
-        ns = int(seconds * 1e9)
+    def record_batch(self, images: int, seconds: float) -> None:
+        """One TensorFlow call over ``images`` images."""
         self.execution_count += 1
-        self.compute_infer.add(ns * requests, requests)  # each request waited for the whole call
-        self.batches.setdefault(images, Duration()).add(ns)
+        self.batches.setdefault(images, Duration()).add(int(seconds * 1e9))
 
-    def record_queue_wait(self, seconds: float) -> None:
-        self.queue.add(int(seconds * 1e9))
-
-    def record_success(self, images: int, total_ns: int, input_ns: int, output_ns: int) -> None:
+    def record_success(
+        self, images: int, total_ns: int, input_ns: int, queue_ns: int, infer_ns: int, output_ns: int
+    ) -> None:
+        """One request answered. Every per-request duration is recorded here, at the
+        end, so that readers (perf_analyzer) always see equal counts."""
         self.success.add(total_ns)
         self.compute_input.add(input_ns)
+        self.queue.add(queue_ns)
+        self.compute_infer.add(infer_ns)  # the whole TensorFlow call of the request's batch
         self.compute_output.add(output_ns)
         self.inference_count += images
         self.last_inference_ms = time.time_ns() // 1_000_000

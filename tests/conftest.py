@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+#: Triton's client lives in a venv of its own (see tests/oip/requirements.txt); scripts/setup.sh makes it.
+TRITON_PYTHON = Path(os.environ.get("TFCLASSIFY_TRITON_PYTHON", ROOT / ".venv-triton" / "bin" / "python"))
 
 
 def tfclassify_cmd(*args: str) -> list[str]:
@@ -143,6 +145,17 @@ def server(model_repo, tmp_path_factory) -> Iterator[ServerProcess]:
 def client(server) -> Iterator[ClassifierClient]:
     with server.client() as c:
         yield c
+
+
+def readme_example(name: str, address: str, model: str) -> str:
+    """The README's Python example marked ``<!-- example: name ... -->``, pointed at ``address`` and ``model``
+    (the README uses ``localhost:8500`` and ``fashion_mnist``)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = text.index(f"<!-- example: {name} ")
+    start = text.index("```python\n", marker) + len("```python\n")
+    code = text[start : text.index("```", start)]
+    assert "localhost:8500" in code and '"fashion_mnist"' in code
+    return code.replace("localhost:8500", address).replace('"fashion_mnist"', f'"{model}"')
 
 
 def accuracy(predicted: np.ndarray, true: np.ndarray) -> float:

@@ -36,7 +36,7 @@ def images(*ids: int) -> np.ndarray:
 
 def make(model: FakeModel, replicas: int = 1, **options) -> tuple[Batcher, list[tuple[str, int]]]:
     seen: list[tuple[str, int]] = []
-    observer = BatchObserver(on_batch=lambda replica, size, requests, seconds: seen.append((replica.device, size)))
+    observer = BatchObserver(on_batch=lambda replica, size, seconds: seen.append((replica.device, size)))
     opts = BatchingOptions(**{"max_batch_size": 8, "max_enqueued_images": 64, "max_concurrent_batches": 1,
                               "batch_timeout_s": 0.002, **options})
     executor = ThreadPoolExecutor(4)

@@ -1,0 +1,77 @@
+"""Images out of ``tf.train.Example`` protos, for TensorFlow Serving's ``Classify``.
+
+Each example carries one image in a feature named ``image`` or
+``image/encoded`` (the TFRecord convention), holding one of:
+
+- an ``int64_list`` of H*W pixel values 0-255, row by row;
+- a ``float_list`` of H*W pixel values 0.0-255.0 (rounded to 8 bits);
+- a ``bytes_list`` with one value: a PNG or JPEG file, or H*W raw pixel bytes.
+
+Features of the ``context`` example (``example_list_with_context``) apply to
+every example that does not set them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from tensorflow.core.example import example_pb2, feature_pb2
+
+from tfclassify.server.errors import InvalidInputError
+from tfclassify.server.images import decode_image, is_encoded_image
+
+#: Feature names looked up for the image, in this order.
+IMAGE_FEATURES = ("image", "image/encoded")
+
+
+def images_from_examples(
+    examples: Sequence[example_pb2.Example], context: example_pb2.Example | None, height: int, width: int
+) -> np.ndarray:
+    """The images of ``examples`` as a uint8 batch ``[N, height, width]``."""
+    batch = np.empty((len(examples), height, width), np.uint8)
+    for i, example in enumerate(examples):
+        feature = _image_feature(example, context, i)
+        batch[i] = _pixels(feature, height, width, f"example {i}")
+    return batch
+
+
+def _image_feature(
+    example: example_pb2.Example, context: example_pb2.Example | None, index: int
+) -> feature_pb2.Feature:
+    for features in (example.features.feature, context.features.feature if context is not None else {}):
+        for name in IMAGE_FEATURES:
+            if name in features:
+                return features[name]
+    present = sorted(example.features.feature)
+    raise InvalidInputError(
+        f"example {index} has no image feature: expected one named {' or '.join(map(repr, IMAGE_FEATURES))} "
+        f"(features present: {', '.join(present) or 'none'})"
+    )
+
+
+def _pixels(feature: feature_pb2.Feature, height: int, width: int, what: str) -> np.ndarray:
+    size = height * width
+    kind = feature.WhichOneof("kind")
+    if kind == "bytes_list":
+        values = feature.bytes_list.value
+        if len(values) != 1:
+            raise InvalidInputError(f"{what}: the image bytes feature holds {len(values)} values; expected 1")
+        data = values[0]
+        if is_encoded_image(data):
+            return decode_image(data, height, width, what)
+        if len(data) == size:
+            return np.frombuffer(data, np.uint8).reshape(height, width)
+        raise InvalidInputError(
+            f"{what}: the image bytes are neither a PNG/JPEG file nor {size} raw pixels ({len(data)} bytes)"
+        )
+    if kind in ("int64_list", "float_list"):
+        values = np.asarray(getattr(feature, kind).value, np.float64 if kind == "float_list" else np.int64)
+        if values.size != size:
+            raise InvalidInputError(f"{what}: the image feature holds {values.size} values; expected {height}x{width}={size}")
+        if values.min() < 0 or values.max() > 255:
+            raise InvalidInputError(
+                f"{what}: pixel values range from {values.min()} to {values.max()}; expected 0-255"
+            )
+        return np.rint(values).astype(np.uint8).reshape(height, width)
+    raise InvalidInputError(f"{what}: the image feature is empty; expected int64, float or bytes values")

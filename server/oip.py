@@ -1,0 +1,291 @@
+"""The Open Inference Protocol (KServe v2, ``inference.GRPCInferenceService``)
+on the same models, queues and metrics as our own API.
+
+Implements health, metadata and ``ModelInfer`` of the protocol, Triton's
+classification extension (an output with the ``classification`` parameter
+answers the top-k classes as ``"score:index:label"`` strings, computed from
+that output's values as they are), and Triton's ``ModelConfig`` and
+``ModelStatistics`` extensions, so ``tritonclient`` and ``perf_analyzer``
+work unmodified. A model has one input (the signature's, e.g. ``images``),
+accepted as UINT8 pixels, or as FP32 for float models, in
+``raw_input_contents`` or typed ``contents``, and its signature's outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import numpy as np
+
+from tfclassify.client.version import package_version
+from tfclassify.inference import grpc_service_pb2 as pb
+from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
+from tfclassify.inference import model_config_pb2 as config_pb
+from tfclassify.server.dataplane import DataPlane, Outputs
+from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
+from tfclassify.server.images import check_image_batch
+from tfclassify.server.metrics import ServerMetrics
+from tfclassify.server.oip_tensors import CONFIG_TYPES, datatype_of, from_contents, from_raw, to_raw
+from tfclassify.server.registry import ServedVersion
+from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.runtime import ModelRuntime
+from tfclassify.server.statistics import Duration
+
+API = "open_inference"
+PLATFORM = "tensorflow_savedmodel"
+EXTENSIONS = ("classification", "model_configuration", "statistics")
+CLASSIFICATION = "classification"
+#: Requests of one ModelStreamInfer call run ahead of the responses being sent.
+STREAM_WINDOW = 4
+
+
+def _answered_version(response: object) -> str:
+    return getattr(response, "model_version", "")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """``inference.GRPCInferenceService`` on a ``DataPlane``."""
+
+    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics, is_ready: Callable[[], bool]) -> None:
+        self._dataplane = dataplane
+        self._metrics = metrics
+        self._is_ready = is_ready
+        self._meter = RpcMeter(API, metrics, dataplane.registry, _answered_version)
+
+    # -- health and metadata ------------------------------------------------------
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext):
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext):
+        return pb.ServerReadyResponse(ready=self._is_ready())
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext):
+        async def ready() -> pb.ModelReadyResponse:
+            try:
+                self._resolve(request.name, request.version)
+            except ServingError:
+                return pb.ModelReadyResponse(ready=False)
+            return pb.ModelReadyResponse(ready=True)
+
+        return await self._meter.observed("ModelReady", request.name, context, ready())
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext):
+        return pb.ServerMetadataResponse(name="tfclassify", version=package_version(), extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext):
+        async def metadata() -> pb.ModelMetadataResponse:
+            runtime = self._resolve(request.name, request.version).runtime
+            tensor = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=runtime.name,
+                versions=[str(v) for v in self._dataplane.registry.versions(runtime.name)],
+                platform=PLATFORM,
+                inputs=[tensor(name=runtime.input_key, datatype=_input_datatype(runtime), shape=[-1, *runtime.input_shape])],
+                outputs=[
+                    tensor(name=name, datatype=datatype_of(dtype), shape=[-1, *shape])
+                    for name, (dtype, shape) in runtime.outputs.items()
+                ],
+            )
+
+        return await self._meter.observed("ModelMetadata", request.name, context, metadata())
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext):
+        async def config() -> pb.ModelConfigResponse:
+            return pb.ModelConfigResponse(config=self._config(self._resolve(request.name, request.version)))
+
+        return await self._meter.observed("ModelConfig", request.name, context, config())
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext):
+        return await self._meter.observed("ModelStatistics", request.name, context, self._statistics(request))
+
+    # -- inference ---------------------------------------------------------------
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext):
+        return await self._meter.observed("ModelInfer", request.model_name, context, self._infer(request, context))
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        def handle(request: pb.ModelInferRequest):
+            return self._meter.measured("ModelStreamInfer", request.model_name, self._infer(request, context))
+
+        async with contextlib.aclosing(ordered_window(request_iterator, handle, STREAM_WINDOW)) as tasks:
+            async for task in tasks:
+                try:
+                    yield pb.ModelStreamInferResponse(infer_response=await task)
+                except RpcFailure as failure:  # reported in the stream, which goes on (as Triton does)
+                    yield pb.ModelStreamInferResponse(error_message=failure.details)
+
+    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+        served = self._resolve(request.model_name, request.model_version)
+        runtime = served.runtime
+        requested = _requested_outputs(runtime, request)
+
+        def prepare() -> np.ndarray:
+            return self._input_images(runtime, request)
+
+        def respond(outputs: Outputs) -> pb.ModelInferResponse:
+            response = pb.ModelInferResponse(
+                model_name=runtime.name, model_version=str(runtime.version), id=request.id
+            )
+            for name, top_k in requested:
+                array = outputs[name] if not top_k else _classification(runtime, name, outputs[name], top_k)
+                response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
+                response.raw_output_contents.append(to_raw(array))
+            return response
+
+        return await self._dataplane.run(served, prepare, respond, deadline_of(context))
+
+    # -- helpers ---------------------------------------------------------------------
+    def _resolve(self, name: str, version: str) -> ServedVersion:
+        if not name:
+            raise InvalidInputError("no model name given: set the model name")
+        if version and not version.isdigit():
+            raise InvalidInputError(f"model version {version!r} is not a version number")
+        return self._dataplane.resolve(name, int(version) if version else None)
+
+    def _input_images(self, runtime: ModelRuntime, request: pb.ModelInferRequest) -> np.ndarray:
+        if len(request.inputs) != 1:
+            raise InvalidInputError(
+                f"expected 1 inputs but got {len(request.inputs)} inputs for model '{runtime.name}' "
+                f"(send one input named '{runtime.input_key}')"
+            )
+        tensor = request.inputs[0]
+        if tensor.name != runtime.input_key:
+            raise InvalidInputError(
+                f"unexpected inference input '{tensor.name}' for model '{runtime.name}'; its input is '{runtime.input_key}'"
+            )
+        accepted = ("UINT8", "FP32") if runtime.takes_float else ("UINT8",)
+        if tensor.datatype not in accepted:
+            raise InvalidInputError(
+                f"unexpected datatype {tensor.datatype or '(none)'} for inference input '{tensor.name}', "
+                f"expecting {' or '.join(accepted)}"
+            )
+        shape = tuple(tensor.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; dimensions must not be negative")
+        if request.raw_input_contents:
+            if len(request.raw_input_contents) != 1 or tensor.HasField("contents"):
+                raise InvalidInputError(
+                    "raw_input_contents must hold exactly one entry per input, and inputs then carry no contents"
+                )
+            array = from_raw(request.raw_input_contents[0], tensor.datatype, shape, tensor.name)
+        else:
+            array = from_contents(tensor.contents, tensor.datatype, shape, tensor.name)
+        return check_image_batch(array, *runtime.image_size, self._dataplane.max_images_per_request)
+
+    def _config(self, served: ServedVersion) -> config_pb.ModelConfig:
+        runtime = served.runtime
+        options = served.batcher.options
+        gpu = any("GPU" in d.upper() for d in served.devices)
+        return config_pb.ModelConfig(
+            name=runtime.name,
+            platform=PLATFORM,
+            backend="tensorflow",
+            max_batch_size=self._dataplane.max_images_per_request,
+            input=[
+                config_pb.ModelInput(
+                    name=runtime.input_key,
+                    data_type=config_pb.DataType.Value(CONFIG_TYPES[_input_datatype(runtime)]),
+                    dims=runtime.input_shape,
+                )
+            ],
+            output=[
+                config_pb.ModelOutput(
+                    name=name,
+                    data_type=config_pb.DataType.Value(CONFIG_TYPES[datatype_of(dtype)]),
+                    dims=shape,
+                    label_filename="labels.txt" if name == runtime.output_key else "",
+                )
+                for name, (dtype, shape) in runtime.outputs.items()
+            ],
+            instance_group=[
+                config_pb.ModelInstanceGroup(
+                    count=len(served.replicas),
+                    kind=config_pb.ModelInstanceGroup.KIND_GPU if gpu else config_pb.ModelInstanceGroup.KIND_CPU,
+                )
+            ],
+            dynamic_batching=config_pb.ModelDynamicBatching(
+                preferred_batch_size=[options.max_batch_size],
+                max_queue_delay_microseconds=int(options.batch_timeout_s * 1e6),
+                preserve_ordering=True,
+            ),
+        )
+
+    async def _statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+        registry = self._dataplane.registry
+        if request.name and request.name not in registry.names():
+            raise ModelNotFoundError(f"requested model '{request.name}' is not available")
+        if request.version and not request.version.isdigit():
+            raise InvalidInputError(f"model version {request.version!r} is not a version number")
+        response = pb.ModelStatisticsResponse()
+        for name in [request.name] if request.name else registry.names():
+            versions = registry.versions(name)
+            if request.version:
+                if int(request.version) not in versions:
+                    raise ModelNotFoundError(f"requested model '{name}' version {request.version} is not available")
+                versions = [int(request.version)]
+            for version in versions:
+                statistics = self._metrics.statistics(name, version)
+                if statistics is None:
+                    continue
+                entry = response.model_stats.add(
+                    name=name, version=str(version), last_inference=statistics.last_inference_ms,
+                    inference_count=statistics.inference_count, execution_count=statistics.execution_count,
+                )
+                stats = entry.inference_stats
+                for field in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+                    _copy_duration(getattr(statistics, field), getattr(stats, field))
+                for size, duration in sorted(statistics.batches.items()):
+                    _copy_duration(duration, entry.batch_stats.add(batch_size=size).compute_infer)
+        return response
+
+
+def _input_datatype(runtime: ModelRuntime) -> str:
+    return "FP32" if runtime.takes_float else "UINT8"
+
+
+def _requested_outputs(runtime: ModelRuntime, request: pb.ModelInferRequest) -> list[tuple[str, int]]:
+    """(output name, classification top-k or 0) of each output to answer."""
+    if not request.outputs:
+        return [(name, 0) for name in runtime.outputs]
+    requested = []
+    for output in request.outputs:
+        if output.name not in runtime.outputs:
+            raise InvalidInputError(
+                f"unexpected inference output '{output.name}' for model '{runtime.name}'; "
+                f"its outputs are {', '.join(runtime.outputs)}"
+            )
+        top_k = 0
+        if CLASSIFICATION in output.parameters:
+            parameter = output.parameters[CLASSIFICATION]
+            kind = parameter.WhichOneof("parameter_choice")
+            top_k = getattr(parameter, kind) if kind in ("int64_param", "uint64_param") else -1
+            dtype, shape = runtime.outputs[output.name]
+            if len(shape) != 1 or dtype.kind not in "fiu":
+                raise InvalidInputError(
+                    f"output '{output.name}' has shape {[-1, *shape]}; classification needs scores [-1, classes]"
+                )
+            if not 1 <= top_k <= shape[0]:
+                raise InvalidInputError(
+                    f"the classification parameter of output '{output.name}' must be an integer from 1 to {shape[0]}"
+                )
+        requested.append((output.name, top_k))
+    return requested
+
+
+def _classification(runtime: ModelRuntime, name: str, scores: np.ndarray, top_k: int) -> np.ndarray:
+    """The top ``top_k`` entries of each row as "score:index:label" (label only for the class scores)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    top = np.take_along_axis(scores, order, axis=1)
+    labels = runtime.labels if name == runtime.output_key else None
+    rows = [
+        [f"{s:f}:{i}:{labels[i]}".encode() if labels else f"{s:f}:{i}".encode() for s, i in zip(srow, irow)]
+        for srow, irow in zip(top.tolist(), order.tolist())
+    ]
+    return np.array(rows, dtype=object).reshape(len(scores), top_k)
+
+
+def _copy_duration(source: Duration, target: pb.StatisticDuration) -> None:
+    target.count, target.ns = source.count, source.ns

@@ -1,0 +1,81 @@
+"""numpy arrays to and from Open Inference Protocol tensors: datatype names,
+``raw_*_contents`` bytes and typed ``InferTensorContents``."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from tfclassify.server.errors import InvalidInputError
+
+#: Protocol datatype -> numpy dtype (little-endian, as the protocol's raw contents are).
+DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(bool),
+    "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+    "BYTES": np.dtype(object),
+}
+#: Which ``InferTensorContents`` field holds each datatype (FP16 has none: raw only).
+CONTENTS_FIELDS = {
+    "BOOL": "bool_contents",
+    "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents", "UINT64": "uint64_contents",
+    "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
+    "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+#: The model-configuration enum name of each datatype (Triton's ``DataType``).
+CONFIG_TYPES = {name: f"TYPE_{name}" if name not in ("BYTES",) else "TYPE_STRING" for name in DTYPES}
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    """The protocol datatype name of a numpy dtype (strings and bytes are BYTES)."""
+    if dtype.kind in ("O", "S", "U"):
+        return "BYTES"
+    for name, candidate in DTYPES.items():
+        if candidate == dtype.newbyteorder("<") and name != "BYTES":
+            return name
+    raise ValueError(f"no Open Inference Protocol datatype for numpy {dtype}")
+
+
+def from_raw(data: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Decode one input's ``raw_input_contents`` entry (numeric datatypes)."""
+    dtype = DTYPES[datatype]
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInputError(
+            f"input '{name}': {len(data)} bytes of raw contents; shape {list(shape)} of {datatype} needs {expected}"
+        )
+    return np.frombuffer(data, dtype).reshape(shape)
+
+
+def from_contents(contents, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Decode one input's typed ``contents`` (numeric datatypes)."""
+    field = CONTENTS_FIELDS.get(datatype)
+    if field is None:
+        raise InvalidInputError(f"input '{name}': {datatype} data must be sent in raw_input_contents")
+    values = getattr(contents, field)
+    count = int(np.prod(shape))
+    if len(values) != count:
+        raise InvalidInputError(
+            f"input '{name}': {len(values)} values in contents.{field}; shape {list(shape)} needs {count}"
+        )
+    dtype = DTYPES[datatype]
+    array = np.asarray(values)
+    if array.size and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInputError(f"input '{name}': values outside the {datatype} range {info.min}..{info.max}")
+    return array.astype(dtype).reshape(shape)
+
+
+def to_raw(array: np.ndarray) -> bytes:
+    """``array`` as raw output contents (BYTES elements length-prefixed)."""
+    if array.dtype.kind in ("O", "S", "U"):
+        parts = []
+        for item in array.ravel().tolist():
+            data = item if isinstance(item, bytes) else str(item).encode()
+            parts.append(struct.pack("<I", len(data)))
+            parts.append(data)
+        return b"".join(parts)
+    return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()

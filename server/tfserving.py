@@ -1,0 +1,252 @@
+"""TensorFlow Serving's gRPC API (``tensorflow.serving.PredictionService`` and
+``ModelService``) on the same models, queues and metrics as our own API.
+
+Messages come from the ``tensorflow-serving-api`` package, so existing
+clients work unmodified. Status codes follow TensorFlow Serving: an unknown
+model or version is NOT_FOUND, an unknown version label or a malformed
+input INVALID_ARGUMENT, an unknown signature FAILED_PRECONDITION. One
+difference: a model whose versions are all still loading answers
+UNAVAILABLE (retry) where TensorFlow Serving says NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from tfclassify.server.dataplane import DataPlane, Outputs
+from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, VersionLabelNotFoundError
+from tfclassify.server.examples import images_from_examples
+from tfclassify.server.manager import ModelManager
+from tfclassify.server.metrics import ServerMetrics
+from tfclassify.server.registry import ServedVersion
+from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of
+from tfclassify.server.runtime import DEFAULT_SIGNATURE, ModelRuntime
+
+API = "tensorflow_serving"
+SIGNATURE_DEF_FIELD = "signature_def"
+#: Our version states as TensorFlow Serving's ``ModelVersionStatus.State`` (a failed load ends, with its error).
+_STATES = {
+    "LOADING": get_model_status_pb2.ModelVersionStatus.LOADING,
+    "AVAILABLE": get_model_status_pb2.ModelVersionStatus.AVAILABLE,
+    "UNLOADING": get_model_status_pb2.ModelVersionStatus.UNLOADING,
+    "FAILED": get_model_status_pb2.ModelVersionStatus.END,
+}
+_ERROR_UNKNOWN = 2  # tensorflow.error.Code.UNKNOWN, for a failed load
+
+
+def _answered_version(response: object) -> str:
+    spec = getattr(response, "model_spec", None)
+    return str(spec.version.value) if spec is not None and spec.HasField("version") else ""
+
+
+def _meter(dataplane: DataPlane, metrics: ServerMetrics) -> RpcMeter:
+    return RpcMeter(
+        API, metrics, dataplane.registry, _answered_version,
+        codes={VersionLabelNotFoundError: grpc.StatusCode.INVALID_ARGUMENT},
+    )
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """``Predict``, ``Classify`` and ``GetModelMetadata``; ``Regress`` and
+    ``MultiInference`` stay UNIMPLEMENTED (these models are classifiers)."""
+
+    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
+        self._dataplane = dataplane
+        self._meter = _meter(dataplane, metrics)
+
+    async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
+        return await self._meter.observed("Predict", request.model_spec.name, context, self._predict(request, context))
+
+    async def Classify(self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext):
+        work = self._classify(request, context)
+        return await self._meter.observed("Classify", request.model_spec.name, context, work)
+
+    async def GetModelMetadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+    ):
+        return await self._meter.observed("GetModelMetadata", request.model_spec.name, context, self._metadata(request))
+
+    # -- the RPCs ---------------------------------------------------------------
+    async def _predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
+        served = self._resolve(request.model_spec)
+        runtime = served.runtime
+        _check_signature(runtime, request.model_spec.signature_name)
+        _check_input_names(runtime, list(request.inputs))
+        output_names = _output_names(runtime, list(request.output_filter))
+
+        def prepare() -> np.ndarray:
+            return self._input_images(runtime, request.inputs[runtime.input_key])
+
+        def respond(outputs: Outputs) -> predict_pb2.PredictResponse:
+            response = predict_pb2.PredictResponse(model_spec=_spec(runtime))
+            for name in output_names:
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+            return response
+
+        return await self._dataplane.run(served, prepare, respond, deadline_of(context))
+
+    async def _classify(self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext):
+        served = self._resolve(request.model_spec)
+        runtime = served.runtime
+        _check_signature(runtime, request.model_spec.signature_name)
+        which = request.input.WhichOneof("kind")
+        if which == "example_list_with_context":
+            examples, example_context = request.input.example_list_with_context.examples, (
+                request.input.example_list_with_context.context
+            )
+        else:
+            examples, example_context = request.input.example_list.examples, None
+
+        def prepare() -> np.ndarray:
+            if not examples:
+                raise InvalidInputError("Input is empty: send tf.Example protos in input.example_list")
+            self._dataplane.check_batch_size(len(examples))
+            return images_from_examples(examples, example_context, *runtime.image_size)
+
+        def respond(outputs: Outputs) -> classification_pb2.ClassificationResponse:
+            probabilities = runtime.probabilities(outputs)
+            served.metrics.count_predictions(probabilities.argmax(axis=1))
+            response = classification_pb2.ClassificationResponse(model_spec=_spec(runtime))
+            labels = runtime.labels
+            for row in probabilities.tolist():
+                response.result.classifications.add().classes.extend(
+                    classification_pb2.Class(label=label, score=score) for label, score in zip(labels, row)
+                )
+            return response
+
+        return await self._dataplane.run(served, prepare, respond, deadline_of(context))
+
+    async def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+        if not request.metadata_field:
+            raise InvalidInputError("GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != SIGNATURE_DEF_FIELD:
+                raise InvalidInputError(f"Metadata field {field} is not supported (supported: {SIGNATURE_DEF_FIELD})")
+        runtime = self._resolve(request.model_spec).runtime
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        signatures.signature_def[runtime.signature_name].CopyFrom(meta_graph_pb2.SignatureDef.FromString(runtime.signature_def))
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=model_pb2.ModelSpec(name=runtime.name, version={"value": runtime.version})
+        )
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
+        return response
+
+    # -- helpers ------------------------------------------------------------------
+    def _resolve(self, spec: model_pb2.ModelSpec) -> ServedVersion:
+        if not spec.name:
+            raise InvalidInputError("Missing ModelSpec name: set model_spec.name")
+        version = spec.version.value if spec.HasField("version") else None
+        label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
+        return self._dataplane.resolve(spec.name, version, label)
+
+    def _input_images(self, runtime: ModelRuntime, proto) -> np.ndarray:
+        expected = runtime.input_dtype
+        if proto.dtype != expected.as_datatype_enum:
+            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "an unset dtype"
+            raise InvalidInputError(
+                f"input {runtime.input_key!r} must be {expected.name} (the signature's dtype); got {got}"
+            )
+        try:
+            array = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"tensor parsing error: {runtime.input_key}: {exc}") from exc
+        if array.ndim < 1 or array.shape[1:] != runtime.input_shape:
+            raise InvalidInputError(
+                f"input {runtime.input_key!r} has shape {list(array.shape)}; the signature takes "
+                f"{[-1, *runtime.input_shape]} (a batch of images)"
+            )
+        self._dataplane.check_batch_size(len(array))
+        if array.dtype != np.uint8:
+            array = array.astype(np.float32, copy=False)
+        return array.reshape(len(array), *runtime.image_size)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """``GetModelStatus``; ``HandleReloadConfigRequest`` stays UNIMPLEMENTED
+    (edit the config file instead: the server reloads it)."""
+
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
+        self._dataplane = dataplane
+        self._manager = manager
+        self._meter = _meter(dataplane, metrics)
+
+    async def GetModelStatus(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
+    ):
+        return await self._meter.observed("GetModelStatus", request.model_spec.name, context, self._status(request))
+
+    async def _status(self, request: get_model_status_pb2.GetModelStatusRequest):
+        spec = request.model_spec
+        statuses = self._manager.statuses(spec.name) if spec.name else []
+        if not statuses:
+            raise ModelNotFoundError(f"Could not find any versions of model {spec.name}")
+        wanted = None
+        if spec.HasField("version"):
+            wanted = spec.version.value
+        elif spec.WhichOneof("version_choice") == "version_label":
+            labels = self._dataplane.registry.labels(spec.name)
+            if spec.version_label not in labels:
+                raise VersionLabelNotFoundError(f"Unrecognized servable version label: {spec.version_label}")
+            wanted = labels[spec.version_label]
+        if wanted is not None:
+            statuses = [s for s in statuses if s.version == wanted]
+            if not statuses:
+                raise ModelNotFoundError(f"Could not find version {wanted} of model {spec.name}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for s in statuses:
+            entry = response.model_version_status.add(version=s.version, state=_STATES[s.state])
+            if s.error:
+                entry.status.error_code = _ERROR_UNKNOWN
+                entry.status.error_message = s.error
+        return response
+
+
+def _spec(runtime: ModelRuntime) -> model_pb2.ModelSpec:
+    return model_pb2.ModelSpec(name=runtime.name, version={"value": runtime.version}, signature_name=runtime.signature_name)
+
+
+def _check_signature(runtime: ModelRuntime, requested: str) -> None:
+    name = requested or DEFAULT_SIGNATURE
+    if name != runtime.signature_name:
+        raise RpcFailure(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f'Serving signature key "{name}" not found (model {runtime.name} serves "{runtime.signature_name}")',
+        )
+
+
+def _check_input_names(runtime: ModelRuntime, names: list[str]) -> None:
+    if names == [runtime.input_key]:
+        return
+    unknown = sorted(set(names) - {runtime.input_key})
+    if unknown:
+        raise InvalidInputError(
+            f"input tensor alias not found in signature: {unknown[0]}. "
+            f"Inputs expected to be in the set {{{runtime.input_key}}}."
+        )
+    raise InvalidInputError(f"input size does not match signature: missing input {runtime.input_key!r}")
+
+
+def _output_names(runtime: ModelRuntime, output_filter: list[str]) -> list[str]:
+    if not output_filter:
+        return list(runtime.outputs)
+    for name in output_filter:
+        if name not in runtime.outputs:
+            raise InvalidInputError(
+                f"output tensor alias not found in signature: {name} "
+                f"Outputs expected to be in the set {{{','.join(runtime.outputs)}}}."
+            )
+    if len(set(output_filter)) != len(output_filter):
+        raise InvalidInputError(f"duplicate output tensor alias in output_filter: {output_filter}")
+    return output_filter
