@@ -82,9 +82,7 @@ class DataPlane:
             return self._prepare(runtime, request)
 
         def respond(outputs: Outputs) -> ClassifyOutput:
-            output = rank(runtime, runtime.probabilities(outputs), request.top_k, request.return_probabilities)
-            served.metrics.count_predictions(output.classes)
-            return output
+            return rank(runtime, runtime.probabilities(outputs), request.top_k, request.return_probabilities)
 
         return await self.run(served, prepare, respond, request.deadline)
 
@@ -115,6 +113,8 @@ class DataPlane:
             outputs = await served.batcher.run(images, deadline, timing)
             ran = time.perf_counter_ns()
             answer = respond(outputs)
+            # Every API's images count in the predicted-class metrics (argmax: logits and probabilities agree).
+            served.metrics.count_predictions(outputs[runtime.output_key].argmax(axis=1))
         except BaseException:  # cancelled callers count as failed, as in Triton
             statistics.record_failure(time.perf_counter_ns() - started)
             raise

@@ -117,7 +117,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         def respond(outputs: Outputs) -> classification_pb2.ClassificationResponse:
             probabilities = runtime.probabilities(outputs)
-            served.metrics.count_predictions(probabilities.argmax(axis=1))
             response = classification_pb2.ClassificationResponse(model_spec=_spec(runtime))
             labels = runtime.labels
             for row in probabilities.tolist():

@@ -72,6 +72,9 @@ def test_requests_from_three_apis_share_one_batch(shared_server, fashion_test):
     busy = np.concatenate([images] * 4)[:32768]  # 8 batches of 4096: the queue holds them for a while
     with grpc.insecure_channel(shared_server.address) as channel, shared_server.client() as client:
         before = {b.batch_size: b.compute_infer.count for b in oip_statistics(channel).batch_stats}
+        classified_before = metric_value(
+            shared_server.metrics_text(), "tfclassify_images_classified_total", model="fashion", version="1"
+        )
         tfs = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         inference = oip_grpc.GRPCInferenceServiceStub(channel)
         predict = predict_pb2.PredictRequest()
@@ -100,6 +103,9 @@ def test_requests_from_three_apis_share_one_batch(shared_server, fashion_test):
         assert len(results[0].classes) == 5 and results[2].outputs[0].shape == [3, 10]
 
     text = shared_server.metrics_text()
+    classified = metric_value(text, "tfclassify_images_classified_total", model="fashion", version="1")
+    # Every API's images are counted: the four requests above, and the 2-image check of the Predict answer.
+    assert classified - classified_before == 32768 + 5 + 2 + 3 + 2
     for api, method in (("tfclassify", "Classify"), ("tensorflow_serving", "Predict"), ("open_inference", "ModelInfer")):
         assert metric_value(text, "tfclassify_requests_total", api=api, method=method, model="fashion",
                             version="1", code="OK") >= 1, (api, method)
