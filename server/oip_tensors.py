@@ -25,7 +25,7 @@ CONTENTS_FIELDS = {
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
 #: The model-configuration enum name of each datatype (Triton's ``DataType``).
-CONFIG_TYPES = {name: f"TYPE_{name}" if name not in ("BYTES",) else "TYPE_STRING" for name in DTYPES}
+CONFIG_TYPES = {name: "TYPE_STRING" if name == "BYTES" else f"TYPE_{name}" for name in DTYPES}
 
 
 def datatype_of(dtype: np.dtype) -> str:
