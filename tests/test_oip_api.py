@@ -14,10 +14,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import TRITON_PYTHON, ROOT, metric_value, readme_example
+from conftest import FASHION_LABELS, ROOT, TRITON_PYTHON, metric_value, readme_example
 from tfclassify.server.runtime import softmax
-
-FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def run_triton(*args: str, timeout: float = 120) -> str:

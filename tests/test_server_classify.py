@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import accuracy
+from conftest import FASHION_LABELS, accuracy
 from tfclassify.client import TfclassifyError
 from tfclassify.client.tensors import from_tensor_proto, to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
-
-FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def png(image: np.ndarray) -> bytes:

@@ -23,10 +23,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from conftest import metric_value, readme_example
+from conftest import FASHION_LABELS, metric_value, readme_example
 from tfclassify.server.runtime import softmax
-
-FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 @pytest.fixture(scope="module")
