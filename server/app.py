@@ -19,17 +19,17 @@ from prometheus_client import CollectorRegistry, start_http_server
 from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, prediction_service_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from tfclassify.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.device import configure_devices, configure_threads, resolve_devices
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
-from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.oip import InferenceServicer
+from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.servicer import ClassifierServicer
-from tfclassify.server.tfserving import ModelServicer, PredictionServicer
 from tfclassify.server.settings import ServerSettings
-from tfclassify.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from tfclassify.server.tfserving import ModelServicer, PredictionServicer
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 

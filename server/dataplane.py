@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from tfclassify.server.batching import RequestTiming
+from tfclassify.server.batching import Outputs, RequestTiming
 from tfclassify.server.errors import InvalidInputError
 from tfclassify.server.images import check_batch_size, check_image_batch, decode_images
 from tfclassify.server.registry import ModelRegistry, ServedVersion
@@ -24,7 +24,6 @@ from tfclassify.server.runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
 
-Outputs = dict[str, np.ndarray]
 T = TypeVar("T")
 
 

@@ -28,14 +28,17 @@ CONTENTS_FIELDS = {
 CONFIG_TYPES = {name: "TYPE_STRING" if name == "BYTES" else f"TYPE_{name}" for name in DTYPES}
 
 
+_NAMES = {dtype: name for name, dtype in DTYPES.items() if name != "BYTES"}
+
+
 def datatype_of(dtype: np.dtype) -> str:
     """The protocol datatype name of a numpy dtype (strings and bytes are BYTES)."""
     if dtype.kind in ("O", "S", "U"):
         return "BYTES"
-    for name, candidate in DTYPES.items():
-        if candidate == dtype.newbyteorder("<") and name != "BYTES":
-            return name
-    raise ValueError(f"no Open Inference Protocol datatype for numpy {dtype}")
+    name = _NAMES.get(dtype.newbyteorder("<"))
+    if name is None:
+        raise ValueError(f"no Open Inference Protocol datatype for numpy {dtype}")
+    return name
 
 
 def from_raw(data: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
