@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -9,8 +10,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
 from tfclassify.client.results import ClassifyResult, ModelInfo, VersionStatus
-from tfclassify.client.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -45,10 +46,13 @@ class ClassifierClient:
     ...     result = client.classify(images, model="fashion_mnist")
     ...     print(result[0].label, result[0].score)
 
-    ``images`` is one image ``[28, 28]`` or a batch ``[N, 28, 28]``
-    (``[N, 28, 28, 1]`` and ``[N, 784]`` too) of uint8 pixels, or float32 for
-    float-input models. Every call has a deadline: ``timeout`` seconds unless
-    the call says otherwise. Failures raise ``TfclassifyError``.
+    ``address`` is ``HOST:PORT`` or a gRPC target such as
+    ``dns:///name:8500`` (every address it resolves to is used, round-robin).
+    ``images`` is a batch ``[N, 28, 28]`` (``[N, 28, 28, 1]`` and ``[N, 784]``
+    too) of uint8 pixels, or float32 for float-input models; one image is a
+    batch of one (``image[np.newaxis]``). Every call has a deadline:
+    ``timeout`` seconds unless the call says otherwise. Failures, bad
+    arguments included, raise ``TfclassifyError``.
     """
 
     def __init__(
@@ -60,11 +64,7 @@ class ClassifierClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
     ) -> None:
-        opts = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            *options,
-        ]
+        opts = channel_options(max_message_bytes, check_target(address), options)
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
@@ -98,8 +98,6 @@ class ClassifierClient:
 
     def wait_for_ready(self, timeout: float = 60.0, service: str = "") -> None:
         """Block until the server is ready; ``TfclassifyError`` (UNAVAILABLE) after ``timeout``."""
-        import time
-
         deadline = time.monotonic() + timeout
         while not self.is_server_ready(service, timeout=min(2.0, timeout)):
             if time.monotonic() >= deadline:
@@ -120,7 +118,7 @@ class ClassifierClient:
         return_probabilities: bool = False,
         timeout: float | None = None,
     ) -> ClassifyResult:
-        """Classify one image or a batch of images with ``model``."""
+        """Classify a batch of images with ``model``."""
         return self.classify_async(
             images,
             model,
@@ -148,13 +146,7 @@ class ClassifierClient:
         ``omit_labels`` leaves label strings out of the result (``labels`` and
         ``top_k_labels`` come back empty): less work for large batches.
         """
-        request = pb.ClassifyRequest(
-            model_spec=model_spec(model, version, version_label),
-            top_k=top_k,
-            return_probabilities=return_probabilities,
-            omit_labels=omit_labels,
-        )
-        to_tensor_proto(as_image_batch(images), out=request.tensor)
+        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels)
         return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)))
 
     def classify_encoded(
@@ -169,18 +161,20 @@ class ClassifierClient:
         timeout: float | None = None,
     ) -> ClassifyResult:
         """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
-        request = pb.ClassifyRequest(
-            model_spec=model_spec(model, version, version_label),
-            encoded=pb.EncodedImages(images=list(images)),
-            top_k=top_k,
-            return_probabilities=return_probabilities,
-        )
+        request = encoded_request(images, model, version, version_label, top_k, return_probabilities)
         return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout))).result()
 
     # -- models --------------------------------------------------------------
-    def get_model_metadata(self, model: str, *, version: int | None = None, timeout: float | None = None) -> ModelInfo:
-        """Describe ``model`` (its latest version unless ``version`` is given)."""
-        request = pb.GetModelMetadataRequest(model_spec=model_spec(model, version, None))
+    def get_model_metadata(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelInfo:
+        """Describe ``model`` (its latest version unless ``version`` or ``version_label`` says which)."""
+        request = pb.GetModelMetadataRequest(model_spec=model_spec(model, version, version_label))
         return ModelInfo.from_proto(self._call(self._stub.GetModelMetadata, request, timeout))
 
     def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
@@ -203,26 +197,3 @@ class ClassifierClient:
         except grpc.RpcError as exc:
             raise TfclassifyError.from_rpc_error(exc) from exc
 
-
-def model_spec(name: str, version: int | None = None, version_label: str | None = None) -> pb.ModelSpec:
-    """A ``ModelSpec`` naming a model and, optionally, a version or a label."""
-    if version is not None and version_label is not None:
-        raise ValueError("give a version or a version label, not both")
-    spec = pb.ModelSpec(name=name)
-    if version is not None:
-        spec.version = int(version)
-    elif version_label is not None:
-        spec.version_label = version_label
-    return spec
-
-
-def as_image_batch(images: np.ndarray) -> np.ndarray:
-    """Add the batch axis to a single 2-D image; check the dtype is one the API carries."""
-    array = np.asarray(images)
-    if array.dtype != np.uint8 and array.dtype != np.float32:
-        raise ValueError(f"images must be uint8 pixels (or float32 for float-input models), got {array.dtype}")
-    if array.ndim == 2 and array.shape[0] == array.shape[1]:
-        array = array[np.newaxis]
-    if array.ndim not in (2, 3, 4):
-        raise ValueError(f"expected an image [H, W] or a batch [N, H, W], got shape {list(array.shape)}")
-    return array

@@ -1,13 +1,17 @@
 """Accuracy report: accuracy, per-class precision/recall/F1, confusion matrix,
-most-confused class pairs and the most confident mistakes."""
+most-confused class pairs, the most confident mistakes and the skipped files."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+#: Skipped files listed by name in a report (all are counted).
+MAX_SKIPPED_LISTED = 100
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,15 @@ class Misclassified:
     true_label: str
     predicted_label: str
     score: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that was not scored, and why."""
+
+    source: str
+    reason: str
 
 
 @dataclass
@@ -59,6 +72,9 @@ class AccuracyReport:
     most_confused: list[ConfusedPair]
     misclassified: list[Misclassified]
     run: dict = field(default_factory=dict)  # model, version, dataset, timing
+    skipped: int = 0  # files not scored (corrupt, not an image, refused)
+    skipped_files: list[SkippedFile] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED
+    unlabelled: int = 0  # scored images without a true label (not in the accuracy)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -92,6 +108,9 @@ class AccuracyReport:
             lines += ["", "most confused pairs"]
             for p in self.most_confused:
                 lines.append(f"  {p.a} <-> {p.b}: {p.total}  ({p.a} as {p.b}: {p.a_as_b}, {p.b} as {p.a}: {p.b_as_a})")
+        if self.unlabelled:
+            lines += ["", f"{self.unlabelled} scored images had no true label (not in the accuracy)"]
+        lines += format_skipped(self.skipped, self.skipped_files)
         return "\n".join(lines)
 
 
@@ -104,12 +123,15 @@ def build_report(
     top_pairs: int = 5,
     max_misclassified: int = 20,
     run: dict | None = None,
+    sources: list[str] | None = None,
+    indices: list[int] | None = None,
 ) -> AccuracyReport:
     """Compare predictions with the truth.
 
     ``true`` and ``predicted`` are class indices ``[N]``, ``scores`` the
-    probability of each prediction. ``misclassified`` lists the most
-    confident mistakes first.
+    probability of each prediction; ``sources`` and ``indices`` (optional)
+    name each image and give its position in the run's input.
+    ``misclassified`` lists the most confident mistakes first.
     """
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
@@ -137,9 +159,77 @@ def build_report(
         per_class=per_class,
         confusion_matrix=confusion.tolist(),
         most_confused=_most_confused(confusion, labels, top_pairs),
-        misclassified=_misclassified(true, predicted, np.asarray(scores), labels, max_misclassified),
+        misclassified=_misclassified(true, predicted, np.asarray(scores), labels, max_misclassified, sources, indices),
         run=dict(run or {}),
     )
+
+
+def format_skipped(count: int, listed: list[SkippedFile], show: int = 10) -> list[str]:
+    """Terminal lines about skipped files (none when nothing was skipped)."""
+    if not count:
+        return []
+    lines = ["", f"{count} file{'s' if count != 1 else ''} skipped (not scored):"]
+    lines += [f"  {f.source}: {f.reason}" for f in listed[:show]]
+    if count > show:
+        lines.append(f"  ... and {count - show} more (see the output file)")
+    return lines
+
+
+@dataclass
+class RowSummary:
+    """What the rows of a predictions file hold, as arrays for ``build_report``."""
+
+    rows: int = 0
+    true: list[int] = field(default_factory=list)
+    predicted: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    unlabelled: int = 0
+    skipped: int = 0
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+    versions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> int:
+        return self.rows - self.skipped
+
+
+def summarize_rows(rows: Iterable[dict]) -> RowSummary:
+    """Count and collect the rows of a predictions file (JSONL or Parquet rows as dicts)."""
+    s = RowSummary()
+    for row in rows:
+        s.rows += 1
+        reason = row.get("skipped")
+        if reason is not None:
+            s.skipped += 1
+            if len(s.skipped_files) < MAX_SKIPPED_LISTED:
+                s.skipped_files.append(SkippedFile(row["source"], reason))
+            continue
+        version = str(row.get("version"))
+        s.versions[version] = s.versions.get(version, 0) + 1
+        true = row.get("true_class")
+        if true is None:
+            s.unlabelled += 1
+            continue
+        s.true.append(true)
+        s.predicted.append(row["class"])
+        s.scores.append(row["score"])
+        s.sources.append(row["source"])
+        s.indices.append(row["index"])
+    return s
+
+
+def report_from_rows(summary: RowSummary, labels: list[str], run: dict | None = None) -> AccuracyReport | None:
+    """The accuracy report of a predictions file's rows; None when no scored row has a true label."""
+    if not summary.true:
+        return None
+    report = build_report(
+        np.asarray(summary.true), np.asarray(summary.predicted), np.asarray(summary.scores), labels, run=run,
+        sources=summary.sources, indices=summary.indices,
+    )
+    report.skipped, report.skipped_files, report.unlabelled = summary.skipped, summary.skipped_files, summary.unlabelled
+    return report
 
 
 def _most_confused(confusion: np.ndarray, labels, top: int) -> list[ConfusedPair]:
@@ -153,7 +243,13 @@ def _most_confused(confusion: np.ndarray, labels, top: int) -> list[ConfusedPair
     return pairs[:top]
 
 
-def _misclassified(true, predicted, scores, labels, limit: int) -> list[Misclassified]:
+def _misclassified(true, predicted, scores, labels, limit: int, sources, indices) -> list[Misclassified]:
     wrong = np.flatnonzero(true != predicted)
     worst = wrong[np.argsort(-scores[wrong], kind="stable")][:limit]
-    return [Misclassified(int(i), labels[true[i]], labels[predicted[i]], float(scores[i])) for i in worst]
+    return [
+        Misclassified(
+            int(indices[i]) if indices else int(i), labels[true[i]], labels[predicted[i]], float(scores[i]),
+            sources[i] if sources else "",
+        )
+        for i in worst
+    ]

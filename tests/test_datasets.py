@@ -64,7 +64,7 @@ def test_npz_keras_and_kmnist_styles(tmp_path):
     np.savez_compressed(tmp_path / "kmnist-test-imgs.npz", x)
     assert read_npz(tmp_path / "mnist.npz", "x_test").shape == (1, 28, 28)
     assert read_npz(tmp_path / "kmnist-test-imgs.npz").shape == (3, 28, 28)
-    with pytest.raises(NpzFormatError, match="say which one"):
+    with pytest.raises(NpzFormatError, match="name the one to read"):
         read_npz(tmp_path / "mnist.npz")
     with pytest.raises(NpzFormatError, match="has no array 'x_val'"):
         read_npz(tmp_path / "mnist.npz", "x_val")

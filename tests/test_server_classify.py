@@ -46,7 +46,7 @@ def test_single_image_and_every_accepted_layout_agree(client, fashion_test):
     for layout in (images.reshape(16, 28, 28, 1), images.reshape(16, 784)):
         other = client.classify(layout, "fashion", return_probabilities=True)
         assert np.array_equal(other.probabilities, reference.probabilities)
-    single = client.classify(images[3], "fashion")
+    single = client.classify(images[3][np.newaxis], "fashion")
     assert len(single) == 1 and single.classes[0] == reference.classes[3]
 
 
@@ -147,8 +147,9 @@ def test_client_library_raises_its_own_error_type(client):
         client.classify(np.zeros((1, 28, 28), np.uint8), "missing")
     assert info.value.code == grpc.StatusCode.NOT_FOUND
     assert isinstance(info.value.__cause__, grpc.RpcError)
-    with pytest.raises(ValueError, match="uint8 pixels"):
+    with pytest.raises(TfclassifyError, match="uint8 pixels") as info:
         client.classify(np.zeros((1, 28, 28), np.int64), "fashion")
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_probabilities_travel_as_packed_float32(server, fashion_test):

@@ -1,4 +1,4 @@
-"""The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``classify``, ``models``, ``health``.
+"""The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``merge``, ``classify``, ``models``, ``health``.
 
 Subcommands that need TensorFlow (``train``, ``serve``) import it only when
 they run, so ``tfclassify score --help`` is instant and works without it.
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfclassify.client.cli import classify, health, models, score, serve, train
+from tfclassify.client.cli import classify, health, merge, models, score, serve, train
 from tfclassify.client.cli.common import CliError, run_command
 from tfclassify.client.version import package_version
 
-COMMANDS = (train, serve, score, classify, models, health)
+COMMANDS = (train, serve, score, merge, classify, models, health)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 failure, 2 usage error)."""
+    """Run the CLI; returns the exit status (0 ok, 1 failure, 2 usage error, 3 files skipped, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     return run_command(args.run, args)
 

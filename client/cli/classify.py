@@ -1,42 +1,61 @@
-"""``tfclassify classify``: classify a few image files."""
+"""``tfclassify classify``: classify image files, folders and archives, and print each prediction."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from pathlib import Path
 
-from tfclassify.client.cli.common import add_server_arguments
-from tfclassify.client.client import ClassifierClient
+from tfclassify.client.cli.common import EXIT_OK, EXIT_SKIPPED, add_server_arguments
+from tfclassify.client.inputs.decode import INVERT_CHOICES
+from tfclassify.client.scoring.api import ImageResult, score_files_async
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "classify",
-        help="classify image files (PNG/JPEG)",
-        description="Send image files (PNG/JPEG, 28x28 grayscale) to the server and print each prediction.",
+        help="classify image files, folders or archives",
+        description="Classify image files (any format Pillow reads), folders and archives (.zip, .tar[.gz|.bz2|.xz]) "
+        "and print each prediction. Images are converted to grayscale and resized to the model's input. "
+        "Exit status: 0, 1 failure, 3 when some files could not be classified (each is named).",
     )
     add_server_arguments(parser)
     parser.add_argument("--model", required=True, help="model name on the server")
     parser.add_argument("--version", type=int, help="model version (default: latest)")
     parser.add_argument("--top-k", type=int, default=3, help="ranked classes to show [default: %(default)s]")
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
+                        help="light-on-dark conversion, as for score [default: %(default)s]")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
-    parser.add_argument("files", nargs="+", type=Path, help="image files")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, folders or archives")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    encoded = [path.read_bytes() for path in args.files]
-    with ClassifierClient(args.server, timeout=args.timeout) as client:
-        result = client.classify_encoded(encoded, args.model, version=args.version, top_k=args.top_k)
-    for path, prediction in zip(args.files, result):
-        if args.json:
-            row = {
-                "file": str(path), "class": prediction.index, "label": prediction.label, "score": prediction.score,
-                "top_k": [{"class": r.index, "label": r.label, "score": r.score} for r in prediction.top_k],
-            }
-            print(json.dumps(row, ensure_ascii=False))
+    return asyncio.run(_classify(args))
+
+
+async def _classify(args: argparse.Namespace) -> int:
+    skipped = 0
+    async for result in score_files_async(
+        args.paths, model=args.model, servers=[args.server], version=args.version, top_k=args.top_k,
+        invert=args.invert, timeout=args.timeout,
+    ):
+        skipped += result.skipped is not None
+        print(_format(result, args.json), flush=True)
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _format(result: ImageResult, as_json: bool) -> str:
+    if as_json:
+        row = {"file": result.source}
+        if result.skipped is not None:
+            row["skipped"] = result.skipped
         else:
-            ranked = ", ".join(f"{r.label} {r.score:.3f}" for r in prediction.top_k)
-            print(f"{path}: {prediction.label} ({prediction.score:.3f})  [{ranked}]")
-    return 0
+            row.update({"class": result.class_index, "label": result.label, "score": result.score,
+                        "top_k": [{"class": c, "label": label, "score": s} for c, label, s in result.top_k]})
+        return json.dumps(row, ensure_ascii=False)
+    if result.skipped is not None:
+        return f"{result.source}: skipped: {result.skipped}"
+    ranked = ", ".join(f"{label} {s:.3f}" for _, label, s in result.top_k)
+    return f"{result.source}: {result.label} ({result.score:.3f})  [{ranked}]"

@@ -10,21 +10,43 @@ from collections.abc import Callable
 
 from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.inputs.labels import LabelError
+from tfclassify.client.inputs.sources import InputError
+from tfclassify.client.scoring.output import OutputError
 
 DEFAULT_SERVER = "localhost:8500"
+
+# Exit statuses, documented in the README.
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command failed (bad input, server error, ...)
+EXIT_USAGE = 2  # wrong command-line arguments (argparse)
+EXIT_SKIPPED = 3  # the run completed, but some files were skipped (not images, corrupt, refused)
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; a scoring run can be resumed
+
+#: Errors whose message is the whole story: printed as one line, exit status 1.
+USER_ERRORS = (DatasetNotFoundError, IdxFormatError, NpzFormatError, InputError, LabelError, OutputError,
+               FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 class CliError(Exception):
     """A user-facing error: printed as ``tfclassify: error: ...``, exit status 1."""
 
 
-def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0) -> None:
-    """``--server`` and ``--timeout``."""
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("TFCLASSIFY_SERVER", DEFAULT_SERVER),
-        help="server address HOST:PORT [env TFCLASSIFY_SERVER; default: %(default)s]",
-    )
+def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0, several: bool = False) -> None:
+    """``--server`` (repeatable when ``several``) and ``--timeout``."""
+    default = os.environ.get("TFCLASSIFY_SERVER", DEFAULT_SERVER)
+    if several:
+        parser.add_argument(
+            "--server", action="append", metavar="ADDRESS",
+            help="server HOST:PORT, or dns:///NAME:PORT for every address of a name (round-robin); repeat it "
+            f"to spread over several servers [env TFCLASSIFY_SERVER; default: {default}]",
+        )
+        parser.set_defaults(default_server=default)
+    else:
+        parser.add_argument(
+            "--server", default=default,
+            help="server address HOST:PORT [env TFCLASSIFY_SERVER; default: %(default)s]",
+        )
     parser.add_argument(
         "--timeout", type=float, default=timeout, help="deadline of each RPC in seconds [default: %(default)s]"
     )
@@ -41,13 +63,14 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     try:
         return func(args)
     except TfclassifyError as exc:
-        return _fail(f"server {getattr(args, 'server', '')}: {exc}")
-    except (CliError, DatasetNotFoundError, IdxFormatError, NpzFormatError, FileNotFoundError, FileExistsError) as exc:
+        server = getattr(args, "server", None) or getattr(args, "default_server", "")
+        return _fail(f"server {', '.join(server) if isinstance(server, list) else server}: {exc}")
+    except (CliError, *USER_ERRORS) as exc:
         return _fail(str(exc))
     except (KeyError, ValueError) as exc:
         return _fail(exc.args[0] if exc.args else repr(exc))
     except KeyboardInterrupt:
-        return _fail("interrupted", status=130)
+        return _fail("interrupted", status=EXIT_INTERRUPTED)
     except BrokenPipeError:
         # The reader of our output went away (`tfclassify score ... | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,118 +1,189 @@
-"""``tfclassify score``: score a whole dataset against a server and report accuracy."""
+"""``tfclassify score``: score folders, archives and datasets against servers; write predictions and a report."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
+import signal
 import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from tfclassify.client.cli.common import CliError, add_server_arguments
-from tfclassify.client.client import ClassifierClient
-from tfclassify.client.datasets import SPLITS, Dataset, dataset_names, load_dataset, read_array
-from tfclassify.client.report import build_report
-from tfclassify.client.scoring import ScoringResult, score_images
+from tfclassify.client.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, CliError, add_server_arguments
+from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
+from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.inputs.decode import INVERT_CHOICES
+from tfclassify.client.inputs.labels import FOLDER
+from tfclassify.client.inputs.plan import ScoringPlan, parse_shard
+from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
+from tfclassify.client.report import format_skipped, report_from_rows
+from tfclassify.client.scoring.engine import ScoringOptions
+from tfclassify.client.scoring.job import Interrupted, JobResult, resume_hint, run_job
+from tfclassify.client.scoring.servers import RetryPolicy
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
         "score",
-        help="score a dataset against a server and report accuracy",
-        description="Classify every image of a dataset (or of IDX/.npz files) on a tfclassify server and "
-        "report accuracy, per-class precision/recall/F1, the confusion matrix and the most-confused pairs.",
+        help="score folders, archives or a dataset against servers and report accuracy",
+        description="Classify every image of folders, archives (.zip, .tar[.gz|.bz2|.xz]), IDX/.npz files or a "
+        "named dataset on tfclassify servers; write the predictions as they come (JSONL or Parquet), and "
+        "report accuracy, per-class precision/recall/F1, the confusion matrix and the skipped files. "
+        "Exit status: 0 all scored, 1 failure, 2 usage error, 3 done but some files were skipped, "
+        "130 interrupted (continue with --resume).",
     )
-    add_server_arguments(parser, timeout=60.0)
+    add_server_arguments(parser, timeout=60.0, several=True)
     parser.add_argument("--model", required=True, help="model name on the server")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="model version (default: latest)")
     which.add_argument("--version-label", help="model version label, e.g. stable")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=dataset_names(), help="a dataset known by name")
-    source.add_argument("--images", type=Path, help="images file: IDX (*-ubyte[.gz]) or .npz")
-    parser.add_argument("--split", default="test", choices=SPLITS, help="with --dataset [default: %(default)s]")
-    parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
-    parser.add_argument("--labels", type=Path, help="with --images: true labels file (IDX or .npz)")
-    parser.add_argument("--limit", type=int, help="score only the first N images")
-    parser.add_argument(
-        "--batch-size", type=int, default=0,
-        help="images per RPC [default: the largest power of two up to 4096 that makes 8 or more batches]",
+    source.add_argument(
+        "--images", type=Path, action="append", metavar="PATH",
+        help="a folder, .zip, .tar[.gz|.bz2|.xz] of images, an image file, or IDX/.npz arrays; repeatable",
     )
-    parser.add_argument("--in-flight", type=int, default=4, help="RPCs in flight at once [default: %(default)s]")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="with --dataset or a Keras-style .npz "
+                        "[default: %(default)s]")
+    parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
+    parser.add_argument(
+        "--labels", metavar="folder|FILE",
+        help="true labels: 'folder' (each image's folder is named after its class, e.g. Shirt/0001.png or "
+        "7/0001.png), a manifest FILE (CSV with path,label columns, or JSONL), or an IDX/.npz labels file "
+        "for IDX images [default: none; IDX/.npz files and datasets carry their own]",
+    )
+    parser.add_argument("--npz-images", metavar="KEY", help="array of images in a .npz [default: images, x_SPLIT or x]")
+    parser.add_argument("--npz-labels", metavar="KEY", help="array of labels in a .npz [default: labels, y_SPLIT or y]")
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
+                        help="make image files light-on-dark as MNIST-family models expect: auto decides per "
+                        "image from its border [default: %(default)s]")
+    parser.add_argument("--limit", type=int, help="score only the first N images")
+    parser.add_argument("--top-k", type=int, default=0, help="ranked classes per image in the output [default: 0]")
+    parser.add_argument("--output", type=Path, metavar="PATH",
+                        help="write predictions here as they come: .jsonl, or .parquet (needs pyarrow)")
+    parser.add_argument("--predictions", type=Path, dest="output", help=argparse.SUPPRESS)  # the old name
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run that wrote --output")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--shard", metavar="I/N", help="score only shard I of N (0-based); `tfclassify merge` "
+                        "combines the shards' outputs")
     parser.add_argument("--report", type=Path, help="write the report as JSON here")
-    parser.add_argument("--predictions", type=Path, help="write one JSON line per image here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="images per RPC [default: the largest power of two up to 4096 that makes 8 or more batches]")
+    parser.add_argument("--in-flight", type=int, default=4, help="RPCs in flight at once [default: %(default)s]")
+    parser.add_argument("--decode-workers", type=int, help="processes decoding image files (0: threads) "
+                        "[default: one per CPU for 4096 or more files, else threads]")
+    parser.add_argument("--max-retries", type=int, default=6, help="retries of a batch on UNAVAILABLE, "
+                        "RESOURCE_EXHAUSTED or CANCELLED, with exponential backoff [default: %(default)s]")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    data = _load(args)
-    with ClassifierClient(args.server, timeout=args.timeout) as client:
-        info = client.get_model_metadata(args.model, version=args.version)
-        if data.labels is not None and data.labels.max() >= info.num_classes:
-            raise CliError(
-                f"model {info.name!r} has {info.num_classes} classes but the true labels go up to {data.labels.max()}"
-            )
-        with tqdm(
-            total=len(data), unit="img", unit_scale=True, desc=f"scoring {data.name}", file=sys.stderr,
-            disable=True if args.no_progress else None, dynamic_ncols=True,
-        ) as bar:
-            result = score_images(
-                client, data.images, args.model, version=args.version, version_label=args.version_label,
-                batch_size=args.batch_size, max_in_flight=args.in_flight, timeout=args.timeout,
-                on_progress=bar.update,
-            )
-    versions = ", ".join(f"{v} ({n} images)" for v, n in sorted(result.versions.items()))
-    print(
-        f"scored {len(data)} images of {data.name} with {args.model} version {versions} in "
-        f"{result.elapsed_s:.2f} s: {result.images_per_second:,.0f} images/s"
+    if args.resume and not args.output:
+        raise CliError("--resume needs --output (the file of the run to continue)")
+    plan = build_plan(args)
+    options = ScoringOptions(
+        model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
+        batch_size=args.batch_size, in_flight=args.in_flight, decode_workers=args.decode_workers,
+        invert=args.invert, timeout=args.timeout, retry=RetryPolicy(max_retries=args.max_retries),
     )
-    if args.predictions:
-        _write_predictions(args.predictions, result, list(info.labels), data.labels)
-    if data.labels is None:
-        print("no true labels: accuracy not computed")
-        return 0
-    run_info = {
-        "server": args.server, "model": args.model, "versions": {str(k): v for k, v in result.versions.items()},
-        "data": data.name, "split": data.split, "seconds": round(result.elapsed_s, 3),
-        "images_per_second": round(result.images_per_second, 1), "retries": result.retries,
-    }
-    report = build_report(data.labels, result.classes, result.scores, list(info.labels), run=run_info)
-    print()
-    print(report.format_text())
-    if args.report:
-        report.write_json(args.report)
-        print(f"\nreport written to {args.report}")
-    return 0
+    servers = args.server or [args.default_server]
+    try:
+        result = asyncio.run(_run_cancellable(plan, servers, options, args))
+    except Interrupted as exc:
+        where = (f"the output holds them; continue with:\n  {resume_hint(sys.argv[1:])}" if args.output
+                 else "nothing was saved (use --output to be able to resume)")
+        print(f"tfclassify: {exc}; {where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TfclassifyError as exc:
+        if args.output and args.output.exists():
+            raise TfclassifyError(exc.code, f"{exc.details}\nthe output {args.output} holds the images scored "
+                                  f"before the failure; continue with --resume") from exc
+        raise
+    return _print_outcome(result, plan, args)
 
 
-def _load(args: argparse.Namespace) -> Dataset:
+def build_plan(args: argparse.Namespace) -> ScoringPlan:
+    """The inputs, label source, shard and limit of the command line."""
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    labels = args.labels
     if args.dataset:
         data = load_dataset(args.dataset, args.split, args.data_dir)
+        inputs: list[Input] = [ArrayInput(Path(f"{data.name}-{data.split}"), f"{data.name}-{data.split}",
+                                          data.images, data.labels)]
+        if labels is not None:
+            raise CliError("--labels is for --images: a named dataset carries its own labels")
     else:
-        images = read_array(args.images)
-        labels = read_array(args.labels).astype(np.int64) if args.labels else None
-        if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise CliError(f"{args.images}: expected uint8 images [N, H, W], got {images.dtype} {list(images.shape)}")
-        if labels is not None and labels.shape != (len(images),):
-            raise CliError(f"{args.labels}: {len(labels)} labels for {len(images)} images")
-        data = Dataset(args.images.name, "", images, labels, ())
-    if args.limit:
-        data = Dataset(data.name, data.split, data.images[: args.limit],
-                       None if data.labels is None else data.labels[: args.limit], data.label_names)
-    if len(data) == 0:
-        raise CliError("no images to score")
-    return data
+        # An IDX/.npz --labels file holds the labels of one IDX/.npz --images file; any other is a manifest.
+        array_labels = None
+        if labels not in (None, FOLDER) and is_array_file(Path(labels)):
+            if len(args.images) != 1 or not is_array_file(args.images[0]):
+                raise CliError("an IDX/.npz --labels file goes with exactly one IDX/.npz --images file")
+            array_labels, labels = _array_labels(Path(labels), args), None
+        inputs = [_array_input(p, args, array_labels) if is_array_file(p) else open_input(p) for p in args.images]
+    return ScoringPlan(inputs, labels, shard, limit=args.limit)
 
 
-def _write_predictions(path: Path, result: ScoringResult, names: list[str], true: np.ndarray | None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        for i, (c, score) in enumerate(zip(result.classes.tolist(), result.scores.tolist())):
-            row = {"index": i, "class": c, "label": names[c], "score": round(score, 6)}
-            if true is not None:
-                row["true_class"] = int(true[i])
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+def _array_input(path: Path, args: argparse.Namespace, labels: np.ndarray | None) -> ArrayInput:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        images, npz_labels = npz_arrays(path, args.npz_images, args.npz_labels, args.split)
+        labels = labels if labels is not None else npz_labels
+    else:
+        images = read_array(path)
+    return ArrayInput(path, path.name, images, labels)
+
+
+def _array_labels(path: Path, args: argparse.Namespace) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"--labels {path}: no such file")
+    if path.suffix == ".npz":
+        return npz_labels(path, args.npz_labels, args.split).astype(np.int64)
+    return read_array(path).astype(np.int64)
+
+
+async def _run_cancellable(plan, servers, options, args) -> JobResult:
+    """``run_job``, cancelled cleanly by SIGTERM as by Ctrl-C (a Kubernetes Job's pod gets SIGTERM)."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_job(plan, servers, options, args.output, resume=args.resume, overwrite=args.overwrite,
+                             progress=not args.no_progress)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespace) -> int:
+    summary, record = result.summary, result.record
+    versions = ", ".join(f"{v} ({n} images)" for v, n in sorted(summary.versions.items())) or "-"
+    names = ", ".join(i.name for i in plan.inputs)
+    shard = f" (shard {plan.shard}/{plan.num_shards})" if plan.num_shards > 1 else ""
+    resumed = f" ({result.images_this_run} in this run)" if result.images_this_run != summary.rows else ""
+    print(
+        f"scored {summary.scored} images of {names}{shard}{resumed} with {args.model} version {versions} in "
+        f"{result.seconds:.2f} s: {result.images_per_second:,.0f} images/s"
+        + (f"; {summary.skipped} skipped" if summary.skipped else "")
+    )
+    if args.output:
+        print(f"predictions: {args.output} ({summary.rows} rows)")
+    run_info = {
+        "servers": record.get("servers"), "model": args.model, "versions": summary.versions,
+        "inputs": [i.name for i in plan.inputs], "shard": record.get("shard"), "split": args.split if args.dataset else "",
+        "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
+        "retries": record.get("retries", 0), "decoding": record.get("decoding"),
+    }
+    report = report_from_rows(summary, record["model"]["labels"], run=run_info)
+    if report is None:
+        print("no true labels: accuracy not computed")
+        for line in format_skipped(summary.skipped, summary.skipped_files):
+            print(line)
+    else:
+        print()
+        print(report.format_text())
+        if args.report:
+            report.write_json(args.report)
+            print(f"\nreport written to {args.report}")
+    return EXIT_SKIPPED if summary.skipped else EXIT_OK

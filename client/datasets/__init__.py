@@ -9,7 +9,7 @@ from tfclassify.client.datasets.loader import (
     load_dataset,
     read_array,
 )
-from tfclassify.client.datasets.npz import NpzFormatError, read_npz
+from tfclassify.client.datasets.npz import NpzFormatError, npz_arrays, npz_labels, read_npz
 
 __all__ = [
     "DATASETS",
@@ -23,5 +23,7 @@ __all__ = [
     "load_dataset",
     "read_array",
     "read_idx",
+    "npz_arrays",
+    "npz_labels",
     "read_npz",
 ]

@@ -1,0 +1,150 @@
+"""The asyncio flavour of the client: ``tfclassify.client.aio.ClassifierClient``.
+
+It mirrors the synchronous ``tfclassify.client.ClassifierClient`` method for
+method, with ``async`` calls on a ``grpc.aio`` channel, for services written
+on asyncio (as ``tritonclient.grpc.aio`` mirrors ``tritonclient.grpc``):
+
+>>> async with ClassifierClient("localhost:8500") as client:
+...     result = await client.classify(images, model="fashion_mnist", top_k=3)
+
+Create it inside the running event loop that will use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES
+from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
+from tfclassify.client.results import ClassifyResult, ModelInfo, VersionStatus
+from tfclassify.v1 import classifier_pb2 as pb
+from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
+
+__all__ = ["ClassifierClient"]
+
+
+class ClassifierClient:
+    """Calls a tfclassify server from asyncio code; see ``tfclassify.client.ClassifierClient``."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        options: Sequence[tuple[str, object]] = (),
+    ) -> None:
+        opts = channel_options(max_message_bytes, check_target(address), options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(address, options=opts)
+        else:
+            self._channel = grpc.aio.secure_channel(address, credentials, options=opts)
+        self.address = address
+        self.timeout = timeout
+        self._stub = pb_grpc.ClassifierStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    # -- lifecycle ---------------------------------------------------------
+    async def close(self) -> None:
+        """Close the channel (calls in flight are cancelled)."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> "ClassifierClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- health --------------------------------------------------------------
+    async def is_server_ready(self, service: str = "", timeout: float | None = None) -> bool:
+        """Whether the health service reports ``service`` (default: the server) SERVING."""
+        try:
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
+            )
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def wait_for_ready(self, timeout: float = 60.0, service: str = "") -> None:
+        """Wait until the server is ready; ``TfclassifyError`` (UNAVAILABLE) after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not await self.is_server_ready(service, timeout=min(2.0, timeout)):
+            if time.monotonic() >= deadline:
+                raise TfclassifyError(
+                    grpc.StatusCode.UNAVAILABLE, f"server at {self.address} not ready after {timeout:g} s"
+                )
+            await asyncio.sleep(0.1)
+
+    # -- classification ------------------------------------------------------
+    async def classify(
+        self,
+        images: np.ndarray,
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        top_k: int = 0,
+        return_probabilities: bool = False,
+        timeout: float | None = None,
+        omit_labels: bool = False,
+    ) -> ClassifyResult:
+        """Classify a batch of images with ``model`` (``omit_labels``: no label strings in the result)."""
+        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels)
+        return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
+
+    async def classify_encoded(
+        self,
+        images: Sequence[bytes],
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        top_k: int = 0,
+        return_probabilities: bool = False,
+        timeout: float | None = None,
+    ) -> ClassifyResult:
+        """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
+        request = encoded_request(images, model, version, version_label, top_k, return_probabilities)
+        return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
+
+    # -- models --------------------------------------------------------------
+    async def get_model_metadata(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelInfo:
+        """Describe ``model`` (its latest version unless ``version`` or ``version_label`` says which)."""
+        request = pb.GetModelMetadataRequest(model_spec=model_spec(model, version, version_label))
+        return ModelInfo.from_proto(await self._call(self._stub.GetModelMetadata, request, timeout))
+
+    async def list_models(self, *, timeout: float | None = None) -> list[ModelInfo]:
+        """Every model the server serves, each at its latest version."""
+        reply = await self._call(self._stub.ListModels, pb.ListModelsRequest(), timeout)
+        return [ModelInfo.from_proto(m) for m in reply.models]
+
+    async def get_model_status(self, model: str = "", *, timeout: float | None = None) -> list[VersionStatus]:
+        """The state of every version of ``model`` (of every model when empty)."""
+        reply = await self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(name=model), timeout)
+        return [VersionStatus.from_proto(v) for v in reply.versions]
+
+    # -- helpers -------------------------------------------------------------
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    async def _call(self, method, request, timeout: float | None):
+        try:
+            return await method(request, timeout=self._timeout(timeout))
+        except grpc.RpcError as exc:
+            raise TfclassifyError.from_rpc_error(exc) from exc

@@ -1,0 +1,45 @@
+"""``tfclassify merge``: combine the outputs of ``score --shard I/N`` runs into one, with its report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfclassify.client.cli.common import EXIT_OK, EXIT_SKIPPED
+from tfclassify.client.report import format_skipped, report_from_rows, summarize_rows
+from tfclassify.client.scoring.merge import merge_outputs
+from tfclassify.client.scoring.output import read_rows
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser(
+        "merge",
+        help="combine the outputs of sharded score runs",
+        description="Combine the outputs of `tfclassify score --shard I/N` runs into the output one unsharded run "
+        "would have written: checks that every shard is there and complete and every image appears exactly "
+        "once, then prints (and writes) the report. Exit status: 0, 1 failure, 3 when files were skipped.",
+    )
+    parser.add_argument("outputs", nargs="+", type=Path, help="the shards' --output files (.jsonl or .parquet)")
+    parser.add_argument("--output", type=Path, required=True, help="the merged output (.jsonl or .parquet)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--report", type=Path, help="write the report as JSON here")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    record = merge_outputs(args.outputs, args.output, overwrite=args.overwrite)
+    summary = summarize_rows(read_rows(args.output))
+    print(f"merged {len(args.outputs)} shards into {args.output}: {summary.rows} images, {summary.skipped} skipped")
+    run_info = {"merged_from": record["merged_from"], "model": record["model"]["name"], "versions": summary.versions}
+    report = report_from_rows(summary, record["model"]["labels"], run=run_info)
+    if report is None:
+        print("no true labels: accuracy not computed")
+        for line in format_skipped(summary.skipped, summary.skipped_files):
+            print(line)
+    else:
+        print()
+        print(report.format_text())
+        if args.report:
+            report.write_json(args.report)
+            print(f"\nreport written to {args.report}")
+    return EXIT_SKIPPED if summary.skipped else EXIT_OK

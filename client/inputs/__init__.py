@@ -1,0 +1,1 @@
+"""Readers that turn folders, archives and array files into model input."""

@@ -1,0 +1,109 @@
+"""True labels for image files: the parent folder's name, or a manifest file.
+
+A label names one of the model's classes, by name (``Shirt``) or by index
+(``7``); a ``/`` in a class name may be written ``_`` (a folder named
+``T-shirt_top`` holds ``T-shirt/top`` images). A manifest is CSV with a header naming the columns ``path`` and
+``label``, or JSON Lines with those two keys; its paths are relative to the
+folder or archive root (``Shirt/0001.png``), as the scorer's ``member`` paths are.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+#: ``--labels`` value that takes labels from the parent folder names.
+FOLDER = "folder"
+
+
+class LabelError(ValueError):
+    """Labels that do not fit the model or cannot be read."""
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """``member path -> label`` from a CSV (``path,label`` header) or JSONL manifest."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            first = f.readline()
+            f.seek(0)
+            rows = _jsonl_rows(f, path) if first.lstrip().startswith("{") else _csv_rows(f, path)
+            manifest = {}
+            for line, (member, label) in rows:
+                key = normalise_member(member)
+                if key in manifest:
+                    raise LabelError(f"{path}:{line}: {member!r} is listed twice")
+                manifest[key] = label
+    except OSError as exc:
+        raise LabelError(f"cannot read the labels manifest {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise LabelError(f"{path}: not a UTF-8 text file (expected CSV or JSON Lines)") from exc
+    if not manifest:
+        raise LabelError(f"{path}: the manifest lists no images")
+    return manifest
+
+
+def normalise_member(member: str) -> str:
+    """A path inside a folder or archive, as manifests and items compare it (``./a//b`` -> ``a/b``)."""
+    return PurePosixPath(member.replace("\\", "/")).as_posix().removeprefix("./")
+
+
+def folder_label(member: str) -> str | None:
+    """The name of the folder that directly holds ``member`` (None at the root)."""
+    parent = PurePosixPath(member).parent.name
+    return parent or None
+
+
+class LabelResolver:
+    """Maps label text (a class name or index) to the model's class index."""
+
+    def __init__(self, class_names: Iterable[str]) -> None:
+        self.class_names = list(class_names)
+        self._by_name = {name: i for i, name in enumerate(self.class_names)}
+        # A folder cannot be named "T-shirt/top": "T-shirt_top" names that class too, unless it is taken.
+        for i, name in enumerate(self.class_names):
+            self._by_name.setdefault(name.replace("/", "_"), i)
+
+    def resolve(self, label: str | int) -> int | None:
+        """The class index of ``label``, or None when it names no class of the model."""
+        if isinstance(label, int):
+            return label if 0 <= label < len(self.class_names) else None
+        index = self._by_name.get(label)
+        if index is None and label.isdigit():
+            index = int(label) if int(label) < len(self.class_names) else None
+        return index
+
+    def check(self, labels: Iterable[str | int], origin: str) -> None:
+        """``LabelError`` naming every label that is not a class, and listing the classes."""
+        unknown = sorted({str(label) for label in labels if self.resolve(label) is None})
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            classes = ", ".join(repr(c) for c in self.class_names)
+            raise LabelError(
+                f"{origin} {shown} {'is' if len(unknown) == 1 else 'are'} not a class of the model; "
+                f"its classes are {classes} (or their indices 0-{len(self.class_names) - 1})"
+            )
+
+
+def _csv_rows(f, path: Path):
+    reader = csv.DictReader(f)
+    if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+        raise LabelError(f"{path}: a CSV manifest needs a header with the columns path and label")
+    for row in reader:
+        if not row["path"] or row["label"] is None:
+            raise LabelError(f"{path}:{reader.line_num}: expected a path and a label")
+        yield reader.line_num, (row["path"], row["label"].strip())
+
+
+def _jsonl_rows(f, path: Path):
+    for line_no, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise LabelError(f"{path}:{line_no}: not JSON: {exc.msg}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or "label" not in row:
+            raise LabelError(f'{path}:{line_no}: expected {{"path": ..., "label": ...}}')
+        yield line_no, (row["path"], str(row["label"]))

@@ -1,0 +1,213 @@
+"""From input paths to ordered chunks of work: survey, shard, resume, labels.
+
+Every image of every input gets a global ``index`` (its position in the
+enumeration of all inputs, in the order given), the same whether a run is
+sharded or not, so shard outputs merge back into exactly the rows of one
+run. ``--shard I/N`` keeps the items whose ``source`` hashes to I modulo N:
+stable across machines and runs, independent of listing order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfclassify.client.inputs.labels import FOLDER, LabelError, LabelResolver, folder_label, normalise_member, read_manifest
+from tfclassify.client.inputs.sources import ArrayInput, FileRef, Input, InputError, Item
+
+
+def shard_of(source: str, num_shards: int) -> int:
+    """The shard (0..num_shards-1) that ``source`` belongs to."""
+    if num_shards == 1:
+        return 0
+    return _hash64(source) % num_shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N), with 0 <= I < N."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes I/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+@dataclass
+class Survey:
+    """What a listing pass over every input found (nothing is decoded)."""
+
+    total: int = 0  # images over all shards
+    shard_sizes: list[int] = field(default_factory=list)
+    #: Order-independent digest of every input's source name (sharded runs only): shards of one job share it.
+    digest: str = ""
+    labelled: int = 0  # images of this shard with a true label
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "shard_sizes": self.shard_sizes, "digest": self.digest}
+
+
+@dataclass
+class Chunk:
+    """Consecutive images of this shard, scored together as one batch."""
+
+    seq: int
+    indices: list[int]  # global index of each image
+    sources: list[str]
+    true: list[int | None]  # true class index, when known
+    refs: list = field(default_factory=list)  # FileRef per image (file inputs)
+    array: ArrayInput | None = None  # array inputs: the rows ``refs`` of this array
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class ScoringPlan:
+    """The images of one run: its inputs, where labels come from, and its shard."""
+
+    def __init__(
+        self, inputs: list[Input], labels: str | Path | None = None, shard: tuple[int, int] = (0, 1),
+        limit: int | None = None,
+    ) -> None:
+        if not inputs:
+            raise ValueError("no inputs to score")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.inputs = inputs
+        self.shard, self.num_shards = shard
+        self.labels_from = labels
+        self.limit = limit
+        self._manifest: dict[str, str] | None = None
+        if labels is not None and str(labels) != FOLDER:
+            self._manifest = read_manifest(Path(labels))
+
+    def identity(self) -> dict:
+        """What a resumed run must share with the run it continues."""
+        return {
+            "inputs": [i.identity() for i in self.inputs],
+            "labels": None if self.labels_from is None else str(self.labels_from),
+            "shard": [self.shard, self.num_shards],
+            "limit": self.limit,
+        }
+
+    def survey(self, resolver: LabelResolver) -> Survey:
+        """List every input once: count, shard sizes, digest; check every label against the model first.
+
+        Raises ``LabelError`` naming labels that are not classes of the model,
+        before anything is scored.
+        """
+        survey = Survey(shard_sizes=[0] * self.num_shards)
+        digest = 0
+        unknown: set[str] = set()
+        at_root = []
+        for _, item, label in self._labelled_items(with_data=False):
+            survey.total += 1
+            shard = shard_of(item.source, self.num_shards)
+            survey.shard_sizes[shard] += 1
+            if self.num_shards > 1:
+                digest = (digest + _hash64(item.source)) % (1 << 64)
+            if shard != self.shard:
+                continue
+            if label is None:
+                if self.labels_from == FOLDER and len(at_root) < 3:
+                    at_root.append(item.source)
+                continue
+            survey.labelled += 1
+            if resolver.resolve(label) is None:
+                unknown.add(str(label))
+        if survey.total == 0:
+            raise InputError(f"no images to score: {', '.join(str(i.path) for i in self.inputs)} hold no files")
+        if self.num_shards > 1:
+            survey.digest = f"{digest:016x}"
+        self._check_labels(resolver, unknown, at_root, survey)
+        return survey
+
+    def chunks(self, resolver: LabelResolver, batch_size: int, skip: int = 0) -> Iterator[Chunk]:
+        """This shard's images in order, ``batch_size`` at a time, after the first ``skip`` (a resumed run).
+
+        A chunk never spans two inputs, and chunks start at multiples of
+        ``batch_size`` among this shard's images, so a resumed run batches
+        the images it has left as an uninterrupted run would.
+        """
+        seq = 0
+        chunk: Chunk | None = None
+        position = 0  # among this shard's images
+        for index, (source, item, label) in enumerate(self._labelled_items(with_data=True)):
+            if self.num_shards > 1 and shard_of(item.source, self.num_shards) != self.shard:
+                continue
+            position += 1
+            if position <= skip:
+                continue
+            array = source if isinstance(source, ArrayInput) else None
+            if chunk is not None and ((position - 1) % batch_size == 0 or chunk.array is not array):
+                yield chunk
+                seq += 1
+                chunk = None
+            if chunk is None:
+                chunk = Chunk(seq, [], [], [], [], array)
+            chunk.indices.append(index)
+            chunk.sources.append(item.source)
+            chunk.true.append(None if label is None else resolver.resolve(label))
+            chunk.refs.append(item.ref)
+        if chunk is not None:
+            yield chunk
+
+    # -- helpers -------------------------------------------------------------
+    def _labelled_items(self, with_data: bool) -> Iterator[tuple[Input, Item, str | int | None]]:
+        """Every item of every input (the first ``limit``) with its raw true label (text or index), if any."""
+        remaining = self.limit if self.limit is not None else -1
+        for source in self.inputs:
+            for item in source.items(with_data=with_data):
+                if remaining == 0:
+                    return
+                remaining -= 1
+                if item.label is not None:
+                    label = item.label
+                elif self.labels_from == FOLDER:
+                    label = folder_label(item.member)
+                elif self._manifest is not None:
+                    label = self._manifest.get(normalise_member(item.member))
+                else:
+                    label = None
+                yield source, item, label
+
+    def _check_labels(self, resolver: LabelResolver, unknown: set[str], at_root: list[str], survey: Survey) -> None:
+        if self.labels_from == FOLDER:
+            if at_root:
+                raise LabelError(
+                    f"--labels folder: every image must sit in a folder named after its class, but "
+                    f"{', '.join(at_root)} {'is' if len(at_root) == 1 else 'are'} not in one"
+                )
+            resolver.check(unknown, "folder name")
+        elif self._manifest is not None:
+            if survey.labelled == 0 and survey.total:
+                example = next(iter(self._manifest))
+                raise LabelError(
+                    f"none of the images is listed in the manifest {self.labels_from} (it lists e.g. {example!r}); "
+                    "its paths must be relative to the folder or archive root, e.g. 'Shirt/0001.png'"
+                )
+            resolver.check(unknown, f"manifest {self.labels_from}: label")
+        else:
+            resolver.check(unknown, "true label")
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def array_rows(chunk: Chunk) -> np.ndarray:
+    """The pixels of an array chunk."""
+    assert chunk.array is not None
+    rows = chunk.refs
+    start = rows[0]
+    if rows[-1] - start + 1 == len(rows):
+        return chunk.array.images[start : start + len(rows)]
+    return chunk.array.images[np.asarray(rows)]
+
+
+__all__ = ["Chunk", "FileRef", "LabelError", "ScoringPlan", "Survey", "array_rows", "parse_shard", "shard_of"]

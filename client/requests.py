@@ -1,0 +1,152 @@
+"""Checks and request building shared by the sync and asyncio clients.
+
+Every bad argument raises the library's one exception type,
+``TfclassifyError`` with ``INVALID_ARGUMENT``, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import grpc
+import numpy as np
+
+from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.v1 import classifier_pb2 as pb
+
+#: gRPC name-resolver schemes passed through as they are (``dns:///host:port`` and friends).
+_URI_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.%\w]+\]|[^:\[\]/\s]+):(\d{1,5})$")
+
+
+def invalid(message: str) -> TfclassifyError:
+    """The error for a bad argument to the library."""
+    return TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def check_target(address: str) -> str:
+    """``address`` if it is ``HOST:PORT``, ``[IPv6]:PORT`` or a gRPC URI with a port; ``TfclassifyError`` otherwise.
+
+    gRPC itself would take ``localhost`` as ``localhost:443``: never what a tfclassify user means.
+    """
+    if not isinstance(address, str) or not address:
+        raise invalid(f"server address must be a non-empty string HOST:PORT, got {address!r}")
+    if address.startswith(_URI_SCHEMES):
+        if address.startswith(("dns:", "ipv4:", "ipv6:")):
+            hosts = address.split(":", 1)[1].lstrip("/").split(",")
+            if address.startswith("dns:") and "/" in hosts[0]:
+                hosts = [hosts[0].split("/", 1)[1]]  # dns://AUTHORITY/host:port
+            missing = [h for h in hosts if not _HOST_PORT.match(h)]
+            if missing:
+                raise invalid(f"server address {address!r}: {missing[0]!r} has no port (expected HOST:PORT)")
+        return address
+    if not _HOST_PORT.match(address):
+        raise invalid(
+            f"server address {address!r} is not HOST:PORT (e.g. localhost:8500, [::1]:8500 or dns:///name:8500)"
+        )
+    return address
+
+
+def model_spec(name: str, version: int | None = None, version_label: str | None = None) -> pb.ModelSpec:
+    """A ``ModelSpec`` naming a model and, optionally, a version or a label."""
+    if not isinstance(name, str) or not name:
+        raise invalid(f"model must be a non-empty model name, got {name!r}")
+    if version is not None and version_label is not None:
+        raise invalid("give a version or a version label, not both")
+    spec = pb.ModelSpec(name=name)
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
+            raise invalid(f"version must be a positive integer, got {version!r}")
+        spec.version = int(version)
+    elif version_label is not None:
+        spec.version_label = version_label
+    return spec
+
+
+def as_image_batch(images: object) -> np.ndarray:
+    """Check that ``images`` is a batch the API carries and return it as an array.
+
+    A batch is ``[N, H, W]``, ``[N, H, W, 1]`` or flattened ``[N, H*W]``, of
+    uint8 pixels (float32 for float-input models). Nothing is guessed: a
+    single image is a batch of one (``image[np.newaxis]``).
+    """
+    if not isinstance(images, np.ndarray):
+        raise invalid(
+            f"images must be a numpy array of uint8 pixels [N, H, W], got {type(images).__name__}: "
+            "convert with np.asarray(images, dtype=np.uint8)"
+        )
+    if images.dtype != np.uint8 and images.dtype != np.float32:
+        raise invalid(
+            f"images must be uint8 pixels 0-255 (or float32 for float-input models), got {images.dtype}: "
+            "convert with images.astype(np.uint8)"
+        )
+    shape = list(images.shape)
+    if images.ndim == 1:
+        raise invalid(f"images {shape} is one flattened image; send a batch: images[np.newaxis] ([1, {shape[0]}])")
+    if images.ndim == 2 and math.isqrt(shape[1]) ** 2 != shape[1]:
+        raise invalid(
+            f"a 2-D array is a batch of flattened square images [N, H*W], but {shape} rows of {shape[1]} pixels "
+            "are not square images; to send one image [H, W], send image[np.newaxis]"
+        )
+    if images.ndim not in (2, 3, 4) or (images.ndim == 4 and shape[3] != 1):
+        raise invalid(f"images must be a batch [N, H, W], [N, H, W, 1] or [N, H*W], got shape {shape}")
+    if shape[0] == 0:
+        raise invalid("images is an empty batch: send 1 or more images")
+    return images
+
+
+def check_top_k(top_k: object) -> int:
+    """``top_k`` as an int >= 0."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise invalid(f"top_k must be an integer >= 0 (0: no ranked classes), got {top_k!r}")
+    return int(top_k)
+
+
+def classify_request(
+    images: object,
+    model: str,
+    version: int | None,
+    version_label: str | None,
+    top_k: int,
+    return_probabilities: bool,
+    omit_labels: bool,
+) -> pb.ClassifyRequest:
+    """A checked ``ClassifyRequest`` for a batch of pixels."""
+    request = pb.ClassifyRequest(
+        model_spec=model_spec(model, version, version_label),
+        top_k=check_top_k(top_k),
+        return_probabilities=bool(return_probabilities),
+        omit_labels=bool(omit_labels),
+    )
+    to_tensor_proto(as_image_batch(images), out=request.tensor)  # content last: see to_tensor_proto
+    return request
+
+
+def encoded_request(
+    images: object, model: str, version: int | None, version_label: str | None, top_k: int, return_probabilities: bool
+) -> pb.ClassifyRequest:
+    """A checked ``ClassifyRequest`` for encoded image files."""
+    if isinstance(images, (bytes, str)) or not all(isinstance(i, (bytes, bytearray)) for i in images):
+        raise invalid("encoded images must be a sequence of bytes objects, one file each")
+    if not images:
+        raise invalid("no encoded images: send 1 or more files")
+    return pb.ClassifyRequest(
+        model_spec=model_spec(model, version, version_label),
+        encoded=pb.EncodedImages(images=[bytes(i) for i in images]),
+        top_k=check_top_k(top_k),
+        return_probabilities=bool(return_probabilities),
+    )
+
+
+def channel_options(max_message_bytes: int, target: str, extra=()) -> list[tuple[str, object]]:
+    """Channel options: message size limits, and round-robin over every address of a multi-address target."""
+    options: list[tuple[str, object]] = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    if target.startswith(("dns:", "ipv4:", "ipv6:")):
+        # One HTTP/2 connection per resolved address, requests spread over them; a dead one is skipped.
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    return [*options, *extra]

@@ -1,0 +1,227 @@
+"""The scoring pipeline: inputs -> decoding pool -> batches -> RPCs in flight -> results in order.
+
+Bounded at every stage: at most ``window`` chunks exist between the reader
+and the consumer (each at most ``batch_size`` images), and at most
+``in_flight`` RPCs are on the wire, so memory stays flat whatever the size of
+the input. Results come out in input order, every image exactly once: a
+chunk is yielded once, after its RPCs (retried as often as needed) have
+answered; a server that refuses an image (INVALID_ARGUMENT) gets the batch
+again in halves until the refused image is alone, and that image is
+recorded as skipped with the server's message while the rest are scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.inputs.decode import ConversionSpec
+from tfclassify.client.inputs.labels import LabelResolver
+from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows
+from tfclassify.client.inputs.workers import DecodePool, available_cpus
+from tfclassify.client.results import ClassifyResult, ModelInfo
+from tfclassify.client.scoring.servers import RetryPolicy, ServerPool
+
+#: Below this many image files a run decodes on threads: starting worker processes costs ~0.15 s.
+PROCESS_POOL_MIN_FILES = 4096
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How to score: the model, batching, concurrency, conversion and retries."""
+
+    model: str
+    version: int | None = None
+    version_label: str | None = None
+    top_k: int = 0
+    #: Images per RPC; 0 picks the largest power of two up to 4096 that makes 8 or more batches.
+    batch_size: int = 0
+    in_flight: int = 4
+    #: Decoding processes; None: one per CPU for large runs, threads for small ones; 0: threads.
+    decode_workers: int | None = None
+    invert: str = "auto"
+    timeout: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 0 or self.in_flight < 1 or self.top_k < 0:
+            raise ValueError("batch_size must be >= 0, in_flight >= 1 and top_k >= 0")
+
+    def identity(self) -> dict:
+        """The options that change the output's rows (a resumed run must share them)."""
+        return {"model": self.model, "version": self.version, "version_label": self.version_label,
+                "top_k": self.top_k, "invert": self.invert}
+
+
+@dataclass
+class ChunkResult:
+    """The outcome of one chunk, one row per image in input order."""
+
+    chunk: Chunk
+    classes: np.ndarray  # [n] int32, -1 where skipped
+    scores: np.ndarray  # [n] float32
+    top_k_classes: np.ndarray  # [n, k] int32
+    top_k_scores: np.ndarray  # [n, k] float32
+    versions: np.ndarray  # [n] int64, 0 where skipped
+    skipped: dict[int, str]  # position in the chunk -> reason
+
+    def __len__(self) -> int:
+        return len(self.chunk)
+
+
+def auto_batch_size(n: int, largest: int = 4096, smallest: int = 256, batches: int = 8) -> int:
+    """The largest power of two in [smallest, largest] that splits ``n`` images into ``batches`` or more."""
+    size = largest
+    while size > smallest and n < size * batches:
+        size //= 2
+    return size
+
+
+class Scorer:
+    """Scores the images of a ``ScoringPlan`` against one or more servers (asyncio).
+
+    >>> scorer = Scorer(["localhost:8500"], ScoringOptions(model="fashion_mnist"))
+    >>> await scorer.start(plan)            # metadata, listing, label check
+    >>> async for result in scorer.results():
+    ...     ...
+    >>> await scorer.close()
+    """
+
+    def __init__(self, servers: list[str], options: ScoringOptions) -> None:
+        self.options = options
+        self.servers = ServerPool(servers, timeout=options.timeout, retry=options.retry)
+        self.model: ModelInfo | None = None
+        self.survey: Survey | None = None
+        self.batch_size = options.batch_size
+        self._plan: ScoringPlan | None = None
+        self._resolver: LabelResolver | None = None
+        self._decoder: DecodePool | None = None
+        self._spec: ConversionSpec | None = None
+
+    @property
+    def decoder_kind(self) -> str:
+        return self._decoder.kind if self._decoder else "none"
+
+    async def start(self, plan: ScoringPlan) -> Survey:
+        """Fetch the model's metadata, list the inputs and check their labels; nothing is scored yet."""
+        o = self.options
+        self.model = await self.servers.model_metadata(o.model, o.version, o.version_label)
+        self._resolver = LabelResolver(self.model.labels)
+        self._plan = plan
+        self.survey = await asyncio.to_thread(plan.survey, self._resolver)
+        height, width = _image_size(self.model)
+        self._spec = ConversionSpec(height, width, o.invert)
+        shard_size = self.survey.shard_sizes[plan.shard]
+        self.batch_size = o.batch_size or auto_batch_size(shard_size)
+        if any(not i.is_array for i in plan.inputs):
+            workers = o.decode_workers
+            if workers is None:
+                workers = available_cpus() if shard_size >= PROCESS_POOL_MIN_FILES else 0
+            self._decoder = DecodePool(workers)
+        return self.survey
+
+    async def results(self, skip: int = 0) -> AsyncIterator[ChunkResult]:
+        """The results of this shard's chunks, in order, after its first ``skip`` images."""
+        assert self._plan is not None and self._resolver is not None, "start() first"
+        loop = asyncio.get_running_loop()
+        reader = ThreadPoolExecutor(1, thread_name_prefix="tfclassify-reader")  # archives are read in order
+        chunks = self._plan.chunks(self._resolver, self.batch_size, skip)
+        rpc_slots = asyncio.Semaphore(self.options.in_flight)
+        window: deque[asyncio.Task] = deque()
+        limit = self.options.in_flight + 2 * max(1, self._decoder.workers if self._decoder else 1)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(window) < limit:
+                    chunk = await loop.run_in_executor(reader, next, chunks, None)
+                    if chunk is None:
+                        exhausted = True
+                    else:
+                        window.append(asyncio.create_task(self._score_chunk(chunk, rpc_slots)))
+                if not window:
+                    return
+                yield await window.popleft()
+        finally:
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
+            await loop.run_in_executor(reader, chunks.close)
+            reader.shutdown(wait=False)
+
+    async def close(self) -> None:
+        """Stop the decoding workers and close the channels."""
+        if self._decoder is not None:
+            await asyncio.to_thread(self._decoder.close)
+            self._decoder = None
+        await self.servers.close()
+
+    # -- one chunk -----------------------------------------------------------
+    async def _score_chunk(self, chunk: Chunk, rpc_slots: asyncio.Semaphore) -> ChunkResult:
+        n, k = len(chunk), self.options.top_k
+        skipped: dict[int, str] = {}
+        if chunk.array is not None:
+            pixels = array_rows(chunk)
+            scored_at = list(range(n))
+        else:
+            assert self._decoder is not None and self._spec is not None
+            pixels, failed = await asyncio.wrap_future(self._decoder.submit(chunk.refs, self._spec))
+            skipped.update(failed)
+            scored_at = [p for p in range(n) if p not in skipped]
+        result = ChunkResult(
+            chunk, np.full(n, -1, np.int32), np.zeros(n, np.float32), np.full((n, k), -1, np.int32),
+            np.zeros((n, k), np.float32), np.zeros(n, np.int64), skipped,
+        )
+        if scored_at:
+            async with rpc_slots:
+                await self._classify_into(result, pixels, scored_at)
+        return result
+
+    async def _classify_into(self, result: ChunkResult, pixels: np.ndarray, positions: list[int]) -> None:
+        """Classify ``pixels`` (the images at ``positions`` of the chunk) into ``result``, halving on refusal."""
+        o = self.options
+        try:
+            answer: ClassifyResult = await self.servers.classify(
+                pixels, o.model, version=o.version, version_label=o.version_label, top_k=o.top_k
+            )
+        except TfclassifyError as exc:
+            if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+                first, last = result.chunk.indices[positions[0]], result.chunk.indices[positions[-1]]
+                raise TfclassifyError(exc.code, f"images {first}..{last}: {exc.details}") from exc
+            if len(positions) == 1:
+                result.skipped[positions[0]] = f"refused by the server: {exc.details}"
+                return
+            half = len(positions) // 2
+            await self._classify_into(result, pixels[:half], positions[:half])
+            await self._classify_into(result, pixels[half:], positions[half:])
+            return
+        if len(answer) != len(positions):
+            raise TfclassifyError(
+                grpc.StatusCode.INTERNAL, f"server answered {len(answer)} results for {len(positions)} images"
+            )
+        at = np.asarray(positions)
+        result.classes[at] = answer.classes
+        result.scores[at] = answer.scores
+        result.versions[at] = answer.version
+        if o.top_k:
+            result.top_k_classes[at] = answer.top_k_classes
+            result.top_k_scores[at] = answer.top_k_scores
+
+
+def _image_size(model: ModelInfo) -> tuple[int, int]:
+    """(height, width) of the model's images, from one image's shape ([H, W], [H, W, 1] or [H*W])."""
+    dims = model.input_shape
+    if len(dims) >= 2:
+        return dims[0], dims[1]
+    side = math.isqrt(dims[0]) if dims else 0
+    if side * side != (dims[0] if dims else -1):
+        raise TfclassifyError(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"model {model.name!r} takes input {list(dims)}, not square images")
+    return side, side

@@ -1,0 +1,250 @@
+"""Predictions written as the run goes, a run record beside them, resume, and reading them back.
+
+The rows go to a JSON Lines file, one line per image in input order, each
+chunk in one ``write`` as soon as it is scored: a crash (even SIGKILL)
+leaves a valid prefix, at worst followed by a partial line that a resumed
+run cuts off. ``--output x.parquet`` writes the same JSONL to a hidden
+journal beside it and converts it to Parquet at the end (a Parquet file is
+only readable once its footer is written). ``x.<ext>.run.json``, the run
+record, says what was run (inputs, model, shard, options) and, once done,
+``complete: true`` with the counts; resume and merge read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tfclassify.client.scoring.engine import ChunkResult
+
+FORMAT = "tfclassify-predictions/1"
+PARQUET_ROWS_PER_GROUP = 65536
+
+
+class OutputError(ValueError):
+    """The output cannot be written or continued as asked."""
+
+
+def chunk_rows(result: ChunkResult, labels: list[str], model: str) -> Iterator[dict]:
+    """The output rows of one chunk: scored images, and skipped files with their reason."""
+    chunk = result.chunk
+    classes, scores, versions = result.classes.tolist(), result.scores.tolist(), result.versions.tolist()
+    k = result.top_k_classes.shape[1]
+    top_classes, top_scores = (result.top_k_classes.tolist(), result.top_k_scores.tolist()) if k else ([], [])
+    for p in range(len(chunk)):
+        row: dict = {"index": chunk.indices[p], "source": chunk.sources[p]}
+        true = chunk.true[p]
+        if true is not None:
+            row["true_class"] = true
+            row["true_label"] = labels[true]
+        reason = result.skipped.get(p)
+        if reason is not None:
+            row["skipped"] = reason
+            yield row
+            continue
+        c = classes[p]
+        row["class"] = c
+        row["label"] = labels[c]
+        row["score"] = round(scores[p], 6)
+        if k:
+            row["top_k"] = [
+                {"class": tc, "label": labels[tc], "score": round(ts, 6)} for tc, ts in zip(top_classes[p], top_scores[p])
+            ]
+        row["model"] = model
+        row["version"] = versions[p]
+        yield row
+
+
+def dump_row(row: dict) -> str:
+    """One JSONL line (with its newline)."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def record_path(output: Path) -> Path:
+    """The run record beside ``output``."""
+    return output.with_name(output.name + ".run.json")
+
+
+def read_record(output: Path) -> dict:
+    """The run record of ``output``; ``OutputError`` when it has none."""
+    path = record_path(output)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputError(f"{output}: no run record {path.name} beside it (not written by tfclassify score?)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OutputError(f"{path}: unreadable run record: {exc}") from exc
+    if record.get("format") != FORMAT:
+        raise OutputError(f"{path}: not a {FORMAT} run record")
+    return record
+
+
+def write_record(output: Path, record: dict) -> None:
+    """Write the run record atomically (temporary file, then rename)."""
+    _atomic_write(record_path(output), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+
+
+class PredictionsWriter:
+    """Writes rows to ``output`` (``.jsonl``, or ``.parquet`` through a journal) chunk by chunk."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.parquet = output.suffix.lower() == ".parquet"
+        self.journal = output.with_name(f".{output.name}.journal.jsonl") if self.parquet else output
+        self.rows = 0
+        self._file = None
+
+    def create(self, record: dict, overwrite: bool) -> None:
+        """Start a new output; refuse to replace an existing one unless ``overwrite``."""
+        if self.parquet:
+            _check_pyarrow()
+        if not overwrite and (self.output.exists() or self.journal.exists()):
+            raise OutputError(
+                f"{self.output} exists: continue that run with --resume, or replace it with --overwrite"
+            )
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        if self.parquet:
+            self.output.unlink(missing_ok=True)
+        write_record(self.output, record)
+        self._file = open(self.journal, "w", encoding="utf-8")
+
+    def resume(self, identity: dict) -> dict:
+        """Continue an interrupted output; returns its run record. Cuts a partial last line off."""
+        if self.parquet:
+            _check_pyarrow()
+        record = read_record(self.output)
+        if record.get("identity") != identity:
+            differs = sorted(k for k in {*identity, *record.get("identity", {})}
+                             if identity.get(k) != record.get("identity", {}).get(k))
+            raise OutputError(
+                f"{self.output} was written by a different command (it differs in: {', '.join(differs)}); "
+                "run the original command with --resume, or start again with --overwrite"
+            )
+        if record.get("complete"):
+            raise OutputError(f"{self.output} is already complete ({record.get('rows')} rows): nothing to resume")
+        if not self.journal.exists():
+            raise OutputError(f"{self.journal}: missing, so {self.output} cannot be resumed; start again with --overwrite")
+        self.rows = _cut_partial_line(self.journal)
+        self._file = open(self.journal, "a", encoding="utf-8")
+        return record
+
+    def write(self, rows: Iterator[dict]) -> int:
+        """Append rows (one chunk) in one write, flushed to the OS; returns how many."""
+        lines = [dump_row(row) for row in rows]
+        self._file.write("".join(lines))
+        self._file.flush()
+        self.rows += len(lines)
+        return len(lines)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def finish(self, record: dict) -> None:
+        """Close; for Parquet, convert the journal; then mark the run record complete."""
+        self.close()
+        if self.parquet:
+            jsonl_to_parquet(self.journal, self.output)
+            self.journal.unlink()
+        write_record(self.output, {**record, "complete": True, "rows": self.rows})
+
+
+def read_rows(output: Path) -> Iterator[dict]:
+    """The rows of an output (JSONL, its Parquet journal while incomplete, or Parquet), in order."""
+    if output.suffix.lower() == ".parquet":
+        journal = output.with_name(f".{output.name}.journal.jsonl")
+        if not output.exists() and journal.exists():
+            yield from read_rows(journal)
+            return
+        yield from _parquet_rows(output)
+        return
+    with open(output, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                return  # a partial line left by a crash
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise OutputError(f"{output}:{line_no}: not a JSON line: {exc.msg}") from exc
+
+
+def jsonl_to_parquet(jsonl: Path, parquet: Path) -> None:
+    """Convert rows from JSONL to Parquet in bounded row groups (temporary file, then rename)."""
+    pa, pq = _check_pyarrow()
+    schema = parquet_schema(pa)
+    fd, tmp = tempfile.mkstemp(prefix=f".{parquet.name}.", dir=parquet.parent)
+    os.close(fd)
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            batch: list[dict] = []
+            for row in read_rows(jsonl):
+                batch.append(row)
+                if len(batch) >= PARQUET_ROWS_PER_GROUP:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    batch = []
+            if batch:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        os.replace(tmp, parquet)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def parquet_schema(pa):
+    """The Parquet columns: the JSONL keys, absent values as nulls."""
+    ranked = pa.struct([("class", pa.int32()), ("label", pa.string()), ("score", pa.float64())])
+    return pa.schema([
+        ("index", pa.int64()), ("source", pa.string()), ("true_class", pa.int32()), ("true_label", pa.string()),
+        ("class", pa.int32()), ("label", pa.string()), ("score", pa.float64()), ("top_k", pa.list_(ranked)),
+        ("model", pa.string()), ("version", pa.int64()), ("skipped", pa.string()),
+    ])
+
+
+def _parquet_rows(path: Path) -> Iterator[dict]:
+    _, pq = _check_pyarrow()
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_ROWS_PER_GROUP):
+        for row in batch.to_pylist():
+            yield {k: v for k, v in row.items() if v is not None}
+
+
+def _check_pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise OutputError("Parquet output needs pyarrow: pip install 'tfclassify[parquet]' (or write .jsonl)") from None
+    return pa, pq
+
+
+def _cut_partial_line(path: Path) -> int:
+    """Truncate ``path`` after its last complete line; returns the number of complete lines."""
+    lines = 0
+    last_end = 0
+    with open(path, "rb") as f:
+        position = 0
+        while block := f.read(1 << 20):
+            lines += block.count(b"\n")
+            end = block.rfind(b"\n")
+            if end >= 0:
+                last_end = position + end + 1
+            position += len(block)
+    if last_end != position:
+        with open(path, "r+b") as f:
+            f.truncate(last_end)
+    return lines
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
