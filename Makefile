@@ -4,7 +4,7 @@ VENV ?= .venv
 TRITON_VENV ?= .venv-triton
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-oip proto clean
+.PHONY: setup demo test bench bench-archive bench-oip proto clean
 
 setup:
 	@VENV=$(VENV) TRITON_VENV=$(TRITON_VENV) bash scripts/setup.sh
@@ -17,6 +17,9 @@ test: setup
 
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
+
+bench-archive: setup
+	$(PY) -m bench.archive $(BENCH_ARGS)
 
 bench-oip: setup
 	TRITON_VENV=$(TRITON_VENV) $(PY) -m bench.perf_analyzer $(BENCH_ARGS)

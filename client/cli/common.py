@@ -7,11 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.labels import LabelError
 from tfclassify.client.inputs.sources import InputError
+from tfclassify.client.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.scoring.output import OutputError
 
 DEFAULT_SERVER = "localhost:8500"
@@ -75,6 +77,23 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         # The reader of our output went away (`tfclassify score ... | head`): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def print_report(summary: RowSummary, labels: list[str], run: dict, report_path: Path | None) -> int:
+    """Print the report of an output file's rows (and write it as JSON); returns the exit status:
+    ``EXIT_SKIPPED`` when some files were skipped."""
+    report = report_from_rows(summary, labels, run=run)
+    if report is None:
+        print("no true labels: accuracy not computed")
+        for line in format_skipped(summary.skipped, summary.skipped_files):
+            print(line)
+    else:
+        print()
+        print(report.format_text())
+        if report_path:
+            report.write_json(report_path)
+            print(f"\nreport written to {report_path}")
+    return EXIT_SKIPPED if summary.skipped else EXIT_OK
 
 
 def _fail(message: str, status: int = 1) -> int:

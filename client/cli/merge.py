@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import EXIT_OK, EXIT_SKIPPED
-from tfclassify.client.report import format_skipped, report_from_rows, summarize_rows
+from tfclassify.client.cli.common import print_report
+from tfclassify.client.report import summarize_rows
 from tfclassify.client.scoring.merge import merge_outputs
 from tfclassify.client.scoring.output import read_rows
 
@@ -31,15 +31,4 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize_rows(read_rows(args.output))
     print(f"merged {len(args.outputs)} shards into {args.output}: {summary.rows} images, {summary.skipped} skipped")
     run_info = {"merged_from": record["merged_from"], "model": record["model"]["name"], "versions": summary.versions}
-    report = report_from_rows(summary, record["model"]["labels"], run=run_info)
-    if report is None:
-        print("no true labels: accuracy not computed")
-        for line in format_skipped(summary.skipped, summary.skipped_files):
-            print(line)
-    else:
-        print()
-        print(report.format_text())
-        if args.report:
-            report.write_json(args.report)
-            print(f"\nreport written to {args.report}")
-    return EXIT_SKIPPED if summary.skipped else EXIT_OK
+    return print_report(summary, record["model"]["labels"], run_info, args.report)

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_SKIPPED, CliError, add_server_arguments
+from tfclassify.client.cli.common import EXIT_INTERRUPTED, CliError, add_server_arguments, print_report
 from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.decode import INVERT_CHOICES
 from tfclassify.client.inputs.labels import FOLDER
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard
 from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
-from tfclassify.client.report import format_skipped, report_from_rows
 from tfclassify.client.scoring.engine import ScoringOptions
 from tfclassify.client.scoring.job import Interrupted, JobResult, resume_hint, run_job
 from tfclassify.client.scoring.servers import RetryPolicy
@@ -76,6 +75,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--max-retries", type=int, default=6, help="retries of a batch on UNAVAILABLE, "
                         "RESOURCE_EXHAUSTED or CANCELLED, with exponential backoff [default: %(default)s]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    parser.add_argument("--progress-interval", type=float, default=5.0, metavar="SECONDS",
+                        help="when not on a terminal: seconds between progress lines [default: %(default)s]")
     parser.set_defaults(run=run)
 
 
@@ -151,7 +152,7 @@ async def _run_cancellable(plan, servers, options, args) -> JobResult:
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
         return await run_job(plan, servers, options, args.output, resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, progress_interval=args.progress_interval)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
@@ -175,15 +176,4 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
         "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
         "retries": record.get("retries", 0), "decoding": record.get("decoding"),
     }
-    report = report_from_rows(summary, record["model"]["labels"], run=run_info)
-    if report is None:
-        print("no true labels: accuracy not computed")
-        for line in format_skipped(summary.skipped, summary.skipped_files):
-            print(line)
-    else:
-        print()
-        print(report.format_text())
-        if args.report:
-            report.write_json(args.report)
-            print(f"\nreport written to {args.report}")
-    return EXIT_SKIPPED if summary.skipped else EXIT_OK
+    return print_report(summary, record["model"]["labels"], run_info, args.report)

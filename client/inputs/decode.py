@@ -69,7 +69,7 @@ def decode_image(data: bytes, spec: ConversionSpec, formats: tuple[str, ...] | N
             img.draft("L", (spec.width, spec.height))
         gray = _to_grayscale(img)
     except Image.DecompressionBombError as exc:  # Pillow's own limit, checked inside open()
-        raise ImageDecodeError(f"decompression bomb, not decoded: {exc}") from exc
+        raise ImageDecodeError(f"image declares too many pixels (a decompression bomb?): not decoded ({exc})") from exc
     except UnidentifiedImageError:
         raise ImageDecodeError("not an image (no format that Pillow reads recognises it)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:

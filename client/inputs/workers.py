@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -52,9 +53,22 @@ def _ready() -> None:
     """Nothing: submitted once per worker to start them all."""
 
 
-def _ignore_sigint() -> None:
-    # Ctrl-C reaches the whole process group: the parent stops the run cleanly, workers must not print tracebacks.
+def _init_worker(scorer_pid: int) -> None:
+    # Ctrl-C reaches the whole process group: the scorer stops the run cleanly, workers must not print tracebacks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A scorer killed with SIGKILL cannot stop its workers: they notice it is gone and leave.
+    threading.Thread(target=_exit_with, args=(scorer_pid,), name="tfclassify-watchdog", daemon=True).start()
+
+
+def _exit_with(pid: int, interval: float = 0.5) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # alive, someone else's: cannot be ours any more
+            os._exit(0)
 
 
 def _open_files() -> dict[str, object]:
@@ -115,7 +129,7 @@ class DecodePool:
 def _start_processes(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),))
     # Start every worker now (each submit finds no idle worker and starts one), not on first use.
     for future in [pool.submit(_ready) for _ in range(workers)]:
         future.result()

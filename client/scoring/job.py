@@ -49,6 +49,7 @@ async def run_job(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    progress_interval: float = 5.0,
 ) -> JobResult:
     """Score ``plan`` into ``output`` (a temporary file when None) and summarize the output file.
 
@@ -58,7 +59,8 @@ async def run_job(
     """
     if output is None:
         with tempfile.TemporaryDirectory(prefix="tfclassify-score-") as tmp:
-            return await run_job(plan, servers, options, Path(tmp) / "predictions.jsonl", progress=progress)
+            return await run_job(plan, servers, options, Path(tmp) / "predictions.jsonl", progress=progress,
+                                 progress_interval=progress_interval)
     started = time.monotonic()
     scorer = Scorer(servers, options)
     writer = PredictionsWriter(output)
@@ -80,7 +82,7 @@ async def run_job(
         if writer.rows > shard_size:
             raise OutputError(f"{output} holds {writer.rows} rows but this shard has {shard_size} images")
         done_before = writer.rows
-        meter = Progress(shard_size, done_before, enabled=progress)
+        meter = Progress(shard_size, done_before, enabled=progress, interval=progress_interval)
         labels, model = list(scorer.model.labels), scorer.model.name
         try:
             async for result in scorer.results(skip=done_before):
