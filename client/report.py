@@ -180,11 +180,12 @@ class RowSummary:
     """What the rows of a predictions file hold, as arrays for ``build_report``."""
 
     rows: int = 0
-    true: list[int] = field(default_factory=list)
-    predicted: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
+    # One entry per labelled image: kept out of repr (asyncio formats a finished task's result).
+    true: list[int] = field(default_factory=list, repr=False)
+    predicted: list[int] = field(default_factory=list, repr=False)
+    scores: list[float] = field(default_factory=list, repr=False)
+    sources: list[str] = field(default_factory=list, repr=False)
+    indices: list[int] = field(default_factory=list, repr=False)
     unlabelled: int = 0
     skipped: int = 0
     skipped_files: list[SkippedFile] = field(default_factory=list)

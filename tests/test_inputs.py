@@ -200,3 +200,18 @@ def test_missing_and_unreadable_inputs_are_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no images to score"):
         ScoringPlan([open_input(tmp_path / "empty")]).survey(LabelResolver(FASHION_LABELS))
+
+
+def test_fast_rows_are_exactly_what_json_dumps_writes():
+    from tfclassify.client.inputs.plan import Chunk
+    from tfclassify.client.scoring.engine import ChunkResult
+    from tfclassify.client.scoring.output import chunk_rows, chunk_text, dump_row
+
+    names = ['say "hi"', "naïve/ünï", "tab\there", "T-shirt/top"]
+    sources = ["a.zip/x.png", 'q"uote\\.png', "日本/画像.png", "new\nline.png"]
+    chunk = Chunk(0, [5, 6, 7, 8], sources, [1, None, 3, 0], [], None)
+    scores = np.array([0.5, 1 / 3, 1e-7, 0.99999999], np.float32)
+    for k, skipped in ((0, {}), (0, {2: "empty file"}), (2, {})):
+        result = ChunkResult(chunk, np.array([0, 1, 2, 3], np.int32), scores, np.tile([[3, 0]], (4, 1))[:, :k],
+                             np.full((4, 2), 0.25, np.float32)[:, :k], np.array([1, 1, 2, 2]), skipped)
+        assert chunk_text(result, names, "m\u00e9") == "".join(dump_row(r) for r in chunk_rows(result, names, "m\u00e9"))

@@ -167,6 +167,7 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
         f"scored {summary.scored} images of {names}{shard}{resumed} with {args.model} version {versions} in "
         f"{result.seconds:.2f} s: {result.images_per_second:,.0f} images/s"
         + (f"; {summary.skipped} skipped" if summary.skipped else "")
+        + f" (+{result.prepare_seconds:.2f} s listing and checking the inputs)"
     )
     if args.output:
         print(f"predictions: {args.output} ({summary.rows} rows)")
@@ -174,6 +175,7 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
         "servers": record.get("servers"), "model": args.model, "versions": summary.versions,
         "inputs": [i.name for i in plan.inputs], "shard": record.get("shard"), "split": args.split if args.dataset else "",
         "seconds": round(result.seconds, 3), "images_per_second": round(result.images_per_second, 1),
+        "prepare_seconds": round(result.prepare_seconds, 3),
         "retries": record.get("retries", 0), "decoding": record.get("decoding"),
     }
     return print_report(summary, record["model"]["labels"], run_info, args.report)

@@ -104,22 +104,32 @@ class ScoringPlan:
         survey = Survey(shard_sizes=[0] * self.num_shards)
         digest = 0
         unknown: set[str] = set()
-        at_root = []
-        for _, item, label in self._labelled_items(with_data=False):
-            survey.total += 1
-            shard = shard_of(item.source, self.num_shards)
-            survey.shard_sizes[shard] += 1
-            if self.num_shards > 1:
-                digest = (digest + _hash64(item.source)) % (1 << 64)
-            if shard != self.shard:
+        at_root: list[str] = []
+        for source in self.inputs:
+            if self._is_whole_array(source):
+                n = self._take(source, survey.total)
+                survey.total += n
+                survey.shard_sizes[0] += n
+                if source.labels is not None:
+                    labels = source.labels[:n]
+                    survey.labelled += n
+                    unknown.update(str(v) for v in np.unique(labels[(labels < 0) | (labels >= len(resolver.class_names))]))
                 continue
-            if label is None:
-                if self.labels_from == FOLDER and len(at_root) < 3:
-                    at_root.append(item.source)
-                continue
-            survey.labelled += 1
-            if resolver.resolve(label) is None:
-                unknown.add(str(label))
+            for item, label in self._items_of(source, with_data=False, first_index=survey.total):
+                survey.total += 1
+                shard = shard_of(item.source, self.num_shards)
+                survey.shard_sizes[shard] += 1
+                if self.num_shards > 1:
+                    digest = (digest + _hash64(item.source)) % (1 << 64)
+                if shard != self.shard:
+                    continue
+                if label is None:
+                    if self.labels_from == FOLDER and len(at_root) < 3:
+                        at_root.append(item.source)
+                    continue
+                survey.labelled += 1
+                if resolver.resolve(label) is None:
+                    unknown.add(str(label))
         if survey.total == 0:
             raise InputError(f"no images to score: {', '.join(str(i.path) for i in self.inputs)} hold no files")
         if self.num_shards > 1:
@@ -134,47 +144,64 @@ class ScoringPlan:
         ``batch_size`` among this shard's images, so a resumed run batches
         the images it has left as an uninterrupted run would.
         """
-        seq = 0
-        chunk: Chunk | None = None
-        position = 0  # among this shard's images
-        for index, (source, item, label) in enumerate(self._labelled_items(with_data=True)):
-            if self.num_shards > 1 and shard_of(item.source, self.num_shards) != self.shard:
+        seq = index = position = 0  # global index; position among this shard's images
+        for source in self.inputs:
+            if self._is_whole_array(source):
+                n = self._take(source, index)
+                start = max(0, skip - position)
+                while start < n:
+                    stop = min(n, start + batch_size - (position + start) % batch_size)
+                    yield _array_chunk(seq, source, start, stop, index)
+                    seq, start = seq + 1, stop
+                index, position = index + n, position + n
                 continue
-            position += 1
-            if position <= skip:
-                continue
-            array = source if isinstance(source, ArrayInput) else None
-            if chunk is not None and ((position - 1) % batch_size == 0 or chunk.array is not array):
+            chunk: Chunk | None = None
+            for item, label in self._items_of(source, with_data=True, first_index=index):
+                index += 1
+                if self.num_shards > 1 and shard_of(item.source, self.num_shards) != self.shard:
+                    continue
+                position += 1
+                if position <= skip:
+                    continue
+                if chunk is not None and (position - 1) % batch_size == 0:
+                    yield chunk
+                    seq, chunk = seq + 1, None
+                if chunk is None:
+                    chunk = Chunk(seq, [], [], [], [], source if isinstance(source, ArrayInput) else None)
+                chunk.indices.append(index - 1)
+                chunk.sources.append(item.source)
+                chunk.true.append(None if label is None else resolver.resolve(label))
+                chunk.refs.append(item.ref)
+            if chunk is not None:
                 yield chunk
                 seq += 1
-                chunk = None
-            if chunk is None:
-                chunk = Chunk(seq, [], [], [], [], array)
-            chunk.indices.append(index)
-            chunk.sources.append(item.source)
-            chunk.true.append(None if label is None else resolver.resolve(label))
-            chunk.refs.append(item.ref)
-        if chunk is not None:
-            yield chunk
 
     # -- helpers -------------------------------------------------------------
-    def _labelled_items(self, with_data: bool) -> Iterator[tuple[Input, Item, str | int | None]]:
-        """Every item of every input (the first ``limit``) with its raw true label (text or index), if any."""
-        remaining = self.limit if self.limit is not None else -1
-        for source in self.inputs:
-            for item in source.items(with_data=with_data):
-                if remaining == 0:
-                    return
-                remaining -= 1
-                if item.label is not None:
-                    label = item.label
-                elif self.labels_from == FOLDER:
-                    label = folder_label(item.member)
-                elif self._manifest is not None:
-                    label = self._manifest.get(normalise_member(item.member))
-                else:
-                    label = None
-                yield source, item, label
+    def _is_whole_array(self, source: Input) -> bool:
+        """An array input of an unsharded run: handled by slices, without an ``Item`` per row."""
+        return isinstance(source, ArrayInput) and self.num_shards == 1
+
+    def _take(self, source: ArrayInput, before: int) -> int:
+        """How many rows of ``source`` are within ``limit``, ``before`` images coming first."""
+        n = len(source.images)
+        return n if self.limit is None else max(0, min(n, self.limit - before))
+
+    def _items_of(self, source: Input, with_data: bool, first_index: int) -> Iterator[tuple[Item, str | int | None]]:
+        """The items of one input, the ``first_index``-th image of the run first, with their raw true labels."""
+        remaining = -1 if self.limit is None else max(0, self.limit - first_index)
+        for item in source.items(with_data=with_data):
+            if remaining == 0:
+                return
+            remaining -= 1
+            if item.label is not None:
+                label = item.label
+            elif self.labels_from == FOLDER:
+                label = folder_label(item.member)
+            elif self._manifest is not None:
+                label = self._manifest.get(normalise_member(item.member))
+            else:
+                label = None
+            yield item, label
 
     def _check_labels(self, resolver: LabelResolver, unknown: set[str], at_root: list[str], survey: Survey) -> None:
         if self.labels_from == FOLDER:
@@ -194,6 +221,13 @@ class ScoringPlan:
             resolver.check(unknown, f"manifest {self.labels_from}: label")
         else:
             resolver.check(unknown, "true label")
+
+
+def _array_chunk(seq: int, source: ArrayInput, start: int, stop: int, first_index: int) -> Chunk:
+    """Rows ``start:stop`` of an array input, whose row 0 is the run's ``first_index``-th image."""
+    true = source.labels[start:stop].tolist() if source.labels is not None else [None] * (stop - start)
+    return Chunk(seq, list(range(first_index + start, first_index + stop)),
+                 [f"{source.name}[{i}]" for i in range(start, stop)], true, list(range(start, stop)), source)
 
 
 def _hash64(text: str) -> int:

@@ -13,15 +13,21 @@ record, says what was run (inputs, model, shard, options) and, once done,
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
+from tfclassify.client.report import MAX_SKIPPED_LISTED, RowSummary, SkippedFile
 from tfclassify.client.scoring.engine import ChunkResult
 
 FORMAT = "tfclassify-predictions/1"
 PARQUET_ROWS_PER_GROUP = 65536
+READ_BLOCK_BYTES = 4 << 20
+_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # json.dumps' own, for ensure_ascii=False
 
 
 class OutputError(ValueError):
@@ -30,32 +36,87 @@ class OutputError(ValueError):
 
 def chunk_rows(result: ChunkResult, labels: list[str], model: str) -> Iterator[dict]:
     """The output rows of one chunk: scored images, and skipped files with their reason."""
+    columns = _Columns(result)
+    return (columns.row(p, labels, model) for p in range(len(result)))
+
+
+def chunk_text(result: ChunkResult, labels: list[str], model: str) -> str:
+    """The JSONL lines of one chunk: exactly ``dump_row`` of each of ``chunk_rows``, built faster.
+
+    When no image was skipped and no ``top_k`` asked for, rows are filled into
+    a template column by column (strings escaped by the function
+    ``json.dumps`` itself uses, floats by ``repr`` as ``json.dumps`` does);
+    otherwise every row goes through ``json.dumps``.
+    """
+    columns = _Columns(result)
     chunk = result.chunk
-    classes, scores, versions = result.classes.tolist(), result.scores.tolist(), result.versions.tolist()
-    k = result.top_k_classes.shape[1]
-    top_classes, top_scores = (result.top_k_classes.tolist(), result.top_k_scores.tolist()) if k else ([], [])
-    for p in range(len(chunk)):
+    scores = [round(s, 6) for s in columns.scores]
+    if columns.k or result.skipped or not all(map(math.isfinite, scores)):
+        return "".join(dump_row(columns.row(p, labels, model)) for p in range(len(chunk)))
+    label_json = [_json_string(label) for label in labels]
+    tail = f', "model": {_json_string(model)}, "version": '
+    truths = [f', "true_class": {t}, "true_label": {label_json[t]}' if t is not None else "" for t in chunk.true]
+    return "".join([
+        f'{{"index": {i}, "source": {s}{t}, "class": {c}, "label": {label_json[c]}, "score": {sc!r}{tail}{v}}}\n'
+        for i, s, t, c, sc, v in zip(chunk.indices, map(_json_string, chunk.sources), truths, columns.classes,
+                                     scores, columns.versions)
+    ])
+
+
+def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
+    """Add one chunk to ``summary`` as ``summarize_rows`` would count its rows (runs without an output file)."""
+    chunk = result.chunk
+    summary.rows += len(chunk)
+    for p, reason in sorted(result.skipped.items()):
+        summary.skipped += 1
+        if len(summary.skipped_files) < MAX_SKIPPED_LISTED:
+            summary.skipped_files.append(SkippedFile(chunk.sources[p], reason))
+    scored = [p for p in range(len(chunk)) if p not in result.skipped]
+    for version, count in zip(*np.unique(result.versions[scored], return_counts=True)):
+        summary.versions[str(version)] = summary.versions.get(str(version), 0) + int(count)
+    labelled = [p for p in scored if chunk.true[p] is not None]
+    summary.unlabelled += len(scored) - len(labelled)
+    summary.true += [chunk.true[p] for p in labelled]
+    summary.predicted += result.classes[labelled].tolist()
+    summary.scores += [round(s, 6) for s in result.scores[labelled].tolist()]
+    summary.sources += [chunk.sources[p] for p in labelled]
+    summary.indices += [chunk.indices[p] for p in labelled]
+
+
+class _Columns:
+    """A chunk result's columns as Python lists (one conversion per chunk, not per row)."""
+
+    def __init__(self, result: ChunkResult) -> None:
+        self.result = result
+        self.classes, self.scores = result.classes.tolist(), result.scores.tolist()
+        self.versions = result.versions.tolist()
+        self.k = result.top_k_classes.shape[1]
+        self.top_classes = result.top_k_classes.tolist() if self.k else []
+        self.top_scores = result.top_k_scores.tolist() if self.k else []
+
+    def row(self, p: int, labels: list[str], model: str) -> dict:
+        chunk = self.result.chunk
         row: dict = {"index": chunk.indices[p], "source": chunk.sources[p]}
         true = chunk.true[p]
         if true is not None:
             row["true_class"] = true
             row["true_label"] = labels[true]
-        reason = result.skipped.get(p)
+        reason = self.result.skipped.get(p)
         if reason is not None:
             row["skipped"] = reason
-            yield row
-            continue
-        c = classes[p]
+            return row
+        c = self.classes[p]
         row["class"] = c
         row["label"] = labels[c]
-        row["score"] = round(scores[p], 6)
-        if k:
+        row["score"] = round(self.scores[p], 6)
+        if self.k:
             row["top_k"] = [
-                {"class": tc, "label": labels[tc], "score": round(ts, 6)} for tc, ts in zip(top_classes[p], top_scores[p])
+                {"class": tc, "label": labels[tc], "score": round(ts, 6)}
+                for tc, ts in zip(self.top_classes[p], self.top_scores[p])
             ]
         row["model"] = model
-        row["version"] = versions[p]
-        yield row
+        row["version"] = self.versions[p]
+        return row
 
 
 def dump_row(row: dict) -> str:
@@ -132,12 +193,17 @@ class PredictionsWriter:
         return record
 
     def write(self, rows: Iterator[dict]) -> int:
-        """Append rows (one chunk) in one write, flushed to the OS; returns how many."""
+        """Append rows in one write, flushed to the OS; returns how many."""
         lines = [dump_row(row) for row in rows]
-        self._file.write("".join(lines))
+        return self.write_text("".join(lines), len(lines))
+
+    def write_text(self, text: str, rows: int) -> int:
+        """Append ``rows`` JSONL lines (one chunk) in one write, flushed to the OS: a crash leaves whole chunks,
+        or a partial last line that ``resume`` cuts off."""
+        self._file.write(text)
         self._file.flush()
-        self.rows += len(lines)
-        return len(lines)
+        self.rows += rows
+        return rows
 
     def close(self) -> None:
         if self._file is not None:
@@ -163,13 +229,25 @@ def read_rows(output: Path) -> Iterator[dict]:
         yield from _parquet_rows(output)
         return
     with open(output, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.endswith("\n"):
-                return  # a partial line left by a crash
+        first_line = 1
+        while lines := f.readlines(READ_BLOCK_BYTES):
+            if not lines[-1].endswith("\n"):
+                lines.pop()  # a partial line left by a crash
+            yield from _parse_lines(output, lines, first_line)
+            first_line += len(lines)
+
+
+def _parse_lines(output: Path, lines: list[str], first_line: int) -> list[dict]:
+    # One json.loads for a block of lines: the per-call overhead dominates for short lines.
+    try:
+        return json.loads("[" + ",".join(lines) + "]")
+    except json.JSONDecodeError:
+        for offset, line in enumerate(lines):
             try:
-                yield json.loads(line)
+                json.loads(line)
             except json.JSONDecodeError as exc:
-                raise OutputError(f"{output}:{line_no}: not a JSON line: {exc.msg}") from exc
+                raise OutputError(f"{output}:{first_line + offset}: not a JSON line: {exc.msg}") from exc
+        raise
 
 
 def jsonl_to_parquet(jsonl: Path, parquet: Path) -> None:
