@@ -51,8 +51,8 @@ def normalise_member(member: str) -> str:
 
 def folder_label(member: str) -> str | None:
     """The name of the folder that directly holds ``member`` (None at the root)."""
-    parent = PurePosixPath(member).parent.name
-    return parent or None
+    parts = member.rsplit("/", 2)
+    return parts[-2] or None if len(parts) > 1 else None
 
 
 class LabelResolver:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
 
@@ -33,8 +32,7 @@ class InputError(ValueError):
     """An input path that cannot be read as a whole (missing, unsupported, not an archive)."""
 
 
-@dataclass(frozen=True)
-class FileRef:
+class FileRef(NamedTuple):
     """Where a decode worker finds an item's bytes: a file, a zip member, or the bytes themselves."""
 
     path: str
@@ -48,9 +46,8 @@ class FileRef:
 ItemRef = Union[int, FileRef]
 
 
-@dataclass(frozen=True)
-class Item:
-    """One image to score."""
+class Item(NamedTuple):
+    """One image to score (a tuple: an archive of a million images lists a million of them)."""
 
     source: str  # e.g. "photos.zip/Shirt/0001.png", "t10k-images-idx3-ubyte.gz[41]"
     member: str  # the path inside the input ("Shirt/0001.png"), for labels and manifests
@@ -214,7 +211,9 @@ def _hidden(name: str) -> bool:
 
 
 def _hidden_path(member: str) -> bool:
-    return any(_hidden(part) for part in PurePosixPath(member).parts if part not in (".", ""))
+    """Whether any part of ``member`` is hidden (string tests: this runs once per file of an archive)."""
+    path = ("/" + member + "/").replace("/./", "/")
+    return "/." in path or "/__MACOSX/" in path
 
 
 def _size_of(path: Path) -> int | None:

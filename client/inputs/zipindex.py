@@ -22,6 +22,7 @@ _EOCD64 = struct.Struct("<4sQ2H2L4Q")
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # central directory file header
 _LOCAL = struct.Struct("<4s2B4HL2L2H")  # local file header
 _MAX_COMMENT = 0xFFFF
+_BLOCK = 1 << 20  # the central directory is read this much at a time
 _ZIP64_LIMIT = 0xFFFFFFFF
 STORED, DEFLATED, BZIP2 = 0, 8, 12
 
@@ -50,20 +51,28 @@ def iter_members(fp: BinaryIO) -> Iterator[ZipMember]:
     """Yield the members of the zip archive open in ``fp``, in directory order."""
     count, cd_offset, shift = _central_directory_location(fp)
     fp.seek(cd_offset)
+    buffer, pos = b"", 0
     for _ in range(count):
-        header = fp.read(_CENTRAL.size)
-        if len(header) != _CENTRAL.size or header[:4] != b"PK\x01\x02":
+        if len(buffer) - pos < _CENTRAL.size:
+            buffer, pos = buffer[pos:] + fp.read(_BLOCK), 0
+        if len(buffer) - pos < _CENTRAL.size or buffer[pos : pos + 4] != b"PK\x01\x02":
             raise ZipFormatError("corrupt zip central directory")
-        fields = _CENTRAL.unpack(header)
+        fields = _CENTRAL.unpack_from(buffer, pos)
         flags, method, crc = fields[5], fields[6], fields[9]
         compressed, size = fields[10], fields[11]
         name_len, extra_len, comment_len = fields[12], fields[13], fields[14]
         offset = fields[18]
-        raw_name = fp.read(name_len)
-        extra = fp.read(extra_len)
-        fp.seek(comment_len, 1)
+        record_len = _CENTRAL.size + name_len + extra_len + comment_len
+        if len(buffer) - pos < record_len:
+            buffer, pos = buffer[pos:] + fp.read(max(_BLOCK, record_len)), 0
+            if len(buffer) < record_len:
+                raise ZipFormatError("corrupt zip central directory (truncated)")
+        name_at = pos + _CENTRAL.size
+        raw_name = buffer[name_at : name_at + name_len]
         if _ZIP64_LIMIT in (compressed, size, offset):
+            extra = buffer[name_at + name_len : name_at + name_len + extra_len]
             size, compressed, offset = _zip64_values(extra, size, compressed, offset)
+        pos += record_len
         # Bit 11: the name is UTF-8; otherwise it is code page 437 (the zip default).
         name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
         yield ZipMember(name, method, flags, crc, compressed, size, offset + shift)
