@@ -37,7 +37,22 @@ server="127.0.0.1:$grpc_port"
 
 echo "== 3/4 score: the 10,000 Fashion-MNIST test images through $server"
 "$BIN/tfclassify" score --server "$server" --model fashion_mnist --dataset fashion_mnist --split test \
-    --report "$OUT/report.json" --predictions "$OUT/predictions.jsonl"
+    --report "$OUT/report.json" --output "$OUT/predictions.jsonl"
+
+echo "== 3b/4 score an archive: 2,000 test images as PNG files in class folders (photos.zip/Shirt/00012.png)"
+"$BIN/python" - "$OUT/photos.zip" <<'PY'
+import io, sys, zipfile
+from PIL import Image
+from tfclassify.client.datasets import load_dataset
+data = load_dataset("fashion_mnist", "test", download_missing=False)
+with zipfile.ZipFile(sys.argv[1], "w") as archive:
+    for i, (pixels, label) in enumerate(zip(data.images[:2000], data.labels[:2000])):
+        png = io.BytesIO()
+        Image.fromarray(pixels).save(png, format="PNG")
+        archive.writestr(f"{data.label_names[label].replace('/', '_')}/{i:05d}.png", png.getvalue())
+PY
+"$BIN/tfclassify" score --server "$server" --model fashion_mnist --images "$OUT/photos.zip" --labels folder \
+    --output "$OUT/photos-predictions.jsonl" --no-progress | grep -E "^(scored|predictions|accuracy)"
 
 echo "== metrics (http://127.0.0.1:$metrics_port/metrics), a few lines"
 "$BIN/python" - "$metrics_port" <<'PY'

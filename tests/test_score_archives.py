@@ -212,3 +212,31 @@ def test_classify_takes_files_folders_and_archives(server, png_zip, images, expe
     assert [r["class"] for r in rows[2:]] == expected[:3].tolist() and len(rows[2]["top_k"]) == 3
     with zipfile.ZipFile(png_zip) as archive:
         assert archive.namelist()[0] == members[0][0]
+
+
+def test_a_terminal_gets_a_progress_bar(server, png_zip, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen(
+        tfclassify_cmd("score", "--server", server.address, "--model", "fashion", "--images", str(png_zip)),
+        stdout=subprocess.DEVNULL, stderr=secondary, stdin=subprocess.DEVNULL,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:
+        try:
+            data = os.read(primary, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        shown += data
+    assert proc.wait(60) == 0
+    text = shown.decode(errors="replace")
+    assert f"{N}/{N}" in text and "img/s" in text and "100%" in text and "scoring" in text, text

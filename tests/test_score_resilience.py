@@ -132,6 +132,15 @@ def test_a_server_killed_mid_run_is_routed_around(server, model_repo, big_zip, u
     try:
         with second.client() as client:
             client.wait_for_ready(60)
+        # One gRPC target naming both servers: round_robin spreads the batches over them.
+        before = [metric_value(p.metrics_text(), "tfclassify_images_classified_total", model="fashion")
+                  for p in (server, second)]
+        both = f"ipv4:{server.address},{second.address}"
+        run_score(both, big_zip, tmp_path / "rr.jsonl", "--limit", "2048", "--batch-size", "128")
+        after = [metric_value(p.metrics_text(), "tfclassify_images_classified_total", model="fashion")
+                 for p in (server, second)]
+        assert all(b > a for a, b in zip(before, after)), (before, after)
+        assert sum(after) - sum(before) == 2048
         out = tmp_path / "two.jsonl"
         proc = start_score(server.address, big_zip, out, "--server", second.address, "--batch-size", "64",
                            "--in-flight", "4", "--decode-workers", "0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from datetime import timedelta
@@ -29,8 +30,11 @@ class Progress:
         self._initial = initial
         self._bar = None
         if enabled and self.stream.isatty():
+            # A terminal that reports no size (some CI pseudo-terminals) would get no bar at all.
+            sized = _terminal_size(self.stream).columns > 0
             self._bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, desc=desc,
-                             file=self.stream, dynamic_ncols=True, smoothing=0.1)
+                             file=self.stream, dynamic_ncols=sized, ncols=None if sized else 80,
+                             nrows=None if sized else 24, smoothing=0.1)
 
     def update(self, images: int, skipped: int = 0) -> None:
         self.done += images
@@ -56,3 +60,10 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _terminal_size(stream: TextIO) -> os.terminal_size:
+    try:
+        return os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return os.terminal_size((0, 0))
