@@ -52,14 +52,18 @@ def test_base_install_is_a_light_client_without_tensorflow(wheel, tmp_path):
     assert "tensorflow" not in listed.lower()
     code = (
         "import sys; import tfclassify.client, tfclassify.client.cli, tfclassify.client.datasets;"
+        "import tfclassify.client.aio, tfclassify.client.scoring, tfclassify.client.inputs.workers;"
         "from tfclassify.client import ClassifierClient;"
-        "assert 'tensorflow' not in sys.modules; print(tfclassify.client.__file__)"
+        "assert 'tensorflow' not in sys.modules and 'pyarrow' not in sys.modules; print(tfclassify.client.__file__)"
     )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert str(env_dir) in out, "imported from the installed wheel, not the source tree"
     help_text = subprocess.run([str(env_dir / "bin" / "tfclassify"), "score", "--help"], capture_output=True,
                                text=True, check=True).stdout
-    assert "--dataset" in help_text
+    assert "--dataset" in help_text and "--images" in help_text and "--resume" in help_text
+    merge_help = subprocess.run([str(env_dir / "bin" / "tfclassify"), "merge", "--help"], capture_output=True,
+                                text=True, check=True).stdout
+    assert "--output" in merge_help
     serve = subprocess.run([str(env_dir / "bin" / "tfclassify"), "serve", "--model-repo", str(tmp_path)],
                            capture_output=True, text=True)
     assert serve.returncode == 1 and "pip install 'tfclassify[server]'" in serve.stderr
