@@ -11,7 +11,10 @@ starts one server, and measures on this machine, in one run:
 3. the IDX run's ratio to in-process inference (the serving benchmark's row 2);
 4. the scorer's peak RSS on the 10,000-PNG zip and on a 100,000-PNG zip
    (goal: within 10%), and how fast the large one goes;
-5. where a PNG's time goes: reading it from the zip, and decoding it (per core).
+5. where a PNG's time goes: reading it from the zip, and decoding it (per core);
+6. how batches travel best: the 60,000 training images in 4,096-image batches
+   over one ClassifyStream call (the server reads 4 requests ahead) or as 4
+   concurrent unary Classify calls (what the scorer does), alternated.
 
 Every run writes its predictions (``--output``) as users do. Rates are what
 ``tfclassify score`` prints: images over the job's time (metadata, listing,
@@ -21,6 +24,7 @@ decoding, scoring, writing), not counting the Python start-up.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import os
 import re
@@ -32,6 +36,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import grpc
 import numpy as np
 from PIL import Image
 
@@ -39,6 +44,8 @@ from bench.__main__ import BIN, MODEL, _json_of, start_server, train_model
 from tfclassify.client.datasets import load_dataset
 from tfclassify.client.inputs.decode import ConversionSpec, decode_image
 from tfclassify.client.inputs.sources import open_input, read_file_ref
+from tfclassify.client.requests import channel_options, classify_request
+from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IDX = FASHION_DIR / "t10k-images-idx3-ubyte.gz"
@@ -80,6 +87,8 @@ def main() -> int:
             results["zip_threads"] = score(str(zip_path), "--decode-workers", "0")
             results["rss_small"] = score(str(zip_path))
             results["rss_large"] = score(str(large))
+            results["rpc"] = asyncio.run(_rpc_modes(address, load_dataset("fashion_mnist", "train", FASHION_DIR,
+                                                                          download_missing=False).images))
         finally:
             server.terminate()
             server.wait(30)
@@ -104,6 +113,34 @@ def _score(address: str, tmp: Path, images: str, *extra: str) -> dict:
     match = re.search(r"scored (\d+) images .* in ([\d.]+) s: ([\d,]+) images/s", stdout)
     return {"images": int(match.group(1)), "seconds": float(match.group(2)),
             "rate": float(match.group(3).replace(",", "")), "rss_mib": usage.ru_maxrss / 1024}
+
+
+async def _rpc_modes(address: str, images: np.ndarray, batch: int = 4096, rounds: int = 3) -> dict:
+    """Images/s of the same batches over one ClassifyStream call and over 4 concurrent unary calls."""
+    requests = []
+    for start in range(0, len(images), batch):
+        request = classify_request(images[start : start + batch], MODEL, None, None, 0, False, True)
+        request.request_id = str(start)
+        requests.append(request)
+    async with grpc.aio.insecure_channel(address, options=channel_options(64 << 20, address)) as channel:
+        stub = pb_grpc.ClassifierStub(channel)
+        slots = asyncio.Semaphore(4)
+
+        async def unary(request):
+            async with slots:
+                return await stub.Classify(request, timeout=60)
+
+        async def stream():
+            return [r async for r in stub.ClassifyStream(iter(requests), timeout=60)]
+
+        rates: dict[str, list[float]] = {"stream": [], "unary": []}
+        for _ in range(rounds):
+            for mode in ("unary", "stream"):
+                t0 = time.perf_counter()
+                answers = await (stream() if mode == "stream" else asyncio.gather(*(unary(r) for r in requests)))
+                rates[mode].append(len(images) / (time.perf_counter() - t0))
+                assert sum(len(a.classes) for a in answers) == len(images)
+    return {mode: sorted(r)[len(r) // 2] for mode, r in rates.items()}
 
 
 def _decode_costs(zip_path: Path, n: int = 3000) -> dict:
@@ -138,6 +175,8 @@ def _table(r: dict, large: int) -> str:
          f"+{100 * (big['rss_mib'] / small['rss_mib'] - 1):.1f}% (goal <= 10%); large: {big['rate']:,.0f} images/s"),
         ("5. one PNG: zip read + decode", f"{r['decode']['read_us']:.1f} + {r['decode']['decode_us']:.1f} us",
          f"one core decodes {1e6 / per_image:,.0f} images/s"),
+        ("6. 60k images, 4096 per request", f"unary x4: {r['rpc']['unary']:,.0f} images/s",
+         f"one ClassifyStream: {r['rpc']['stream']:,.0f} images/s (median of 3 alternated rounds)"),
     ]
     width = max(len(a) for a, _, _ in rows) + 2
     lines = [f"{'measure':<{width}}{'result':<32}notes"]

@@ -13,7 +13,6 @@ record, says what was run (inputs, model, shard, options) and, once done,
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -46,12 +45,13 @@ def chunk_text(result: ChunkResult, labels: list[str], model: str) -> str:
     When no image was skipped and no ``top_k`` asked for, rows are filled into
     a template column by column (strings escaped by the function
     ``json.dumps`` itself uses, floats by ``repr`` as ``json.dumps`` does);
-    otherwise every row goes through ``json.dumps``.
+    otherwise every row goes through ``json.dumps``. Both take the scores
+    from ``rounded``.
     """
     columns = _Columns(result)
     chunk = result.chunk
-    scores = [round(s, 6) for s in columns.scores]
-    if columns.k or result.skipped or not all(map(math.isfinite, scores)):
+    scores = columns.scores
+    if columns.k or result.skipped or not np.isfinite(result.scores).all():
         return "".join(dump_row(columns.row(p, labels, model)) for p in range(len(chunk)))
     label_json = [_json_string(label) for label in labels]
     tail = f', "model": {_json_string(model)}, "version": '
@@ -67,6 +67,15 @@ def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
     """Add one chunk to ``summary`` as ``summarize_rows`` would count its rows (runs without an output file)."""
     chunk = result.chunk
     summary.rows += len(chunk)
+    if not result.skipped and None not in chunk.true:  # the common chunk: list operations in C only
+        for version, count in zip(*np.unique(result.versions, return_counts=True)):
+            summary.versions[str(version)] = summary.versions.get(str(version), 0) + int(count)
+        summary.true += chunk.true
+        summary.predicted += result.classes.tolist()
+        summary.scores += rounded(result.scores)
+        summary.sources += chunk.sources
+        summary.indices += chunk.indices
+        return
     for p, reason in sorted(result.skipped.items()):
         summary.skipped += 1
         if len(summary.skipped_files) < MAX_SKIPPED_LISTED:
@@ -78,7 +87,7 @@ def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
     summary.unlabelled += len(scored) - len(labelled)
     summary.true += [chunk.true[p] for p in labelled]
     summary.predicted += result.classes[labelled].tolist()
-    summary.scores += [round(s, 6) for s in result.scores[labelled].tolist()]
+    summary.scores += rounded(result.scores[labelled])
     summary.sources += [chunk.sources[p] for p in labelled]
     summary.indices += [chunk.indices[p] for p in labelled]
 
@@ -88,11 +97,11 @@ class _Columns:
 
     def __init__(self, result: ChunkResult) -> None:
         self.result = result
-        self.classes, self.scores = result.classes.tolist(), result.scores.tolist()
+        self.classes, self.scores = result.classes.tolist(), rounded(result.scores)
         self.versions = result.versions.tolist()
         self.k = result.top_k_classes.shape[1]
         self.top_classes = result.top_k_classes.tolist() if self.k else []
-        self.top_scores = result.top_k_scores.tolist() if self.k else []
+        self.top_scores = rounded(result.top_k_scores) if self.k else []
 
     def row(self, p: int, labels: list[str], model: str) -> dict:
         chunk = self.result.chunk
@@ -108,15 +117,20 @@ class _Columns:
         c = self.classes[p]
         row["class"] = c
         row["label"] = labels[c]
-        row["score"] = round(self.scores[p], 6)
+        row["score"] = self.scores[p]
         if self.k:
             row["top_k"] = [
-                {"class": tc, "label": labels[tc], "score": round(ts, 6)}
-                for tc, ts in zip(self.top_classes[p], self.top_scores[p])
+                {"class": tc, "label": labels[tc], "score": ts} for tc, ts in zip(self.top_classes[p], self.top_scores[p])
             ]
         row["model"] = model
         row["version"] = self.versions[p]
         return row
+
+
+def rounded(scores: np.ndarray) -> list:
+    """Scores rounded to 6 decimals, as Python floats (the one rounding of every output path:
+    numpy's, 30x faster than ``round`` per value)."""
+    return np.round(scores.astype(np.float64), 6).tolist()
 
 
 def dump_row(row: dict) -> str:
