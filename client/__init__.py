@@ -11,7 +11,14 @@ scores folders, archives and datasets (``score_files``).
 from tfclassify.client.client import ClassifierClient, ClassifyFuture
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import model_spec
-from tfclassify.client.results import ClassifyResult, ModelInfo, Prediction, RankedClass, VersionStatus
+from tfclassify.client.results import (
+    ClassifyResult,
+    ModelInfo,
+    Prediction,
+    RankedClass,
+    RepositoryStatus,
+    VersionStatus,
+)
 
 __all__ = [
     "ClassifierClient",
@@ -20,6 +27,7 @@ __all__ = [
     "ModelInfo",
     "Prediction",
     "RankedClass",
+    "RepositoryStatus",
     "TfclassifyError",
     "VersionStatus",
     "model_spec",

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
-from tfclassify.client.results import ClassifyResult, ModelInfo, VersionStatus
+from tfclassify.client.results import ClassifyResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -138,6 +138,11 @@ class ClassifierClient:
         """The state of every version of ``model`` (of every model when empty)."""
         reply = await self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(name=model), timeout)
         return [VersionStatus.from_proto(v) for v in reply.versions]
+
+    async def get_repository_status(self, *, timeout: float | None = None) -> RepositoryStatus:
+        """Every version's state, and the repository folders the server does not serve."""
+        reply = await self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(), timeout)
+        return RepositoryStatus.from_proto(reply)
 
     # -- helpers -------------------------------------------------------------
     def _timeout(self, timeout: float | None) -> float:

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
-from tfclassify.client.results import ClassifyResult, ModelInfo, VersionStatus
+from tfclassify.client.results import ClassifyResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -186,6 +186,11 @@ class ClassifierClient:
         """The state of every version of ``model`` (of every model when empty)."""
         reply = self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(name=model), timeout)
         return [VersionStatus.from_proto(v) for v in reply.versions]
+
+    def get_repository_status(self, *, timeout: float | None = None) -> RepositoryStatus:
+        """Every version's state, and the repository folders the server does not serve."""
+        reply = self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(), timeout)
+        return RepositoryStatus.from_proto(reply)
 
     # -- helpers -------------------------------------------------------------
     def _timeout(self, timeout: float | None) -> float:

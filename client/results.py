@@ -145,3 +145,17 @@ class VersionStatus:
             labels=tuple(m.labels),
             load_seconds=m.load_seconds,
         )
+
+
+@dataclass(frozen=True)
+class RepositoryStatus:
+    """Every version's state, and the repository folders the server does not serve (name, reason)."""
+
+    versions: tuple[VersionStatus, ...]
+    ignored_folders: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_proto(cls, m: pb.GetModelStatusResponse) -> "RepositoryStatus":
+        """Build from a ``GetModelStatusResponse`` message."""
+        return cls(tuple(VersionStatus.from_proto(v) for v in m.versions),
+                   tuple((f.name, f.reason) for f in m.ignored_folders))

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, prediction_service_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
@@ -23,6 +24,8 @@ from tfclassify.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.device import configure_devices, configure_threads, resolve_devices
+from tfclassify.server.http import Heartbeat, make_app, start_http_server
+from tfclassify.server.logs import configure_logging
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip import InferenceServicer
@@ -45,6 +48,10 @@ API_SERVICES = (
 )
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class BindError(OSError):
+    """A port the server must listen on cannot be bound (in use, or not allowed)."""
 
 
 def batching_defaults(settings: ServerSettings) -> BatchingOptions:
@@ -83,6 +90,9 @@ class ClassifierServer:
         self._metrics_http = None
         self._stopping = False
         self._poller: asyncio.Task | None = None
+        self._heart: asyncio.Task | None = None
+        self.heartbeat = Heartbeat()
+        self._last_not_ready: list[str] = []
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -118,14 +128,19 @@ class ClassifierServer:
         settings = self.settings
         await self.health.set("", NOT_SERVING)
         await self.health.set(CLASSIFIER_SERVICE, NOT_SERVING)
-        self.grpc_port = self._server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-        if self.grpc_port == 0:
-            raise OSError(f"cannot bind gRPC to {settings.host}:{settings.grpc_port}")
+        self.grpc_port = self._bind_grpc()
         await self._server.start()
+        self._heart = asyncio.get_running_loop().create_task(self._beat())
         if settings.metrics_port >= 0:
-            self._metrics_http, _ = start_http_server(settings.metrics_port, settings.host, self.metrics_registry)
+            app = make_app(self.metrics_registry, self.heartbeat, self.not_ready)
+            try:
+                self._metrics_http, _ = start_http_server(settings.host, settings.metrics_port, app)
+            except OSError as exc:
+                await self._server.stop(0)
+                raise BindError(_bind_message(settings.host, settings.metrics_port, "metrics", exc.strerror)) from exc
             self.metrics_port = self._metrics_http.server_port
-        log.info("gRPC on %s:%d, metrics on port %s", settings.host, self.grpc_port, self.metrics_port)
+        log.info("gRPC on %s:%d, HTTP (/metrics, /healthz, /readyz) on port %s",
+                 settings.host, self.grpc_port, self.metrics_port)
         await self.manager.reconcile()
         if settings.poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(self.manager.poll(settings.poll_interval_s))
@@ -141,6 +156,8 @@ class ClassifierServer:
         await self._update_health()
         if self._poller is not None:
             self._poller.cancel()
+        if self._heart is not None:
+            self._heart.cancel()
         await self._server.stop(self.settings.shutdown_grace_s)
         await self.manager.shutdown()
         if self._metrics_http is not None:
@@ -148,25 +165,57 @@ class ClassifierServer:
         self.executor.shutdown(wait=True)
 
     def is_ready(self) -> bool:
-        """Whether every model has a version serving and the server is not shutting down."""
-        return not self._stopping and all(self.manager.ready_models().values())
+        """Whether every model has a version serving, there is one, and the server is not shutting down."""
+        return not self.not_ready()
+
+    def not_ready(self) -> list[str]:
+        """What keeps the server from being ready (empty when it is ready)."""
+        if self._stopping:
+            return ["shutting down"]
+        ready = self.manager.ready_models()
+        if not ready:
+            return [f"no model to serve in {self.settings.model_repo} (expected <repo>/<model>/<version>/saved_model.pb)"]
+        return [f"model {name!r}: no version serving" for name, ok in sorted(ready.items()) if not ok]
 
     async def _update_health(self) -> None:
-        """SERVING for each model with a version serving; overall SERVING when every model has one."""
+        """SERVING for each model with a version serving; overall SERVING when the server is ready."""
         ready = self.manager.ready_models()
         for name, ok in ready.items():
             await self.health.set(name, SERVING if ok and not self._stopping else NOT_SERVING)
-        overall = SERVING if all(ready.values()) and not self._stopping else NOT_SERVING
+        reasons = self.not_ready()
+        overall = NOT_SERVING if reasons else SERVING
         await self.health.set("", overall)
         await self.health.set(CLASSIFIER_SERVICE, overall)
-        missing = sorted(name for name, ok in ready.items() if not ok)
-        if missing and not self._stopping:
-            log.warning("not ready: no version serving for %s", ", ".join(missing))
+        if reasons != self._last_not_ready and not self._stopping:  # once per change, not at every poll
+            if reasons:
+                log.warning("not ready: %s", "; ".join(reasons))
+            elif self._last_not_ready:
+                log.info("ready: every model has a version serving")
+        self._last_not_ready = reasons
+
+    def _bind_grpc(self) -> int:
+        host, port = self.settings.host, self.settings.grpc_port
+        try:
+            bound = self._server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpcio raises this when the address is taken
+            raise BindError(_bind_message(host, port, "gRPC", "address already in use")) from exc
+        if bound == 0:
+            raise BindError(_bind_message(host, port, "gRPC", "address already in use"))
+        return bound
+
+    async def _beat(self, interval_s: float = 1.0) -> None:
+        """Show /healthz that the event loop runs."""
+        while True:
+            self.heartbeat.beat()
+            await asyncio.sleep(interval_s)
 
 
-async def serve(settings: ServerSettings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    server = ClassifierServer(settings)
+async def serve(settings: ServerSettings, after_setup: Callable[[], None] = lambda: None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; ``after_setup`` runs once TensorFlow's devices are up."""
+    try:
+        server = ClassifierServer(settings)
+    finally:
+        after_setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -178,13 +227,19 @@ async def serve(settings: ServerSettings) -> None:
     log.info("stopped")
 
 
-def run(settings: ServerSettings) -> int:
-    """Entry point of ``tfclassify serve``."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
-    asyncio.run(serve(settings))
+def run(settings: ServerSettings, after_setup: Callable[[], None] = lambda: None) -> int:
+    """Entry point of ``tfclassify serve``; ``after_setup`` as for ``serve``."""
+    configure_logging(settings.log_level, settings.log_format)
+    # Every counter and histogram would also export a *_created series: twice the series, and
+    # Prometheus ignores them; turned off for this process.
+    disable_created_metrics()
+    asyncio.run(serve(settings, after_setup))
     return 0
+
+
+def _bind_message(host: str, port: int, what: str, reason: str | None) -> str:
+    flag = "--grpc-port" if what == "gRPC" else "--metrics-port"
+    return f"cannot listen on {host}:{port} for {what}: {(reason or 'not allowed').lower()} (choose another port with {flag})"
 
 
 def _write_json_atomically(path: Path, data: dict) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 
 from tfclassify.server.batching import BatchingOptions
+from tfclassify.server.repository import model_folders
 from tfclassify.v1 import model_config_pb2 as config_pb
 
 
@@ -50,15 +51,12 @@ class ModelSource:
 
 
 def load_sources(repo: Path, config_file: Path | None, defaults: BatchingOptions) -> list[ModelSource]:
-    """The models to serve now: from ``config_file`` if given, else every folder of ``repo``."""
+    """The models to serve now: from ``config_file`` if given, else every model folder of ``repo``
+    (``repository.model_folders``: folders holding a version folder)."""
     if config_file is None:
         if not repo.is_dir():
             raise ConfigError(f"model repository {repo} is not a folder")
-        return [
-            ModelSource(child.name, child, batching=defaults)
-            for child in sorted(repo.iterdir())
-            if child.is_dir() and not child.name.startswith(".")
-        ]
+        return [ModelSource(child.name, child, batching=defaults) for child in model_folders(repo)[0]]
     config = parse_config_file(config_file)
     server_defaults = merge_batching(defaults, config.batching)
     sources, seen = [], set()

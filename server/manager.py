@@ -23,7 +23,7 @@ from tfclassify.server.config import ConfigError, ModelSource, load_sources
 from tfclassify.server.errors import ModelLoadError
 from tfclassify.server.metrics import MODEL_STATES, ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
-from tfclassify.server.repository import VersionDir, model_versions
+from tfclassify.server.repository import IgnoredFolder, VersionDir, model_folders, model_versions
 from tfclassify.server.runtime import ModelRuntime, check_golden_set, load_runtime, warm_up
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class ModelManager:
         self.xla_max_batch_size = xla_max_batch_size
         self.registry, self.metrics = registry, metrics
         self.sources: dict[str, ModelSource] = {}
+        #: Entries of the repository that are not models (without a config file).
+        self.ignored: list[IgnoredFolder] = []
         self._status: dict[tuple[str, int], VersionStatus] = {}
         self._inference_executor = inference_executor
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="loader")
@@ -90,6 +92,7 @@ class ModelManager:
                 log.error("model config not applied, keeping the current one: %s", exc)
                 return
             self.sources = {s.name: s for s in sources}
+            self._note_ignored(model_folders(self.repo)[1] if self.config_file is None else [])
             for source in sources:
                 self.registry.declare(source.name)
                 self.registry.set_labels(source.name, source.labels)
@@ -102,6 +105,12 @@ class ModelManager:
                     self.registry.forget(name)
                     self._status = {k: v for k, v in self._status.items() if k[0] != name}
             await self._on_change()
+
+    def _note_ignored(self, ignored: list[IgnoredFolder]) -> None:
+        if ignored != self.ignored and ignored:  # logged when the list changes, not at every poll
+            log.warning("not serving %d folder(s) of the model repository: %s", len(ignored),
+                        "; ".join(f"{f.name}: {f.reason}" for f in ignored))
+        self.ignored = ignored
 
     async def poll(self, interval_s: float) -> None:
         """Reconcile every ``interval_s`` seconds, forever."""

@@ -7,7 +7,16 @@ microseconds, and a busy server records several per request.
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from tfclassify.client.version import package_version
 from tfclassify.server.batching import BatchObserver, Replica
@@ -29,6 +38,10 @@ class ServerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # process_* (CPU seconds, resident memory, open file descriptors, start time), python_info, python_gc_*.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.requests = Counter(
             "tfclassify_requests", "RPCs answered, by API, method, model, version and gRPC status code.",
             ["api", "method", "model", "version", "code"], registry=registry,

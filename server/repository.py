@@ -9,8 +9,11 @@
         golden.npz                     optional: images + labels it must classify correctly
 
 Folders whose name starts with ``.`` are work in progress (the trainer
-writes ``.tmp-*`` and renames it into place) and are never loaded. Stdlib
-only: no TensorFlow import.
+writes ``.tmp-*`` and renames it into place) and are never loaded. A folder
+of the repository is a model when it holds at least one integer-named
+folder (a version, complete or not); any other entry (``lost+found`` on a
+fresh volume, an empty folder, a README) is ignored, and listed as such.
+Stdlib only: no TensorFlow import.
 """
 
 from __future__ import annotations
@@ -68,6 +71,35 @@ def model_versions(model_dir: Path) -> list[VersionDir]:
             continue
         versions.append(VersionDir(model_dir.name, int(child.name), child))
     return sorted(versions, key=lambda v: v.version)
+
+
+@dataclass(frozen=True)
+class IgnoredFolder:
+    """An entry of the repository that is not a model, and why."""
+
+    name: str
+    reason: str
+
+
+def model_folders(repo: Path) -> tuple[list[Path], list[IgnoredFolder]]:
+    """The model folders of ``repo``, by name, and the visible entries that are not models."""
+    models, ignored = [], []
+    for child in sorted(repo.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if not child.is_dir():
+            ignored.append(IgnoredFolder(child.name, "a file, not a model folder"))
+            continue
+        try:
+            has_version = any(c.name.isdigit() and c.is_dir() for c in child.iterdir())
+        except OSError as exc:
+            ignored.append(IgnoredFolder(child.name, f"cannot be read: {exc.strerror}"))
+            continue
+        if has_version:
+            models.append(child)
+        else:
+            ignored.append(IgnoredFolder(child.name, "no version folder (<model>/<integer>/saved_model.pb)"))
+    return models, ignored
 
 
 def scan_repository(repo: Path) -> dict[str, list[VersionDir]]:

@@ -15,6 +15,7 @@ from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.manager import ModelManager, VersionStatus
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
+from tfclassify.server.repository import IgnoredFolder
 from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
@@ -72,7 +73,8 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         async def model_status() -> pb.GetModelStatusResponse:
             if request.name and request.name not in self._dataplane.registry.names():
                 raise ModelNotFoundError(f"model {request.name!r} not found")
-            return status_proto(self._manager.statuses(request.name or None), self._dataplane.registry)
+            ignored = [] if request.name else self._manager.ignored
+            return status_proto(self._manager.statuses(request.name or None), self._dataplane.registry, ignored)
 
         return await self._meter.observed("GetModelStatus", request.name, context, model_status())
 
@@ -154,9 +156,13 @@ def metadata_proto(served: ServedVersion, versions: list[int]) -> pb.ModelMetada
     )
 
 
-def status_proto(statuses: list[VersionStatus], registry: ModelRegistry) -> pb.GetModelStatusResponse:
-    """The ``GetModelStatusResponse`` listing ``statuses``."""
-    response = pb.GetModelStatusResponse()
+def status_proto(
+    statuses: list[VersionStatus], registry: ModelRegistry, ignored: list[IgnoredFolder] = ()
+) -> pb.GetModelStatusResponse:
+    """The ``GetModelStatusResponse`` listing ``statuses`` and the repository's ``ignored`` folders."""
+    response = pb.GetModelStatusResponse(
+        ignored_folders=[pb.IgnoredFolder(name=f.name, reason=f.reason) for f in ignored]
+    )
     for s in statuses:
         labels = sorted(label for label, v in registry.labels(s.name).items() if v == s.version)
         response.versions.add(

@@ -62,7 +62,8 @@ class ServerSettings:
     )
     shutdown_grace_s: float = setting(10.0, help="on SIGTERM, how long in-flight requests may take to finish")
     port_file: Path | None = setting(None, help="write the bound ports as JSON here once the server is ready")
-    log_level: str = setting("INFO", help="Python logging level")
+    log_level: str = setting("INFO", help="logging level (DEBUG also shows TensorFlow's start-up notices)")
+    log_format: str = setting("text", help="log lines as text, or json (one object per line, for log collectors)")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

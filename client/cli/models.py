@@ -26,7 +26,11 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     with ClassifierClient(args.server, timeout=args.timeout) as client:
         if args.status:
-            _print_status(client.get_model_status(args.name or ""))
+            if args.name:
+                _print_status(client.get_model_status(args.name), ())
+            else:
+                repository = client.get_repository_status()
+                _print_status(repository.versions, repository.ignored_folders)
             return 0
         if args.name:
             info = client.get_model_metadata(args.name, version=args.version)
@@ -44,8 +48,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_status(statuses) -> None:
+def _print_status(statuses, ignored) -> None:
     print(f"{'MODEL':<20} {'VERSION':>7} {'STATE':<10} {'LABELS':<14} {'LOAD S':>6}  DEVICES / ERROR")
     for s in statuses:
         detail = s.error or ",".join(s.devices)
         print(f"{s.name:<20} {s.version:>7} {s.state:<10} {','.join(s.labels) or '-':<14} {s.load_seconds:>6.2f}  {detail}")
+    for name, reason in ignored:
+        print(f"{name:<20} {'-':>7} {'IGNORED':<10} {'-':<14} {'-':>6}  {reason}")

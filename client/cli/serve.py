@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tfclassify.client.cli.common import CliError, quiet_tensorflow
+from tfclassify.server.logs import LOG_FORMATS, StartupNoiseFilter, nvidia_driver_present
 from tfclassify.server.settings import ServerSettings
 
 
@@ -21,11 +22,25 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     quiet_tensorflow()
-    try:
-        from tfclassify.server import app
-    except ImportError as exc:
-        raise CliError(f"tfclassify serve needs the server extra ({exc}): pip install 'tfclassify[server]'") from exc
     settings = ServerSettings.from_args(args)
+    if settings.log_format not in LOG_FORMATS:
+        raise CliError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {settings.log_format!r}")
     if not settings.model_repo.is_dir():
         raise CliError(f"--model-repo {settings.model_repo} is not a folder")
-    return app.run(settings)
+    # TensorFlow's start-up notices (and, without an NVIDIA driver, its cuInit "error") are dropped
+    # while it is imported and the devices are set up; --log-level DEBUG shows them.
+    noise = StartupNoiseFilter(gpu_lines_are_noise=not nvidia_driver_present(),
+                               json_lines=settings.log_format == "json")
+    if settings.log_level.upper() != "DEBUG":
+        noise.start()
+    try:
+        try:
+            from tfclassify.server import app
+        except ImportError as exc:
+            raise CliError(f"tfclassify serve needs the server extra ({exc}): pip install 'tfclassify[server]'") from exc
+        try:
+            return app.run(settings, after_setup=noise.stop)
+        except app.BindError as exc:
+            raise CliError(str(exc)) from None
+    finally:
+        noise.stop()

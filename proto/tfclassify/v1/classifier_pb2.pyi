@@ -161,7 +161,17 @@ class ModelVersionStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[ModelVersionStatus.State, str]] = ..., error: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., load_seconds: _Optional[float] = ...) -> None: ...
 
 class GetModelStatusResponse(_message.Message):
-    __slots__ = ("versions",)
+    __slots__ = ("versions", "ignored_folders")
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FOLDERS_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersionStatus]
-    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ...) -> None: ...
+    ignored_folders: _containers.RepeatedCompositeFieldContainer[IgnoredFolder]
+    def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ..., ignored_folders: _Optional[_Iterable[_Union[IgnoredFolder, _Mapping]]] = ...) -> None: ...
+
+class IgnoredFolder(_message.Message):
+    __slots__ = ("name", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,85 @@
+"""The server's HTTP port: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for probes.
+
+Only these paths answer (404 elsewhere), so an HTTP probe pointed at the
+wrong path fails instead of passing on any URL. ``/metrics`` is
+prometheus_client's own WSGI app (content negotiation, gzip).
+
+- ``/healthz`` (liveness): 200 while the server's event loop is responsive;
+  503 when it has not run for ``stall_s`` seconds (a wedged process a
+  restart would cure). It does not depend on the models.
+- ``/readyz`` (readiness): 200 when every model has a version serving and the
+  server is not shutting down, else 503 and which models are not ready.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+#: /healthz fails when the event loop's heartbeat is older than this.
+DEFAULT_STALL_S = 10.0
+
+
+class Heartbeat:
+    """Beaten by the event loop (``beat``); read by the HTTP thread (``age``)."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def beat(self) -> None:
+        self._last = time.monotonic()
+
+    def age(self) -> float:
+        return time.monotonic() - self._last
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        """Probes every few seconds would flood the log."""
+
+
+def make_app(registry: CollectorRegistry, heartbeat: Heartbeat, not_ready: Callable[[], list[str]],
+             stall_s: float = DEFAULT_STALL_S):
+    """The WSGI app: ``/metrics``, ``/healthz``, ``/readyz``; ``not_ready()`` names what keeps the server unready."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict, start_response) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        if path == "/healthz":
+            age = heartbeat.age()
+            if age > stall_s:
+                return _text(start_response, "503 Service Unavailable", f"event loop stalled for {age:.1f} s\n")
+            return _text(start_response, "200 OK", "ok\n")
+        if path == "/readyz":
+            missing = not_ready()
+            if missing:
+                return _text(start_response, "503 Service Unavailable", "not ready: " + "; ".join(missing) + "\n")
+            return _text(start_response, "200 OK", "ready\n")
+        return _text(start_response, "404 Not Found", "not found: the paths are /metrics, /healthz and /readyz\n")
+
+    return app
+
+
+def start_http_server(host: str, port: int, app) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``app`` on ``host:port`` from a daemon thread; ``OSError`` when the port cannot be bound."""
+    server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _text(start_response, status: str, body: str) -> list[bytes]:
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+    return [data]

@@ -1,0 +1,129 @@
+"""What an operator trips over, fixed: stray folders, an empty repository, the HTTP port's paths,
+process metrics, ports already in use, and TensorFlow's start-up noise."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ServerProcess, metric_value, tfclassify_cmd
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@pytest.fixture()
+def messy_repo(model_repo, tmp_path):
+    """A repository as a fresh volume looks: the model, lost+found, a README and a folder without versions."""
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo / "fashion", repo / "fashion")
+    (repo / "lost+found").mkdir()
+    (repo / "README.md").write_text("models live here\n")
+    (repo / "notes" / "draft").mkdir(parents=True)
+    (repo / ".snapshot").mkdir()
+    return repo
+
+
+def test_stray_folders_are_ignored_listed_and_warned_about_once(messy_repo, tmp_path):
+    proc = ServerProcess(messy_repo, tmp_path, "--poll-interval-s", "0.2")
+    try:
+        with proc.client() as client:
+            client.wait_for_ready(60)
+            status = client.get_repository_status()
+        assert [(v.name, v.state) for v in status.versions] == [("fashion", "AVAILABLE")]
+        assert status.ignored_folders == (
+            ("README.md", "a file, not a model folder"),
+            ("lost+found", "no version folder (<model>/<integer>/saved_model.pb)"),
+            ("notes", "no version folder (<model>/<integer>/saved_model.pb)"),
+        ), "hidden folders are not listed"
+        listing = subprocess.run(tfclassify_cmd("models", "--status", "--server", proc.address),
+                                 capture_output=True, text=True, check=True).stdout
+        assert "lost+found" in listing and "IGNORED" in listing
+        time.sleep(1.0)  # several polls
+    finally:
+        proc.stop()
+    log = proc.log()
+    assert log.count("not serving 3 folder(s) of the model repository") == 1, log
+
+
+def test_an_empty_repository_is_not_ready_and_says_why_once(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = ServerProcess(tmp_path / "empty", tmp_path, "--poll-interval-s", "0.2")
+    try:
+        time.sleep(1.5)
+        with proc.client() as client:
+            assert not client.is_server_ready()
+        code, body = get(proc.metrics_port, "/readyz")
+        assert code == 503 and "no model to serve in" in body
+        assert get(proc.metrics_port, "/healthz") == (200, "ok\n"), "alive, only not ready: no restart loop"
+    finally:
+        proc.stop()
+    assert proc.log().count("WARNING tfclassify.server.app: not ready: no model to serve") == 1, proc.log()
+
+
+def test_the_http_port_serves_metrics_and_probes_only(server):
+    code, text = get(server.metrics_port, "/metrics")
+    assert code == 200 and metric_value(text, "process_resident_memory_bytes") > 50e6
+    assert metric_value(text, "process_open_fds") > 0 and 'python_info{' in text
+    assert "_created" not in text, "no *_created series"
+    assert get(server.metrics_port, "/healthz") == (200, "ok\n")
+    assert get(server.metrics_port, "/readyz") == (200, "ready\n")
+    for path in ("/", "/metric", "/metrics/extra", "/healthz/"):
+        code, body = get(server.metrics_port, path)
+        assert code == 404 and "/metrics, /healthz and /readyz" in body, path
+
+
+@pytest.mark.parametrize("which", ["grpc", "metrics"])
+def test_a_port_in_use_is_one_line_and_exit_1(model_repo, which):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = ("--grpc-port", str(port), "--metrics-port", "0") if which == "grpc" else (
+            "--grpc-port", "0", "--metrics-port", str(port))
+        result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", *ports),
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    flag = "--grpc-port" if which == "grpc" else "--metrics-port"
+    name = "gRPC" if which == "grpc" else "metrics"
+    assert result.stderr.splitlines()[-1] == (
+        f"tfclassify: error: cannot listen on 127.0.0.1:{port} for {name}: address already in use "
+        f"(choose another port with {flag})"
+    )
+    assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
+
+
+def test_tensorflow_start_up_noise_is_filtered_and_json_logs_parse(model_repo, tmp_path):
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "loud").mkdir()
+    quiet = ServerProcess(model_repo, tmp_path / "quiet", "--log-format", "json")
+    try:
+        with quiet.client() as client:
+            client.wait_for_ready(60)
+    finally:
+        quiet.stop()
+    lines = [line for line in quiet.log().splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]  # every line is a JSON object
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert any("available on /device:CPU:0" in e["message"] for e in entries)
+    for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "Could not find cuda drivers"):
+        assert noise not in quiet.log(), noise
+    loud = ServerProcess(model_repo, tmp_path / "loud", "--log-level", "DEBUG")
+    try:
+        with loud.client() as client:
+            client.wait_for_ready(60)
+    finally:
+        loud.stop()
+    assert "oneDNN custom operations are on" in loud.log(), "DEBUG shows TensorFlow's notices"
