@@ -46,6 +46,9 @@ API_SERVICES = (
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
     grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
 )
+#: Health service name that is SERVING while the process serves gRPC at all, models or not: for
+#: liveness probes (a probe on "" would restart a pod whose repository has no loadable model yet).
+LIVENESS_SERVICE = "liveness"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -128,6 +131,7 @@ class ClassifierServer:
         settings = self.settings
         await self.health.set("", NOT_SERVING)
         await self.health.set(CLASSIFIER_SERVICE, NOT_SERVING)
+        await self.health.set(LIVENESS_SERVICE, SERVING)
         self.grpc_port = self._bind_grpc()
         await self._server.start()
         self._heart = asyncio.get_running_loop().create_task(self._beat())

@@ -65,6 +65,7 @@ def test_an_empty_repository_is_not_ready_and_says_why_once(tmp_path):
         time.sleep(1.5)
         with proc.client() as client:
             assert not client.is_server_ready()
+            assert client.is_server_ready("liveness"), "the liveness service is SERVING: no restart loop"
         code, body = get(proc.metrics_port, "/readyz")
         assert code == 503 and "no model to serve in" in body
         assert get(proc.metrics_port, "/healthz") == (200, "ok\n"), "alive, only not ready: no restart loop"

@@ -23,7 +23,7 @@ def health(address: str, service: str = "") -> int:
 
 
 def test_health_reports_the_server_the_service_and_each_model(server):
-    for service in ("", "tfclassify.v1.Classifier", "fashion", "digits"):
+    for service in ("", "tfclassify.v1.Classifier", "fashion", "digits", "liveness"):
         assert health(server.address, service) == SERVING, service
     with pytest.raises(grpc.RpcError) as info:
         health(server.address, "no-such-model")
