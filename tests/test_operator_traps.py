@@ -106,25 +106,24 @@ def test_a_port_in_use_is_one_line_and_exit_1(model_repo, which):
     assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
 
 
-def test_tensorflow_start_up_noise_is_filtered_and_json_logs_parse(model_repo, tmp_path):
-    (tmp_path / "quiet").mkdir()
-    (tmp_path / "loud").mkdir()
-    quiet = ServerProcess(model_repo, tmp_path / "quiet", "--log-format", "json")
+def served_log(repo, workdir, *args: str) -> str:
+    """The log of a server that started on ``repo``, became ready and stopped."""
+    workdir.mkdir()
+    proc = ServerProcess(repo, workdir, *args)
     try:
-        with quiet.client() as client:
+        with proc.client() as client:
             client.wait_for_ready(60)
     finally:
-        quiet.stop()
-    lines = [line for line in quiet.log().splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]  # every line is a JSON object
+        proc.stop()
+    return proc.log()
+
+
+def test_tensorflow_start_up_noise_is_filtered_and_json_logs_parse(model_repo, tmp_path):
+    quiet = served_log(model_repo, tmp_path / "quiet", "--log-format", "json")
+    entries = [json.loads(line) for line in quiet.splitlines() if line.strip()]  # every line is a JSON object
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert any("available on /device:CPU:0" in e["message"] for e in entries)
     for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "Could not find cuda drivers"):
-        assert noise not in quiet.log(), noise
-    loud = ServerProcess(model_repo, tmp_path / "loud", "--log-level", "DEBUG")
-    try:
-        with loud.client() as client:
-            client.wait_for_ready(60)
-    finally:
-        loud.stop()
-    assert "oneDNN custom operations are on" in loud.log(), "DEBUG shows TensorFlow's notices"
+        assert noise not in quiet, noise
+    loud = served_log(model_repo, tmp_path / "loud", "--log-level", "DEBUG")
+    assert "oneDNN custom operations are on" in loud, "DEBUG shows TensorFlow's notices"
