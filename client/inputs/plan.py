@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tfclassify.client.inputs.labels import FOLDER, LabelError, LabelResolver, folder_label, normalise_member, read_manifest
-from tfclassify.client.inputs.sources import ArrayInput, FileRef, Input, InputError, Item
+from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, Item
 
 
 def shard_of(source: str, num_shards: int) -> int:
@@ -244,4 +244,4 @@ def array_rows(chunk: Chunk) -> np.ndarray:
     return chunk.array.images[np.asarray(rows)]
 
 
-__all__ = ["Chunk", "FileRef", "LabelError", "ScoringPlan", "Survey", "array_rows", "parse_shard", "shard_of"]
+__all__ = ["Chunk", "ScoringPlan", "Survey", "array_rows", "parse_shard", "shard_of"]

@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfclassify.client.inputs.labels import FOLDER
 from tfclassify.client.inputs.plan import ScoringPlan
 from tfclassify.client.inputs.sources import Input, open_input
-from tfclassify.client.scoring.engine import ChunkResult, Scorer, ScoringOptions
+from tfclassify.client.scoring.engine import Scorer, ScoringOptions
 from tfclassify.client.scoring.output import chunk_rows
 
 
@@ -139,4 +138,4 @@ async def _chunks_of_results(paths, model, servers, labels, shard, options) -> A
         await scorer.close()
 
 
-__all__ = ["FOLDER", "ChunkResult", "ImageResult", "make_plan", "score_files", "score_files_async"]
+__all__ = ["ImageResult", "make_plan", "score_files", "score_files_async"]
