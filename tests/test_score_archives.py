@@ -185,7 +185,7 @@ def test_bad_input_gets_one_line_and_exit_1_before_anything_is_scored(server, pn
     assert "server address 'localhost' is not HOST:PORT" in result.stderr
 
 
-def test_resume_refuses_a_different_command(server, png_zip, tmp_path):
+def test_resume_starts_a_new_run_and_refuses_a_different_command(server, png_zip, tmp_path):
     out = tmp_path / "o.jsonl"
     score("--server", server.address, "--model", "fashion", "--images", str(png_zip), "--output", str(out),
           "--no-progress", "--limit", "10")
@@ -195,6 +195,10 @@ def test_resume_refuses_a_different_command(server, png_zip, tmp_path):
     result = score("--server", server.address, "--model", "fashion", "--images", str(png_zip), "--output", str(out),
                    "--resume", "--limit", "10", expect=1)
     assert "is already complete (10 rows): nothing to resume" in result.stderr
+    fresh = tmp_path / "fresh.jsonl"
+    score("--server", server.address, "--model", "fashion", "--images", str(png_zip), "--output", str(fresh),
+          "--resume", "--no-progress", "--limit", "10")
+    assert fresh.read_text().count("\n") == 10, "--resume with nothing written yet starts the run"
 
 
 def test_classify_takes_files_folders_and_archives(server, png_zip, images, expected, tmp_path):

@@ -79,9 +79,17 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
         return 0
 
 
-def print_report(summary: RowSummary, labels: list[str], run: dict, report_path: Path | None) -> int:
+def add_skipped_ok_argument(parser: argparse.ArgumentParser) -> None:
+    """``--skipped-ok``: exit 0 rather than 3 when files were skipped (batch jobs whose runner retries
+    every non-zero exit, such as a Kubernetes Job)."""
+    parser.add_argument("--skipped-ok", action="store_true",
+                        help="exit 0, not 3, when some files were skipped (they are still in the output and report)")
+
+
+def print_report(summary: RowSummary, labels: list[str], run: dict, report_path: Path | None,
+                 skipped_ok: bool = False) -> int:
     """Print the report of an output file's rows (and write it as JSON); returns the exit status:
-    ``EXIT_SKIPPED`` when some files were skipped."""
+    ``EXIT_SKIPPED`` when some files were skipped, unless ``skipped_ok``."""
     report = report_from_rows(summary, labels, run=run)
     if report is None:
         print("no true labels: accuracy not computed")
@@ -93,7 +101,7 @@ def print_report(summary: RowSummary, labels: list[str], run: dict, report_path:
         if report_path:
             report.write_json(report_path)
             print(f"\nreport written to {report_path}")
-    return EXIT_SKIPPED if summary.skipped else EXIT_OK
+    return EXIT_SKIPPED if summary.skipped and not skipped_ok else EXIT_OK
 
 
 def _fail(message: str, status: int = 1) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import print_report
+from tfclassify.client.cli.common import add_skipped_ok_argument, print_report
 from tfclassify.client.report import summarize_rows
 from tfclassify.client.scoring.merge import merge_outputs
 from tfclassify.client.scoring.output import read_rows
@@ -17,12 +17,13 @@ def add_parser(sub) -> None:
         help="combine the outputs of sharded score runs",
         description="Combine the outputs of `tfclassify score --shard I/N` runs into the output one unsharded run "
         "would have written: checks that every shard is there and complete and every image appears exactly "
-        "once, then prints (and writes) the report. Exit status: 0, 1 failure, 3 when files were skipped.",
+        "once, then prints (and writes) the report. Exit status: 0, 1 failure, 3 when files were skipped (0 with --skipped-ok).",
     )
     parser.add_argument("outputs", nargs="+", type=Path, help="the shards' --output files (.jsonl or .parquet)")
     parser.add_argument("--output", type=Path, required=True, help="the merged output (.jsonl or .parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--report", type=Path, help="write the report as JSON here")
+    add_skipped_ok_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -31,4 +32,4 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize_rows(read_rows(args.output))
     print(f"merged {len(args.outputs)} shards into {args.output}: {summary.rows} images, {summary.skipped} skipped")
     run_info = {"merged_from": record["merged_from"], "model": record["model"]["name"], "versions": summary.versions}
-    return print_report(summary, record["model"]["labels"], run_info, args.report)
+    return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok)

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.cli.common import EXIT_INTERRUPTED, CliError, add_server_arguments, print_report
+from tfclassify.client.cli.common import (
+    EXIT_INTERRUPTED,
+    CliError,
+    add_server_arguments,
+    add_skipped_ok_argument,
+    print_report,
+)
 from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.decode import INVERT_CHOICES
@@ -29,7 +35,7 @@ def add_parser(sub) -> None:
         description="Classify every image of folders, archives (.zip, .tar[.gz|.bz2|.xz]), IDX/.npz files or a "
         "named dataset on tfclassify servers; write the predictions as they come (JSONL or Parquet), and "
         "report accuracy, per-class precision/recall/F1, the confusion matrix and the skipped files. "
-        "Exit status: 0 all scored, 1 failure, 2 usage error, 3 done but some files were skipped, "
+        "Exit status: 0 all scored, 1 failure, 2 usage error, 3 done but some files were skipped (0 with --skipped-ok), "
         "130 interrupted (continue with --resume).",
     )
     add_server_arguments(parser, timeout=60.0, several=True)
@@ -67,6 +73,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--shard", metavar="I/N", help="score only shard I of N (0-based); `tfclassify merge` "
                         "combines the shards' outputs")
     parser.add_argument("--report", type=Path, help="write the report as JSON here")
+    add_skipped_ok_argument(parser)
     parser.add_argument("--batch-size", type=int, default=0,
                         help="images per RPC [default: the largest power of two up to 4096 that makes 8 or more batches]")
     parser.add_argument("--in-flight", type=int, default=4, help="RPCs in flight at once [default: %(default)s]")
@@ -178,4 +185,4 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
         "prepare_seconds": round(result.prepare_seconds, 3),
         "retries": record.get("retries", 0), "decoding": record.get("decoding"),
     }
-    return print_report(summary, record["model"]["labels"], run_info, args.report)
+    return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok)

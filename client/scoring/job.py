@@ -80,7 +80,8 @@ async def run_job(
             "shard": [plan.shard, plan.num_shards], "survey": survey.to_dict(),
             "tfclassify": package_version(), "started": _now(),
         }
-        if writer is not None and resume:
+        # --resume with nothing written yet starts the run: a retried Kubernetes Job pod runs the same command.
+        if writer is not None and resume and writer.started():
             record = writer.resume(identity)
         elif writer is not None:
             writer.create(record, overwrite)

@@ -186,6 +186,10 @@ class PredictionsWriter:
         write_record(self.output, record)
         self._file = open(self.journal, "w", encoding="utf-8")
 
+    def started(self) -> bool:
+        """Whether a run has begun writing ``output`` (its run record, journal or output exists)."""
+        return record_path(self.output).exists() or self.journal.exists() or self.output.exists()
+
     def resume(self, identity: dict) -> dict:
         """Continue an interrupted output; returns its run record. Cuts a partial last line off."""
         if self.parquet:
