@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything tfclassify needs on a fresh Debian/Ubuntu machine:
-# the Fashion-MNIST data and Prometheus' promtool (Debian packages), a
+# the Fashion-MNIST data, Prometheus and rclone (Debian packages, for the deployment rehearsal), a
 # virtual environment in .venv with tfclassify installed (editable) with the
 # server, trainer and dev extras, and one in .venv-triton with Triton's
 # client (tests/oip/requirements.txt says why it is separate). Safe to run
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TRITON_VENV=${TRITON_VENV:-.venv-triton}
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus)
+DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus rclone)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -87,14 +87,54 @@ class ServerProcess:
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text output (0 when absent)."""
+    """The sum of the samples of ``name`` that have ``labels`` in Prometheus text output (0 when none): one
+    sample's value when the labels name it fully."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something true (returned), or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def drain_and_check(proc: ServerProcess, model: str, big: np.ndarray, grace_s: float, requests: int = 12) -> None:
+    """Send ``requests`` Classify calls of ``big``; SIGTERM once the server holds them all; check that every
+    one completes, the process exits 0 within ``grace_s`` and refuses new calls while it stops."""
+    from tfclassify.client import TfclassifyError
+
+    def received() -> tuple[float, float]:
+        text = proc.metrics_text()
+        in_flight = metric_value(text, "tfclassify_requests_in_flight", method="Classify")
+        return in_flight, in_flight + metric_value(text, "tfclassify_requests_total", method="Classify")
+
+    with proc.client(timeout=120) as client:
+        client.wait_for_ready(60)
+        before = received()[1]
+        futures = [client.classify_async(big, model) for _ in range(requests)]
+        # A request counts once the server has received it: one still being uploaded when
+        # shutdown starts is refused by gRPC itself (and retried by clients such as the scorer).
+        wait_until(lambda: received()[1] - before == requests, interval=0.005)
+        assert received()[0] >= requests // 2, "most requests must still be running when SIGTERM arrives"
+        started = time.monotonic()
+        proc.proc.send_signal(signal.SIGTERM)
+        results = [f.result() for f in futures]  # every accepted request completes
+        assert [len(r) for r in results] == [len(big)] * requests
+        assert proc.proc.wait(grace_s) == 0
+        assert time.monotonic() - started < grace_s
+        with pytest.raises(TfclassifyError) as info:
+            client.classify(big[:1], model, timeout=2)
+        assert info.value.code.name == "UNAVAILABLE"
+    log = proc.log()
+    assert "shutting down" in log and "stopped" in log
 
 
 @pytest.fixture(scope="session")

