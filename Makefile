@@ -4,7 +4,7 @@ VENV ?= .venv
 TRITON_VENV ?= .venv-triton
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-archive bench-oip proto clean
+.PHONY: setup demo test bench bench-archive bench-oip images proto clean
 
 setup:
 	@VENV=$(VENV) TRITON_VENV=$(TRITON_VENV) bash scripts/setup.sh
@@ -23,6 +23,10 @@ bench-archive: setup
 
 bench-oip: setup
 	TRITON_VENV=$(TRITON_VENV) $(PY) -m bench.perf_analyzer $(BENCH_ARGS)
+
+# Container images built locally with buildah from a debootstrap base (root, Debian; ~1 GB download).
+images:
+	bash deploy/docker/build-local.sh
 
 proto: setup
 	$(PY) proto/generate.py
