@@ -1,13 +1,12 @@
 # The two commands of the README: `make demo` and `make test`.
 # Each first runs scripts/setup.sh, which installs what is missing.
 VENV ?= .venv
-TRITON_VENV ?= .venv-triton
 PY := $(VENV)/bin/python
 
 .PHONY: setup demo test bench bench-archive bench-oip images proto clean
 
 setup:
-	@VENV=$(VENV) TRITON_VENV=$(TRITON_VENV) bash scripts/setup.sh
+	@VENV=$(VENV) bash scripts/setup.sh
 
 demo: setup
 	@VENV=$(VENV) bash scripts/demo.sh
@@ -22,7 +21,7 @@ bench-archive: setup
 	$(PY) -m bench.archive $(BENCH_ARGS)
 
 bench-oip: setup
-	TRITON_VENV=$(TRITON_VENV) $(PY) -m bench.perf_analyzer $(BENCH_ARGS)
+	$(PY) -m bench.perf_analyzer $(BENCH_ARGS)
 
 # Container images built locally with buildah from a debootstrap base (root, Debian; ~1 GB download).
 images:
@@ -32,4 +31,4 @@ proto: setup
 	$(PY) proto/generate.py
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) build dist *.egg-info demo-output .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info demo-output .pytest_cache

@@ -2,14 +2,12 @@
 # Set up everything tfclassify needs on a fresh Debian/Ubuntu machine:
 # the Fashion-MNIST data, Prometheus and rclone (Debian packages, for the deployment rehearsal), a
 # virtual environment in .venv with tfclassify installed (editable) with the
-# server, trainer and dev extras, and one in .venv-triton with Triton's
-# client (tests/oip/requirements.txt says why it is separate). Safe to run
+# server, trainer and dev extras (Triton's client included). Safe to run
 # again: it skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
-TRITON_VENV=${TRITON_VENV:-.venv-triton}
 PYTHON=${PYTHON:-python3}
 DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus rclone)
 
@@ -39,13 +37,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e ".[server,trainer,dev]"
     touch "$stamp"
-fi
-
-triton_stamp="$TRITON_VENV/.tfclassify-installed"
-if [ ! -f "$triton_stamp" ] || [ tests/oip/requirements.txt -nt "$triton_stamp" ]; then
-    echo "setup: installing Triton's client into $TRITON_VENV"
-    [ -x "$TRITON_VENV/bin/python" ] || "$PYTHON" -m venv "$TRITON_VENV"
-    "$TRITON_VENV/bin/python" -m pip install -q --upgrade pip
-    "$TRITON_VENV/bin/python" -m pip install -q -r tests/oip/requirements.txt
-    touch "$triton_stamp"
 fi

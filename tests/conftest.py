@@ -22,8 +22,6 @@ BIN = Path(sys.executable).parent
 MNIST_DIR = ROOT.parent / "shared" / "datasets" / "mnist"
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-#: Triton's client lives in a venv of its own (see tests/oip/requirements.txt); scripts/setup.sh makes it.
-TRITON_PYTHON = Path(os.environ.get("TFCLASSIFY_TRITON_PYTHON", ROOT / ".venv-triton" / "bin" / "python"))
 
 
 def tfclassify_cmd(*args: str) -> list[str]:

@@ -1,26 +1,27 @@
 """The Open Inference Protocol, called with Triton's real Python client
 (``tritonclient.grpc``, sync and asyncio) against a real server process.
 
-tritonclient needs protobuf < 7, so it runs in its own venv (.venv-triton):
-the scripts under tests/oip/ make the calls and print what they got as JSON,
-and the tests here check it against our own API's answers.
+tritonclient is installed beside tfclassify (the dev extra): the scripts under
+tests/oip/ make the calls in a process of their own, as a separate service
+would, and print what they got as JSON; the tests here check it against our
+own API's answers.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import FASHION_LABELS, ROOT, TRITON_PYTHON, metric_value, readme_example
+from conftest import FASHION_LABELS, ROOT, metric_value, readme_example
 from tfclassify.server.runtime import softmax
 
 
 def run_triton(*args: str, timeout: float = 120) -> str:
-    assert TRITON_PYTHON.exists(), f"{TRITON_PYTHON} is missing: run scripts/setup.sh (make test does)"
-    result = subprocess.run([str(TRITON_PYTHON), *args], capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

@@ -1,12 +1,15 @@
-"""The normal (non-editable) wheel: its layout, and a base install without TensorFlow."""
+"""The normal (non-editable) wheel: its layout, a base install without TensorFlow, and installs beside
+Triton's client and on the protobuf and grpcio versions we claim."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import venv
 import zipfile
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -67,3 +70,59 @@ def test_base_install_is_a_light_client_without_tensorflow(wheel, tmp_path):
     serve = subprocess.run([str(env_dir / "bin" / "tfclassify"), "serve", "--model-repo", str(tmp_path)],
                            capture_output=True, text=True)
     assert serve.returncode == 1 and "pip install 'tfclassify[server]'" in serve.stderr
+
+
+#: Calls a server with our client (and Triton's, when installed) and prints what it got; run in the fresh venvs.
+CLIENT_CHECK = """
+import json, sys
+import grpc, numpy as np
+from google import protobuf
+from tfclassify.client import ClassifierClient
+address = sys.argv[1]
+images = np.load(sys.argv[2])
+with ClassifierClient(address) as client:
+    out = {"protobuf": protobuf.__version__, "grpcio": grpc.__version__, "ready": client.is_server_ready(),
+           "classes": client.classify(images, "fashion").classes.tolist()}
+try:
+    import tritonclient.grpc as triton
+except ImportError:
+    pass
+else:
+    tensor = triton.InferInput("images", list(images.shape), "UINT8")
+    tensor.set_data_from_numpy(images)
+    out["triton_classes"] = triton.InferenceServerClient(address).infer("fashion", [tensor]).as_numpy("classes").tolist()
+print(json.dumps(out))
+"""
+
+#: (what is installed beside the wheel, the protobuf/grpcio versions that must result); pip resolves the rest.
+ENVIRONMENTS = {
+    "lowest": (["protobuf==6.30.0", "grpcio==1.72.1", "grpcio-health-checking==1.72.1"], ("6.30.0", "1.72.1")),
+    "tritonclient": (["tritonclient[grpc]==2.73.0"], ("6.", None)),
+    "protobuf7": (["protobuf>=7,<8"], ("7.", None)),
+}
+
+
+@pytest.mark.parametrize("name", ENVIRONMENTS)
+def test_the_wheel_installs_and_works_beside_other_clients_and_protobuf_versions(name, wheel, server, fashion_test,
+                                                                                 tmp_path):
+    """The generated code (gencode 6.30.0) on the lowest protobuf and grpcio we claim, with Triton's client in
+    one environment (pip's own resolution: protobuf < 7), and on protobuf 7."""
+    extra, (protobuf, grpcio) = ENVIRONMENTS[name]
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    install = subprocess.run([python, "-m", "pip", "install", "-q", str(wheel), *extra], capture_output=True,
+                             text=True, timeout=600)
+    assert install.returncode == 0, install.stderr
+    images = tmp_path / "images.npy"
+    np.save(images, fashion_test.images[:8])
+    result = subprocess.run([python, "-c", CLIENT_CHECK, server.address, str(images)], capture_output=True,
+                            text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["protobuf"].startswith(protobuf) and (grpcio is None or got["grpcio"] == grpcio), got
+    with server.client() as client:
+        expected = client.classify(fashion_test.images[:8], "fashion").classes.tolist()
+    assert got["ready"] and got["classes"] == expected
+    if name == "tritonclient":
+        assert got["triton_classes"] == expected

@@ -58,7 +58,7 @@ class ClassifyRequest(_message.Message):
     return_probabilities: bool
     request_id: str
     omit_labels: bool
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImages, _Mapping]] = ..., top_k: _Optional[int] = ..., return_probabilities: _Optional[bool] = ..., request_id: _Optional[str] = ..., omit_labels: _Optional[bool] = ...) -> None: ...
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImages, _Mapping]] = ..., top_k: _Optional[int] = ..., return_probabilities: bool = ..., request_id: _Optional[str] = ..., omit_labels: bool = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model_spec", "classes", "scores", "labels", "top_k", "top_k_classes", "top_k_scores", "top_k_labels", "probabilities", "request_id")

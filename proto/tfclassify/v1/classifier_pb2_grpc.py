@@ -5,7 +5,7 @@ import warnings
 
 from tfclassify.v1 import classifier_pb2 as tfclassify_dot_v1_dot_classifier__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.72.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in tfclassify/v1/classifier_pb2_grpc.py depends on'
+        + f' but the generated code in tfclassify/v1/classifier_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ClassifierStub:
+class ClassifierStub(object):
     """Classifies images with models served from a model repository.
     """
 
@@ -62,7 +62,7 @@ class ClassifierStub:
                 _registered_method=True)
 
 
-class ClassifierServicer:
+class ClassifierServicer(object):
     """Classifies images with models served from a model repository.
     """
 
@@ -145,7 +145,7 @@ def add_ClassifierServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Classifier:
+class Classifier(object):
     """Classifies images with models served from a model repository.
     """
 
