@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfclassify.server.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+from tfclassify.server.errors import DeadlineExceededError, InferenceError, ModelUnavailableError, QueueFullError
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,10 @@ class Batcher:
         except Exception as exc:  # a TensorFlow failure fails this batch's requests, not the server
             log.exception("%s: a batch of %d images failed on %s", self.name, len(images), replica.device)
             for e in batch:
-                if not e.future.done():
-                    e.future.set_exception(exc)
+                if not e.future.done():  # logged here, once: the RPCs answer INTERNAL without a second traceback
+                    e.future.set_exception(InferenceError(
+                        f"{self.name}: the model failed on a batch of {len(images)} images ({type(exc).__name__}); "
+                        "the server log has the details"))
         else:
             seconds = time.perf_counter() - started
             self.observer.on_batch(replica, len(images), seconds)

@@ -1,18 +1,17 @@
 """The transport-independent core: validate images, run the model, rank classes.
 
 Servicers of every API (tfclassify, TensorFlow Serving, Open Inference
-Protocol) convert protobuf messages to the types here and back; nothing in
-this module knows about gRPC messages. Every request goes through its
-version's batching queue and is counted in its version's statistics.
+Protocol) resolve a version, convert protobuf messages to images, call
+``DataPlane.infer`` and build their answers from its outputs; nothing in this
+module knows about gRPC messages. Every request goes through its version's
+batching queue; ``RpcCall`` carries its timings to the meter.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,11 +19,10 @@ from tfclassify.server.batching import Outputs, RequestTiming
 from tfclassify.server.errors import InvalidInputError
 from tfclassify.server.images import check_batch_size, check_image_batch, decode_images
 from tfclassify.server.registry import ModelRegistry, ServedVersion
-from tfclassify.server.runtime import ModelRuntime
+from tfclassify.server.rpc import RpcCall
 
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from tfclassify.server.runtime import ModelRuntime
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class ClassifyOutput:
 
 
 class DataPlane:
-    """Classifies batches with the models in ``registry``, through each version's batching queue."""
+    """Resolves model versions and runs images through each version's batching queue."""
 
     def __init__(self, registry: ModelRegistry, max_images_per_request: int) -> None:
         self.registry = registry
@@ -65,64 +63,41 @@ class DataPlane:
         """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
         return self.registry.resolve(model, version, version_label)
 
-    async def classify(self, request: ClassifyInput) -> ClassifyOutput:
-        """Classify the request's images."""
-        # No `await` between resolving the version and entering its queue: an
-        # unload (on this event loop) cannot slip in between, so a request never
-        # reaches a queue that has closed.
-        served = self.resolve(request.model, request.version, request.version_label)
+    async def infer(self, call: RpcCall, images: np.ndarray, deadline: float | None) -> tuple[Outputs, np.ndarray]:
+        """Run validated ``images`` ``[N, H, W]`` through the queue of the version ``call`` runs on
+        (``call.infer(served)``); returns the model's outputs and each image's predicted class, which are
+        counted in the metrics. Timings go to ``call``, for the version's statistics.
+
+        Call it right after resolving the version, with no ``await`` in between: an unload (on this event
+        loop) cannot slip in, so a request never reaches a queue that has closed.
+        """
+        served = call.served
         runtime = served.runtime
+        model_input = runtime.as_model_input(images)
+        call.images = len(model_input)
+        call.timing = timing = RequestTiming()
+        call.queued_ns = time.perf_counter_ns()
+        outputs = await served.batcher.run(model_input, deadline, timing)
+        call.ran_ns = time.perf_counter_ns()
+        # Every API's images count in the predicted-class metrics (argmax: logits and probabilities agree).
+        classes = outputs[runtime.output_key].argmax(axis=1).astype(np.int32)
+        served.metrics.count_predictions(classes)
+        return outputs, classes
 
-        def prepare() -> np.ndarray:
-            if request.top_k > runtime.num_classes:
-                raise InvalidInputError(
-                    f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
-                )
-            return self._prepare(runtime, request)
-
-        def respond(outputs: Outputs) -> ClassifyOutput:
-            return rank(runtime, runtime.probabilities(outputs), request.top_k, request.return_probabilities)
-
-        return await self.run(served, prepare, respond, request.deadline)
+    async def classify(self, call: RpcCall, request: ClassifyInput) -> ClassifyOutput:
+        """Classify the request's images."""
+        served = call.infer(self.resolve(request.model, request.version, request.version_label))
+        runtime = served.runtime
+        if request.top_k > runtime.num_classes:
+            raise InvalidInputError(
+                f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
+            )
+        outputs, classes = await self.infer(call, self._prepare(runtime, request), request.deadline)
+        return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
 
     def check_batch_size(self, n: int) -> None:
         """Reject an empty request or one over ``--max-images-per-request``."""
         check_batch_size(n, self.max_images_per_request)
-
-    async def run(
-        self,
-        served: ServedVersion,
-        prepare: Callable[[], np.ndarray],
-        respond: Callable[[Outputs], T],
-        deadline: float | None,
-    ) -> T:
-        """Run one request on ``served``: ``prepare`` returns its images ``[N, H, W]``
-        (validated), the batching queue runs them, ``respond`` turns the model's
-        outputs into the answer. Accounted in the version's statistics.
-
-        Call it right after resolving ``served``, with no ``await`` in between.
-        """
-        statistics = served.metrics.statistics
-        runtime = served.runtime
-        timing = RequestTiming()
-        started = time.perf_counter_ns()
-        try:
-            images = runtime.as_model_input(prepare())
-            queued = time.perf_counter_ns()
-            outputs = await served.batcher.run(images, deadline, timing)
-            ran = time.perf_counter_ns()
-            answer = respond(outputs)
-            # Every API's images count in the predicted-class metrics (argmax: logits and probabilities agree).
-            served.metrics.count_predictions(outputs[runtime.output_key].argmax(axis=1))
-        except BaseException:  # cancelled callers count as failed, as in Triton
-            statistics.record_failure(time.perf_counter_ns() - started)
-            raise
-        finished = time.perf_counter_ns()
-        statistics.record_success(
-            len(images), finished - started, queued - started, int(timing.queue * 1e9), int(timing.infer * 1e9),
-            finished - ran,
-        )
-        return answer
 
     def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:
         height, width = runtime.image_size
@@ -138,11 +113,11 @@ class DataPlane:
         return check_image_batch(images, height, width, self.max_images_per_request)
 
 
-def rank(runtime: ModelRuntime, probabilities: np.ndarray, top_k: int, keep_probabilities: bool) -> ClassifyOutput:
-    """Prediction, its score and the best ``top_k`` classes of every row."""
-    rows = np.arange(len(probabilities))
-    classes = probabilities.argmax(axis=1).astype(np.int32)
-    scores = probabilities[rows, classes]
+def rank(
+    runtime: ModelRuntime, probabilities: np.ndarray, classes: np.ndarray, top_k: int, keep_probabilities: bool
+) -> ClassifyOutput:
+    """Each row's predicted class (``classes``, the argmax) with its score, and its best ``top_k`` classes."""
+    scores = probabilities[np.arange(len(probabilities)), classes]
     if top_k:
         # argsort of the negated scores: best first, ties broken by the lower class index.
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k].astype(np.int32)

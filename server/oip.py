@@ -23,13 +23,13 @@ from tfclassify.client.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
-from tfclassify.server.dataplane import DataPlane, Outputs
+from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
 from tfclassify.server.images import check_image_batch
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip_tensors import CONFIG_TYPES, datatype_of, from_contents, from_raw, to_raw
 from tfclassify.server.registry import ServedVersion
-from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.rpc import RpcCall, RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.server.runtime import ModelRuntime
 from tfclassify.server.statistics import Duration
 
@@ -41,10 +41,6 @@ CLASSIFICATION = "classification"
 STREAM_WINDOW = 4
 
 
-def _answered_version(response: object) -> str:
-    return getattr(response, "model_version", "")
-
-
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` on a ``DataPlane``."""
 
@@ -52,7 +48,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._dataplane = dataplane
         self._metrics = metrics
         self._is_ready = is_ready
-        self._meter = RpcMeter(API, metrics, dataplane.registry, _answered_version)
+        self._meter = RpcMeter(API, metrics, dataplane.registry)
 
     # -- health and metadata ------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext):
@@ -62,53 +58,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self._is_ready())
 
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext):
-        async def ready() -> pb.ModelReadyResponse:
-            try:
-                self._resolve(request.name, request.version)
-            except ServingError:
-                return pb.ModelReadyResponse(ready=False)
-            return pb.ModelReadyResponse(ready=True)
-
-        return await self._meter.observed("ModelReady", request.name, context, ready())
+        return await self._meter.observed("ModelReady", request.name, self._ready, request, context)
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext):
         return pb.ServerMetadataResponse(name="tfclassify", version=package_version(), extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext):
-        async def metadata() -> pb.ModelMetadataResponse:
-            runtime = self._resolve(request.name, request.version).runtime
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=runtime.name,
-                versions=[str(v) for v in self._dataplane.registry.versions(runtime.name)],
-                platform=PLATFORM,
-                inputs=[tensor(name=runtime.input_key, datatype=_input_datatype(runtime), shape=[-1, *runtime.input_shape])],
-                outputs=[
-                    tensor(name=name, datatype=datatype_of(dtype), shape=[-1, *shape])
-                    for name, (dtype, shape) in runtime.outputs.items()
-                ],
-            )
-
-        return await self._meter.observed("ModelMetadata", request.name, context, metadata())
+        return await self._meter.observed("ModelMetadata", request.name, self._metadata, request, context)
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext):
-        async def config() -> pb.ModelConfigResponse:
-            return pb.ModelConfigResponse(config=self._config(self._resolve(request.name, request.version)))
-
-        return await self._meter.observed("ModelConfig", request.name, context, config())
+        return await self._meter.observed("ModelConfig", request.name, self._model_config, request, context)
 
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext):
-        return await self._meter.observed("ModelStatistics", request.name, context, self._statistics(request))
+        return await self._meter.observed("ModelStatistics", request.name, self._statistics, request, context)
 
     # -- inference ---------------------------------------------------------------
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext):
-        return await self._meter.observed("ModelInfer", request.model_name, context, self._infer(request, context))
+        return await self._meter.observed("ModelInfer", request.model_name, self._infer, request, context)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         def handle(request: pb.ModelInferRequest):
-            return self._meter.measured("ModelStreamInfer", request.model_name, self._infer(request, context))
+            return self._meter.measured("ModelStreamInfer", request.model_name, self._infer, request, context)
 
         async with contextlib.aclosing(ordered_window(request_iterator, handle, STREAM_WINDOW)) as tasks:
             async for task in tasks:
@@ -117,25 +89,45 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 except RpcFailure as failure:  # reported in the stream, which goes on (as Triton does)
                     yield pb.ModelStreamInferResponse(error_message=failure.details)
 
-    async def _infer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
+    # -- the RPCs, run by the meter ------------------------------------------------
+    async def _ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext, call: RpcCall):
+        try:
+            call.resolved(self._resolve(request.name, request.version))
+        except ServingError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def _metadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall):
+        runtime = call.resolved(self._resolve(request.name, request.version)).runtime
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=runtime.name,
+            versions=[str(v) for v in self._dataplane.registry.versions(runtime.name)],
+            platform=PLATFORM,
+            inputs=[tensor(name=runtime.input_key, datatype=_input_datatype(runtime), shape=[-1, *runtime.input_shape])],
+            outputs=[
+                tensor(name=name, datatype=datatype_of(dtype), shape=[-1, *shape])
+                for name, (dtype, shape) in runtime.outputs.items()
+            ],
+        )
+
+    async def _model_config(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext, call: RpcCall):
+        return pb.ModelConfigResponse(config=self._config(call.resolved(self._resolve(request.name, request.version))))
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.ModelInferResponse:
         served = self._resolve(request.model_name, request.model_version)
         runtime = served.runtime
         requested = _requested_outputs(runtime, request)
-
-        def prepare() -> np.ndarray:
-            return self._input_images(runtime, request)
-
-        def respond(outputs: Outputs) -> pb.ModelInferResponse:
-            response = pb.ModelInferResponse(
-                model_name=runtime.name, model_version=str(runtime.version), id=request.id
-            )
-            for name, top_k in requested:
-                array = outputs[name] if not top_k else _classification(runtime, name, outputs[name], top_k)
-                response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
-                response.raw_output_contents.append(to_raw(array))
-            return response
-
-        return await self._dataplane.run(served, prepare, respond, deadline_of(context))
+        call.infer(served)  # from here on, a failure counts in the version's statistics (Triton counts them alike)
+        outputs, _ = await self._dataplane.infer(call, self._input_images(runtime, request), deadline_of(context))
+        response = pb.ModelInferResponse(model_name=runtime.name, model_version=served.version_label, id=request.id)
+        for name, top_k in requested:
+            array = outputs[name] if not top_k else _classification(runtime, name, outputs[name], top_k)
+            response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
+            response.raw_output_contents.append(to_raw(array))
+        return response
 
     # -- helpers ---------------------------------------------------------------------
     def _resolve(self, name: str, version: str) -> ServedVersion:
@@ -213,9 +205,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             ),
         )
 
-    async def _statistics(self, request: pb.ModelStatisticsRequest) -> pb.ModelStatisticsResponse:
+    async def _statistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.ModelStatisticsResponse:
         registry = self._dataplane.registry
-        if request.name and request.name not in registry.names():
+        if request.name and not registry.has(request.name):
             raise ModelNotFoundError(f"requested model '{request.name}' is not available")
         if request.version and not request.version.isdigit():
             raise InvalidInputError(f"model version {request.version!r} is not a version number")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from tfclassify.server.batching import Batcher
 from tfclassify.server.errors import ModelNotFoundError, ModelUnavailableError, VersionLabelNotFoundError
 from tfclassify.server.metrics import VersionMetrics
-from tfclassify.server.runtime import ModelRuntime
+
+if TYPE_CHECKING:  # a type only: the registry (and what uses it) imports without TensorFlow
+    from tfclassify.server.runtime import ModelRuntime
 
 
 @dataclass(eq=False)
@@ -18,6 +21,11 @@ class ServedVersion:
     replicas: list[ModelRuntime]
     batcher: Batcher
     metrics: VersionMetrics
+    #: The version number as the metrics label it (computed once, not per request).
+    version_label: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.version_label = str(self.replicas[0].version)
 
     @property
     def runtime(self) -> ModelRuntime:
@@ -76,6 +84,10 @@ class ModelRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._models)
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is a model of the repository (loaded or not)."""
+        return name in self._models
 
     def versions(self, name: str) -> list[int]:
         """Available versions of ``name``, ascending."""

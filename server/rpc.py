@@ -1,19 +1,20 @@
-"""What every servicer shares: one mapping of domain errors to gRPC statuses,
-and one place where RPCs are counted in the metrics (with their ``api`` label)."""
+"""What every servicer shares: the RPC record the meter reads, the meter that counts every RPC in the metrics
+(with its ``api`` label) and fails it with the status ``errors.status_code`` gives, and stream helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
 
-from tfclassify.server.errors import ServingError
+from tfclassify.server.batching import RequestTiming
+from tfclassify.server.errors import ServingError, status_code
 from tfclassify.server.metrics import ServerMetrics
-from tfclassify.server.registry import ModelRegistry
+from tfclassify.server.registry import ModelRegistry, ServedVersion
 
 log = logging.getLogger(__name__)
 
@@ -29,63 +30,67 @@ class RpcFailure(Exception):
         self.code, self.details = code, details
 
 
+class RpcCall:
+    """One RPC as it goes: the servicer records the model version it resolved (``resolved``, or ``infer`` for a
+    request that runs images), the data plane the request's timings; the meter reads them at the end."""
+
+    __slots__ = ("started_ns", "version", "served", "images", "queued_ns", "ran_ns", "timing")
+
+    def __init__(self) -> None:
+        self.started_ns = time.perf_counter_ns()
+        self.version = ""  # the metric label: the version that answered
+        self.served: ServedVersion | None = None  # set for requests that run images: their statistics
+        self.images = 0
+        self.queued_ns = self.ran_ns = 0
+        self.timing: RequestTiming | None = None
+
+    def resolved(self, served: ServedVersion) -> ServedVersion:
+        """Record the version a request is answered by; returns it."""
+        self.version = served.version_label
+        return served
+
+    def infer(self, served: ServedVersion) -> ServedVersion:
+        """Record the version a request runs its images on (it counts in the version's statistics); returns it."""
+        self.served = served
+        self.version = served.version_label
+        return served
+
+
+Handler = Callable[[R, grpc.aio.ServicerContext, RpcCall], Awaitable[T]]
+
+
 class RpcMeter:
-    """Runs the RPCs of one API: measured, counted, and failed with the right status.
+    """Runs the RPCs of one API: measured, counted, and failed with the status ``errors.status_code`` gives."""
 
-    ``codes`` overrides the status of some error types where the protocol
-    being spoken has its own convention (TensorFlow Serving answers an unknown
-    version label with INVALID_ARGUMENT, say). ``version_of`` reads the model
-    version a response answered with, for the ``version`` metric label.
-    """
-
-    def __init__(
-        self,
-        api: str,
-        metrics: ServerMetrics,
-        registry: ModelRegistry,
-        version_of: Callable[[object], str] = lambda response: "",
-        codes: Mapping[type[ServingError], grpc.StatusCode] | None = None,
-    ) -> None:
+    def __init__(self, api: str, metrics: ServerMetrics, registry: ModelRegistry) -> None:
         self.api = api
         self._metrics = metrics
         self._registry = registry
-        self._version_of = version_of
-        self._codes = dict(codes or {})
         self._in_flight: dict[str, object] = {}
 
-    def status_of(self, exc: ServingError) -> grpc.StatusCode:
-        """The status code this API answers ``exc`` with."""
-        for error_type, code in self._codes.items():
-            if isinstance(exc, error_type):
-                return code
-        return exc.code
-
-    async def observed(self, method: str, model: str, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
-        """Run ``work`` measured; a failure ends the RPC with its status."""
+    async def observed(self, method: str, model: str, handler: Handler[R, T], request: R,
+                       context: grpc.aio.ServicerContext) -> T:
+        """Run ``handler(request, context, call)`` measured; a failure ends the RPC with its status."""
         try:
-            return await self.measured(method, model, work)
+            return await self.measured(method, model, handler, request, context)
         except RpcFailure as failure:
             await context.abort(failure.code, failure.details)
             raise  # not reached: abort raises
 
-    async def measured(self, method: str, model: str, work: Awaitable[T]) -> T:
-        """Run ``work``, counting it in the metrics; failures become ``RpcFailure``."""
-        started = time.perf_counter()
-        code, version = grpc.StatusCode.OK, ""
+    async def measured(self, method: str, model: str, handler: Handler[R, T], request: R,
+                       context: grpc.aio.ServicerContext) -> T:
+        """Run ``handler(request, context, call)``, counting it in the metrics; failures become ``RpcFailure``."""
+        call = RpcCall()
+        code = grpc.StatusCode.OK
         in_flight = self._in_flight.get(method)
         if in_flight is None:
             in_flight = self._in_flight[method] = self._metrics.requests_in_flight.labels(self.api, method)
         in_flight.inc()
         try:
-            response = await work
-            version = self._version_of(response)
-            return response
+            return await handler(request, context, call)
         except ServingError as exc:
-            code = self.status_of(exc)
+            code = status_code(exc, self.api)
             raise RpcFailure(code, str(exc)) from exc
-        except RpcFailure as failure:  # raised by a servicer for a protocol-specific rule
-            code = failure.code
-            raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
             raise
@@ -94,10 +99,26 @@ class RpcMeter:
             log.exception("%s %s failed", self.api, method)
             raise RpcFailure(code, f"internal error in {method}; the server log has the details") from None
         finally:
-            # Unknown model names are not used as label values: clients must not be able to grow the series count.
-            known = model if model in self._registry.names() else ""
             in_flight.dec()
-            self._metrics.observe_request(self.api, method, known, version, code.name, time.perf_counter() - started)
+            finished = time.perf_counter_ns()
+            if call.served is not None:
+                _record_statistics(call, code, finished)
+            # Unknown model names are not used as label values: clients must not be able to grow the series count.
+            known = model if self._registry.has(model) else ""
+            self._metrics.observe_request(self.api, method, known, call.version, code.name,
+                                          (finished - call.started_ns) / 1e9)
+
+
+def _record_statistics(call: RpcCall, code: grpc.StatusCode, finished: int) -> None:
+    """Account a request that ran (or tried to run) images in its version's statistics (what OIP reports)."""
+    statistics = call.served.metrics.statistics
+    total = finished - call.started_ns
+    if code is not grpc.StatusCode.OK or call.timing is None:  # cancelled callers count as failed, as in Triton
+        statistics.record_failure(total)
+        return
+    timing = call.timing
+    statistics.record_success(call.images, total, call.queued_ns - call.started_ns, int(timing.queue * 1e9),
+                              int(timing.infer * 1e9), finished - call.ran_ns)
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:

@@ -16,7 +16,7 @@ from tfclassify.server.manager import ModelManager, VersionStatus
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.repository import IgnoredFolder
-from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.rpc import RpcCall, RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -33,10 +33,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metrics, dataplane.registry, _answered_version)
+        self._meter = RpcMeter(API, metrics, dataplane.registry)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
-        return await self._meter.observed("Classify", request.model_spec.name, context, self._classify(request, context))
+        return await self._meter.observed("Classify", request.model_spec.name, self._classify, request, context)
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
@@ -44,7 +44,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         # Requests are read ahead and classified concurrently, so the next batch is
         # queued while one runs; responses still go out in request order.
         def handle(request: pb.ClassifyRequest):
-            return self._meter.measured("ClassifyStream", request.model_spec.name, self._classify(request, context))
+            return self._meter.measured("ClassifyStream", request.model_spec.name, self._classify, request, context)
 
         async with contextlib.aclosing(ordered_window(request_iterator, handle, STREAM_WINDOW)) as tasks:
             async for task in tasks:
@@ -56,30 +56,20 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:
-        spec = request.model_spec
-        return await self._meter.observed("GetModelMetadata", spec.name, context, self._metadata(spec))
+        return await self._meter.observed("GetModelMetadata", request.model_spec.name, self._metadata, request, context)
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext) -> pb.ListModelsResponse:
-        async def list_models() -> pb.ListModelsResponse:
-            registry = self._dataplane.registry
-            served = [registry.resolve(name) for name in registry.names() if registry.versions(name)]
-            return pb.ListModelsResponse(models=[metadata_proto(s, registry.versions(s.runtime.name)) for s in served])
-
-        return await self._meter.observed("ListModels", "", context, list_models())
+        return await self._meter.observed("ListModels", "", self._list_models, request, context)
 
     async def GetModelStatus(
         self, request: pb.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelStatusResponse:
-        async def model_status() -> pb.GetModelStatusResponse:
-            if request.name and request.name not in self._dataplane.registry.names():
-                raise ModelNotFoundError(f"model {request.name!r} not found")
-            ignored = [] if request.name else self._manager.ignored
-            return status_proto(self._manager.statuses(request.name or None), self._dataplane.registry, ignored)
+        return await self._meter.observed("GetModelStatus", request.name, self._model_status, request, context)
 
-        return await self._meter.observed("GetModelStatus", request.name, context, model_status())
-
-    # -- conversion ----------------------------------------------------------
-    async def _classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
+    # -- the RPCs, run by the meter --------------------------------------------
+    async def _classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.ClassifyResponse:
         spec = request.model_spec
         which = request.WhichOneof("input")
         try:
@@ -87,6 +77,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         except TensorError as exc:
             raise InvalidInputError(str(exc)) from exc
         output = await self._dataplane.classify(
+            call,
             ClassifyInput(
                 model=spec.name,
                 version=spec.version if spec.HasField("version") else None,
@@ -96,22 +87,35 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 top_k=request.top_k,
                 return_probabilities=request.return_probabilities,
                 deadline=deadline_of(context),
-            )
+            ),
         )
         return classify_response(output, request.top_k, request.request_id, request.omit_labels)
 
-    async def _metadata(self, spec: pb.ModelSpec) -> pb.ModelMetadata:
-        served = self._dataplane.resolve(
+    async def _metadata(
+        self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.ModelMetadata:
+        spec = request.model_spec
+        served = call.resolved(self._dataplane.resolve(
             spec.name,
             spec.version if spec.HasField("version") else None,
             spec.version_label if spec.HasField("version_label") else None,
-        )
+        ))
         return metadata_proto(served, self._dataplane.registry.versions(served.runtime.name))
 
+    async def _list_models(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.ListModelsResponse:
+        registry = self._dataplane.registry
+        served = [registry.resolve(name) for name in registry.names() if registry.versions(name)]
+        return pb.ListModelsResponse(models=[metadata_proto(s, registry.versions(s.runtime.name)) for s in served])
 
-def _answered_version(response: object) -> str:
-    spec = getattr(response, "model_spec", None)
-    return str(spec.version) if spec is not None and spec.version else ""
+    async def _model_status(
+        self, request: pb.GetModelStatusRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.GetModelStatusResponse:
+        if request.name and not self._dataplane.registry.has(request.name):
+            raise ModelNotFoundError(f"model {request.name!r} not found")
+        ignored = [] if request.name else self._manager.ignored
+        return status_proto(self._manager.statuses(request.name or None), self._dataplane.registry, ignored)
 
 
 def classify_response(

@@ -25,13 +25,18 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfclassify.server.dataplane import DataPlane, Outputs
-from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, VersionLabelNotFoundError
+from tfclassify.server.dataplane import DataPlane
+from tfclassify.server.errors import (
+    InvalidInputError,
+    ModelNotFoundError,
+    SignatureNotFoundError,
+    VersionLabelNotFoundError,
+)
 from tfclassify.server.examples import images_from_examples
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ServedVersion
-from tfclassify.server.rpc import RpcFailure, RpcMeter, deadline_of
+from tfclassify.server.rpc import RpcCall, RpcMeter, deadline_of
 from tfclassify.server.runtime import DEFAULT_SIGNATURE, ModelRuntime
 
 API = "tensorflow_serving"
@@ -46,61 +51,47 @@ _STATES = {
 _ERROR_UNKNOWN = 2  # tensorflow.error.Code.UNKNOWN, for a failed load
 
 
-def _answered_version(response: object) -> str:
-    spec = getattr(response, "model_spec", None)
-    return str(spec.version.value) if spec is not None and spec.HasField("version") else ""
-
-
-def _meter(dataplane: DataPlane, metrics: ServerMetrics) -> RpcMeter:
-    return RpcMeter(
-        API, metrics, dataplane.registry, _answered_version,
-        codes={VersionLabelNotFoundError: grpc.StatusCode.INVALID_ARGUMENT},
-    )
-
-
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``Predict``, ``Classify`` and ``GetModelMetadata``; ``Regress`` and
     ``MultiInference`` stay UNIMPLEMENTED (these models are classifiers)."""
 
     def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
         self._dataplane = dataplane
-        self._meter = _meter(dataplane, metrics)
+        self._meter = RpcMeter(API, metrics, dataplane.registry)
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
-        return await self._meter.observed("Predict", request.model_spec.name, context, self._predict(request, context))
+        return await self._meter.observed("Predict", request.model_spec.name, self._predict, request, context)
 
     async def Classify(self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext):
-        work = self._classify(request, context)
-        return await self._meter.observed("Classify", request.model_spec.name, context, work)
+        return await self._meter.observed("Classify", request.model_spec.name, self._classify, request, context)
 
     async def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ):
-        return await self._meter.observed("GetModelMetadata", request.model_spec.name, context, self._metadata(request))
+        return await self._meter.observed("GetModelMetadata", request.model_spec.name, self._metadata, request, context)
 
-    # -- the RPCs ---------------------------------------------------------------
-    async def _predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
+    # -- the RPCs, run by the meter -----------------------------------------------
+    async def _predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext, call: RpcCall):
         served = self._resolve(request.model_spec)
         runtime = served.runtime
         _check_signature(runtime, request.model_spec.signature_name)
         _check_input_names(runtime, list(request.inputs))
         output_names = _output_names(runtime, list(request.output_filter))
+        call.infer(served)
+        images = self._input_images(runtime, request.inputs[runtime.input_key])
+        outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
+        response = predict_pb2.PredictResponse(model_spec=_spec(runtime))
+        for name in output_names:
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+        return response
 
-        def prepare() -> np.ndarray:
-            return self._input_images(runtime, request.inputs[runtime.input_key])
-
-        def respond(outputs: Outputs) -> predict_pb2.PredictResponse:
-            response = predict_pb2.PredictResponse(model_spec=_spec(runtime))
-            for name in output_names:
-                response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
-            return response
-
-        return await self._dataplane.run(served, prepare, respond, deadline_of(context))
-
-    async def _classify(self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext):
+    async def _classify(
+        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ):
         served = self._resolve(request.model_spec)
         runtime = served.runtime
         _check_signature(runtime, request.model_spec.signature_name)
+        call.infer(served)
         which = request.input.WhichOneof("kind")
         if which == "example_list_with_context":
             examples, example_context = request.input.example_list_with_context.examples, (
@@ -109,31 +100,28 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         else:
             examples, example_context = request.input.example_list.examples, None
 
-        def prepare() -> np.ndarray:
-            if not examples:
-                raise InvalidInputError("Input is empty: send tf.Example protos in input.example_list")
-            self._dataplane.check_batch_size(len(examples))
-            return images_from_examples(examples, example_context, *runtime.image_size)
+        if not examples:
+            raise InvalidInputError("Input is empty: send tf.Example protos in input.example_list")
+        self._dataplane.check_batch_size(len(examples))
+        images = images_from_examples(examples, example_context, *runtime.image_size)
+        outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
+        response = classification_pb2.ClassificationResponse(model_spec=_spec(runtime))
+        labels = runtime.labels
+        for row in runtime.probabilities(outputs).tolist():
+            response.result.classifications.add().classes.extend(
+                classification_pb2.Class(label=label, score=score) for label, score in zip(labels, row)
+            )
+        return response
 
-        def respond(outputs: Outputs) -> classification_pb2.ClassificationResponse:
-            probabilities = runtime.probabilities(outputs)
-            response = classification_pb2.ClassificationResponse(model_spec=_spec(runtime))
-            labels = runtime.labels
-            for row in probabilities.tolist():
-                response.result.classifications.add().classes.extend(
-                    classification_pb2.Class(label=label, score=score) for label, score in zip(labels, row)
-                )
-            return response
-
-        return await self._dataplane.run(served, prepare, respond, deadline_of(context))
-
-    async def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+    async def _metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ):
         if not request.metadata_field:
             raise InvalidInputError("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
                 raise InvalidInputError(f"Metadata field {field} is not supported (supported: {SIGNATURE_DEF_FIELD})")
-        runtime = self._resolve(request.model_spec).runtime
+        runtime = call.resolved(self._resolve(request.model_spec)).runtime
         signatures = get_model_metadata_pb2.SignatureDefMap()
         signatures.signature_def[runtime.signature_name].CopyFrom(meta_graph_pb2.SignatureDef.FromString(runtime.signature_def))
         response = get_model_metadata_pb2.GetModelMetadataResponse(
@@ -179,14 +167,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = _meter(dataplane, metrics)
+        self._meter = RpcMeter(API, metrics, dataplane.registry)
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext
     ):
-        return await self._meter.observed("GetModelStatus", request.model_spec.name, context, self._status(request))
+        return await self._meter.observed("GetModelStatus", request.model_spec.name, self._status, request, context)
 
-    async def _status(self, request: get_model_status_pb2.GetModelStatusRequest):
+    async def _status(
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ):
         spec = request.model_spec
         statuses = self._manager.statuses(spec.name) if spec.name else []
         if not statuses:
@@ -219,9 +209,8 @@ def _spec(runtime: ModelRuntime) -> model_pb2.ModelSpec:
 def _check_signature(runtime: ModelRuntime, requested: str) -> None:
     name = requested or DEFAULT_SIGNATURE
     if name != runtime.signature_name:
-        raise RpcFailure(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f'Serving signature key "{name}" not found (model {runtime.name} serves "{runtime.signature_name}")',
+        raise SignatureNotFoundError(
+            f'Serving signature key "{name}" not found (model {runtime.name} serves "{runtime.signature_name}")'
         )
 
 
