@@ -4,13 +4,11 @@ health, reflection and metrics into one running server."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,10 +27,12 @@ from tfclassify.server.logs import configure_logging
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip import InferenceServicer
+from tfclassify.server.ports import BindError, bind_message, write_port_file
 from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.servicer import ClassifierServicer
 from tfclassify.server.settings import ServerSettings
 from tfclassify.server.tfserving import ModelServicer, PredictionServicer
+from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -53,10 +53,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-class BindError(OSError):
-    """A port the server must listen on cannot be bound (in use, or not allowed)."""
-
-
 def batching_defaults(settings: ServerSettings) -> BatchingOptions:
     """The server-wide batching options from the command line."""
     return BatchingOptions(
@@ -73,6 +69,9 @@ class ClassifierServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        #: Under ``serve --workers``: this worker's place, and the board where every worker says it is ready.
+        self.place = WorkerPlace.from_environment()
+        self.board = self.place.board() if self.place else None
         configure_threads(settings.intra_op_threads, settings.inter_op_threads)
         configure_devices(settings.logical_cpu_devices, settings.gpu_memory_limit_mb)
         devices = resolve_devices(settings.device)
@@ -94,6 +93,7 @@ class ClassifierServer:
         self._stopping = False
         self._poller: asyncio.Task | None = None
         self._heart: asyncio.Task | None = None
+        self._peers: asyncio.Task | None = None
         self.heartbeat = Heartbeat()
         self._last_not_ready: list[str] = []
         options = [
@@ -137,19 +137,23 @@ class ClassifierServer:
         self._heart = asyncio.get_running_loop().create_task(self._beat())
         if settings.metrics_port >= 0:
             app = make_app(self.metrics_registry, self.heartbeat, self.not_ready)
+            # A worker's HTTP port is for its supervisor only, which serves the merged one.
+            http_host = "127.0.0.1" if self.place else settings.host
             try:
-                self._metrics_http, _ = start_http_server(settings.host, settings.metrics_port, app)
+                self._metrics_http, _ = start_http_server(http_host, settings.metrics_port, app)
             except OSError as exc:
                 await self._server.stop(0)
-                raise BindError(_bind_message(settings.host, settings.metrics_port, "metrics", exc.strerror)) from exc
+                raise BindError(bind_message(settings.host, settings.metrics_port, "metrics", exc.strerror)) from exc
             self.metrics_port = self._metrics_http.server_port
         log.info("gRPC on %s:%d, HTTP (/metrics, /healthz, /readyz) on port %s",
                  settings.host, self.grpc_port, self.metrics_port)
         await self.manager.reconcile()
         if settings.poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(self.manager.poll(settings.poll_interval_s))
+        if self.board is not None:
+            self._peers = asyncio.get_running_loop().create_task(self._watch_peers())
         if settings.port_file:
-            _write_json_atomically(
+            write_port_file(
                 settings.port_file, {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port, "pid": os.getpid()}
             )
 
@@ -162,6 +166,8 @@ class ClassifierServer:
             self._poller.cancel()
         if self._heart is not None:
             self._heart.cancel()
+        if self._peers is not None:
+            self._peers.cancel()
         await self._server.stop(self.settings.shutdown_grace_s)
         await self.manager.shutdown()
         if self._metrics_http is not None:
@@ -188,6 +194,11 @@ class ClassifierServer:
             await self.health.set(name, SERVING if ok and not self._stopping else NOT_SERVING)
         reasons = self.not_ready()
         overall = NOT_SERVING if reasons else SERVING
+        if self.board is not None:
+            # A probe reaches any one worker: SERVING only when every worker is ready.
+            self.board.set(self.place.index, not reasons)
+            if self.board.not_ready():
+                overall = NOT_SERVING
         await self.health.set("", overall)
         await self.health.set(CLASSIFIER_SERVICE, overall)
         if reasons != self._last_not_ready and not self._stopping:  # once per change, not at every poll
@@ -202,10 +213,16 @@ class ClassifierServer:
         try:
             bound = self._server.add_insecure_port(f"{host}:{port}")
         except RuntimeError as exc:  # grpcio raises this when the address is taken
-            raise BindError(_bind_message(host, port, "gRPC", "address already in use")) from exc
+            raise BindError(bind_message(host, port, "gRPC", "address already in use")) from exc
         if bound == 0:
-            raise BindError(_bind_message(host, port, "gRPC", "address already in use"))
+            raise BindError(bind_message(host, port, "gRPC", "address already in use"))
         return bound
+
+    async def _watch_peers(self, interval_s: float = 0.5) -> None:
+        """Under ``serve --workers``: follow the other workers' readiness in the health service."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await self._update_health()
 
     async def _beat(self, interval_s: float = 1.0) -> None:
         """Show /healthz that the event loop runs."""
@@ -233,20 +250,10 @@ async def serve(settings: ServerSettings, after_setup: Callable[[], None] = lamb
 
 def run(settings: ServerSettings, after_setup: Callable[[], None] = lambda: None) -> int:
     """Entry point of ``tfclassify serve``; ``after_setup`` as for ``serve``."""
-    configure_logging(settings.log_level, settings.log_format)
+    place = WorkerPlace.from_environment()
+    configure_logging(settings.log_level, settings.log_format, place.index if place else None)
     # Every counter and histogram would also export a *_created series: twice the series, and
     # Prometheus ignores them; turned off for this process.
     disable_created_metrics()
     asyncio.run(serve(settings, after_setup))
     return 0
-
-
-def _bind_message(host: str, port: int, what: str, reason: str | None) -> str:
-    flag = "--grpc-port" if what == "gRPC" else "--metrics-port"
-    return f"cannot listen on {host}:{port} for {what}: {(reason or 'not allowed').lower()} (choose another port with {flag})"
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
-    tmp.replace(path)

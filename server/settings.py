@@ -54,6 +54,10 @@ class ServerSettings:
     )
     logical_cpu_devices: int = setting(1, help="split the CPU into this many logical devices (with --device cpu:all)")
     gpu_memory_limit_mb: int = setting(0, help="per-GPU memory limit for this process; 0: grow as needed")
+    workers: int = setting(
+        1, help="server processes sharing the gRPC port, each with its own TensorFlow (use the cores: about one per "
+        "2 cores on CPUs); the merged metrics and health are on the HTTP port"
+    )
     intra_op_threads: int = setting(0, help="TensorFlow threads within one op (0: TensorFlow's default, one per core)")
     inter_op_threads: int = setting(0, help="TensorFlow ops run at once (0: TensorFlow's default)")
     inference_threads: int = setting(0, help="threads running TensorFlow calls; 0: replicas x max-concurrent-batches")

@@ -27,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {settings.log_format!r}")
     if not settings.model_repo.is_dir():
         raise CliError(f"--model-repo {settings.model_repo} is not a folder")
+    if settings.workers < 1:
+        raise CliError(f"--workers must be 1 or more, not {settings.workers}")
+    if settings.workers > 1:
+        return _supervise(settings)
     # TensorFlow's start-up notices (and, without an NVIDIA driver, its cuInit "error") are dropped
     # while it is imported and the devices are set up; --log-level DEBUG shows them.
     noise = StartupNoiseFilter(gpu_lines_are_noise=not nvidia_driver_present(),
@@ -44,3 +48,18 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     finally:
         noise.stop()
+
+
+def _supervise(settings: ServerSettings) -> int:
+    """``--workers N``: the supervisor (no TensorFlow here) runs N server processes as one server."""
+    try:
+        from tfclassify.server.logs import configure_logging
+        from tfclassify.server.ports import BindError
+        from tfclassify.server.workers import Supervisor
+    except ImportError as exc:
+        raise CliError(f"tfclassify serve needs the server extra ({exc}): pip install 'tfclassify[server]'") from exc
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return Supervisor(settings).run()
+    except BindError as exc:
+        raise CliError(str(exc)) from None

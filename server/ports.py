@@ -1,0 +1,39 @@
+"""The ports a server listens on: a clear error when one cannot be bound, holding a chosen port for
+worker processes, and the port file that tells scripts and tests which ports were bound."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+
+class BindError(OSError):
+    """A port the server must listen on cannot be bound (in use, or not allowed)."""
+
+
+def bind_message(host: str, port: int, what: str, reason: str | None) -> str:
+    """One line for the operator: which port, why, and which flag chooses another."""
+    flag = "--grpc-port" if what == "gRPC" else "--metrics-port"
+    return f"cannot listen on {host}:{port} for {what}: {(reason or 'not allowed').lower()} (choose another port with {flag})"
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound (not listening) to ``host:port`` with SO_REUSEPORT, as gRPC binds: holds the port (a free
+    one for port 0) until worker processes have bound it too. ``BindError`` when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(bind_message(host, port, "gRPC", exc.strerror)) from exc
+    return sock
+
+
+def write_port_file(path: Path, data: dict) -> None:
+    """Write ``data`` as JSON atomically (temporary name, then rename): readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    tmp.replace(path)
