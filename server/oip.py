@@ -27,7 +27,14 @@ from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
 from tfclassify.server.images import check_image_batch
 from tfclassify.server.metrics import ServerMetrics
-from tfclassify.server.oip_tensors import CONFIG_TYPES, datatype_of, from_contents, from_raw, to_raw
+from tfclassify.server.oip_tensors import (
+    CONFIG_TYPES,
+    classification_raw,
+    datatype_of,
+    from_contents,
+    from_raw,
+    to_raw,
+)
 from tfclassify.server.registry import ServedVersion
 from tfclassify.server.rpc import RpcCall, RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.server.runtime import ModelRuntime
@@ -124,9 +131,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         outputs, _ = await self._dataplane.infer(call, self._input_images(runtime, request), deadline_of(context))
         response = pb.ModelInferResponse(model_name=runtime.name, model_version=served.version_label, id=request.id)
         for name, top_k in requested:
-            array = outputs[name] if not top_k else _classification(runtime, name, outputs[name], top_k)
-            response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
-            response.raw_output_contents.append(to_raw(array))
+            array = outputs[name]
+            if top_k:  # the classification extension: "score:index:label" strings, best first
+                response.outputs.add(name=name, datatype="BYTES", shape=(len(array), top_k))
+                response.raw_output_contents.append(
+                    classification_raw(array, top_k, _suffixes(runtime, name, array.shape[1])))
+            else:
+                response.outputs.add(name=name, datatype=datatype_of(array.dtype), shape=array.shape)
+                response.raw_output_contents.append(to_raw(array))
         return response
 
     # -- helpers ---------------------------------------------------------------------
@@ -269,16 +281,12 @@ def _requested_outputs(runtime: ModelRuntime, request: pb.ModelInferRequest) -> 
     return requested
 
 
-def _classification(runtime: ModelRuntime, name: str, scores: np.ndarray, top_k: int) -> np.ndarray:
-    """The top ``top_k`` entries of each row as "score:index:label" (label only for the class scores)."""
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
-    top = np.take_along_axis(scores, order, axis=1)
-    labels = runtime.labels if name == runtime.output_key else None
-    rows = [
-        [f"{s:f}:{i}:{labels[i]}".encode() if labels else f"{s:f}:{i}".encode() for s, i in zip(srow, irow)]
-        for srow, irow in zip(top.tolist(), order.tolist())
-    ]
-    return np.array(rows, dtype=object).reshape(len(scores), top_k)
+def _suffixes(runtime: ModelRuntime, name: str, classes: int) -> list[bytes]:
+    """What follows the score in each classification entry: ":index:label" for the class scores, ":index"
+    for another output (UTF-8: labels may be in any script, Kuzushiji-49's for one)."""
+    if name == runtime.output_key and runtime.labels:
+        return [f":{i}:{label}".encode() for i, label in enumerate(runtime.labels)]
+    return [f":{i}".encode() for i in range(classes)]
 
 
 def _copy_duration(source: Duration, target: pb.StatisticDuration) -> None:

@@ -82,3 +82,50 @@ def to_raw(array: np.ndarray) -> bytes:
             parts.append(data)
         return b"".join(parts)
     return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+
+
+def classification_raw(scores: np.ndarray, top_k: int, suffixes: list[bytes]) -> bytes:
+    """The classification extension's output as raw BYTES contents: each row's ``top_k`` best entries as
+    ``score + suffixes[index]`` (the score as C's ``%f`` prints it), length-prefixed, best first, the lower
+    index first among equal scores. Vectorised: one table of bytes for all entries, no loop over images."""
+    if top_k == 1:
+        order = scores.argmax(axis=1)[:, np.newaxis]
+    else:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    top = np.take_along_axis(scores, order, axis=1).ravel()
+    order = order.ravel()
+    if top.dtype != np.float32 or not np.isfinite(top).all():
+        return to_raw(np.array([b"%f%s" % (float(v), suffixes[i]) for v, i in zip(top.tolist(), order.tolist())],
+                               dtype=object))
+    # A float32 times 10**6 is exact in float64 (24 + 20 bits), so rounding it half-to-even is what printf
+    # does with the exact value.
+    units = np.rint(np.abs(top.astype(np.float64)) * 1e6).astype(np.int64)
+    whole, fraction = np.divmod(units, 1_000_000)
+    negative = np.signbit(top)
+    powers = 10 ** np.arange(19, dtype=np.int64)
+    digits = 1 + (whole[:, None] >= powers[1:]).sum(axis=1)  # of the whole part (at least one: "0")
+    width = int(digits.max())
+    suffix_table = np.array(suffixes)  # fixed-width bytes, NUL-padded
+    suffix_width = suffix_table.dtype.itemsize
+    suffix_lengths = np.char.str_len(suffix_table)[order]
+    lengths = (negative + digits + 7 + suffix_lengths).astype("<u4")
+    n = len(top)
+    columns = 4 + 1 + width + 1 + 6 + suffix_width
+    table = np.zeros((n, columns), np.uint8)
+    keep = np.zeros((n, columns), bool)
+    table[:, :4] = lengths.view(np.uint8).reshape(n, 4)
+    keep[:, :4] = True
+    table[:, 4] = ord("-")
+    keep[:, 4] = negative
+    at = 5
+    table[:, at : at + width] = ord("0") + (whole[:, None] // powers[width - 1 :: -1][:width]) % 10
+    keep[:, at : at + width] = np.arange(width) >= (width - digits)[:, None]
+    at += width
+    table[:, at] = ord(".")
+    keep[:, at] = True
+    table[:, at + 1 : at + 7] = ord("0") + (fraction[:, None] // powers[5::-1]) % 10
+    keep[:, at + 1 : at + 7] = True
+    at += 7
+    table[:, at:] = suffix_table.view(np.uint8).reshape(len(suffix_table), suffix_width)[order]
+    keep[:, at:] = np.arange(suffix_width) < suffix_lengths[:, None]
+    return table[keep].tobytes()
