@@ -55,6 +55,7 @@ def main() -> int:
         try:
             results["rss_mib"] = _rss_mib(pid)
             results["score"] = _score_rounds(address, version_dir, results["baseline"]["best_batch_size"])
+            results["apis"] = _json_of([sys.executable, "-m", "bench.apis", address, MODEL])
             results["c64"] = _load(address, 64, args.seconds, pid)
             results["c1"] = _load(address, 1, args.seconds, pid)
         finally:
@@ -226,8 +227,16 @@ def _table(r: dict) -> str:
          f"{r['first_warm']['single_ms']:.2f} ms (1)", f"without warm-up: {r['first_cold']['batch_4096_ms']:.1f} ms, "
          f"{r['first_cold']['single_ms']:.2f} ms"),
     ]
+    in_process = base["images_per_second"]["1024"]
+    goals = {"tfclassify": "", "tfserving_predict": " (goal >= 0.8)", "oip_raw": " (goal >= 0.8)",
+             "oip_classification": " (goal >= 0.6)"}
+    names = {"tfclassify": "our client, Classify", "tfserving_predict": "TF Serving stub, Predict",
+             "oip_raw": "tritonclient, raw outputs", "oip_classification": "tritonclient, class_count=1"}
+    for api, goal in goals.items():
+        rows.append((f"7. 1,024 images per call: {names[api]}", f"{r['apis'][api]:,.0f} images/s",
+                     f"{r['apis'][api] / in_process:.2f} of in-process batch 1,024 ({in_process:,.0f}){goal}"))
     for count, load in r["workers"].items():
-        rows.append((f"7. 64 callers, --workers {count}", f"{load['requests_per_second']:,.0f} req/s, "
+        rows.append((f"8. 64 callers, --workers {count}", f"{load['requests_per_second']:,.0f} req/s, "
                      f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms",
                      f"{load['requests_per_second'] / c64['requests_per_second']:.2f}x one process (3); "
                      f"errors {load['errors'] or 0}"))
