@@ -170,6 +170,7 @@ class ClassifierServer:
             self._peers.cancel()
         await self._server.stop(self.settings.shutdown_grace_s)
         await self.manager.shutdown()
+        self.dataplane.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self.executor.shutdown(wait=True)

@@ -9,7 +9,11 @@ batching queue; ``RpcCall`` carries its timings to the meter.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,9 +59,20 @@ class ClassifyOutput:
 class DataPlane:
     """Resolves model versions and runs images through each version's batching queue."""
 
-    def __init__(self, registry: ModelRegistry, max_images_per_request: int) -> None:
+    def __init__(self, registry: ModelRegistry, max_images_per_request: int, decode_threads: int = 0) -> None:
         self.registry = registry
         self.max_images_per_request = max_images_per_request
+        # Encoded images are decoded here, never on the event loop: a request of 16,384 PNGs takes ~0.5 s.
+        # Pillow releases the GIL while it decodes; the pool bounds how many decode at once.
+        self._decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
+                                               thread_name_prefix="decode")
+
+    async def decode(self, function: Callable[..., np.ndarray], *args: object) -> np.ndarray:
+        """``function(*args)`` (a decoder of encoded images) in the decode pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, function, *args)
+
+    def close(self) -> None:
+        self._decode_pool.shutdown(wait=True)
 
     def resolve(self, model: str, version: int | None = None, version_label: str | None = None) -> ServedVersion:
         """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
@@ -86,13 +101,23 @@ class DataPlane:
 
     async def classify(self, call: RpcCall, request: ClassifyInput) -> ClassifyOutput:
         """Classify the request's images."""
-        served = call.infer(self.resolve(request.model, request.version, request.version_label))
+        spec = (request.model, request.version, request.version_label)
+        served = call.infer(self.resolve(*spec))
         runtime = served.runtime
         if request.top_k > runtime.num_classes:
             raise InvalidInputError(
                 f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
             )
-        outputs, classes = await self.infer(call, self._prepare(runtime, request), request.deadline)
+        if request.encoded is not None:
+            check_batch_size(len(request.encoded), self.max_images_per_request)
+            images = await self.decode(decode_images, request.encoded, *runtime.image_size, self.max_images_per_request)
+            # Decoding let the event loop run: take the version serving now (the one before may be unloading).
+            served = call.infer(self.resolve(*spec))
+            runtime = served.runtime
+            images = check_image_batch(images, *runtime.image_size, self.max_images_per_request)
+        else:
+            images = self._prepare(runtime, request)
+        outputs, classes = await self.infer(call, images, request.deadline)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
 
     def check_batch_size(self, n: int) -> None:
@@ -101,8 +126,6 @@ class DataPlane:
 
     def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:
         height, width = runtime.image_size
-        if request.encoded is not None:
-            return decode_images(request.encoded, height, width, self.max_images_per_request)
         if request.images is None:
             raise InvalidInputError("the request carries no images: set `tensor` or `encoded`")
         images = request.images

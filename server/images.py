@@ -7,14 +7,20 @@ a client sees, so each says what was expected.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tfclassify.server.errors import InvalidInputError
 
+#: The encoded formats requests may carry; Pillow opens many more, each one more parser facing the network.
+ACCEPTED_FORMATS = ("PNG", "JPEG")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
+# Files declaring more than Pillow's MAX_IMAGE_PIXELS warn when opened; the declared size is refused before
+# any decoding here, so the warning would only let clients fill the server's log.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def check_image_batch(images: np.ndarray, height: int, width: int, max_images: int) -> np.ndarray:
@@ -52,17 +58,26 @@ def decode_images(encoded: list[bytes], height: int, width: int, max_images: int
 
 
 def decode_image(data: bytes, height: int, width: int, what: str = "image") -> np.ndarray:
-    """Decode one PNG/JPEG file into uint8 pixels ``[height, width]`` (grayscale);
-    ``what`` names it in error messages."""
+    """Decode one PNG/JPEG file into uint8 pixels ``[height, width]`` (grayscale); ``what`` names it in errors.
+
+    Only PNG and JPEG are opened, and the size the file declares is checked before any pixel is decoded:
+    a decompression bomb (a small file declaring a huge image) costs a header read, not its pixels.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
+            if img.size != (width, height):
+                raise InvalidInputError(
+                    f"{what} is {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
+                )
             gray = img.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidInputError(f"{what}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from exc
-    if gray.size != (width, height):
-        raise InvalidInputError(
-            f"{what} is {gray.size[0]}x{gray.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
-        )
+    except InvalidInputError:
+        raise
+    except Image.DecompressionBombError as exc:  # raised while reading the header, before any pixel
+        raise InvalidInputError(f"{what}: {exc}; the model takes {width}x{height} pixels (no resizing is done)") from None
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"{what}: {len(data)} bytes are not a PNG or JPEG file (the formats accepted)") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed files; each is the client's input
+        raise InvalidInputError(f"{what}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from None
     return np.asarray(gray, dtype=np.uint8)
 
 

@@ -33,6 +33,7 @@ from tfclassify.server.errors import (
     VersionLabelNotFoundError,
 )
 from tfclassify.server.examples import images_from_examples
+from tfclassify.server.images import check_image_batch
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ServedVersion
@@ -103,7 +104,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if not examples:
             raise InvalidInputError("Input is empty: send tf.Example protos in input.example_list")
         self._dataplane.check_batch_size(len(examples))
-        images = images_from_examples(examples, example_context, *runtime.image_size)
+        images = await self._dataplane.decode(images_from_examples, examples, example_context, *runtime.image_size)
+        # Decoding let the event loop run: take the version serving now (the one before may be unloading).
+        served = call.infer(self._resolve(request.model_spec))
+        runtime = served.runtime
+        images = check_image_batch(images, *runtime.image_size, self._dataplane.max_images_per_request)
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
         response = classification_pb2.ClassificationResponse(model_spec=_spec(runtime))
         labels = runtime.labels
