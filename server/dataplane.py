@@ -88,12 +88,21 @@ class DataPlane:
         """
         served = call.served
         runtime = served.runtime
+        if images.dtype.kind == "f" and not np.isfinite(images).all():
+            raise InvalidInputError("images hold NaN or infinite pixel values; send finite numbers (0-255)")
         model_input = runtime.as_model_input(images)
         call.images = len(model_input)
         call.timing = timing = RequestTiming()
         call.queued_ns = time.perf_counter_ns()
         outputs = await served.batcher.run(model_input, deadline, timing)
         call.ran_ns = time.perf_counter_ns()
+        if images.dtype.kind == "f":  # finite, yet so large (±3.4e38) that the model's scores overflow
+            finite = np.isfinite(outputs[runtime.output_key]).all(axis=1)
+            if not finite.all():
+                raise InvalidInputError(
+                    f"the model's scores for image(s) {np.flatnonzero(~finite)[:10].tolist()} are not finite: "
+                    "their pixel values are out of range (send 0-255)"
+                )
         # Every API's images count in the predicted-class metrics (argmax: logits and probabilities agree).
         classes = outputs[runtime.output_key].argmax(axis=1).astype(np.int32)
         served.metrics.count_predictions(classes)

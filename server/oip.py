@@ -145,7 +145,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _resolve(self, name: str, version: str) -> ServedVersion:
         if not name:
             raise InvalidInputError("no model name given: set the model name")
-        if version and not version.isdigit():
+        if version and not _is_version_number(version):
             raise InvalidInputError(f"model version {version!r} is not a version number")
         return self._dataplane.resolve(name, int(version) if version else None)
 
@@ -223,7 +223,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         registry = self._dataplane.registry
         if request.name and not registry.has(request.name):
             raise ModelNotFoundError(f"requested model '{request.name}' is not available")
-        if request.version and not request.version.isdigit():
+        if request.version and not _is_version_number(request.version):
             raise InvalidInputError(f"model version {request.version!r} is not a version number")
         response = pb.ModelStatisticsResponse()
         for name in [request.name] if request.name else registry.names():
@@ -246,6 +246,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 for size, duration in sorted(statistics.batches.items()):
                     _copy_duration(duration, entry.batch_stats.add(batch_size=size).compute_infer)
         return response
+
+
+def _is_version_number(version: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes "²" and "①" (which ``int`` refuses) and "１"."""
+    return version.isascii() and version.isdigit()
 
 
 def _input_datatype(runtime: ModelRuntime) -> str:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import numpy as np
@@ -44,7 +45,7 @@ def datatype_of(dtype: np.dtype) -> str:
 def from_raw(data: bytes, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
     """Decode one input's ``raw_input_contents`` entry (numeric datatypes)."""
     dtype = DTYPES[datatype]
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod wraps around for huge shapes
     if len(data) != expected:
         raise InvalidInputError(
             f"input '{name}': {len(data)} bytes of raw contents; shape {list(shape)} of {datatype} needs {expected}"
@@ -58,7 +59,7 @@ def from_contents(contents, datatype: str, shape: tuple[int, ...], name: str) ->
     if field is None:
         raise InvalidInputError(f"input '{name}': {datatype} data must be sent in raw_input_contents")
     values = getattr(contents, field)
-    count = int(np.prod(shape))
+    count = math.prod(shape)
     if len(values) != count:
         raise InvalidInputError(
             f"input '{name}': {len(values)} values in contents.{field}; shape {list(shape)} needs {count}"

@@ -146,20 +146,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def _input_images(self, runtime: ModelRuntime, proto) -> np.ndarray:
         expected = runtime.input_dtype
         if proto.dtype != expected.as_datatype_enum:
-            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "an unset dtype"
             raise InvalidInputError(
-                f"input {runtime.input_key!r} must be {expected.name} (the signature's dtype); got {got}"
+                f"input {runtime.input_key!r} must be {expected.name} (the signature's dtype); got {_dtype_name(proto.dtype)}"
             )
-        try:
-            array = tf.make_ndarray(proto)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"tensor parsing error: {runtime.input_key}: {exc}") from exc
-        if array.ndim < 1 or array.shape[1:] != runtime.input_shape:
+        # The shape is checked before anything is allocated: make_ndarray would broadcast one value to it.
+        shape = [d.size for d in proto.tensor_shape.dim]
+        if not shape or tuple(shape[1:]) != runtime.input_shape or shape[0] < 0:
             raise InvalidInputError(
-                f"input {runtime.input_key!r} has shape {list(array.shape)}; the signature takes "
+                f"input {runtime.input_key!r} has shape {shape}; the signature takes "
                 f"{[-1, *runtime.input_shape]} (a batch of images)"
             )
-        self._dataplane.check_batch_size(len(array))
+        self._dataplane.check_batch_size(shape[0])
+        try:
+            array = tf.make_ndarray(proto)
+        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a uint8 int_val outside 0-255
+            raise InvalidInputError(f"tensor parsing error: {runtime.input_key}: {exc}") from None
         if array.dtype != np.uint8:
             array = array.astype(np.float32, copy=False)
         return array.reshape(len(array), *runtime.image_size)
@@ -205,6 +206,16 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 entry.status.error_code = _ERROR_UNKNOWN
                 entry.status.error_message = s.error
         return response
+
+
+def _dtype_name(dtype: int) -> str:
+    """A TensorFlow DataType number's name, for messages (the number itself when TensorFlow has none)."""
+    if not dtype:
+        return "an unset dtype"
+    try:
+        return tf.dtypes.as_dtype(dtype).name
+    except TypeError:
+        return f"dtype number {dtype}"
 
 
 def _spec(runtime: ModelRuntime) -> model_pb2.ModelSpec:
