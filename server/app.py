@@ -11,14 +11,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, disable_created_metrics
-from tensorflow_serving.apis import model_service_pb2, model_service_pb2_grpc, prediction_service_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
-from tfclassify.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from tfclassify.inference import grpc_service_pb2
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.device import configure_devices, configure_threads, resolve_devices
@@ -32,9 +31,9 @@ from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.servicer import ClassifierServicer
 from tfclassify.server.settings import ServerSettings
 from tfclassify.server.tfserving import ModelServicer, PredictionServicer
+from tfclassify.server.wire import service_handler
 from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
-from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +106,18 @@ class ClassifierServer:
             ]
         self._server = grpc.aio.server(options=options)
         # Three APIs on one port, over the same data plane: the same queues, statistics and metrics.
-        pb_grpc.add_ClassifierServicer_to_server(
-            ClassifierServicer(self.dataplane, self.manager, self.metrics), self._server
+        services = (
+            (pb.DESCRIPTOR.services_by_name["Classifier"], ClassifierServicer(self.dataplane, self.manager, self.metrics)),
+            (prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
+             PredictionServicer(self.dataplane, self.metrics)),
+            (model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
+             ModelServicer(self.dataplane, self.manager, self.metrics)),
+            (grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+             InferenceServicer(self.dataplane, self.metrics, self.is_ready)),
+            (health_pb2.DESCRIPTOR.services_by_name["Health"], self.health),
         )
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.dataplane, self.metrics), self._server
-        )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.dataplane, self.manager, self.metrics), self._server
-        )
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(self.dataplane, self.metrics, self.is_ready), self._server
-        )
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT.
+        self._server.add_generic_rpc_handlers(tuple(service_handler(d, s) for d, s in services))
         reflection.enable_server_reflection(
             (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,

@@ -90,7 +90,7 @@ class RpcMeter:
             return await handler(request, context, call)
         except ServingError as exc:
             code = status_code(exc, self.api)
-            raise RpcFailure(code, str(exc)) from exc
+            raise RpcFailure(code, clip(str(exc))) from exc
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
             raise
@@ -107,6 +107,16 @@ class RpcMeter:
             known = model if self._registry.has(model) else ""
             self._metrics.observe_request(self.api, method, known, call.version, code.name,
                                           (finished - call.started_ns) / 1e9)
+
+
+#: Longest status message sent: messages echo names from the request, and gRPC refuses trailing metadata over
+#: 8 KiB, failing the call on the client with an error about metadata rather than ours.
+MAX_DETAILS = 1000
+
+
+def clip(details: str, limit: int = MAX_DETAILS) -> str:
+    """``details`` cut to ``limit`` characters, saying how long it was."""
+    return details if len(details) <= limit else f"{details[:limit]}... ({len(details):,} characters)"
 
 
 def _record_statistics(call: RpcCall, code: grpc.StatusCode, finished: int) -> None:

@@ -1,0 +1,134 @@
+"""Registering servicers so that requests which are not valid protobuf get INVALID_ARGUMENT.
+
+grpcio's generated ``add_*_to_server`` functions decode each request with ``FromString``: bytes that do
+not parse end the RPC with UNKNOWN and log a traceback (a stream just ends, OK, with fewer answers than
+requests). ``service_handler`` builds the same handlers from the service's descriptor, with a decoder
+that turns a parse failure into a ``MalformedRequest`` value; the call is then refused with
+INVALID_ARGUMENT and a message, and a stream ends with that status after answering what came before.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
+
+
+class MalformedRequest:
+    """Stands for a request message whose bytes did not parse."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _decoder(message_class) -> Callable[[bytes], object]:
+    name = message_class.DESCRIPTOR.full_name
+
+    def decode(data: bytes) -> object:
+        try:
+            return message_class.FromString(data)
+        except DecodeError:
+            return MalformedRequest(f"the request is not a valid {name} message ({len(data)} bytes)")
+
+    return decode
+
+
+def _serialize(message) -> bytes:
+    return message.SerializeToString()
+
+
+def _unary_request(behavior):
+    async def handle(request, context: grpc.aio.ServicerContext):
+        if type(request) is MalformedRequest:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        return await behavior(request, context)
+
+    return handle
+
+
+def _unary_request_stream_response(behavior):
+    if not inspect.isasyncgenfunction(behavior):  # a coroutine that answers with context.write (grpc_health's Watch)
+        return _unary_request(behavior)
+
+    async def handle(request, context: grpc.aio.ServicerContext):
+        if type(request) is MalformedRequest:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        async for response in behavior(request, context):
+            yield response
+
+    return handle
+
+
+def _stream_request(behavior, stream_response: bool):
+    async def requests(iterator: AsyncIterator, malformed: list[str]) -> AsyncIterator:
+        index = 0
+        async for request in iterator:
+            if type(request) is MalformedRequest:
+                malformed.append(f"request {index} of the stream: {request.message}")
+                return  # the servicer answers what came before; the call then ends with the error
+            index += 1
+            yield request
+
+    if stream_response:
+        async def handle_stream(iterator, context: grpc.aio.ServicerContext):
+            malformed: list[str] = []
+            async for response in behavior(requests(iterator, malformed), context):
+                yield response
+            if malformed:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed[0])
+
+        return handle_stream
+
+    async def handle(iterator, context: grpc.aio.ServicerContext):
+        malformed: list[str] = []
+        response = await behavior(requests(iterator, malformed), context)
+        if malformed:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed[0])
+        return response
+
+    return handle
+
+
+def _unimplemented(name: str, stream_response: bool):
+    message = f"{name} is not implemented by tfclassify"
+    if stream_response:
+        async def refuse_stream(request, context: grpc.aio.ServicerContext):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+            yield  # an async generator, as the handler of a streamed response must be
+
+        return refuse_stream
+
+    async def refuse(request, context: grpc.aio.ServicerContext):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    return refuse
+
+
+def service_handler(service: ServiceDescriptor, servicer: object) -> grpc.GenericRpcHandler:
+    """The handlers of ``service`` (every method the descriptor lists) on ``servicer``'s async methods, with
+    undecodable requests refused as INVALID_ARGUMENT, and the methods it does not implement as UNIMPLEMENTED
+(without the traceback the generated base class's stub logs)."""
+    handlers = {}
+    for method in service.methods:
+        behavior = getattr(servicer, method.name)
+        if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
+            # The generated base class's stub: it would log a traceback per call.
+            behavior = _unimplemented(f"{service.full_name}.{method.name}", method.server_streaming)
+        decode = _decoder(GetMessageClass(method.input_type))
+        if not method.client_streaming and not method.server_streaming:
+            handler = grpc.unary_unary_rpc_method_handler(_unary_request(behavior), decode, _serialize)
+        elif not method.client_streaming:
+            handler = grpc.unary_stream_rpc_method_handler(_unary_request_stream_response(behavior), decode,
+                                                           _serialize)
+        elif not method.server_streaming:
+            handler = grpc.stream_unary_rpc_method_handler(_stream_request(behavior, False), decode, _serialize)
+        else:
+            handler = grpc.stream_stream_rpc_method_handler(_stream_request(behavior, True), decode, _serialize)
+        handlers[method.name] = handler
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
