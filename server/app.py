@@ -31,6 +31,7 @@ from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.servicer import ClassifierServicer
 from tfclassify.server.settings import ServerSettings
 from tfclassify.server.tfserving import ModelServicer, PredictionServicer
+from tfclassify.server.tls import ReloadingCertificates
 from tfclassify.server.wire import service_handler
 from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
@@ -210,7 +211,12 @@ class ClassifierServer:
     def _bind_grpc(self) -> int:
         host, port = self.settings.host, self.settings.grpc_port
         try:
-            bound = self._server.add_insecure_port(f"{host}:{port}")
+            if self.settings.tls_cert is not None:
+                certificates = ReloadingCertificates(self.settings.tls_cert, self.settings.tls_key,
+                                                     self.settings.tls_client_ca)
+                bound = self._server.add_secure_port(f"{host}:{port}", certificates.credentials())
+            else:
+                bound = self._server.add_insecure_port(f"{host}:{port}")
         except RuntimeError as exc:  # grpcio raises this when the address is taken
             raise BindError(bind_message(host, port, "gRPC", "address already in use")) from exc
         if bound == 0:

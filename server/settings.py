@@ -35,6 +35,13 @@ class ServerSettings:
     host: str = setting("0.0.0.0", help="address the gRPC and metrics servers bind to")
     grpc_port: int = setting(8500, help="gRPC port (Classifier, health, reflection); 0 picks a free one")
     metrics_port: int = setting(8502, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
+    tls_cert: Path | None = setting(
+        None, help="PEM certificate (chain) for TLS on the gRPC port; reloaded when the file changes"
+    )
+    tls_key: Path | None = setting(None, help="PEM private key of --tls-cert")
+    tls_client_ca: Path | None = setting(
+        None, help="PEM CA bundle: require client certificates signed by it (mutual TLS)"
+    )
     max_images_per_request: int = setting(16384, help="most images one request may carry (more: INVALID_ARGUMENT)")
     max_message_bytes: int = setting(
         64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"

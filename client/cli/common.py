@@ -9,12 +9,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+
 from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.labels import LabelError
 from tfclassify.client.inputs.sources import InputError
 from tfclassify.client.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.scoring.output import OutputError
+from tfclassify.client.tls import channel_credentials
 
 DEFAULT_SERVER = "localhost:8500"
 
@@ -52,6 +55,23 @@ def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0,
     parser.add_argument(
         "--timeout", type=float, default=timeout, help="deadline of each RPC in seconds [default: %(default)s]"
     )
+    tls = parser.add_argument_group("TLS (servers started with --tls-cert)")
+    tls.add_argument("--tls-ca", default=os.environ.get("TFCLASSIFY_TLS_CA"), metavar="FILE",
+                     help="PEM CA that signed the server's certificate (else the system's trusted roots, "
+                     "when --tls is given) [env TFCLASSIFY_TLS_CA]")
+    tls.add_argument("--tls", action="store_true", help="use TLS with the system's trusted roots")
+    tls.add_argument("--tls-cert", default=os.environ.get("TFCLASSIFY_TLS_CERT"), metavar="FILE",
+                     help="this client's PEM certificate, for servers that require one (mutual TLS) "
+                     "[env TFCLASSIFY_TLS_CERT]")
+    tls.add_argument("--tls-key", default=os.environ.get("TFCLASSIFY_TLS_KEY"), metavar="FILE",
+                     help="the PEM key of --tls-cert [env TFCLASSIFY_TLS_KEY]")
+
+
+def credentials_from(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """The channel credentials the TLS options ask for (None: plain text)."""
+    if args.tls and not (args.tls_ca or args.tls_cert or args.tls_key):
+        return grpc.ssl_channel_credentials()
+    return channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def quiet_tensorflow() -> None:

@@ -27,6 +27,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {settings.log_format!r}")
     if not settings.model_repo.is_dir():
         raise CliError(f"--model-repo {settings.model_repo} is not a folder")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise CliError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    for path in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):
+        if path is not None and not path.is_file():
+            raise CliError(f"{path}: no such file")
     if settings.workers < 1:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:

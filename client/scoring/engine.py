@@ -50,6 +50,8 @@ class ScoringOptions:
     invert: str = "auto"
     timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: TLS credentials for the servers (``tfclassify.client.tls.channel_credentials``); None: plain text.
+    credentials: grpc.ChannelCredentials | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 0 or self.in_flight < 1 or self.top_k < 0:
@@ -97,7 +99,8 @@ class Scorer:
 
     def __init__(self, servers: list[str], options: ScoringOptions) -> None:
         self.options = options
-        self.servers = ServerPool(servers, timeout=options.timeout, retry=options.retry)
+        self.servers = ServerPool(servers, timeout=options.timeout, retry=options.retry,
+                                  credentials=options.credentials)
         self.model: ModelInfo | None = None
         self.survey: Survey | None = None
         self.batch_size = options.batch_size
