@@ -24,6 +24,7 @@ from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
 from tfclassify.client.results import ClassifyResult, ModelInfo, RepositoryStatus, VersionStatus
+from tfclassify.client.tls import aio_token_interceptors
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -39,14 +40,16 @@ class ClassifierClient:
         *,
         timeout: float = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
     ) -> None:
         opts = channel_options(max_message_bytes, check_target(address), options)
+        interceptors = aio_token_interceptors(token) if token else None
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(address, options=opts)
+            self._channel = grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)
         else:
-            self._channel = grpc.aio.secure_channel(address, credentials, options=opts)
+            self._channel = grpc.aio.secure_channel(address, credentials, options=opts, interceptors=interceptors)
         self.address = address
         self.timeout = timeout
         self._stub = pb_grpc.ClassifierStub(self._channel)

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
 from tfclassify.client.results import ClassifyResult, ModelInfo, RepositoryStatus, VersionStatus
+from tfclassify.client.tls import TokenInterceptor
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -61,6 +62,7 @@ class ClassifierClient:
         *,
         timeout: float = 30.0,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
     ) -> None:
@@ -69,6 +71,8 @@ class ClassifierClient:
             self._channel = grpc.insecure_channel(address, options=opts)
         else:
             self._channel = grpc.secure_channel(address, credentials, options=opts)
+        if token:  # every call carries it (servers started with --auth-tokens)
+            self._channel = grpc.intercept_channel(self._channel, TokenInterceptor(token))
         self.address = address
         self.timeout = timeout
         self._stub = pb_grpc.ClassifierStub(self._channel)

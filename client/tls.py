@@ -1,4 +1,4 @@
-"""Client credentials for a server with TLS or mutual TLS, from PEM files."""
+"""Client credentials: TLS or mutual TLS from PEM files, and bearer tokens for servers started with --auth-tokens."""
 
 from __future__ import annotations
 
@@ -29,3 +29,78 @@ def channel_credentials(
             raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
 
     return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
+
+
+def token_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The metadata a server started with ``--auth-tokens`` expects."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _with_token(details, metadata: tuple[tuple[str, str], ...]):
+    return details._replace(metadata=tuple(details.metadata or ()) + metadata)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    """A settable ``ClientCallDetails`` (grpc's own is an interface)."""
+
+    def __init__(self, method, timeout, metadata, credentials, wait_for_ready, compression) -> None:
+        self.method, self.timeout, self.metadata = method, timeout, metadata
+        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
+
+    def _replace(self, **changes) -> "_CallDetails":
+        fields = dict(method=self.method, timeout=self.timeout, metadata=self.metadata, credentials=self.credentials,
+                      wait_for_ready=self.wait_for_ready, compression=self.compression)
+        return _CallDetails(**{**fields, **changes})
+
+
+def _details(d) -> _CallDetails:
+    return _CallDetails(d.method, d.timeout, d.metadata, d.credentials, getattr(d, "wait_for_ready", None),
+                        getattr(d, "compression", None))
+
+
+class TokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                       grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds ``authorization: Bearer <token>`` to every call of a (synchronous) channel."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = token_metadata(token)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(_with_token(_details(details), self._metadata), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(_with_token(_details(details), self._metadata), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):
+        return continuation(_with_token(_details(details), self._metadata), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(_with_token(_details(details), self._metadata), requests)
+
+
+def aio_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors adding ``authorization: Bearer <token>`` to every call of an asyncio channel."""
+    metadata = token_metadata(token)
+
+    def add(details):
+        return grpc.aio.ClientCallDetails(details.method, details.timeout,
+                                          grpc.aio.Metadata(*(tuple(details.metadata or ()) + metadata)),
+                                          details.credentials, details.wait_for_ready)
+
+    class UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+        async def intercept_unary_unary(self, continuation, details, request):
+            return await continuation(add(details), request)
+
+    class UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+        async def intercept_unary_stream(self, continuation, details, request):
+            return await continuation(add(details), request)
+
+    class StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+        async def intercept_stream_unary(self, continuation, details, requests):
+            return await continuation(add(details), requests)
+
+    class StreamStream(grpc.aio.StreamStreamClientInterceptor):
+        async def intercept_stream_stream(self, continuation, details, requests):
+            return await continuation(add(details), requests)
+
+    return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from tfclassify.inference import grpc_service_pb2
+from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.device import configure_devices, configure_threads, resolve_devices
@@ -105,16 +106,19 @@ class ClassifierServer:
                 ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
                 ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
             ]
-        self._server = grpc.aio.server(options=options)
+        self.tokens = TokenTable(settings.auth_tokens) if settings.auth_tokens else None
+        interceptors = [AuthInterceptor(self.tokens)] if self.tokens else []
+        self._server = grpc.aio.server(options=options, interceptors=interceptors)
         # Three APIs on one port, over the same data plane: the same queues, statistics and metrics.
         services = (
-            (pb.DESCRIPTOR.services_by_name["Classifier"], ClassifierServicer(self.dataplane, self.manager, self.metrics)),
+            (pb.DESCRIPTOR.services_by_name["Classifier"],
+             ClassifierServicer(self.dataplane, self.manager, self.metrics, self.tokens)),
             (prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
-             PredictionServicer(self.dataplane, self.metrics)),
+             PredictionServicer(self.dataplane, self.metrics, self.tokens)),
             (model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
-             ModelServicer(self.dataplane, self.manager, self.metrics)),
+             ModelServicer(self.dataplane, self.manager, self.metrics, self.tokens)),
             (grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
-             InferenceServicer(self.dataplane, self.metrics, self.is_ready)),
+             InferenceServicer(self.dataplane, self.metrics, self.is_ready, self.tokens)),
             (health_pb2.DESCRIPTOR.services_by_name["Health"], self.health),
         )
         # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT.

@@ -23,6 +23,7 @@ from tfclassify.client.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
+from tfclassify.server.auth import TokenTable
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
 from tfclassify.server.images import check_image_batch
@@ -51,11 +52,12 @@ STREAM_WINDOW = 4
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics, is_ready: Callable[[], bool]) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics, is_ready: Callable[[], bool],
+                 tokens: TokenTable | None = None) -> None:
         self._dataplane = dataplane
         self._metrics = metrics
         self._is_ready = is_ready
-        self._meter = RpcMeter(API, metrics, dataplane.registry)
+        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
 
     # -- health and metadata ------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext):

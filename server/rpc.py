@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import grpc
 
+from tfclassify.server.auth import ALL_MODELS, TokenTable, bearer_token
 from tfclassify.server.batching import RequestTiming
 from tfclassify.server.errors import ServingError, status_code
 from tfclassify.server.metrics import ServerMetrics
@@ -62,10 +63,13 @@ Handler = Callable[[R, grpc.aio.ServicerContext, RpcCall], Awaitable[T]]
 class RpcMeter:
     """Runs the RPCs of one API: measured, counted, and failed with the status ``errors.status_code`` gives."""
 
-    def __init__(self, api: str, metrics: ServerMetrics, registry: ModelRegistry) -> None:
+    def __init__(self, api: str, metrics: ServerMetrics, registry: ModelRegistry,
+                 tokens: TokenTable | None = None) -> None:
         self.api = api
         self._metrics = metrics
         self._registry = registry
+        #: With token authentication: which models the caller's token may use (the interceptor checked it is valid).
+        self._tokens = tokens
         self._in_flight: dict[str, object] = {}
 
     async def observed(self, method: str, model: str, handler: Handler[R, T], request: R,
@@ -87,10 +91,17 @@ class RpcMeter:
             in_flight = self._in_flight[method] = self._metrics.requests_in_flight.labels(self.api, method)
         in_flight.inc()
         try:
+            if self._tokens is not None and model:
+                allowed = self._tokens.models_for(bearer_token(context.invocation_metadata()))
+                if allowed is None or (allowed is not ALL_MODELS and model not in allowed):
+                    code = grpc.StatusCode.PERMISSION_DENIED
+                    raise RpcFailure(code, clip(f"this token may not use model {model!r}"))
             return await handler(request, context, call)
         except ServingError as exc:
             code = status_code(exc, self.api)
             raise RpcFailure(code, clip(str(exc))) from exc
+        except RpcFailure:
+            raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
             raise

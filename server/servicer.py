@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
+from tfclassify.server.auth import TokenTable
 from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.manager import ModelManager, VersionStatus
@@ -30,10 +31,11 @@ STREAM_WINDOW = 4
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     """Implements the ``Classifier`` service on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics,
+                 tokens: TokenTable | None = None) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metrics, dataplane.registry)
+        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         return await self._meter.observed("Classify", request.model_spec.name, self._classify, request, context)

@@ -42,6 +42,10 @@ class ServerSettings:
     tls_client_ca: Path | None = setting(
         None, help="PEM CA bundle: require client certificates signed by it (mutual TLS)"
     )
+    auth_tokens: Path | None = setting(
+        None, help="file of bearer tokens, 'TOKEN MODEL,MODEL' or 'TOKEN *' per line: every service but health "
+        "then needs one (re-read when it changes)"
+    )
     max_images_per_request: int = setting(16384, help="most images one request may carry (more: INVALID_ARGUMENT)")
     max_message_bytes: int = setting(
         64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"

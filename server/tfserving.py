@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfclassify.server.auth import TokenTable
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.errors import (
     InvalidInputError,
@@ -56,9 +57,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``Predict``, ``Classify`` and ``GetModelMetadata``; ``Regress`` and
     ``MultiInference`` stay UNIMPLEMENTED (these models are classifiers)."""
 
-    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics) -> None:
+    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics, tokens: TokenTable | None = None) -> None:
         self._dataplane = dataplane
-        self._meter = RpcMeter(API, metrics, dataplane.registry)
+        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
         return await self._meter.observed("Predict", request.model_spec.name, self._predict, request, context)
@@ -170,10 +171,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """``GetModelStatus``; ``HandleReloadConfigRequest`` stays UNIMPLEMENTED
     (edit the config file instead: the server reloads it)."""
 
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics,
+                 tokens: TokenTable | None = None) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metrics, dataplane.registry)
+        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext

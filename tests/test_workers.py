@@ -136,7 +136,9 @@ def test_a_dead_worker_makes_the_server_unready_until_it_is_restarted(workers):
     wait_until(lambda: health(workers.address) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=3, interval=0.1)
     assert http_get(workers.metrics_port, "/readyz")[0] == 503, "still restarting" 
     wait_until(lambda: http_get(workers.metrics_port, "/readyz")[0] == 200, timeout=90, interval=0.5)
-    assert {health(workers.address) for _ in range(10)} == {health_pb2.HealthCheckResponse.SERVING}
+    # Each worker reads the board every 0.5 s: within a second every one answers SERVING again.
+    wait_until(lambda: {health(workers.address) for _ in range(10)} == {health_pb2.HealthCheckResponse.SERVING},
+               timeout=5, interval=0.2)
     assert "worker 1 (pid" in workers.log() and "restarting it" in workers.log()
     # The restarted worker has its own metrics port now; the supervisor scrapes it.
     with ClassifierClient(workers.address) as client:

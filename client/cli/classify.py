@@ -7,7 +7,13 @@ import asyncio
 import json
 from pathlib import Path
 
-from tfclassify.client.cli.common import EXIT_OK, EXIT_SKIPPED, add_server_arguments, credentials_from
+from tfclassify.client.cli.common import (
+    EXIT_OK,
+    EXIT_SKIPPED,
+    add_server_arguments,
+    credentials_from,
+    token_from,
+)
 from tfclassify.client.inputs.decode import INVERT_CHOICES
 from tfclassify.client.scoring.api import ImageResult, score_files_async
 
@@ -40,6 +46,7 @@ async def _classify(args: argparse.Namespace) -> int:
     async for result in score_files_async(
         args.paths, model=args.model, servers=[args.server], version=args.version, top_k=args.top_k,
         invert=args.invert, timeout=args.timeout, credentials=credentials_from(args),
+        token=token_from(args),
     ):
         skipped += result.skipped is not None
         print(_format(result, args.json), flush=True)

@@ -65,6 +65,21 @@ def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0,
                      "[env TFCLASSIFY_TLS_CERT]")
     tls.add_argument("--tls-key", default=os.environ.get("TFCLASSIFY_TLS_KEY"), metavar="FILE",
                      help="the PEM key of --tls-cert [env TFCLASSIFY_TLS_KEY]")
+    parser.set_defaults(token=os.environ.get("TFCLASSIFY_TOKEN"))  # no --token: it would show in the process list
+    parser.add_argument("--token-file", default=os.environ.get("TFCLASSIFY_TOKEN_FILE"), metavar="FILE",
+                        help="file holding the bearer token for servers started with --auth-tokens (or the "
+                        "token itself in the environment variable TFCLASSIFY_TOKEN; a token on the command "
+                        "line would show in the process list) [env TFCLASSIFY_TOKEN_FILE]")
+
+
+def token_from(args: argparse.Namespace) -> str | None:
+    """The bearer token of ``--token-file`` or ``TFCLASSIFY_TOKEN`` (None: no token)."""
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise CliError(f"--token-file {args.token_file}: {exc.strerror}") from None
+    return args.token or None
 
 
 def credentials_from(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

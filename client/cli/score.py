@@ -17,6 +17,7 @@ from tfclassify.client.cli.common import (
     add_skipped_ok_argument,
     credentials_from,
     print_report,
+    token_from,
 )
 from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.client.errors import TfclassifyError
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
         batch_size=args.batch_size, in_flight=args.in_flight, decode_workers=args.decode_workers,
         invert=args.invert, timeout=args.timeout, retry=RetryPolicy(max_retries=args.max_retries),
-        credentials=credentials_from(args),
+        credentials=credentials_from(args), token=token_from(args),
     )
     servers = args.server or [args.default_server]
     try:

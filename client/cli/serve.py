@@ -34,6 +34,13 @@ def run(args: argparse.Namespace) -> int:
     for path in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):
         if path is not None and not path.is_file():
             raise CliError(f"{path}: no such file")
+    if settings.auth_tokens is not None:
+        from tfclassify.server.auth import TokenFileError, TokenTable  # no TensorFlow in it
+
+        try:
+            TokenTable(settings.auth_tokens)
+        except TokenFileError as exc:
+            raise CliError(str(exc)) from None
     if settings.workers < 1:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:

@@ -52,6 +52,8 @@ class ScoringOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: TLS credentials for the servers (``tfclassify.client.tls.channel_credentials``); None: plain text.
     credentials: grpc.ChannelCredentials | None = field(default=None, compare=False, repr=False)
+    #: Bearer token for servers started with --auth-tokens.
+    token: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.batch_size < 0 or self.in_flight < 1 or self.top_k < 0:
@@ -100,7 +102,7 @@ class Scorer:
     def __init__(self, servers: list[str], options: ScoringOptions) -> None:
         self.options = options
         self.servers = ServerPool(servers, timeout=options.timeout, retry=options.retry,
-                                  credentials=options.credentials)
+                                  credentials=options.credentials, token=options.token)
         self.model: ModelInfo | None = None
         self.survey: Survey | None = None
         self.batch_size = options.batch_size

@@ -41,14 +41,14 @@ class ServerPool:
     """Sends each batch to the least busy server that is not backing off; UNAVAILABLE moves it elsewhere."""
 
     def __init__(self, targets: list[str], *, timeout: float, retry: RetryPolicy = RetryPolicy(),
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, token: str | None = None) -> None:
         if not targets:
             raise ValueError("no server to score against")
         self.targets = list(targets)
         self.timeout = timeout
         self.retry = retry
         self.retries = 0
-        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials) for t in self.targets]
+        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials, token=token) for t in self.targets]
         self._busy = [0] * len(self._clients)
         self._down_until = [0.0] * len(self._clients)
 
