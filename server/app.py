@@ -123,10 +123,11 @@ class ClassifierServer:
         )
         # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT.
         self._server.add_generic_rpc_handlers(tuple(service_handler(d, s) for d, s in services))
-        reflection.enable_server_reflection(
-            (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self._server,
-        )
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+                self._server,
+            )
         log.info("replica devices: %s; inference threads: %d; batching: %s", ", ".join(devices), threads, defaults)
 
     async def start(self) -> None:

@@ -42,6 +42,9 @@ class ServerSettings:
     tls_client_ca: Path | None = setting(
         None, help="PEM CA bundle: require client certificates signed by it (mutual TLS)"
     )
+    reflection: int = setting(
+        1, help="1: serve gRPC server reflection (grpcurl works without the .proto); 0: do not list the services"
+    )
     auth_tokens: Path | None = setting(
         None, help="file of bearer tokens, 'TOKEN MODEL,MODEL' or 'TOKEN *' per line: every service but health "
         "then needs one (re-read when it changes)"

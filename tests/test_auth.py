@@ -116,3 +116,21 @@ def test_a_malformed_token_file_stops_the_server_from_starting(model_repo, tmp_p
     result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--auth-tokens", str(tokens)),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "line 1: a token must have 16 characters or more" in result.stderr
+
+
+def test_reflection_and_the_metrics_port_can_be_turned_off(model_repo, tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    proc = ServerProcess(model_repo, tmp_path, "--reflection", "0", "--metrics-port", "-1")
+    try:
+        assert proc.metrics_port == -1
+        with grpc.insecure_channel(proc.address) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            assert code_of(lambda: list(stub.ServerReflectionInfo(iter([request]), timeout=10))) == \
+                grpc.StatusCode.UNIMPLEMENTED
+        with proc.client() as client:
+            client.wait_for_ready(60)
+            assert len(client.classify(IMAGE, "fashion").classes) == 1
+    finally:
+        assert proc.stop() == 0
