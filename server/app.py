@@ -86,7 +86,8 @@ class ClassifierServer:
             settings.model_repo, settings.model_config, defaults, devices, self.registry, self.metrics,
             self.executor, self._update_health, settings.xla_max_batch_size,
         )
-        self.dataplane = DataPlane(self.registry, settings.max_images_per_request)
+        self.dataplane = DataPlane(self.registry, settings.max_images_per_request,
+                                   max_response_bytes=settings.max_message_bytes)
         self.health = health_aio.HealthServicer()
         self.grpc_port = 0
         self.metrics_port = -1

@@ -40,6 +40,7 @@ class ClassifyInput:
     encoded: list[bytes] | None = None  # PNG/JPEG files
     top_k: int = 0
     return_probabilities: bool = False
+    omit_labels: bool = False
     #: ``time.monotonic()`` instant after which the caller no longer waits.
     deadline: float | None = None
 
@@ -59,9 +60,11 @@ class ClassifyOutput:
 class DataPlane:
     """Resolves model versions and runs images through each version's batching queue."""
 
-    def __init__(self, registry: ModelRegistry, max_images_per_request: int, decode_threads: int = 0) -> None:
+    def __init__(self, registry: ModelRegistry, max_images_per_request: int, decode_threads: int = 0,
+                 max_response_bytes: int = 64 * 1024 * 1024) -> None:
         self.registry = registry
         self.max_images_per_request = max_images_per_request
+        self.max_response_bytes = max_response_bytes
         # Encoded images are decoded here, never on the event loop: a request of 16,384 PNGs takes ~0.5 s.
         # Pillow releases the GIL while it decodes; the pool bounds how many decode at once.
         self._decode_pool = ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
@@ -126,8 +129,25 @@ class DataPlane:
             images = check_image_batch(images, *runtime.image_size, self.max_images_per_request)
         else:
             images = self._prepare(runtime, request)
+        # Per image: class and score (~6 bytes), its label, each top-k entry alike, and the probabilities.
+        label = 0 if request.omit_labels else runtime.mean_label_bytes + 2
+        self.check_response_size(len(images), 6 + label + request.top_k * (6 + label)
+                                 + (4 * runtime.num_classes if request.return_probabilities else 0))
         outputs, classes = await self.infer(call, images, request.deadline)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
+
+    def check_response_size(self, images: int, bytes_per_image: int) -> None:
+        """Refuse, before any work, a request whose answer would pass the send limit (gRPC would fail it only
+        after the model ran). ``bytes_per_image`` is the API's estimate of one image's share of the answer."""
+        bytes_per_image = int(bytes_per_image * 1.25) + 1  # headroom: labels and varints vary in length
+        estimate = images * bytes_per_image
+        if estimate > self.max_response_bytes:
+            fits = max(1, self.max_response_bytes // bytes_per_image)
+            raise InvalidInputError(
+                f"the answer for {images} images would be about {estimate / 2**20:.1f} MiB, over the server's "
+                f"{self.max_response_bytes / 2**20:.1f} MiB message limit: send at most {fits} images per request, "
+                "or ask for less per image (fewer outputs or top-k entries)"
+            )
 
     def check_batch_size(self, n: int) -> None:
         """Reject an empty request or one over ``--max-images-per-request``."""

@@ -14,6 +14,7 @@ accepted as UINT8 pixels, or as FP32 for float models, in
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -130,7 +131,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         runtime = served.runtime
         requested = _requested_outputs(runtime, request)
         call.infer(served)  # from here on, a failure counts in the version's statistics (Triton counts them alike)
-        outputs, _ = await self._dataplane.infer(call, self._input_images(runtime, request), deadline_of(context))
+        images = self._input_images(runtime, request)
+        per_image = 0
+        for name, top_k in requested:
+            dtype, shape = runtime.outputs[name]
+            # Raw: the tensor's bytes; classification: top_k length-prefixed "score:index:label" strings.
+            per_image += top_k * (4 + 12 + runtime.mean_label_bytes) if top_k else dtype.itemsize * math.prod(shape)
+        self._dataplane.check_response_size(len(images), per_image)
+        outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
         response = pb.ModelInferResponse(model_name=runtime.name, model_version=served.version_label, id=request.id)
         for name, top_k in requested:
             array = outputs[name]

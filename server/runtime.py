@@ -76,6 +76,11 @@ class ModelRuntime:
         """``labels`` as a numpy object array, for indexing by class arrays."""
         return np.asarray(self.labels, dtype=object)
 
+    @functools.cached_property
+    def mean_label_bytes(self) -> int:
+        """The mean length of a label in UTF-8 (rounded up), for estimating the size of answers."""
+        return -(-sum(len(label.encode()) for label in self.labels) // max(1, len(self.labels)))
+
     @property
     def takes_float(self) -> bool:
         return self.input_dtype != tf.uint8

@@ -88,6 +88,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 encoded=list(request.encoded.images) if which == "encoded" else None,
                 top_k=request.top_k,
                 return_probabilities=request.return_probabilities,
+                omit_labels=request.omit_labels,
                 deadline=deadline_of(context),
             ),
         )

@@ -11,6 +11,8 @@ UNAVAILABLE (retry) where TensorFlow Serving says NOT_FOUND.
 
 from __future__ import annotations
 
+import math
+
 import grpc
 import numpy as np
 import tensorflow as tf
@@ -81,6 +83,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         output_names = _output_names(runtime, list(request.output_filter))
         call.infer(served)
         images = self._input_images(runtime, request.inputs[runtime.input_key])
+        self._dataplane.check_response_size(len(images), sum(
+            runtime.outputs[name][0].itemsize * math.prod(runtime.outputs[name][1]) for name in output_names))
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
         response = predict_pb2.PredictResponse(model_spec=_spec(runtime))
         for name in output_names:
@@ -105,6 +109,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if not examples:
             raise InvalidInputError("Input is empty: send tf.Example protos in input.example_list")
         self._dataplane.check_batch_size(len(examples))
+        # Each image's answer: one Class (label and score) per class.
+        self._dataplane.check_response_size(len(examples), 4 + runtime.num_classes * (runtime.mean_label_bytes + 12))
         images = await self._dataplane.decode(images_from_examples, examples, example_context, *runtime.image_size)
         # Decoding let the event loop run: take the version serving now (the one before may be unloading).
         served = call.infer(self._resolve(request.model_spec))

@@ -120,3 +120,26 @@ def test_tensorflow_serving_predict_refuses_broadcasts_unknown_dtypes_and_out_of
     refused(predict, predict_request("fashion", too_big))
     infinite = tf.make_tensor_proto(np.full((1, 784), np.inf, np.float32))
     assert "NaN or infinite" in refused(predict, predict_request("digits", infinite, "keras_tensor"))
+
+
+def test_an_answer_over_the_message_limit_is_refused_before_the_model_runs(model_repo, tmp_path):
+    """With a 256 KiB message limit, 2,000 PNGs (~160 KB) fit in a request but their answer with probabilities
+    and 10 ranked labels (~400 KB) would not: refused at once, naming a number of images that does fit."""
+    from archives import encode
+    from conftest import ServerProcess
+    from tfclassify.client import TfclassifyError
+
+    proc = ServerProcess(model_repo, tmp_path, "--max-message-bytes", str(256 * 1024))
+    try:
+        images = [encode(np.full((28, 28), i % 256, np.uint8)) for i in range(2000)]
+        with proc.client(max_message_bytes=256 * 1024) as client:
+            client.wait_for_ready(60)
+            with pytest.raises(TfclassifyError) as info:
+                client.classify_encoded(images, "fashion", top_k=10, return_probabilities=True)
+            assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "over the server's 0.2 MiB message limit: send at most" in info.value.details, info.value.details
+            fits = int(info.value.details.split("send at most ")[1].split()[0])
+            answer = client.classify_encoded(images[:fits], "fashion", top_k=10, return_probabilities=True)
+            assert len(answer.classes) == fits
+    finally:
+        assert proc.stop() == 0
