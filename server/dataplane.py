@@ -120,8 +120,13 @@ class DataPlane:
             raise InvalidInputError(
                 f"top_k is {request.top_k} but model {runtime.name!r} has {runtime.num_classes} classes"
             )
+        # Per image: class and score (~6 bytes), its label, each top-k entry alike, and the probabilities.
+        label = 0 if request.omit_labels else runtime.mean_label_bytes + 2
+        answer_bytes = 6 + label + request.top_k * (6 + label) + (
+            4 * runtime.num_classes if request.return_probabilities else 0)
         if request.encoded is not None:
             check_batch_size(len(request.encoded), self.max_images_per_request)
+            self.check_response_size(len(request.encoded), answer_bytes)  # before decoding
             images = await self.decode(decode_images, request.encoded, *runtime.image_size, self.max_images_per_request)
             # Decoding let the event loop run: take the version serving now (the one before may be unloading).
             served = call.infer(self.resolve(*spec))
@@ -129,10 +134,7 @@ class DataPlane:
             images = check_image_batch(images, *runtime.image_size, self.max_images_per_request)
         else:
             images = self._prepare(runtime, request)
-        # Per image: class and score (~6 bytes), its label, each top-k entry alike, and the probabilities.
-        label = 0 if request.omit_labels else runtime.mean_label_bytes + 2
-        self.check_response_size(len(images), 6 + label + request.top_k * (6 + label)
-                                 + (4 * runtime.num_classes if request.return_probabilities else 0))
+            self.check_response_size(len(images), answer_bytes)
         outputs, classes = await self.infer(call, images, request.deadline)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
 

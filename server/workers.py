@@ -154,6 +154,12 @@ class Worker:
     deaths: int = 0
     restart_at: float = 0.0
 
+    def read_metrics_port(self) -> int:
+        """The worker's own HTTP port, from the port file it writes once it listens (0 until then)."""
+        if not self.metrics_port and self.port_file.exists():
+            self.metrics_port = json.loads(self.port_file.read_text())["metrics_port"]
+        return self.metrics_port
+
 
 def worker_arguments(settings: ServerSettings, **overrides: object) -> list[str]:
     """``tfclassify serve`` flags that reproduce ``settings`` with ``overrides``."""
@@ -179,6 +185,8 @@ class Supervisor:
         self._reserved = None
         self.grpc_port = settings.grpc_port
         self.metrics_port = -1
+        #: TensorFlow threads per op in each worker: the cores shared out, unless --intra-op-threads says.
+        self.threads_per_worker = settings.intra_op_threads or max(1, (os.cpu_count() or 1) // self.count)
 
     def run(self) -> int:
         """Start everything, supervise until a stop signal, drain; returns the exit status."""
@@ -198,9 +206,8 @@ class Supervisor:
                     raise BindError(bind_message(self.settings.host, self.settings.metrics_port, "metrics",
                                                  exc.strerror)) from exc
                 self.metrics_port = http.server_port
-            threads = self.settings.intra_op_threads or max(1, (os.cpu_count() or 1) // self.count)
             log.info("starting %d workers on gRPC port %d (TensorFlow: %d threads per op each), HTTP on port %s",
-                     self.count, self.grpc_port, threads, self.metrics_port)
+                     self.count, self.grpc_port, self.threads_per_worker, self.metrics_port)
             for worker in self.workers:
                 self._spawn(worker)
             self._supervise()
@@ -224,9 +231,8 @@ class Supervisor:
         self.board.set(worker.index, False)
         worker.port_file.unlink(missing_ok=True)
         worker.metrics_port = 0
-        threads = self.settings.intra_op_threads or max(1, (os.cpu_count() or 1) // self.count)
         args = worker_arguments(self.settings, workers=1, grpc_port=self.grpc_port, metrics_port=0,
-                                port_file=worker.port_file, intra_op_threads=threads)
+                                port_file=worker.port_file, intra_op_threads=self.threads_per_worker)
         env = {**os.environ, WORKER_INDEX_ENV: str(worker.index), WORKER_COUNT_ENV: str(self.count),
                WORKER_DIR_ENV: str(self.folder)}
         command = [sys.executable, "-c", "import sys; from tfclassify.client.cli import main; sys.exit(main())",
@@ -239,9 +245,7 @@ class Supervisor:
     def _metrics_ports(self) -> list[tuple[int, int]]:
         ports = []
         for worker in self.workers:
-            if not worker.metrics_port and worker.port_file.exists():
-                worker.metrics_port = json.loads(worker.port_file.read_text())["metrics_port"]
-            if worker.metrics_port and worker.proc is not None and worker.proc.poll() is None:
+            if worker.read_metrics_port() and worker.proc is not None and worker.proc.poll() is None:
                 ports.append((worker.index, worker.metrics_port))
         return ports
 
@@ -297,6 +301,6 @@ class Supervisor:
             return
         data = {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port, "pid": os.getpid(),
                 "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
-                             "metrics_port": json.loads(w.port_file.read_text())["metrics_port"]}
+                             "metrics_port": w.read_metrics_port()}
                             for w in self.workers]}
         write_port_file(self.settings.port_file, data)
