@@ -84,6 +84,18 @@ class ServerProcess:
         return self.proc.returncode
 
 
+def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
+    """(status, body) of ``GET http://127.0.0.1:PORT/PATH``; error statuses are returned, not raised."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` that have ``labels`` in Prometheus text output (0 when none): one
     sample's value when the labels name it fully."""

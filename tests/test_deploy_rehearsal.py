@@ -17,9 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import yaml
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from archives import broken_files, image_members, read_jsonl, write_zip
-from conftest import FASHION_LABELS, ServerProcess, drain_and_check, wait_until
+from conftest import FASHION_LABELS, ServerProcess, drain_and_check, http_get, wait_until
 from kubelet import (
     DOCKER,
     K8S,
@@ -63,14 +61,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class RehearsedServer(ServerProcess):

@@ -8,20 +8,10 @@ import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from conftest import ServerProcess, metric_value, tfclassify_cmd
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+from conftest import ServerProcess, http_get, metric_value, tfclassify_cmd
 
 
 @pytest.fixture()
@@ -66,23 +56,23 @@ def test_an_empty_repository_is_not_ready_and_says_why_once(tmp_path):
         with proc.client() as client:
             assert not client.is_server_ready()
             assert client.is_server_ready("liveness"), "the liveness service is SERVING: no restart loop"
-        code, body = get(proc.metrics_port, "/readyz")
+        code, body = http_get(proc.metrics_port, "/readyz")
         assert code == 503 and "no model to serve in" in body
-        assert get(proc.metrics_port, "/healthz") == (200, "ok\n"), "alive, only not ready: no restart loop"
+        assert http_get(proc.metrics_port, "/healthz") == (200, "ok\n"), "alive, only not ready: no restart loop"
     finally:
         proc.stop()
     assert proc.log().count("WARNING tfclassify.server.app: not ready: no model to serve") == 1, proc.log()
 
 
 def test_the_http_port_serves_metrics_and_probes_only(server):
-    code, text = get(server.metrics_port, "/metrics")
+    code, text = http_get(server.metrics_port, "/metrics")
     assert code == 200 and metric_value(text, "process_resident_memory_bytes") > 50e6
     assert metric_value(text, "process_open_fds") > 0 and 'python_info{' in text
     assert "_created" not in text, "no *_created series"
-    assert get(server.metrics_port, "/healthz") == (200, "ok\n")
-    assert get(server.metrics_port, "/readyz") == (200, "ready\n")
+    assert http_get(server.metrics_port, "/healthz") == (200, "ok\n")
+    assert http_get(server.metrics_port, "/readyz") == (200, "ready\n")
     for path in ("/", "/metric", "/metrics/extra", "/healthz/"):
-        code, body = get(server.metrics_port, path)
+        code, body = http_get(server.metrics_port, path)
         assert code == 404 and "/metrics, /healthz and /readyz" in body, path
 
 

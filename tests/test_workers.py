@@ -8,8 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
@@ -17,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import ServerProcess, drain_and_check, metric_value, wait_until
+from conftest import ServerProcess, drain_and_check, http_get, metric_value, wait_until
 from tfclassify.client import ClassifierClient
 from tfclassify.server.workers import merge_metrics
 
@@ -62,14 +60,6 @@ def test_merged_metrics_add_up_keep_what_is_alike_and_label_each_process():
     assert metric_value(text, "process_resident_memory_bytes", worker="1") == 200
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-
-
-def http_get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def health(address: str) -> int:
