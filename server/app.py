@@ -32,7 +32,7 @@ from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.servicer import ClassifierServicer
 from tfclassify.server.settings import ServerSettings
 from tfclassify.server.tfserving import ModelServicer, PredictionServicer
-from tfclassify.server.tls import ReloadingCertificates
+from tfclassify.server.tls import ReloadingCertificates, http_tls
 from tfclassify.server.wire import service_handler
 from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
@@ -142,10 +142,12 @@ class ClassifierServer:
         self._heart = asyncio.get_running_loop().create_task(self._beat())
         if settings.metrics_port >= 0:
             app = make_app(self.metrics_registry, self.heartbeat, self.not_ready)
-            # A worker's HTTP port is for its supervisor only, which serves the merged one.
+            # A worker's HTTP port is for its supervisor only, which serves the merged one (with TLS if asked).
             http_host = "127.0.0.1" if self.place else settings.host
+            tls = None if self.place else http_tls(settings.metrics_tls, settings.tls_cert, settings.tls_key,
+                                                   settings.tls_client_ca)
             try:
-                self._metrics_http, _ = start_http_server(http_host, settings.metrics_port, app)
+                self._metrics_http, _ = start_http_server(http_host, settings.metrics_port, app, tls)
             except OSError as exc:
                 await self._server.stop(0)
                 raise BindError(bind_message(settings.host, settings.metrics_port, "metrics", exc.strerror)) from exc

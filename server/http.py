@@ -13,6 +13,8 @@ prometheus_client's own WSGI app (content negotiation, gzip).
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,6 +22,10 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from tfclassify.server.tls import ReloadingSslContext
+
+log = logging.getLogger(__name__)
 
 #: /healthz fails when the event loop's heartbeat is older than this.
 DEFAULT_STALL_S = 10.0
@@ -40,9 +46,26 @@ class Heartbeat:
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    #: Set for HTTPS: each accepted connection is wrapped with its current context.
+    tls: ReloadingSslContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake happens on the connection's own thread (first read), so a client that stalls
+            # in it holds only that thread, never the accepting one.
+            sock = self.tls.context().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that speaks plain HTTP to HTTPS, fails the handshake or hangs up is not a server error."""
+        log.debug("HTTP connection from %s failed", client_address, exc_info=True)
 
 
 class _QuietHandler(WSGIRequestHandler):
+    #: Seconds a connection may stay silent (a slow or stuck client must not hold a thread for ever).
+    timeout = 30
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
         """Probes every few seconds would flood the log."""
 
@@ -71,9 +94,12 @@ def make_app(registry: CollectorRegistry, heartbeat: Heartbeat, not_ready: Calla
     return app
 
 
-def start_http_server(host: str, port: int, app) -> tuple[WSGIServer, threading.Thread]:
-    """Serve ``app`` on ``host:port`` from a daemon thread; ``OSError`` when the port cannot be bound."""
+def start_http_server(host: str, port: int, app,
+                      tls: ReloadingSslContext | None = None) -> tuple[WSGIServer, threading.Thread]:
+    """Serve ``app`` on ``host:port`` (HTTPS with ``tls``) from a daemon thread; ``OSError`` when the port
+    cannot be bound."""
     server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    server.tls = tls
     thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     thread.start()
     return server, thread

@@ -42,6 +42,10 @@ class ServerSettings:
     tls_client_ca: Path | None = setting(
         None, help="PEM CA bundle: require client certificates signed by it (mutual TLS)"
     )
+    metrics_tls: str = setting(
+        "off", help="the HTTP port: off (plain HTTP), tls (HTTPS with --tls-cert/--tls-key), or mtls (HTTPS "
+        "that also requires client certificates signed by --tls-client-ca)"
+    )
     reflection: int = setting(
         1, help="1: serve gRPC server reflection (grpcurl works without the .proto); 0: do not list the services"
     )

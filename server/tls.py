@@ -1,13 +1,16 @@
-"""TLS and mutual TLS on the gRPC port, with certificates reloaded when their files change.
+"""TLS and mutual TLS on the gRPC and HTTP ports, with certificates reloaded when their files change.
 
 cert-manager (and most rotation tools) rewrite the certificate and key files in place. gRPC asks
-``fetch`` before each new handshake whether the configuration changed, and that check is one ``stat``
-per file. Connections already open keep the certificate they started with.
+``fetch`` before each new handshake whether the configuration changed; the HTTP port asks ``context``
+for each new connection. Either check is one ``stat`` per file. Connections already open keep the
+certificate they started with.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
+import threading
 from pathlib import Path
 
 import grpc
@@ -15,13 +18,30 @@ import grpc
 log = logging.getLogger(__name__)
 
 
+class FileStamps:
+    """Tells whether any of some files changed (modification time or size) since the last accepted look."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.current = self.read()
+
+    def read(self) -> list[tuple[int, int]]:
+        stamps = []
+        for path in self.files:
+            try:
+                st = path.stat()
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((0, 0))
+        return stamps
+
+
 class ReloadingCertificates:
     """The server's certificate, key and (for mutual TLS) client CA, read again when a file changes."""
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
-        self.files = [p for p in (cert, key, client_ca) if p is not None]
         self.cert, self.key, self.client_ca = cert, key, client_ca
-        self._stamp = self._stamps()
+        self._stamps = FileStamps([p for p in (cert, key, client_ca) if p is not None])
         self.initial = self._configuration()  # unreadable files at start: the server does not start
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -33,27 +53,17 @@ class ReloadingCertificates:
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         """A new configuration when a file changed since the last one was read, else None (gRPC keeps it)."""
-        stamp = self._stamps()
-        if stamp == self._stamp:
+        stamp = self._stamps.read()
+        if stamp == self._stamps.current:
             return None
         try:
             configuration = self._configuration()
         except (OSError, ValueError) as exc:  # half-written during a rotation: keep serving the old one
             log.warning("TLS files changed but cannot be read yet (%s); keeping the current certificate", exc)
             return None
-        self._stamp = stamp
+        self._stamps.current = stamp
         log.info("TLS certificate reloaded from %s", self.cert)
         return configuration
-
-    def _stamps(self) -> list[tuple[int, int]]:
-        stamps = []
-        for path in self.files:
-            try:
-                st = path.stat()
-                stamps.append((st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamps.append((0, 0))
-        return stamps
 
     def _configuration(self) -> grpc.ServerCertificateConfiguration:
         key, cert = self.key.read_bytes(), self.cert.read_bytes()
@@ -61,3 +71,55 @@ class ReloadingCertificates:
             raise ValueError(f"{self.cert} and {self.key} must be a PEM certificate and its PEM private key")
         root = self.client_ca.read_bytes() if self.client_ca is not None else None
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=root)
+
+
+class ReloadingSslContext:
+    """An ``ssl.SSLContext`` for an HTTP server from the same files, built again when one changes.
+
+    With ``client_ca``, clients must present a certificate it signed (Prometheus's ``tls_config`` can;
+    the kubelet's HTTPS probes cannot, so probes of a mutual-TLS port must use gRPC health instead).
+    """
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
+        self.cert, self.key, self.client_ca = cert, key, client_ca
+        self._stamps = FileStamps([p for p in (cert, key, client_ca) if p is not None])
+        self._lock = threading.Lock()  # connections are accepted on one thread, but be safe
+        self._context = self._build()  # unreadable files at start: the server does not start
+
+    def context(self) -> ssl.SSLContext:
+        """The context for a new connection: rebuilt first if a file changed and can be read."""
+        with self._lock:
+            stamp = self._stamps.read()
+            if stamp != self._stamps.current:
+                try:
+                    self._context = self._build()
+                    log.info("HTTP TLS certificate reloaded from %s", self.cert)
+                except (OSError, ssl.SSLError) as exc:
+                    log.warning("TLS files changed but cannot be read yet (%s); keeping the current certificate", exc)
+                else:
+                    self._stamps.current = stamp
+            return self._context
+
+    def _build(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert, self.key)
+        if self.client_ca is not None:
+            context.load_verify_locations(self.client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+
+#: The values of ``--metrics-tls``.
+HTTP_TLS_MODES = ("off", "tls", "mtls")
+
+
+def http_tls(mode: str, cert: Path | None, key: Path | None, client_ca: Path | None) -> ReloadingSslContext | None:
+    """The HTTP port's TLS for ``--metrics-tls MODE`` (None: plain HTTP)."""
+    if mode == "off":
+        return None
+    if cert is None or key is None:
+        raise ValueError(f"--metrics-tls {mode} needs --tls-cert and --tls-key")
+    if mode == "mtls" and client_ca is None:
+        raise ValueError("--metrics-tls mtls needs --tls-client-ca")
+    return ReloadingSslContext(cert, key, client_ca if mode == "mtls" else None)

@@ -38,6 +38,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
+from tfclassify.server.tls import http_tls
 from tfclassify.server.ports import BindError, bind_message, reserve_port, write_port_file
 from tfclassify.server.settings import ServerSettings
 
@@ -201,7 +202,9 @@ class Supervisor:
                 registry.register(MergedWorkerMetrics(self._metrics_ports))
                 try:
                     http, _ = start_http_server(self.settings.host, self.settings.metrics_port,
-                                                make_app(registry, self.heartbeat, self.not_ready))
+                                                make_app(registry, self.heartbeat, self.not_ready),
+                                                http_tls(self.settings.metrics_tls, self.settings.tls_cert,
+                                                         self.settings.tls_key, self.settings.tls_client_ca))
                 except OSError as exc:
                     raise BindError(bind_message(self.settings.host, self.settings.metrics_port, "metrics",
                                                  exc.strerror)) from exc

@@ -31,6 +31,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise CliError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    if settings.metrics_tls not in ("off", "tls", "mtls"):
+        raise CliError(f"--metrics-tls must be off, tls or mtls, not {settings.metrics_tls!r}")
+    if settings.metrics_tls != "off" and settings.tls_cert is None:
+        raise CliError(f"--metrics-tls {settings.metrics_tls} needs --tls-cert and --tls-key")
+    if settings.metrics_tls == "mtls" and settings.tls_client_ca is None:
+        raise CliError("--metrics-tls mtls needs --tls-client-ca")
     for path in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):
         if path is not None and not path.is_file():
             raise CliError(f"{path}: no such file")
