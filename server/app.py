@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from tfclassify.inference import grpc_service_pb2
+from tfclassify.server.access_log import AccessLog
 from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
@@ -29,6 +30,7 @@ from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip import InferenceServicer
 from tfclassify.server.ports import BindError, bind_message, write_port_file
 from tfclassify.server.registry import ModelRegistry
+from tfclassify.server.rpc import Metering
 from tfclassify.server.servicer import ClassifierServicer
 from tfclassify.server.settings import ServerSettings
 from tfclassify.server.tfserving import ModelServicer, PredictionServicer
@@ -108,18 +110,19 @@ class ClassifierServer:
                 ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
             ]
         self.tokens = TokenTable(settings.auth_tokens) if settings.auth_tokens else None
-        interceptors = [AuthInterceptor(self.tokens)] if self.tokens else []
+        access_log = AccessLog(settings.access_log_sample)
+        interceptors = [AuthInterceptor(self.tokens, access_log)] if self.tokens else []
         self._server = grpc.aio.server(options=options, interceptors=interceptors)
         # Three APIs on one port, over the same data plane: the same queues, statistics and metrics.
+        metering = Metering(self.metrics, self.registry, self.tokens, access_log)
         services = (
-            (pb.DESCRIPTOR.services_by_name["Classifier"],
-             ClassifierServicer(self.dataplane, self.manager, self.metrics, self.tokens)),
+            (pb.DESCRIPTOR.services_by_name["Classifier"], ClassifierServicer(self.dataplane, self.manager, metering)),
             (prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
-             PredictionServicer(self.dataplane, self.metrics, self.tokens)),
+             PredictionServicer(self.dataplane, metering)),
             (model_service_pb2.DESCRIPTOR.services_by_name["ModelService"],
-             ModelServicer(self.dataplane, self.manager, self.metrics, self.tokens)),
+             ModelServicer(self.dataplane, self.manager, metering)),
             (grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
-             InferenceServicer(self.dataplane, self.metrics, self.is_ready, self.tokens)),
+             InferenceServicer(self.dataplane, metering, self.is_ready)),
             (health_pb2.DESCRIPTOR.services_by_name["Health"], self.health),
         )
         # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT.

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import grpc
 
+from tfclassify.server.access_log import AccessLog, api_and_method
+
 log = logging.getLogger(__name__)
 
 #: The models of a token that may use every model.
@@ -134,14 +136,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses calls without a valid bearer token (UNAUTHENTICATED), on every service but health; which
     models a token may use is checked where the model is known (``RpcMeter``)."""
 
-    def __init__(self, tokens: TokenTable) -> None:
+    def __init__(self, tokens: TokenTable, access_log: AccessLog | None = None) -> None:
         self.tokens = tokens
+        self.access_log = access_log or None
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)
         if handler is None or handler_call_details.method.startswith(OPEN_SERVICES):
             return handler
         if self.tokens.models_for(bearer_token(handler_call_details.invocation_metadata)) is None:
+            if self.access_log is not None:  # refused before any servicer sees it: the meter cannot log it
+                api, method = api_and_method(handler_call_details.method)
+                self.access_log.record(api, method, "", False, "", 0, 0.0, "UNAUTHENTICATED")
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
                             "a valid token is required: send the metadata 'authorization: Bearer <token>'")
         return handler

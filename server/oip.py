@@ -24,11 +24,9 @@ from tfclassify.client.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
-from tfclassify.server.auth import TokenTable
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
 from tfclassify.server.images import check_image_batch
-from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip_tensors import (
     CONFIG_TYPES,
     classification_raw,
@@ -38,7 +36,7 @@ from tfclassify.server.oip_tensors import (
     to_raw,
 )
 from tfclassify.server.registry import ServedVersion
-from tfclassify.server.rpc import RpcCall, RpcFailure, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.rpc import RpcCall, RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
 from tfclassify.server.runtime import ModelRuntime
 from tfclassify.server.statistics import Duration
 
@@ -53,12 +51,11 @@ STREAM_WINDOW = 4
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics, is_ready: Callable[[], bool],
-                 tokens: TokenTable | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, metering: Metering, is_ready: Callable[[], bool]) -> None:
         self._dataplane = dataplane
-        self._metrics = metrics
+        self._metrics = metering.metrics
         self._is_ready = is_ready
-        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
+        self._meter = RpcMeter(API, metering)
 
     # -- health and metadata ------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext):

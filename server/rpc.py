@@ -7,10 +7,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 
+from tfclassify.server.access_log import AccessLog
 from tfclassify.server.auth import ALL_MODELS, TokenTable, bearer_token
 from tfclassify.server.batching import RequestTiming
 from tfclassify.server.errors import ServingError, status_code
@@ -60,16 +62,27 @@ class RpcCall:
 Handler = Callable[[R, grpc.aio.ServicerContext, RpcCall], Awaitable[T]]
 
 
+@dataclass(frozen=True)
+class Metering:
+    """What every API's meter shares: the metrics, the served models (for label values), the token table
+    (with token authentication: which models a token may use) and the access log."""
+
+    metrics: ServerMetrics
+    registry: ModelRegistry
+    tokens: TokenTable | None = None
+    access_log: AccessLog | None = None
+
+
 class RpcMeter:
     """Runs the RPCs of one API: measured, counted, and failed with the status ``errors.status_code`` gives."""
 
-    def __init__(self, api: str, metrics: ServerMetrics, registry: ModelRegistry,
-                 tokens: TokenTable | None = None) -> None:
+    def __init__(self, api: str, metering: Metering) -> None:
         self.api = api
-        self._metrics = metrics
-        self._registry = registry
+        self._metrics = metering.metrics
+        self._registry = metering.registry
         #: With token authentication: which models the caller's token may use (the interceptor checked it is valid).
-        self._tokens = tokens
+        self._tokens = metering.tokens
+        self._access_log = metering.access_log or None  # None when off: no cost per RPC
         self._in_flight: dict[str, object] = {}
 
     async def observed(self, method: str, model: str, handler: Handler[R, T], request: R,
@@ -116,8 +129,11 @@ class RpcMeter:
                 _record_statistics(call, code, finished)
             # Unknown model names are not used as label values: clients must not be able to grow the series count.
             known = model if self._registry.has(model) else ""
-            self._metrics.observe_request(self.api, method, known, call.version, code.name,
-                                          (finished - call.started_ns) / 1e9)
+            seconds = (finished - call.started_ns) / 1e9
+            self._metrics.observe_request(self.api, method, known, call.version, code.name, seconds)
+            if self._access_log is not None:
+                self._access_log.record(self.api, method, model, bool(known), call.version, call.images, seconds,
+                                        code.name)
 
 
 #: Longest status message sent: messages echo names from the request, and gRPC refuses trailing metadata over

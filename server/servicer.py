@@ -10,14 +10,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
-from tfclassify.server.auth import TokenTable
 from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.manager import ModelManager, VersionStatus
-from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.repository import IgnoredFolder
-from tfclassify.server.rpc import RpcCall, RpcFailure, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.rpc import RpcCall, RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -31,11 +29,10 @@ STREAM_WINDOW = 4
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     """Implements the ``Classifier`` service on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics,
-                 tokens: TokenTable | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metering: Metering) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
+        self._meter = RpcMeter(API, metering)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         return await self._meter.observed("Classify", request.model_spec.name, self._classify, request, context)

@@ -84,6 +84,10 @@ class ServerSettings:
     )
     shutdown_grace_s: float = setting(10.0, help="on SIGTERM, how long in-flight requests may take to finish")
     port_file: Path | None = setting(None, help="write the bound ports as JSON here once the server is ready")
+    access_log_sample: float = setting(
+        0.0, help="log this fraction of RPCs (0: none, 1: all) as access-log lines: API, method, model, version, "
+        "images, latency and status only"
+    )
     log_level: str = setting("INFO", help="logging level (DEBUG also shows TensorFlow's start-up notices)")
     log_format: str = setting("text", help="log lines as text, or json (one object per line, for log collectors)")
 

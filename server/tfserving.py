@@ -27,7 +27,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfclassify.server.auth import TokenTable
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.errors import (
     InvalidInputError,
@@ -38,9 +37,8 @@ from tfclassify.server.errors import (
 from tfclassify.server.examples import images_from_examples
 from tfclassify.server.images import check_image_batch
 from tfclassify.server.manager import ModelManager
-from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.registry import ServedVersion
-from tfclassify.server.rpc import RpcCall, RpcMeter, deadline_of
+from tfclassify.server.rpc import RpcCall, Metering, RpcMeter, deadline_of
 from tfclassify.server.runtime import DEFAULT_SIGNATURE, ModelRuntime
 
 API = "tensorflow_serving"
@@ -59,9 +57,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``Predict``, ``Classify`` and ``GetModelMetadata``; ``Regress`` and
     ``MultiInference`` stay UNIMPLEMENTED (these models are classifiers)."""
 
-    def __init__(self, dataplane: DataPlane, metrics: ServerMetrics, tokens: TokenTable | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, metering: Metering) -> None:
         self._dataplane = dataplane
-        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
+        self._meter = RpcMeter(API, metering)
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
         return await self._meter.observed("Predict", request.model_spec.name, self._predict, request, context)
@@ -177,11 +175,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """``GetModelStatus``; ``HandleReloadConfigRequest`` stays UNIMPLEMENTED
     (edit the config file instead: the server reloads it)."""
 
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, metrics: ServerMetrics,
-                 tokens: TokenTable | None = None) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metering: Metering) -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metrics, dataplane.registry, tokens)
+        self._meter = RpcMeter(API, metering)
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext

@@ -29,7 +29,8 @@ def guarded(model_repo, tmp_path_factory):
     folder = tmp_path_factory.mktemp("auth")
     tokens = folder / "tokens"
     tokens.write_text(f"# scoring jobs\n{EVERYTHING} *\n{FASHION_ONLY} fashion\n")
-    proc = ServerProcess(model_repo, folder, "--auth-tokens", str(tokens))
+    # With every RPC in the access log: tokens must not reach it either.
+    proc = ServerProcess(model_repo, folder, "--auth-tokens", str(tokens), "--access-log-sample", "1")
     proc.tokens = tokens
     with proc.client(token=EVERYTHING) as client:
         client.wait_for_ready(60)
@@ -106,6 +107,8 @@ def test_the_token_file_is_read_again_when_it_changes_and_tokens_are_never_logge
         assert code_of(lambda: client.classify(IMAGE, "fashion")) == grpc.StatusCode.PERMISSION_DENIED
     log = guarded.log()
     assert "token file reloaded" in log
+    assert "tfclassify.access: api=tfclassify method=Classify model='fashion' version=1 images=1" in log
+    assert "status=PERMISSION_DENIED" in log and "status=UNAUTHENTICATED" in log
     for token in (EVERYTHING, FASHION_ONLY, new, "wrong-token-wrong-token"):
         assert token not in log
 

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
             TokenTable(settings.auth_tokens)
         except TokenFileError as exc:
             raise CliError(str(exc)) from None
+    if not 0.0 <= settings.access_log_sample <= 1.0:
+        raise CliError(f"--access-log-sample must be between 0 and 1, not {settings.access_log_sample}")
     if settings.workers < 1:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:
