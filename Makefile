@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-archive bench-oip images proto clean
+.PHONY: setup demo test bench bench-archive bench-oip images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -27,8 +27,12 @@ bench-oip: setup
 images:
 	bash deploy/docker/build-local.sh
 
+# Known vulnerabilities in what we install (pip-audit against PyPI; allow-list: audit-allowlist.txt).
+audit: setup
+	@VENV=$(VENV) bash scripts/audit.sh
+
 proto: setup
 	$(PY) proto/generate.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo-output .pytest_cache
+	rm -rf $(VENV) .venv-audit build dist *.egg-info demo-output .pytest_cache
