@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-archive bench-oip images proto audit clean
+.PHONY: setup demo test bench bench-archive bench-oip bench-overload images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -22,6 +22,9 @@ bench-archive: setup
 
 bench-oip: setup
 	$(PY) -m bench.perf_analyzer $(BENCH_ARGS)
+
+bench-overload: setup
+	$(PY) -m bench.overload $(BENCH_ARGS)
 
 # Container images built locally with buildah from a debootstrap base (root, Debian; ~1 GB download).
 images:

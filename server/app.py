@@ -19,6 +19,7 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from tfclassify.inference import grpc_service_pb2
 from tfclassify.server.access_log import AccessLog
+from tfclassify.server.admission import Admission
 from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
@@ -114,7 +115,11 @@ class ClassifierServer:
         interceptors = [AuthInterceptor(self.tokens, access_log)] if self.tokens else []
         self._server = grpc.aio.server(options=options, interceptors=interceptors)
         # Three APIs on one port, over the same data plane: the same queues, statistics and metrics.
-        metering = Metering(self.metrics, self.registry, self.tokens, access_log)
+        admission = None
+        if settings.max_requests_in_progress > 0:
+            admission = Admission(settings.max_requests_in_progress, settings.max_requests_per_client,
+                                  by_token=self.tokens is not None)
+        metering = Metering(self.metrics, self.registry, self.tokens, access_log, admission)
         services = (
             (pb.DESCRIPTOR.services_by_name["Classifier"], ClassifierServicer(self.dataplane, self.manager, metering)),
             (prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],

@@ -35,6 +35,10 @@ class QueueFullError(ServingError):
     """The version's queue holds too many images: back off and retry."""
 
 
+class ServerBusyError(ServingError):
+    """The server (or this client's share of it) has as many requests in progress as it admits: back off."""
+
+
 class DeadlineExceededError(ServingError):
     """The request's deadline passed before it could run."""
 
@@ -56,6 +60,7 @@ STATUS_CODES: Codes = {
     SignatureNotFoundError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelUnavailableError: grpc.StatusCode.UNAVAILABLE,
     QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ServerBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
     InferenceError: grpc.StatusCode.INTERNAL,
 }

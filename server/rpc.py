@@ -13,6 +13,7 @@ from typing import TypeVar
 import grpc
 
 from tfclassify.server.access_log import AccessLog
+from tfclassify.server.admission import Admission
 from tfclassify.server.auth import ALL_MODELS, TokenTable, bearer_token
 from tfclassify.server.batching import RequestTiming
 from tfclassify.server.errors import ServingError, status_code
@@ -71,6 +72,7 @@ class Metering:
     registry: ModelRegistry
     tokens: TokenTable | None = None
     access_log: AccessLog | None = None
+    admission: Admission | None = None
 
 
 class RpcMeter:
@@ -83,6 +85,7 @@ class RpcMeter:
         #: With token authentication: which models the caller's token may use (the interceptor checked it is valid).
         self._tokens = metering.tokens
         self._access_log = metering.access_log or None  # None when off: no cost per RPC
+        self._admission = metering.admission
         self._in_flight: dict[str, object] = {}
 
     async def observed(self, method: str, model: str, handler: Handler[R, T], request: R,
@@ -103,7 +106,12 @@ class RpcMeter:
         if in_flight is None:
             in_flight = self._in_flight[method] = self._metrics.requests_in_flight.labels(self.api, method)
         in_flight.inc()
+        admitted = False
+        client = None
         try:
+            if self._admission is not None:
+                client = self._admission.admit(context)
+                admitted = True
             if self._tokens is not None and model:
                 allowed = self._tokens.models_for(bearer_token(context.invocation_metadata()))
                 if allowed is None or (allowed is not ALL_MODELS and model not in allowed):
@@ -124,6 +132,8 @@ class RpcMeter:
             raise RpcFailure(code, f"internal error in {method}; the server log has the details") from None
         finally:
             in_flight.dec()
+            if admitted:
+                self._admission.release(client)
             finished = time.perf_counter_ns()
             if call.served is not None:
                 _record_statistics(call, code, finished)

@@ -53,6 +53,14 @@ class ServerSettings:
         None, help="file of bearer tokens, 'TOKEN MODEL,MODEL' or 'TOKEN *' per line: every service but health "
         "then needs one (re-read when it changes)"
     )
+    max_requests_in_progress: int = setting(
+        1024, help="requests worked on at once (each stream message counts while it is answered); past it a "
+        "request gets RESOURCE_EXHAUSTED at once instead of queueing; 0: no limit"
+    )
+    max_requests_per_client: int = setting(
+        0, help="of those, the most one client may hold (a client: its bearer token, else its IP address); "
+        "0: no per-client share"
+    )
     max_images_per_request: int = setting(16384, help="most images one request may carry (more: INVALID_ARGUMENT)")
     max_message_bytes: int = setting(
         64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"

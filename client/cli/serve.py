@@ -49,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     if not 0.0 <= settings.access_log_sample <= 1.0:
         raise CliError(f"--access-log-sample must be between 0 and 1, not {settings.access_log_sample}")
+    if settings.max_requests_in_progress < 0 or settings.max_requests_per_client < 0:
+        raise CliError("--max-requests-in-progress and --max-requests-per-client must not be negative")
     if settings.workers < 1:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:

@@ -1,0 +1,66 @@
+"""Admission control: how many requests the server works on at once, in all and per client.
+
+Past the limit a request is refused at once with RESOURCE_EXHAUSTED instead of joining an ever longer line,
+so under overload the requests that are admitted keep a bounded latency, the refused ones learn it in
+microseconds (and back off), and the server recovers as soon as the load drops. A per-client share keeps one
+caller from taking every slot: a client is its bearer token when tokens are on (one service may call from
+many pods), else its IP address.
+
+Each message of a stream counts while it is being answered, not the open stream itself: a thousand idle
+streams hold no slot.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from tfclassify.server.auth import bearer_token
+from tfclassify.server.errors import ServerBusyError
+
+
+class Admission:
+    """Counts requests in progress; ``admit`` refuses one past ``limit`` (all clients) or ``per_client``
+    (0: no per-client share)."""
+
+    def __init__(self, limit: int, per_client: int = 0, by_token: bool = False) -> None:
+        if limit < 1 or per_client < 0:
+            raise ValueError("the request limit must be at least 1 and the per-client share not negative")
+        self.limit, self.per_client, self.by_token = limit, per_client, by_token
+        self.in_progress = 0
+        self._by_client: dict[str, int] = {}
+
+    def admit(self, context: grpc.aio.ServicerContext) -> str | None:
+        """Count a request in; returns the client key to ``release`` it with. ``ServerBusyError`` past a limit."""
+        if self.in_progress >= self.limit:
+            raise ServerBusyError(
+                f"the server is busy: {self.in_progress} requests are in progress (limit {self.limit}); "
+                "retry with backoff")
+        client = None
+        if self.per_client:
+            client = self._client_of(context)
+            held = self._by_client.get(client, 0)
+            if held >= self.per_client:
+                raise ServerBusyError(
+                    f"this client has {held} requests in progress (limit {self.per_client} per client); "
+                    "wait for answers before sending more")
+            self._by_client[client] = held + 1
+        self.in_progress += 1
+        return client
+
+    def release(self, client: str | None) -> None:
+        """Count a request admitted with ``admit`` out."""
+        self.in_progress -= 1
+        if client is not None:
+            held = self._by_client[client] - 1
+            if held:
+                self._by_client[client] = held
+            else:
+                del self._by_client[client]  # no entry per client that has gone: the table stays small
+
+    def _client_of(self, context: grpc.aio.ServicerContext) -> str:
+        if self.by_token:
+            token = bearer_token(context.invocation_metadata())
+            if token is not None:
+                return "token:" + token
+        # "ipv4:10.1.2.3:51234" or "ipv6:[::1]:51234": the address without the port (one client, many connections).
+        return context.peer().rpartition(":")[0]

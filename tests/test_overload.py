@@ -1,0 +1,99 @@
+"""Overload: past ``--max-requests-in-progress`` a request is refused at once with RESOURCE_EXHAUSTED (counted
+in the metrics), the admitted ones are answered, and the server serves normally when the load drops; with
+``--max-requests-per-client`` a flooding client is held to its share while another client still gets in."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from conftest import ServerProcess, metric_value, tfclassify_cmd
+from tfclassify.client import TfclassifyError
+from tfclassify.client.aio import ClassifierClient
+
+BATCH = np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8)
+
+
+async def flood(client: ClassifierClient, callers: int, requests_each: int) -> tuple[Counter, list[str]]:
+    """``callers`` concurrent callers sending ``requests_each`` 1,024-image requests back to back."""
+    codes: Counter = Counter()
+    messages: list[str] = []
+
+    async def caller() -> None:
+        for _ in range(requests_each):
+            try:
+                result = await client.classify(BATCH, "fashion", timeout=60)
+                assert len(result.classes) == len(BATCH)
+                codes["OK"] += 1
+            except TfclassifyError as exc:
+                codes[exc.code.name] += 1
+                messages.append(exc.details)
+
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    return codes, messages
+
+
+async def sequential_ok(client: ClassifierClient, n: int) -> int:
+    ok = 0
+    for _ in range(n):
+        ok += len((await client.classify(BATCH[:1], "fashion", timeout=30)).classes)
+    return ok
+
+
+def test_past_the_limit_requests_are_shed_and_the_server_recovers(model_repo, tmp_path):
+    proc = ServerProcess(model_repo, tmp_path, "--max-requests-in-progress", "4")
+
+    async def scenario():
+        async with ClassifierClient(proc.address) as client:
+            await client.wait_for_ready(60)
+            codes, messages = await flood(client, callers=32, requests_each=4)
+            return codes, messages, await sequential_ok(client, 20)
+
+    try:
+        codes, messages, after = asyncio.run(scenario())
+        assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}, codes
+        assert codes["OK"] >= 4 and codes["RESOURCE_EXHAUSTED"] >= 32, codes
+        assert sum(codes.values()) == 128
+        assert all("the server is busy" in m and "(limit 4)" in m for m in messages), messages[:3]
+        assert after == 20, "it serves normally once the load drops"
+        metrics = proc.metrics_text()
+        assert metric_value(metrics, "tfclassify_requests_total", code="RESOURCE_EXHAUSTED") == \
+            codes["RESOURCE_EXHAUSTED"]
+    finally:
+        assert proc.stop() == 0
+
+
+@pytest.fixture()
+def shared(model_repo, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("flooding-client-token-0001 *\npolite-client-token-000002 *\n")
+    proc = ServerProcess(model_repo, tmp_path, "--auth-tokens", str(tokens), "--max-requests-per-client", "2")
+    yield proc
+    assert proc.stop() == 0
+
+
+def test_one_client_flooding_cannot_take_the_slots_of_another(shared):
+    async def scenario():
+        async with ClassifierClient(shared.address, token="flooding-client-token-0001") as flooder, \
+                ClassifierClient(shared.address, token="polite-client-token-000002") as polite:
+            await polite.wait_for_ready(60)
+            flooding = asyncio.ensure_future(flood(flooder, callers=32, requests_each=3))
+            polite_ok = 0
+            while not flooding.done():  # one request at a time, all through the flood
+                polite_ok += await sequential_ok(polite, 1)
+            return await flooding, polite_ok
+
+    (codes, messages), polite_ok = asyncio.run(scenario())
+    assert codes["RESOURCE_EXHAUSTED"] >= 32 and codes["OK"] >= 2, codes
+    assert all("this client has 2 requests in progress (limit 2 per client)" in m for m in messages), messages[:3]
+    assert polite_ok >= 5, "the other client was answered throughout"
+
+
+def test_limits_must_not_be_negative(model_repo):
+    result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--max-requests-per-client", "-1"),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "must not be negative" in result.stderr, result.stderr
