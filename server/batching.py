@@ -83,6 +83,8 @@ class _Entry:
     enqueued: float
     deadline: float | None
     timing: RequestTiming | None = None
+    #: In the queue and counted in ``queued_images`` (until taken into a batch or given up by its caller).
+    counted: bool = True
 
 
 @dataclass
@@ -154,9 +156,17 @@ class Batcher:
         try:
             parts = [await e.future for e in entries]
         finally:
+            released = 0
             for e in entries:  # the caller went away: let the scheduler skip what is still queued
                 if not e.future.done():
                     e.future.cancel()
+                if e.counted and e.future.cancelled():  # its slots are free at once (the scheduler drops it)
+                    e.counted = False
+                    released += len(e.images)
+                    e.images = e.images[:0]  # and its pixels are not held until then
+            if released:
+                self._queued_images -= released
+                self._report_depth()
         return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     async def close(self) -> None:
@@ -205,7 +215,9 @@ class Batcher:
         now = time.monotonic()
         while self._queue and size + len(self._queue[0].images) <= self.options.max_batch_size:
             entry = self._queue.popleft()
-            self._queued_images -= len(entry.images)
+            if entry.counted:
+                entry.counted = False
+                self._queued_images -= len(entry.images)
             if entry.future.done():  # cancelled by its caller
                 continue
             if entry.deadline is not None and now >= entry.deadline:
@@ -235,13 +247,16 @@ class Batcher:
         started = time.perf_counter()
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, replica.run, images)
-        except Exception as exc:  # a TensorFlow failure fails this batch's requests, not the server
-            log.exception("%s: a batch of %d images failed on %s", self.name, len(images), replica.device)
-            for e in batch:
-                if not e.future.done():  # logged here, once: the RPCs answer INTERNAL without a second traceback
-                    e.future.set_exception(InferenceError(
-                        f"{self.name}: the model failed on a batch of {len(images)} images ({type(exc).__name__}); "
-                        "the server log has the details"))
+        except Exception as exc:  # a TensorFlow failure fails only the requests that cause it, not the server
+            if len(batch) > 1:
+                # Requests batched together are independent: run each alone, so one whose images make the model
+                # fail does not take the others down with it.
+                log.warning("%s: a batch of %d requests failed on %s (%s); running them one by one", self.name,
+                            len(batch), replica.device, type(exc).__name__)
+                for e in batch:
+                    await self._execute_alone(replica, e)
+            else:
+                self._fail(replica, batch[0], exc)
         else:
             seconds = time.perf_counter() - started
             self.observer.on_batch(replica, len(images), seconds)
@@ -264,6 +279,27 @@ class Batcher:
             self._in_flight -= 1
             self._report_depth()
             self._wakeup.set()
+
+    async def _execute_alone(self, replica: Replica, entry: _Entry) -> None:
+        if entry.future.done():
+            return
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, replica.run, entry.images)
+        except Exception as exc:
+            self._fail(replica, entry, exc)
+        else:
+            if not entry.future.done():
+                entry.future.set_result(outputs)
+
+    def _fail(self, replica: Replica, entry: _Entry, exc: Exception) -> None:
+        n = len(entry.images)
+        # Logged here, once, with the traceback: the RPC answers INTERNAL without a second one.
+        log.error("%s: the model failed on a request of %d images on %s", self.name, n, replica.device,
+                  exc_info=exc)
+        if not entry.future.done():
+            entry.future.set_exception(InferenceError(
+                f"{self.name}: the model failed on this request of {n} images ({type(exc).__name__}); "
+                "the server log has the details"))
 
     def _report_depth(self) -> None:
         self.observer.on_queue_depth(self._queued_images, self._in_flight)

@@ -190,3 +190,60 @@ def test_the_serving_core_imports_without_tensorflow():
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_caller_that_goes_away_frees_its_queue_slots_at_once():
+    async def scenario():
+        depths: list[int] = []
+        model = FakeModel(0.2)
+        batcher, _ = make(model, max_batch_size=8, max_enqueued_images=16)
+        batcher.observer.on_queue_depth = lambda queued, in_flight: depths.append(queued)
+        running = asyncio.create_task(batcher.run(images(*range(8))))
+        await asyncio.sleep(0.01)  # running: the queue is empty
+        gone = asyncio.create_task(batcher.run(images(*range(16))))  # fills the queue
+        await asyncio.sleep(0)
+        assert batcher.queued_images == 16
+        with pytest.raises(QueueFullError):
+            await batcher.run(images(1))
+        gone.cancel()  # a client that disconnects
+        await asyncio.sleep(0)
+        freed = batcher.queued_images, depths[-1]
+        # While the first batch is still running, the freed slots take a new request.
+        newcomer = await batcher.run(images(*range(100, 116)))
+        await running
+        await batcher.close()
+        return freed, newcomer, model.batches
+
+    (queued, reported), newcomer, batches = run(scenario())
+    assert queued == 0 and reported == 0, "freed and reported at once, not when the scheduler reaches it"
+    assert newcomer["ids"].tolist() == list(range(100, 116))
+    assert batches == [list(range(8)), list(range(100, 108)), list(range(108, 116))], "the gone request never ran"
+
+
+class PoisonedModel(FakeModel):
+    """Fails on any batch that holds image 13, as a model may fail on some inputs."""
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = super().__call__(images)
+        if 13 in images[:, 0, 0]:
+            raise ValueError("cannot take image 13")
+        return outputs
+
+
+def test_a_request_that_makes_the_model_fail_fails_alone():
+    from tfclassify.server.errors import InferenceError
+
+    async def scenario():
+        model = PoisonedModel(0.05)
+        batcher, _ = make(model)
+        running = asyncio.create_task(batcher.run(images(1)))
+        await asyncio.sleep(0.01)  # the next three requests queue up into one batch
+        queued = [asyncio.create_task(batcher.run(images(*ids))) for ids in ((2, 3), (13,), (4,))]
+        results = await asyncio.gather(running, *queued, return_exceptions=True)
+        await batcher.close()
+        return results, model.batches
+
+    results, batches = run(scenario())
+    assert results[1]["ids"].tolist() == [2, 3] and results[3]["ids"].tolist() == [4]
+    assert isinstance(results[2], InferenceError) and "failed on this request of 1 images (ValueError)" in str(results[2])
+    assert batches == [[1], [2, 3, 13, 4], [2, 3], [13], [4]], "the failed batch, then each request alone"
