@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-archive bench-oip bench-overload images proto audit clean
+.PHONY: setup demo test bench bench-archive bench-oip bench-overload fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -25,6 +25,10 @@ bench-oip: setup
 
 bench-overload: setup
 	$(PY) -m bench.overload $(BENCH_ARGS)
+
+# Hostile requests for all three APIs (hypothesis); prints statuses, RSS and a bystander's worst latency.
+fuzz: setup
+	$(PY) tests/fuzzing.py $(FUZZ_ARGS)
 
 # Container images built locally with buildah from a debootstrap base (root, Debian; ~1 GB download).
 images:

@@ -49,6 +49,10 @@ def to_tensor_proto(array: np.ndarray, out: pb.Tensor | None = None) -> pb.Tenso
     return tensor
 
 
+#: The largest size a tensor's shape may describe, counting its non-zero dimensions only.
+MAX_NOMINAL_BYTES = 2**62
+
+
 def from_tensor_proto(tensor: pb.Tensor) -> np.ndarray:
     """Unpack a ``Tensor`` into a read-only numpy array (no copy of the bytes)."""
     dtype = NUMPY_DTYPES.get(tensor.dtype)
@@ -57,6 +61,9 @@ def from_tensor_proto(tensor: pb.Tensor) -> np.ndarray:
     shape = tuple(tensor.shape)
     if any(d < 0 for d in shape):
         raise TensorError(f"tensor shape {list(shape)} has a negative dimension")
+    # numpy cannot even describe an empty array whose other dimensions multiply past 2**63 bytes.
+    if math.prod(d for d in shape if d) * dtype.itemsize > MAX_NOMINAL_BYTES:
+        raise TensorError(f"tensor shape {list(shape)} is too large to describe (over 2**62 bytes)")
     expected = math.prod(shape) * dtype.itemsize
     content = tensor.content  # each access of a bytes field makes a new copy: once only
     if len(content) != expected:
