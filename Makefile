@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-archive bench-oip bench-overload fuzz images proto audit clean
+.PHONY: setup demo test bench bench-archive bench-oip bench-overload soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -25,6 +25,10 @@ bench-oip: setup
 
 bench-overload: setup
 	$(PY) -m bench.overload $(BENCH_ARGS)
+
+# 10 minutes of mixed traffic at 80% of capacity through a hot reload, a rollback and a config change.
+soak: setup
+	$(PY) -m bench.soak $(BENCH_ARGS)
 
 # Hostile requests for all three APIs (hypothesis); prints statuses, RSS and a bystander's worst latency.
 fuzz: setup

@@ -1,0 +1,280 @@
+"""``python -m bench.soak`` (``make soak``): mixed traffic for a long time, with a hot reload, a rollback and a
+config change in the middle.
+
+The server serves ``fashion_mnist`` from a config file (``--model-config``, polled every 0.5 s). The traffic
+is a mix of every kind of call: single images and 256-image batches through our ``Classify``, streams of
+single images (``ClassifyStream``), TensorFlow Serving ``Predict`` and Open Inference ``ModelInfer``. Its
+capacity is measured first (the same mix, closed loop); the soak then sends the mix open loop at
+``--load`` (0.8) of it. At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at
+1/2 it is rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed;
+the table shows failures by status, p99 per quarter, and the server's RSS at the start, peak and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.inference import grpc_service_pb2 as oip
+from tfclassify.v1 import classifier_pb2 as pb
+
+MODEL = "fashion_mnist"
+CONFIG = """batching {{ max_batch_size: {batch} }}
+models {{
+  name: "{model}"
+  base_path: "{base}"
+  version_policy {{ specific {{ {versions} }} }}
+  version_labels {{ key: "stable" value: 1 }}
+}}
+"""
+STREAM_LENGTH = 10
+
+
+def _images(n: int) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+
+
+def _classify(n: int) -> bytes:
+    request = pb.ClassifyRequest(model_spec=pb.ModelSpec(name=MODEL))
+    to_tensor_proto(_images(n), out=request.tensor)
+    return request.SerializeToString()
+
+
+def _predict(n: int) -> bytes:
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    tensor = request.inputs["images"]
+    tensor.dtype = 4  # DT_UINT8
+    for d in (n, 28, 28):
+        tensor.tensor_shape.dim.add(size=d)
+    tensor.tensor_content = _images(n).tobytes()
+    return request.SerializeToString()
+
+
+def _infer(n: int) -> bytes:
+    tensor = oip.ModelInferRequest.InferInputTensor(name="images", datatype="UINT8", shape=[n, 28, 28])
+    return oip.ModelInferRequest(model_name=MODEL, inputs=[tensor], raw_input_contents=[_images(n).tobytes()]) \
+        .SerializeToString()
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of call in the mix: its method, request, and its share of the calls."""
+
+    name: str
+    method: str
+    body: bytes
+    share: float
+    stream: bool = False
+
+
+def mix() -> list[Kind]:
+    return [
+        Kind("single", "/tfclassify.v1.Classifier/Classify", _classify(1), 0.45),
+        Kind("batch256", "/tfclassify.v1.Classifier/Classify", _classify(256), 0.05),
+        Kind("stream", "/tfclassify.v1.Classifier/ClassifyStream", _classify(1), 0.05, stream=True),
+        Kind("tfs_predict", "/tensorflow.serving.PredictionService/Predict", _predict(1), 0.25),
+        Kind("oip_infer8", "/inference.GRPCInferenceService/ModelInfer", _infer(8), 0.20),
+    ]
+
+
+@dataclass
+class Record:
+    """Latencies and failures, by kind and by eighth of the soak."""
+
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 1.0
+    latencies: dict = field(default_factory=lambda: defaultdict(list))  # eighth of the soak -> [s]
+    calls: Counter = field(default_factory=Counter)
+    failures: Counter = field(default_factory=Counter)  # (kind, status) -> n
+    failure_examples: list = field(default_factory=list)
+
+    def add(self, kind: str, t0: float, error: grpc.aio.AioRpcError | None) -> None:
+        self.calls[kind] += 1
+        if error is None:
+            eighth = min(7, int((t0 - self.started) / self.seconds * 8))
+            self.latencies[eighth].append(time.perf_counter() - t0)
+        else:
+            self.failures[(kind, error.code().name)] += 1
+            if len(self.failure_examples) < 5:
+                self.failure_examples.append(f"{kind}: {error.code().name} {error.details()}")
+
+
+async def _one(channel: grpc.aio.Channel, kind: Kind, record: Record) -> None:
+    t0 = time.perf_counter()
+    try:
+        if kind.stream:
+            call = channel.stream_stream(kind.method)(iter([kind.body] * STREAM_LENGTH), timeout=30)
+            answers = [answer async for answer in call]
+            assert len(answers) == STREAM_LENGTH
+        else:
+            await channel.unary_unary(kind.method)(kind.body, timeout=30)
+    except grpc.aio.AioRpcError as exc:
+        record.add(kind.name, t0, exc)
+    else:
+        record.add(kind.name, t0, None)
+
+
+async def capacity(address: str, kinds: list[Kind], seconds: float = 3.0, callers: int = 32) -> float:
+    """Calls/s of the mix, closed loop."""
+    record = Record(seconds=seconds)
+    rng = np.random.default_rng(0)
+    shares = np.array([k.share for k in kinds])
+    async with grpc.aio.insecure_channel(address) as channel:
+        stop_at = time.perf_counter() + seconds
+
+        async def caller() -> None:
+            while time.perf_counter() < stop_at:
+                await _one(channel, kinds[rng.choice(len(kinds), p=shares / shares.sum())], record)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        return sum(record.calls.values()) / (time.perf_counter() - started)
+
+
+async def soak(address: str, kinds: list[Kind], rate: float, seconds: float, events, pid: int) -> tuple[Record, dict]:
+    """Send the mix at ``rate`` calls/s for ``seconds``; ``events`` is [(fraction, callable)]."""
+    record = Record(seconds=seconds)
+    rss = {"start": rss_mib(pid)}
+    rss["peak"] = rss["start"]
+    rng = np.random.default_rng(1)
+    shares = np.array([k.share for k in kinds])
+    pending = sorted(events, key=lambda e: e[0])
+    tasks: set[asyncio.Task] = set()
+    async with grpc.aio.insecure_channel(address) as channel:
+        started = record.started = time.perf_counter()
+        sent = 0
+        last_rss = started
+        while (now := time.perf_counter()) < started + seconds:
+            while pending and now - started >= pending[0][0] * seconds:
+                pending.pop(0)[1]()
+            while sent < int((now - started) * rate):
+                task = asyncio.ensure_future(_one(channel, kinds[rng.choice(len(kinds), p=shares / shares.sum())],
+                                                  record))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+            if now - last_rss >= 1.0:
+                rss["peak"], last_rss = max(rss["peak"], rss_mib(pid)), now
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*tasks)
+    rss["end"] = rss_mib(pid)
+    rss["peak"] = max(rss["peak"], rss["end"])
+    return record, rss
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class Scenario:
+    """The model folder and config file the soak changes as it runs."""
+
+    def __init__(self, folder: Path, version_dir: Path) -> None:
+        self.base = folder / "models" / MODEL
+        for version in (1, 2):
+            shutil.copytree(version_dir, self.base / str(version))
+        self.config = folder / "models.pbtxt"
+        self.write(versions="versions: 1", batch=4096)
+        self.log: list[str] = []
+
+    def write(self, versions: str, batch: int) -> None:
+        text = CONFIG.format(batch=batch, model=MODEL, base=self.base, versions=versions)
+        aside = self.config.with_suffix(".tmp")
+        aside.write_text(text)
+        aside.replace(self.config)  # never a half-written config
+
+    def events(self) -> list:
+        def reload() -> None:
+            self.log.append("hot reload: version 2 served")
+            self.write(versions="versions: 1 versions: 2", batch=4096)
+
+        def rollback() -> None:
+            self.log.append("rollback: version 2 unloaded")
+            self.write(versions="versions: 1", batch=4096)
+
+        def config_change() -> None:
+            self.log.append("config change: max_batch_size 4096 -> 512")
+            self.write(versions="versions: 1", batch=512)
+
+        return [(0.25, reload), (0.5, rollback), (0.75, config_change)]
+
+
+def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args: list[str],
+        events: bool = True) -> dict:
+    """Start a server on a config of ``version_dir``, measure its capacity, soak it; returns the figures."""
+    from bench.__main__ import start_server
+
+    scenario = Scenario(folder, version_dir)
+    (folder / "empty").mkdir()
+    server, address, pid = start_server(folder / "empty", folder, ["--model-config", str(scenario.config),
+                                                                   "--poll-interval-s", "0.5", *serve_args])
+    try:
+        kinds = mix()
+        cap = asyncio.run(capacity(address, kinds))
+        record, rss = asyncio.run(soak(address, kinds, cap * load, seconds, scenario.events() if events else [], pid))
+    finally:
+        server.terminate()
+        exit_code = server.wait(60)
+    p99 = [float(np.percentile(record.latencies[q], 99) * 1e3) if record.latencies[q] else float("nan")
+           for q in range(8)]
+    return {"capacity": cap, "rate": cap * load, "seconds": seconds, "calls": dict(record.calls),
+            "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
+            "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99, "rss_mib": rss,
+            "events": scenario.log, "exit_code": exit_code}
+
+
+def table(r: dict) -> str:
+    rss = r["rss_mib"]
+    calls = sum(r["calls"].values())
+    lines = [
+        f"Soak: {r['seconds']:g} s of mixed traffic at {r['rate']:,.0f} calls/s ({r['rate'] / r['capacity']:.0%} of "
+        f"the measured {r['capacity']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
+        "| calls | failures | p99 ms by eighth (events after the 2nd, 4th, 6th) | RSS start / peak / end MiB | RSS growth | server exit |",
+        "|---|---|---|---|---|---|",
+        f"| {calls:,} ({', '.join(f'{k} {v:,}' for k, v in r['calls'].items())}) | "
+        f"{sum(r['failures'].values())} {r['failures'] or ''} | "
+        f"{' / '.join(f'{p:.0f}' for p in r['p99_ms_by_eighth'])} | "
+        f"{rss['start']:.0f} / {rss['peak']:.0f} / {rss['end']:.0f} | {rss['end'] / rss['start'] - 1:+.1%} | "
+        f"{r['exit_code']} |",
+    ]
+    lines += [f"  {e}" for e in r["failure_examples"]]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-repo", type=Path, help="a repository holding fashion_mnist (else one is trained)")
+    parser.add_argument("--seconds", type=float, default=600.0, help="length of the soak [default: %(default)s]")
+    parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity sent [default: %(default)s]")
+    parser.add_argument("--no-events", action="store_true", help="no reload, rollback or config change (a baseline)")
+    parser.add_argument("serve_args", nargs="*", help="extra `tfclassify serve` arguments (after --)")
+    args = parser.parse_args()
+    from bench.__main__ import train_model
+
+    with tempfile.TemporaryDirectory(prefix="tfclassify-soak-") as tmp:
+        repo = args.model_repo or train_model(Path(tmp) / "trained")
+        version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+        result = run(version_dir, Path(tmp) / "soak", args.seconds, args.load, args.serve_args,
+                     events=not args.no_events)
+    print(table(result))
+    return 0 if not result["failures"] and result["exit_code"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
