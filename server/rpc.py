@@ -66,7 +66,7 @@ Handler = Callable[[R, grpc.aio.ServicerContext, RpcCall], Awaitable[T]]
 @dataclass(frozen=True)
 class Metering:
     """What every API's meter shares: the metrics, the served models (for label values), the token table
-    (with token authentication: which models a token may use) and the access log."""
+    (with token authentication: which models a token may use), the access log and the admission control."""
 
     metrics: ServerMetrics
     registry: ModelRegistry
