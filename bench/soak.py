@@ -24,11 +24,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from bench.__main__ import MODEL, rss_mib, start_server, train_model
 from tfclassify.client.tensors import to_tensor_proto
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.v1 import classifier_pb2 as pb
 
-MODEL = "fashion_mnist"
 CONFIG = """batching {{ max_batch_size: {batch} }}
 models {{
   name: "{model}"
@@ -175,13 +175,6 @@ async def soak(address: str, kinds: list[Kind], rate: float, seconds: float, eve
     return record, rss
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 class Scenario:
     """The model folder and config file the soak changes as it runs."""
 
@@ -218,8 +211,6 @@ class Scenario:
 def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args: list[str],
         events: bool = True) -> dict:
     """Start a server on a config of ``version_dir``, measure its capacity, soak it; returns the figures."""
-    from bench.__main__ import start_server
-
     scenario = Scenario(folder, version_dir)
     (folder / "empty").mkdir()
     server, address, pid = start_server(folder / "empty", folder, ["--model-config", str(scenario.config),
@@ -265,8 +256,6 @@ def main() -> int:
     parser.add_argument("--no-events", action="store_true", help="no reload, rollback or config change (a baseline)")
     parser.add_argument("serve_args", nargs="*", help="extra `tfclassify serve` arguments (after --)")
     args = parser.parse_args()
-    from bench.__main__ import train_model
-
     with tempfile.TemporaryDirectory(prefix="tfclassify-soak-") as tmp:
         repo = args.model_repo or train_model(Path(tmp) / "trained")
         version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))

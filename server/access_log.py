@@ -29,12 +29,9 @@ class AccessLog:
 
     def __init__(self, sample: float) -> None:
         if not 0.0 <= sample <= 1.0:
-            raise ValueError(f"the access log sample must be between 0 and 1, not {sample}")
+            raise ValueError(f"--access-log-sample must be between 0 and 1, not {sample}")
         self.sample = sample
         self._random = random.Random()
-
-    def __bool__(self) -> bool:
-        return self.sample > 0
 
     def record(self, api: str, method: str, model: str, known: bool, version: str, images: int,
                seconds: float, status: str) -> None:

@@ -111,7 +111,8 @@ class ClassifierServer:
                 ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_s * 1000)),
             ]
         self.tokens = TokenTable(settings.auth_tokens) if settings.auth_tokens else None
-        access_log = AccessLog(settings.access_log_sample)
+        # None when off: the meter and the interceptor then pay nothing per RPC.
+        access_log = AccessLog(settings.access_log_sample) if settings.access_log_sample > 0 else None
         interceptors = [AuthInterceptor(self.tokens, access_log)] if self.tokens else []
         self._server = grpc.aio.server(options=options, interceptors=interceptors)
         # Three APIs on one port, over the same data plane: the same queues, statistics and metrics.
@@ -152,8 +153,7 @@ class ClassifierServer:
             app = make_app(self.metrics_registry, self.heartbeat, self.not_ready)
             # A worker's HTTP port is for its supervisor only, which serves the merged one (with TLS if asked).
             http_host = "127.0.0.1" if self.place else settings.host
-            tls = None if self.place else http_tls(settings.metrics_tls, settings.tls_cert, settings.tls_key,
-                                                   settings.tls_client_ca)
+            tls = None if self.place else http_tls(settings)
             try:
                 self._metrics_http, _ = start_http_server(http_host, settings.metrics_port, app, tls)
             except OSError as exc:

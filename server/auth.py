@@ -138,7 +138,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, tokens: TokenTable, access_log: AccessLog | None = None) -> None:
         self.tokens = tokens
-        self.access_log = access_log or None
+        self.access_log = access_log
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         handler = await continuation(handler_call_details)

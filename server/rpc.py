@@ -84,7 +84,7 @@ class RpcMeter:
         self._registry = metering.registry
         #: With token authentication: which models the caller's token may use (the interceptor checked it is valid).
         self._tokens = metering.tokens
-        self._access_log = metering.access_log or None  # None when off: no cost per RPC
+        self._access_log = metering.access_log
         self._admission = metering.admission
         self._in_flight: dict[str, object] = {}
 

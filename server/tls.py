@@ -13,7 +13,12 @@ import ssl
 import threading
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import grpc
+
+if TYPE_CHECKING:
+    from tfclassify.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +119,20 @@ class ReloadingSslContext:
 HTTP_TLS_MODES = ("off", "tls", "mtls")
 
 
-def http_tls(mode: str, cert: Path | None, key: Path | None, client_ca: Path | None) -> ReloadingSslContext | None:
-    """The HTTP port's TLS for ``--metrics-tls MODE`` (None: plain HTTP)."""
-    if mode == "off":
-        return None
-    if cert is None or key is None:
+def check_http_tls(mode: str, cert: Path | None, client_ca: Path | None) -> None:
+    """``ValueError`` saying what is missing when ``--metrics-tls MODE`` cannot work with these files."""
+    if mode not in HTTP_TLS_MODES:
+        raise ValueError(f"--metrics-tls must be off, tls or mtls, not {mode!r}")
+    if mode != "off" and cert is None:
         raise ValueError(f"--metrics-tls {mode} needs --tls-cert and --tls-key")
     if mode == "mtls" and client_ca is None:
         raise ValueError("--metrics-tls mtls needs --tls-client-ca")
-    return ReloadingSslContext(cert, key, client_ca if mode == "mtls" else None)
+
+
+def http_tls(settings: ServerSettings) -> ReloadingSslContext | None:
+    """The HTTP port's TLS for ``--metrics-tls`` (None: plain HTTP)."""
+    check_http_tls(settings.metrics_tls, settings.tls_cert, settings.tls_client_ca)
+    if settings.metrics_tls == "off":
+        return None
+    return ReloadingSslContext(settings.tls_cert, settings.tls_key,
+                               settings.tls_client_ca if settings.metrics_tls == "mtls" else None)

@@ -203,8 +203,7 @@ class Supervisor:
                 try:
                     http, _ = start_http_server(self.settings.host, self.settings.metrics_port,
                                                 make_app(registry, self.heartbeat, self.not_ready),
-                                                http_tls(self.settings.metrics_tls, self.settings.tls_cert,
-                                                         self.settings.tls_key, self.settings.tls_client_ca))
+                                                http_tls(self.settings))
                 except OSError as exc:
                     raise BindError(bind_message(self.settings.host, self.settings.metrics_port, "metrics",
                                                  exc.strerror)) from exc

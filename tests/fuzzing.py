@@ -262,6 +262,16 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def warmed_up_rss(server, ready_timeout: float = 60) -> float:
+    """Wait until ``server`` (a ``conftest.ServerProcess``) is ready, warm it up with a few calls, and return its
+    resident memory (MiB) then: the level the fuzzing is measured against."""
+    with server.client() as client:
+        client.wait_for_ready(ready_timeout)
+        client.classify(np.zeros((64, 28, 28), np.uint8), "fashion")
+    time.sleep(1)
+    return rss_mib(server.proc.pid)
+
+
 def main() -> int:
     """``make fuzz``: start a server on the test models, fuzz it, print the figures."""
     import tempfile
@@ -284,12 +294,7 @@ def main() -> int:
                            check=True, stdout=subprocess.DEVNULL)
         server = ServerProcess(repo, Path(tmp))
         try:
-            with server.client() as client:
-                client.wait_for_ready(120)
-                client.classify(np.zeros((64, 28, 28), np.uint8), "fashion")
-            time.sleep(1)
-            before = rss_mib(server.proc.pid)
-            peak = before
+            before = peak = warmed_up_rss(server, ready_timeout=120)
             started = time.perf_counter()
             tally = Tally()
             with Bystander(server.address) as bystander:

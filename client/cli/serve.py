@@ -31,12 +31,16 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise CliError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
-    if settings.metrics_tls not in ("off", "tls", "mtls"):
-        raise CliError(f"--metrics-tls must be off, tls or mtls, not {settings.metrics_tls!r}")
-    if settings.metrics_tls != "off" and settings.tls_cert is None:
-        raise CliError(f"--metrics-tls {settings.metrics_tls} needs --tls-cert and --tls-key")
-    if settings.metrics_tls == "mtls" and settings.tls_client_ca is None:
-        raise CliError("--metrics-tls mtls needs --tls-client-ca")
+    try:
+        from tfclassify.server.access_log import AccessLog  # neither imports TensorFlow
+        from tfclassify.server.tls import check_http_tls
+
+        check_http_tls(settings.metrics_tls, settings.tls_cert, settings.tls_client_ca)
+        AccessLog(settings.access_log_sample)
+    except ImportError as exc:
+        raise CliError(f"tfclassify serve needs the server extra ({exc}): pip install 'tfclassify[server]'") from exc
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     for path in (settings.tls_cert, settings.tls_key, settings.tls_client_ca):
         if path is not None and not path.is_file():
             raise CliError(f"{path}: no such file")
@@ -47,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
             TokenTable(settings.auth_tokens)
         except TokenFileError as exc:
             raise CliError(str(exc)) from None
-    if not 0.0 <= settings.access_log_sample <= 1.0:
-        raise CliError(f"--access-log-sample must be between 0 and 1, not {settings.access_log_sample}")
     if settings.max_requests_in_progress < 0 or settings.max_requests_per_client < 0:
         raise CliError("--max-requests-in-progress and --max-requests-per-client must not be negative")
     if settings.workers < 1:
