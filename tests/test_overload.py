@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections import Counter
 
 import numpy as np
@@ -18,13 +19,18 @@ from tfclassify.client.aio import ClassifierClient
 BATCH = np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8)
 
 
-async def flood(client: ClassifierClient, callers: int, requests_each: int) -> tuple[Counter, list[str]]:
-    """``callers`` concurrent callers sending ``requests_each`` 1,024-image requests back to back."""
+async def flood(client: ClassifierClient, callers: int, requests_each: int,
+                seconds: float = 0.0) -> tuple[Counter, list[str]]:
+    """``callers`` concurrent callers sending ``requests_each`` 1,024-image requests back to back (and, with
+    ``seconds``, going on until that long has passed)."""
     codes: Counter = Counter()
     messages: list[str] = []
+    until = time.monotonic() + seconds
 
     async def caller() -> None:
-        for _ in range(requests_each):
+        sent = 0
+        while sent < requests_each or time.monotonic() < until:
+            sent += 1
             try:
                 result = await client.classify(BATCH, "fashion", timeout=60)
                 assert len(result.classes) == len(BATCH)
@@ -81,7 +87,8 @@ def test_one_client_flooding_cannot_take_the_slots_of_another(shared):
         async with ClassifierClient(shared.address, token="flooding-client-token-0001") as flooder, \
                 ClassifierClient(shared.address, token="polite-client-token-000002") as polite:
             await polite.wait_for_ready(60)
-            flooding = asyncio.ensure_future(flood(flooder, callers=32, requests_each=3))
+            # Refused requests come back at once: the flood lasts 3 s whatever this machine's speed.
+            flooding = asyncio.ensure_future(flood(flooder, callers=32, requests_each=3, seconds=3.0))
             polite_ok = 0
             while not flooding.done():  # one request at a time, all through the flood
                 polite_ok += await sequential_ok(polite, 1)
