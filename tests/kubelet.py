@@ -11,8 +11,11 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,15 +104,16 @@ def container_env(container: dict, configmaps: dict[str, dict[str, str]],
     return env
 
 
-def write_configmap_volume(folder: Path, data: dict[str, str]) -> None:
-    """Lay ``data`` out as the kubelet lays out a ConfigMap volume, or update it as the kubelet does: the files
+def write_volume(folder: Path, data: dict[str, str | bytes]) -> None:
+    """Lay ``data`` out as the kubelet lays out a ConfigMap or Secret volume, or update it as the kubelet does
+    (its AtomicWriter; cert-manager's renewals reach pods this way): the files
     live in a timestamped folder, ``..data`` links to it, and each key is a link through ``..data``; an update
     writes a new folder and swaps ``..data`` atomically (rename), so no reader sees half the files."""
     folder.mkdir(parents=True, exist_ok=True)
     generation = folder / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
     generation.mkdir()
     for key, value in data.items():
-        (generation / key).write_text(value)
+        (generation / key).write_bytes(value if isinstance(value, bytes) else value.encode())
     old = os.readlink(folder / "..data") if (folder / "..data").is_symlink() else None
     (folder / "..data_tmp").symlink_to(generation.name)
     os.replace(folder / "..data_tmp", folder / "..data")
@@ -173,7 +177,8 @@ class Pod:
 
 
 def grpc_probe(address: str, service: str, timeout_s: float = 1.0) -> bool:
-    """The kubelet's gRPC probe: grpc.health.v1 Check of ``service``; success only when SERVING."""
+    """The kubelet's gRPC probe: grpc.health.v1 Check of ``service`` in plain text (the kubelet has no TLS
+    for it); success only when SERVING."""
     with grpc.insecure_channel(address) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
@@ -183,15 +188,40 @@ def grpc_probe(address: str, service: str, timeout_s: float = 1.0) -> bool:
     return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def wait_for_probe(address: str, probe: dict, process: subprocess.Popen) -> float:
+def http_probe(port: int, path: str, scheme: str = "HTTP", timeout_s: float = 1.0) -> bool:
+    """The kubelet's httpGet probe: success for a status from 200 to 399; with ``scheme: HTTPS`` the kubelet
+    does not verify the server's certificate."""
+    context = ssl._create_unverified_context() if scheme == "HTTPS" else None  # as the kubelet: no verification
+    try:
+        with urllib.request.urlopen(f"{scheme.lower()}://127.0.0.1:{port}{path}", timeout=timeout_s,
+                                    context=context) as response:
+            return 200 <= response.status < 400
+    except (urllib.error.URLError, ConnectionError, OSError):  # HTTPError (4xx, 5xx) is a URLError
+        return False
+
+
+def probe(spec: dict, container: dict, ports: dict[int, int]) -> bool:
+    """One try of the kubelet's probe ``spec`` (gRPC or httpGet) of ``container``, whose container ports are
+    served on the local ``ports``; a probe's port may be a number or the name of a container port."""
+    kind = "grpc" if "grpc" in spec else "httpGet"
+    port = spec[kind]["port"]
+    if isinstance(port, str):
+        [port] = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    timeout = spec.get("timeoutSeconds", 1)
+    if kind == "grpc":
+        return grpc_probe(f"127.0.0.1:{ports[port]}", spec["grpc"].get("service", ""), timeout)
+    return http_probe(ports[port], spec["httpGet"]["path"], spec["httpGet"].get("scheme", "HTTP"), timeout)
+
+
+def wait_for_probe(spec: dict, container: dict, ports: dict[int, int], process: subprocess.Popen) -> float:
     """Run a startup probe as the kubelet does (every ``periodSeconds``, at most ``failureThreshold`` times)
     on the container's ``process``; returns the seconds it took to succeed, or fails as the kubelet would
     restart the container (at once, when the process has exited)."""
     started = time.monotonic()
-    for _ in range(probe.get("failureThreshold", 3)):
+    for _ in range(spec.get("failureThreshold", 3)):
         assert process.poll() is None, f"the container exited with {process.returncode}"
-        if grpc_probe(address, probe["grpc"].get("service", ""), probe.get("timeoutSeconds", 1)):
+        if probe(spec, container, ports):
             return time.monotonic() - started
-        time.sleep(probe.get("periodSeconds", 10))
-    raise AssertionError(f"startup probe {probe} failed {probe.get('failureThreshold', 3)} times: "
+        time.sleep(spec.get("periodSeconds", 10))
+    raise AssertionError(f"startup probe {spec} failed {spec.get('failureThreshold', 3)} times: "
                          "the kubelet would restart the container")

@@ -19,7 +19,8 @@ OVERLAYS = ("cpu", "gpu")
 #: Kubernetes versions validated against: an older supported one, and the newest kubernetes-validate bundles.
 VERSIONS = ("1.32.0", "1.37.0")
 #: Custom resources have no schema in kubernetes-validate; each is skipped for this reason.
-CRDS = {"ServiceMonitor": "a Prometheus Operator CRD: its schema ships with the operator, not with Kubernetes"}
+CRDS = {"ServiceMonitor": "a Prometheus Operator CRD: its schema ships with the operator, not with Kubernetes",
+        "Certificate": "a cert-manager CRD: its schema ships with cert-manager, not with Kubernetes"}
 
 
 def render_overlay(overlay: str) -> list[dict]:
@@ -178,6 +179,51 @@ def test_the_object_storage_component_validates_and_keeps_the_pod_locked_down(tm
         sidecar["resources"])
     assert ":" in sidecar["image"] and not sidecar["image"].endswith(":latest")
     assert "nvidia.com/gpu" in server_container(docs)["resources"]["limits"], "the overlay's patches are kept"
+
+
+def test_the_tls_components_wire_the_certificate_secret_into_server_probes_scrapes_and_scoring(tmp_path):
+    docs = render_variant(tmp_path / "serve", {"resources": ["../overlays/gpu"], "components": ["../components/tls"]})
+    validate(docs)
+    certificate = one(docs, "Certificate")["spec"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    container = server_container(docs)
+    [volume] = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == certificate["secretName"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert "subPath" not in mount, "a subPath mount never sees a renewal"
+    for flag, key in (("tls-cert", "tls.crt"), ("tls-key", "tls.key")):
+        assert arg(container, flag) == f"{mount['mountPath']}/{key}"
+    assert arg(container, "metrics-tls") == "tls", "not mtls: the kubelet has no client certificate"
+    assert "nvidia.com/gpu" in container["resources"]["limits"], "the overlay's patches are kept"
+    # The kubelet's gRPC probes have no TLS: every probe is an HTTPS GET of the server's health paths.
+    paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for name, path in paths.items():
+        assert container[name]["httpGet"] == {"path": path, "port": "http", "scheme": "HTTPS"} and \
+            "grpc" not in container[name], name
+    http = (ROOT / "server" / "http.py").read_text()
+    assert '"/healthz"' in http and '"/readyz"' in http
+    [endpoint] = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": certificate["secretName"], "key": "ca.crt"}
+    assert endpoint["tlsConfig"]["serverName"] in certificate["dnsNames"]
+    # Every name a client reaches the server by is in the certificate.
+    services = [d["metadata"]["name"] for d in docs if d["kind"] == "Service"]
+    for service in services:
+        assert {service, f"{service}.default.svc", f"{service}.default.svc.cluster.local"} <= set(
+            certificate["dnsNames"]), service
+    scoring = render_variant(tmp_path / "score", {"resources": ["../scoring"], "components": ["../components/tls-client"]})
+    validate(scoring)
+    server = re.fullmatch(r"dns:///([\w.-]+):8500", one(scoring, "ConfigMap")["data"]["SERVER"]).group(1)
+    assert server in certificate["dnsNames"]
+    job = one(scoring, "Job")["spec"]["template"]["spec"]
+    [score] = job["containers"]
+    [ca_volume] = [v for v in job["volumes"] if "secret" in v]
+    assert ca_volume["secret"]["secretName"] == certificate["secretName"]
+    assert ca_volume["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}], "never the server's key"
+    [ca_mount] = [m for m in score["volumeMounts"] if m["name"] == ca_volume["name"]]
+    [ca_env] = [e for e in score["env"] if e["name"] == "TFCLASSIFY_TLS_CA"]
+    assert ca_env["value"] == f"{ca_mount['mountPath']}/ca.crt"
+    assert "TFCLASSIFY_TLS_CA" in (ROOT / "client" / "cli" / "common.py").read_text()
 
 
 def test_the_dashboard_covers_the_metrics_operators_watch():

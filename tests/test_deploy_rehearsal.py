@@ -29,6 +29,7 @@ import yaml
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from archives import broken_files, image_members, read_jsonl, write_zip
+from certificates import Authority
 from conftest import FASHION_LABELS, ServerProcess, drain_and_check, http_get, wait_until
 from kubelet import (
     DOCKER,
@@ -39,12 +40,14 @@ from kubelet import (
     grpc_probe,
     image_config,
     one,
+    probe,
     render,
     render_variant,
     wait_for_probe,
-    write_configmap_volume,
+    write_volume,
 )
 from tfclassify.client import ClassifierClient, TfclassifyError
+from tfclassify.client.tls import channel_credentials
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
 
@@ -66,7 +69,8 @@ def free_port() -> int:
 class RehearsedServer(ServerProcess):
     """The Deployment's container, started from the rendered manifest (a ServerProcess, for its helpers)."""
 
-    def __init__(self, docs: list[dict], model_repo: Path | None, root: Path) -> None:
+    def __init__(self, docs: list[dict], model_repo: Path | None, root: Path,
+                 secrets: dict[str, dict[str, bytes]] | None = None) -> None:
         deployment = one(docs, "Deployment")
         self.pod_spec = deployment["spec"]["template"]["spec"]
         [self.container] = self.pod_spec["containers"]
@@ -75,15 +79,20 @@ class RehearsedServer(ServerProcess):
         [self.model] = re.findall(r'base_path: "(\w+)"', self.configmap["data"]["models.pbtxt"])
         self.pod = Pod(root)
         self.pod.mount(self.container)
+        self.secret_dirs: dict[str, Path] = {}  # by Secret name: where the kubelet puts its keys
         self.pod.ports = {p["containerPort"]: free_port() for p in self.container["ports"]}
         volumes = {v["name"]: v for v in self.pod_spec["volumes"]}
         for m in self.container["volumeMounts"]:
             if "configMap" in volumes[m["name"]]:
                 self.config_dir = self.pod.mounts[m["mountPath"]]
-                write_configmap_volume(self.config_dir, self.configmap["data"])
+                write_volume(self.config_dir, self.configmap["data"])
+            elif "secret" in volumes[m["name"]]:
+                self.secret_dirs[volumes[m["name"]]["secret"]["secretName"]] = self.pod.mounts[m["mountPath"]]
             elif "persistentVolumeClaim" in volumes[m["name"]] and model_repo is not None:
                 # The PVC holds the model the ConfigMap names, as `tfclassify train` would publish it.
                 shutil.copytree(model_repo / "fashion", self.pod.mounts[m["mountPath"]] / self.model)
+        for name, folder in self.secret_dirs.items():
+            write_volume(folder, (secrets or {})[name])  # a pod waits for its Secrets
         env = container_env(self.container, {})
         self.argv = self.pod.command(self.container, self.image, env)
         self.grpc_port = self.pod.ports[self.port("grpc")]
@@ -149,7 +158,7 @@ class Traffic:
 
 @pytest.fixture(scope="module")
 def traffic(deployed) -> Iterator[Traffic]:
-    wait_for_probe(deployed.address, deployed.container["startupProbe"], deployed.proc)
+    wait_for_probe(deployed.container["startupProbe"], deployed.container, deployed.pod.ports, deployed.proc)
     traffic = Traffic(deployed)
     yield traffic
     traffic.stop()
@@ -157,7 +166,7 @@ def traffic(deployed) -> Iterator[Traffic]:
 
 def test_the_container_starts_and_passes_the_kubelets_probes(deployed):
     assert deployed.argv[1:2] == ["serve"], "the image's ENTRYPOINT, then the manifest's args"
-    took = wait_for_probe(deployed.address, deployed.container["startupProbe"], deployed.proc)
+    took = wait_for_probe(deployed.container["startupProbe"], deployed.container, deployed.pod.ports, deployed.proc)
     startup = deployed.container["startupProbe"]
     assert took < startup["periodSeconds"] * startup["failureThreshold"]
     for probe in ("livenessProbe", "readinessProbe"):
@@ -177,15 +186,23 @@ def test_the_container_starts_and_passes_the_kubelets_probes(deployed):
     assert all(line["level"] != "ERROR" for line in lines), log
 
 
-def prometheus_config(monitor: dict, target: str) -> dict:
-    """The scrape job the Prometheus Operator makes of the ServiceMonitor's endpoint, for one target."""
+def prometheus_config(monitor: dict, target: str, secret_files: dict[tuple[str, str], Path] | None = None) -> dict:
+    """The scrape job the Prometheus Operator makes of the ServiceMonitor's endpoint, for one target; the
+    Secret keys its tlsConfig names are the files ``secret_files[(secret, key)]`` (the operator mounts them)."""
     [endpoint] = monitor["spec"]["endpoints"]
+    tls = {}
+    if "tlsConfig" in endpoint:
+        ca = endpoint["tlsConfig"]["ca"]["secret"]
+        tls = {"tls_config": {"ca_file": str((secret_files or {})[(ca["name"], ca["key"])]),
+                              "server_name": endpoint["tlsConfig"]["serverName"]}}
     return {
         "global": {"scrape_interval": endpoint["interval"], "evaluation_interval": endpoint["interval"]},
         "scrape_configs": [{
             "job_name": f"serviceMonitor/default/{monitor['metadata']['name']}/0",
             "metrics_path": endpoint["path"],
             "scrape_interval": endpoint["interval"],
+            "scheme": endpoint.get("scheme", "http"),
+            **tls,
             "static_configs": [{"targets": [target], "labels": {**POD_LABELS, "job": "tfclassify"}}],
         }],
     }
@@ -301,7 +318,7 @@ def test_a_configmap_update_reaches_the_running_server(deployed, traffic):
             "version_policy { latest { num_versions: 1 } }",
             'version_policy { latest { num_versions: 1 } }\n  version_labels { key: "stable" value: 1 }')
         assert data != deployed.configmap["data"]
-        write_configmap_volume(deployed.config_dir, data)
+        write_volume(deployed.config_dir, data)
         # The server re-reads the file every --poll-interval-s (5 s by default).
         wait_until(lambda: _answers_label(client, deployed.model), timeout=30, interval=0.5)
     assert deployed.proc.poll() is None, "no restart"
@@ -393,7 +410,7 @@ def test_models_synced_from_object_storage_are_published_whole_and_served(model_
     pod = Pod(root)
     pod.mount(sidecar)
     [script_volume] = [m["name"] for m in sidecar["volumeMounts"] if "configMap" in volumes[m["name"]]]
-    write_configmap_volume(pod.mounts["/scripts"], configmaps[volumes[script_volume]["configMap"]["name"]])
+    write_volume(pod.mounts["/scripts"], configmaps[volumes[script_volume]["configMap"]["name"]])
 
     bucket = tmp_path / "bucket"
     shutil.copytree(model_repo / "fashion" / "1", bucket / "fashion_mnist" / "1")
@@ -412,7 +429,7 @@ def test_models_synced_from_object_storage_are_published_whole_and_served(model_
         assert sorted(p.name for p in (repo / "fashion_mnist").iterdir()) == ["1"]
         # The server container starts once the sidecar's startup probe passes, on the same volumes.
         server = RehearsedServer(docs, None, root)
-        wait_for_probe(server.address, server.container["startupProbe"], server.proc)
+        wait_for_probe(server.container["startupProbe"], server.container, server.pod.ports, server.proc)
         with server.client() as client:
             client.wait_for_ready(60)
             shutil.copytree(model_repo / "fashion" / "1", bucket / "fashion_mnist" / "2")
@@ -425,6 +442,64 @@ def test_models_synced_from_object_storage_are_published_whole_and_served(model_
         if server is not None:
             assert server.stop() == 0, server.log()
     assert log.count("published fashion_mnist version 1") == 1 and "published fashion_mnist version 2" in log, log
+
+
+def test_the_tls_component_probes_over_https_and_serves_a_renewed_certificate(model_repo, tmp_path):
+    """The CPU overlay with components/tls: the server gets its certificate from the Secret cert-manager
+    fills, the kubelet's probes pass over HTTPS while plain-text gRPC is refused, Prometheus scrapes it as
+    the ServiceMonitor says (verifying the certificate), and a renewal written into the Secret is served
+    without a restart."""
+    docs = render_variant(tmp_path, {"resources": ["../overlays/cpu"], "components": ["../components/tls"]})
+    certificate = one(docs, "Certificate")["spec"]
+
+    def issued(authority: Authority) -> dict[str, bytes]:
+        """The Secret as cert-manager writes it: the certificate for every dnsName, its key, the CA."""
+        cert, key = authority.issue("tfclassify", server=True, dns_names=certificate["dnsNames"])
+        return {"tls.crt": cert.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": authority.pem.read_bytes()}
+
+    ca, renewed_ca = Authority(tmp_path, "ca"), Authority(tmp_path, "renewed-ca")
+    secret = certificate["secretName"]
+    server = RehearsedServer(docs, model_repo, tmp_path / "pod", {secret: issued(ca)})
+    prometheus = None
+    try:
+        container, ports = server.container, server.pod.ports
+        wait_for_probe(container["startupProbe"], container, ports, server.proc)
+        assert probe(container["livenessProbe"], container, ports)
+        # Ready once the model is loaded: the kubelet keeps probing every periodSeconds.
+        wait_until(lambda: probe(container["readinessProbe"], container, ports), timeout=60, interval=1)
+        assert not grpc_probe(server.address, ""), "plain text is refused on the gRPC port"
+
+        def classifies(authority: Authority) -> bool:
+            try:
+                with ClassifierClient(server.address, timeout=5,
+                                      credentials=channel_credentials(ca=authority.pem)) as client:
+                    return len(client.classify(np.zeros((1, 28, 28), np.uint8), server.model).classes) == 1
+            except TfclassifyError as exc:
+                assert exc.code == grpc.StatusCode.UNAVAILABLE, exc
+                return False
+
+        assert classifies(ca) and not classifies(renewed_ca)
+        monitor = one(docs, "ServiceMonitor")
+        config = prometheus_config(monitor, f"127.0.0.1:{server.metrics_port}",
+                                   {(secret, "ca.crt"): server.secret_dirs[secret] / "ca.crt"})
+        prometheus = Prometheus(config, tmp_path / "prom")
+
+        def scraped() -> bool:
+            targets = prometheus.api("targets")["activeTargets"]  # empty until discovery has run
+            return [(t["health"], t["scrapeUrl"].split(":", 1)[0]) for t in targets] == [("up", "https")]
+
+        wait_until(scraped, timeout=60, interval=1)
+
+        write_volume(server.secret_dirs[secret], issued(renewed_ca))  # cert-manager renews, the kubelet swaps
+        wait_until(lambda: classifies(renewed_ca), timeout=30, interval=0.5)
+        assert not classifies(ca), "new connections get the renewed certificate"
+        assert probe(container["readinessProbe"], container, ports)
+        assert server.proc.poll() is None, "no restart"
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        assert server.stop() == 0, server.log()
+    assert "TLS certificate reloaded" in server.log()
 
 
 def test_sigterm_drains_in_flight_requests_within_the_grace_period(deployed, traffic):
