@@ -162,13 +162,13 @@ def _noop_floor(tmp: Path, seconds: float) -> dict:
 
 def _load(address: str, concurrency: int, seconds: float, pid: int) -> dict:
     before = _batch_stats()
-    cpu_before = _cpu_seconds(pid)
+    cpu_before = cpu_seconds(pid)
     result = _json_of([sys.executable, "-m", "bench.load", address, MODEL, "--concurrency", str(concurrency),
                        "--seconds", str(seconds)])
     after = _batch_stats()
     batches = after[1] - before[1]
     result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else 0.0
-    result["server_cpu_seconds"] = _cpu_seconds(pid) - cpu_before
+    result["server_cpu_seconds"] = cpu_seconds(pid) - cpu_before
     return result
 
 
@@ -202,7 +202,8 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user + system, s) process ``pid`` has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -8,7 +8,9 @@ For each ``--max-requests-in-progress`` value (0: no limit), one run on the same
    server's peak resident memory;
 3. recovery: as soon as the overload stops, one caller's requests for 2 s (all must succeed).
 
-Prints one table. Choose the limit as about capacity (requests/s) x the latency you accept (s).
+Prints one table. Choose the limit as about capacity (requests/s) x the latency you accept (s). Calls refused by
+gRPC core's pending-call limit (``--max-pending-calls``, before the server sees them) reach grpcio's Python client
+as CANCELLED.
 """
 
 from __future__ import annotations
@@ -168,19 +170,21 @@ def table(rows: dict, args: argparse.Namespace) -> str:
     lines = [f"Overload: {args.images}-image Classify requests, open loop at {args.factor:g}x capacity for "
              f"{args.seconds:g} s (deadline {DEADLINE_S:g} s)", "",
              "| limit | capacity req/s | offered req/s | answered OK req/s | OK | shed (RESOURCE_EXHAUSTED) | "
-             "deadline exceeded | admitted p50 / p99 ms | server's own p99 ms | shed p50 ms | drain after s | RSS before / peak / after "
+             "refused by gRPC core (CANCELLED) | deadline exceeded | admitted p50 / p99 ms | server's own p99 ms | shed p50 ms | drain after s | RSS before / peak / after "
              "MiB | recovery p50 ms (failures) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for limit, r in rows.items():
         c = r["codes"]
         lines.append(
             f"| {limit or 'none'} | {r['capacity']:,.0f} | {r['offered']:,.0f} | {r['ok_per_s']:,.0f} | "
-            f"{c.get('OK', 0):,} | {c.get('RESOURCE_EXHAUSTED', 0):,} | {c.get('DEADLINE_EXCEEDED', 0):,} | "
+            f"{c.get('OK', 0):,} | {c.get('RESOURCE_EXHAUSTED', 0):,} | {c.get('CANCELLED', 0):,} | "
+            f"{c.get('DEADLINE_EXCEEDED', 0):,} | "
             f"{r['admitted_p50_ms']:,.0f} / {r['admitted_p99_ms']:,.0f} | ≤ {r['server_p99_ms']:,.0f} | "
             f"{r['refused_p50_ms']:.1f} | "
             f"{r['drain_s']:.1f} | {r['rss_before_mib']:,.0f} / {r['rss_peak_mib']:,.0f} / {r['rss_after_mib']:,.0f} | "
             f"{r['recovery']['p50_ms']:.1f} ({r['recovery']['failures']}) |")
-    others = sorted({k for r in rows.values() for k in r["codes"]} - {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
+    others = sorted({k for r in rows.values() for k in r["codes"]}
+                    - {"OK", "RESOURCE_EXHAUSTED", "CANCELLED", "DEADLINE_EXCEEDED"})
     if others:
         lines.append("\nOther statuses: " + "; ".join(f"limit {l}: {rows[l]['codes']}" for l in rows))
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.__main__ import MODEL, rss_mib, start_server, train_model
+from bench.__main__ import MODEL, cpu_seconds, rss_mib, start_server, train_model
 from tfclassify.client.tensors import to_tensor_proto
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.v1 import classifier_pb2 as pb
@@ -107,9 +107,10 @@ class Record:
             eighth = min(7, int((t0 - self.started) / self.seconds * 8))
             self.latencies[eighth].append(time.perf_counter() - t0)
         else:
+            if not self.failures[(kind, error.code().name)]:  # one example of each kind of failure
+                self.failure_examples.append(f"{kind}: {error.code().name} after {time.perf_counter() - t0:.1f} s: "
+                                             f"{error.details()} ({error.debug_error_string()})")
             self.failures[(kind, error.code().name)] += 1
-            if len(self.failure_examples) < 5:
-                self.failure_examples.append(f"{kind}: {error.code().name} {error.details()}")
 
 
 async def _one(channel: grpc.aio.Channel, kind: Kind, record: Record) -> None:
@@ -218,7 +219,10 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
     try:
         kinds = mix()
         cap = asyncio.run(capacity(address, kinds))
+        cpu = (cpu_seconds(pid), time.process_time())
         record, rss = asyncio.run(soak(address, kinds, cap * load, seconds, scenario.events() if events else [], pid))
+        # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
+        cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
     finally:
         server.terminate()
         exit_code = server.wait(60)
@@ -227,7 +231,8 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
     return {"capacity": cap, "rate": cap * load, "seconds": seconds, "calls": dict(record.calls),
             "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
             "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99, "rss_mib": rss,
-            "events": scenario.log, "exit_code": exit_code}
+            "events": scenario.log, "exit_code": exit_code,
+            "cpu_share": cpu_share}
 
 
 def table(r: dict) -> str:
@@ -236,13 +241,14 @@ def table(r: dict) -> str:
     lines = [
         f"Soak: {r['seconds']:g} s of mixed traffic at {r['rate']:,.0f} calls/s ({r['rate'] / r['capacity']:.0%} of "
         f"the measured {r['capacity']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
-        "| calls | failures | p99 ms by eighth (events after the 2nd, 4th, 6th) | RSS start / peak / end MiB | RSS growth | server exit |",
-        "|---|---|---|---|---|---|",
+        "| calls | failures | p99 ms by eighth (events after the 2nd, 4th, 6th) | RSS start / peak / end MiB | RSS growth | "
+        "CPU cores used: server / load generator | server exit |",
+        "|---|---|---|---|---|---|---|",
         f"| {calls:,} ({', '.join(f'{k} {v:,}' for k, v in r['calls'].items())}) | "
         f"{sum(r['failures'].values())} {r['failures'] or ''} | "
         f"{' / '.join(f'{p:.0f}' for p in r['p99_ms_by_eighth'])} | "
         f"{rss['start']:.0f} / {rss['peak']:.0f} / {rss['end']:.0f} | {rss['end'] / rss['start'] - 1:+.1%} | "
-        f"{r['exit_code']} |",
+        f"{r['cpu_share'][0]:.2f} / {r['cpu_share'][1]:.2f} | {r['exit_code']} |",
     ]
     lines += [f"  {e}" for e in r["failure_examples"]]
     return "\n".join(lines)

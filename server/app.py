@@ -104,6 +104,11 @@ class ClassifierServer:
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            # gRPC core's queue of calls the event loop has not picked up yet: it refuses calls at random
+            # between the two limits (random early detection). gRPC's defaults (1,000 and 3,000) let a busy
+            # server's callers wait seconds there, unseen by the metrics.
+            ("grpc.server.max_pending_requests", settings.max_pending_calls // 2),
+            ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_calls),
         ]
         if settings.max_connection_age_s > 0:
             options += [

@@ -9,12 +9,14 @@ import subprocess
 import time
 from collections import Counter
 
+import grpc
 import numpy as np
 import pytest
 
 from conftest import ServerProcess, metric_value, tfclassify_cmd
 from tfclassify.client import TfclassifyError
 from tfclassify.client.aio import ClassifierClient
+from tfclassify.client.requests import classify_request
 
 BATCH = np.random.default_rng(0).integers(0, 256, (1024, 28, 28), dtype=np.uint8)
 
@@ -100,7 +102,41 @@ def test_one_client_flooding_cannot_take_the_slots_of_another(shared):
     assert polite_ok >= 5, "the other client was answered throughout"
 
 
+def test_past_the_pending_call_limit_grpc_refuses_calls_the_server_never_sees(model_repo, tmp_path):
+    """A burst of calls faster than the event loop picks them up waits in gRPC core's own queue; past
+    --max-pending-calls gRPC refuses new ones before the server sees them (grpcio's Python client reports
+    them as CANCELLED, C-core resetting the stream after its RESOURCE_EXHAUSTED), and the rest are served."""
+    proc = ServerProcess(model_repo, tmp_path, "--max-pending-calls", "2")
+    body = classify_request(BATCH[:1], "fashion", None, None, 0, False, False).SerializeToString()
+
+    async def burst(n: int) -> Counter:
+        async with grpc.aio.insecure_channel(proc.address) as channel:
+            call = channel.unary_unary("/tfclassify.v1.Classifier/Classify")
+            await call(body, timeout=30)  # connected and warm: the burst goes out at once
+
+            async def one() -> str:
+                try:
+                    await call(body, timeout=30)
+                    return "OK"
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code().name
+
+            return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+    try:
+        codes = asyncio.run(burst(200))
+        assert codes["OK"] >= 2 and set(codes) <= {"OK", "CANCELLED", "RESOURCE_EXHAUSTED"}, codes
+        assert codes["OK"] < 200, "a burst of 200 is more than 2 pending calls"
+        served = metric_value(proc.metrics_text(), "tfclassify_requests_total", code="OK")
+        assert served == codes["OK"] + 1, "the refused calls never reached the server"
+        assert asyncio.run(burst(1)) == {"OK": 1}, "the server serves normally after the burst"
+    finally:
+        assert proc.stop() == 0
+
+
 def test_limits_must_not_be_negative(model_repo):
-    result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--max-requests-per-client", "-1"),
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "must not be negative" in result.stderr, result.stderr
+    for flag, value, message in (("--max-requests-per-client", "-1", "must not be negative"),
+                                 ("--max-pending-calls", "1", "--max-pending-calls must be 2 or more, not 1")):
+        result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), flag, value),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1 and message in result.stderr, result.stderr
