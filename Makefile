@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench bench-archive bench-oip bench-overload soak fuzz images proto audit clean
+.PHONY: setup demo test train-all bench bench-archive bench-oip bench-overload soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -13,6 +13,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Every architecture trained in full on Fashion-MNIST with our tuned recipes (about 25 minutes on 2 cores);
+# prints accuracy, parameters, seconds per epoch and inference images/s. Models go to $(TRAIN_REPO).
+TRAIN_REPO ?= models-full
+train-all: setup
+	$(VENV)/bin/tfclassify train --dataset fashion_mnist --model-repo $(TRAIN_REPO) --compare all --recipe tuned $(TRAIN_ARGS)
 
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
@@ -46,4 +52,4 @@ proto: setup
 	$(PY) proto/generate.py
 
 clean:
-	rm -rf $(VENV) .venv-audit build dist *.egg-info demo-output .pytest_cache
+	rm -rf $(VENV) .venv-audit build dist *.egg-info demo-output models-full .pytest_cache

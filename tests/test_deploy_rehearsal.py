@@ -169,10 +169,10 @@ def test_the_container_starts_and_passes_the_kubelets_probes(deployed):
     took = wait_for_probe(deployed.container["startupProbe"], deployed.container, deployed.pod.ports, deployed.proc)
     startup = deployed.container["startupProbe"]
     assert took < startup["periodSeconds"] * startup["failureThreshold"]
-    for probe in ("livenessProbe", "readinessProbe"):
-        spec = deployed.container[probe]
+    for name in ("livenessProbe", "readinessProbe"):
+        spec = deployed.container[name]
         assert spec["grpc"]["port"] in deployed.pod.ports
-        assert grpc_probe(deployed.address, spec["grpc"]["service"], spec["timeoutSeconds"]), probe
+        assert grpc_probe(deployed.address, spec["grpc"]["service"], spec["timeoutSeconds"]), name
     assert not grpc_probe(deployed.address, "no.such.Service"), "a probe of an unknown service fails"
     # The HTTP endpoints, for environments without gRPC probes, on the container's http port.
     assert http_get(deployed.metrics_port, "/healthz") == (200, "ok\n")

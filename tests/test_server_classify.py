@@ -64,9 +64,12 @@ def test_explicit_version_and_metadata(client):
     assert info.labels == tuple(FASHION_LABELS)
     assert (info.input_shape, info.input_dtype, info.output_kind) == ((28, 28), "UINT8", "probabilities")
     assert info.signature_name == "serving_default" and "CPU" in info.device
-    meta = info.training_metadata
-    assert meta["dataset"] == "fashion_mnist" and meta["architecture"] == "mlp" and meta["epochs"] == 3
+    meta = info.training_metadata  # the version's model card
+    assert meta["dataset"] == "fashion_mnist" and meta["architecture"] == "mlp512" and meta["epochs"] == 3
     assert 0.80 <= meta["test_accuracy"] <= 1.0 and meta["created"].startswith("20")
+    assert meta["arch"]["parameters"] == 784 * 512 + 512 + 512 * 10 + 10, "as model.summary() counts them"
+    assert [c["class"] for c in meta["evaluation"]["per_class"]] == list(FASHION_LABELS)
+    assert meta["data"]["train_images"] == 20000 and meta["data"]["test_images"] == 10000
     names = {m.name for m in client.list_models()}
     assert names == {"fashion", "digits"}
 

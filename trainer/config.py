@@ -2,34 +2,85 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Architectures ``tfclassify train --arch`` builds.
-ARCHITECTURES = ("mlp",)
+from tfclassify.trainer.catalog import OPTIMIZERS, RECIPES, SCHEDULES, ArchitectureSpec, Hyperparameters, architecture
+from tfclassify.trainer.data import DataSource
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run: which data, which model, where it is exported."""
+    """One training run: which data, which model, how it is trained, where it is exported."""
 
-    dataset: str
+    source: DataSource
     model_repo: Path
-    #: Model name in the repository (default: the dataset name).
+    #: Model name in the repository (default: the dataset's name, or the data file's stem).
     model_name: str | None = None
-    arch: str = "mlp"
-    epochs: int = 10
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    #: Version to export as; default: one above the highest in the repository.
-    version: int | None = None
-    data_dir: Path | None = None
-    #: Train on the first N training images only (quick runs and tests).
-    train_limit: int | None = None
+    arch: str = "mlp512"
+    #: "tutorial": the architecture's tutorial settings; "tuned": our recipe for it, where there is one.
+    recipe: str = "tutorial"
+    #: Flags that override the architecture's defaults (None: the default).
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    schedule: str | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    steps: int | None = None
+    dropout: float | None = None
+    l2: float | None = None
     #: Fraction of the training images held out for validation during training.
     validation_split: float = 0.0
+    #: Stop when the validation loss has not improved for this many epochs (0: never), keeping the best weights.
+    early_stopping: int = 0
+    #: Version to export as; default: one above the highest in the repository.
+    version: int | None = None
+    #: Train on the first N training images only (quick runs and tests).
+    train_limit: int | None = None
     seed: int = 0
+    #: "auto" (every visible GPU, mirrored, when there are several; else one device), "one", or a list such as
+    #: "GPU:0,GPU:1" to mirror over.
+    devices: str = "auto"
+    #: Split the CPU into this many logical devices first (to run the mirrored path without GPUs).
+    cpu_devices: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def spec(self) -> ArchitectureSpec:
+        return architecture(self.arch)
 
     @property
     def name(self) -> str:
-        return self.model_name or self.dataset
+        if self.model_name:
+            return self.model_name
+        if self.source.dataset:
+            return self.source.dataset
+        path = self.source.npz or self.source.images or self.source.train_images
+        return path.name.split(".")[0] if path is not None else "model"
+
+    def hyperparameters(self) -> Hyperparameters:
+        """The architecture's defaults with this run's flags on top, checked."""
+        chosen = {f.name: getattr(self, f.name) for f in dataclasses.fields(Hyperparameters)
+                  if getattr(self, f.name) is not None}
+        if "epochs" in chosen:
+            chosen.setdefault("steps", None)
+        elif "steps" in chosen:
+            chosen["epochs"] = None
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}: expected one of {', '.join(RECIPES)}")
+        base = self.spec.tuned if self.recipe == "tuned" and self.spec.tuned else self.spec.defaults
+        hp = dataclasses.replace(base, **chosen)
+        if hp.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {hp.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if hp.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {hp.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if hp.learning_rate <= 0 or hp.batch_size < 1 or (hp.epochs or hp.steps or 0) < 1 or hp.l2 < 0:
+            raise ValueError("the learning rate, batch size, epochs or steps must be positive, and L2 not negative")
+        if hp.dropout is not None and not 0 <= hp.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {hp.dropout}")
+        if not 0 <= self.validation_split < 1:
+            raise ValueError(f"--validation-split must be in [0, 1), got {self.validation_split}")
+        if self.early_stopping and not self.validation_split:
+            raise ValueError("--early-stopping watches the validation loss: give --validation-split too")
+        return hp

@@ -7,12 +7,14 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from tfclassify.server.repository import LABELS_FILE, METADATA_FILE, next_version
+from tfclassify.trainer.models import IMAGE_SHAPE
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +27,18 @@ def export_version(
     labels: list[str] | tuple[str, ...],
     metadata: dict,
     version: int | None = None,
+    extra_files: dict[str, Callable[[int], bytes]] | None = None,
+    softmax: bool = False,
 ) -> Path:
     """Write ``model`` as ``<model_dir>/<version>/`` and return that folder.
 
     The serving signature takes uint8 ``images [N, 28, 28]`` and returns
-    ``probabilities [N, C]`` and ``classes [N]``. Everything is written into
-    a hidden ``.tmp-*`` folder first and renamed into place, so a reader
-    never sees a half-written version; an existing version is never replaced.
+    ``probabilities [N, C]`` and ``classes [N]`` (``softmax``: the model
+    returns logits, and the signature applies the softmax). ``extra_files``
+    maps file names to their contents, made from the version number.
+    Everything is written into a hidden ``.tmp-*`` folder first and renamed
+    into place, so a reader never sees a half-written version; an existing
+    version is never replaced.
     """
     model_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(model_dir) if version is None else version
@@ -40,9 +47,12 @@ def export_version(
         raise FileExistsError(f"{final} already exists: versions are never overwritten")
     tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        _write_saved_model(model, tmp)
+        _write_saved_model(model, tmp, softmax)
         (tmp / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
-        (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2) + "\n", encoding="utf-8")
+        (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2, ensure_ascii=False)
+                                         + "\n", encoding="utf-8")
+        for name, contents in (extra_files or {}).items():
+            (tmp / name).write_bytes(contents(version))
         _fsync_tree(tmp)
         os.rename(tmp, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
     except BaseException:
@@ -52,12 +62,14 @@ def export_version(
     return final
 
 
-def _write_saved_model(model: keras.Model, path: Path) -> None:
-    input_spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.uint8, name="images")
+def _write_saved_model(model: keras.Model, path: Path, softmax: bool) -> None:
+    input_spec = tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="images")
 
     @tf.function(input_signature=[input_spec])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         probabilities = model(images, training=False)
+        if softmax:
+            probabilities = tf.nn.softmax(probabilities)
         return {"probabilities": probabilities, "classes": tf.argmax(probabilities, axis=-1, output_type=tf.int32)}
 
     archive = keras.export.ExportArchive()

@@ -1,27 +1,103 @@
-"""Keras architectures. Preprocessing (uint8 -> [0, 1]) is a layer of the model,
-so the exported SavedModel takes raw pixels and training and serving cannot disagree."""
+"""Keras builders for the architectures of ``trainer.catalog``. Preprocessing (uint8 -> [0, 1]) is a layer of
+every model, so the exported SavedModel takes raw pixels and training and serving cannot disagree."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
+
+from tfclassify.trainer.catalog import ArchitectureSpec
 
 IMAGE_SHAPE = (28, 28)
 
 
-def build_model(arch: str, num_classes: int) -> keras.Model:
-    """A compiled-ready classifier taking uint8 ``[N, 28, 28]`` and returning probabilities."""
-    builders = {"mlp": _mlp}
-    if arch not in builders:
-        raise ValueError(f"unknown architecture {arch!r}: expected one of {', '.join(builders)}")
-    return builders[arch](num_classes)
+def build_model(spec: ArchitectureSpec, num_classes: int, dropout: float | None = None, l2: float = 0.0) -> keras.Model:
+    """A classifier taking uint8 ``[N, 28, 28]``: probabilities out, or logits for a ``low_level`` spec.
+
+    ``dropout`` replaces the architecture's own rate (ignored by architectures without dropout); ``l2``
+    adds weight decay to every dense and convolution kernel.
+    """
+    if num_classes < 2:
+        raise ValueError(f"{spec.name} needs at least 2 classes, got {num_classes}")
+    rate = spec.defaults.dropout if dropout is None else dropout
+    regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
+    model = _BUILDERS[spec.name](num_classes, rate, regularizer)
+    model(keras.ops.zeros((1, *IMAGE_SHAPE), dtype="uint8"))  # builds the subclassed one too
+    return model
 
 
-def _mlp(num_classes: int) -> keras.Model:
-    """The 784-512-10 multilayer perceptron of the TensorFlow/Keras tutorials."""
+def _dense(units: int, regularizer, name: str, activation: str | None = "relu") -> keras.layers.Dense:
+    return keras.layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=name)
+
+
+def _functional(name: str, layers: list[keras.layers.Layer]) -> keras.Model:
     images = keras.Input(IMAGE_SHAPE, dtype="uint8", name="images")
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(images)
-    x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(512, activation="relu", name="hidden")(x)
-    x = keras.layers.Dropout(0.2, name="dropout")(x)
-    probabilities = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(images, probabilities, name="mlp")
+    for layer in layers:
+        x = layer(x)
+    return keras.Model(images, x, name=name)
+
+
+def _mlp512(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return _functional("mlp512", [keras.layers.Flatten(name="flatten"), _dense(512, regularizer, "hidden"),
+                                  _dense(num_classes, regularizer, "probabilities", "softmax")])
+
+
+def _mlp128_dropout(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return _functional("mlp128_dropout", [keras.layers.Flatten(name="flatten"), _dense(128, regularizer, "hidden"),
+                                          keras.layers.Dropout(rate or 0.0, name="dropout"),
+                                          _dense(num_classes, regularizer, "probabilities", "softmax")])
+
+
+class DeepMLP(keras.Model):
+    """500-400-300-200-100 ReLU layers and a softmax, written as a subclassed model as in its tutorial."""
+
+    def __init__(self, num_classes: int, regularizer=None, **kwargs) -> None:
+        super().__init__(name="mlp_deep", **kwargs)
+        self.scale = keras.layers.Rescaling(1.0 / 255, name="scale")
+        self.flatten = keras.layers.Flatten(name="flatten")
+        self.hidden = [_dense(units, regularizer, f"hidden{i}") for i, units in enumerate((500, 400, 300, 200, 100))]
+        self.out = _dense(num_classes, regularizer, "probabilities", "softmax")
+
+    def call(self, images, training=False):
+        x = self.flatten(self.scale(images))
+        for layer in self.hidden:
+            x = layer(x)
+        return self.out(x)
+
+
+def _mlp_deep(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return DeepMLP(num_classes, regularizer)
+
+
+def _mlp128_256(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return _functional("mlp128_256", [keras.layers.Flatten(name="flatten"), _dense(128, regularizer, "hidden1"),
+                                      _dense(256, regularizer, "hidden2"),
+                                      _dense(num_classes, regularizer, "logits", activation=None)])
+
+
+def _cnn(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    def conv(filters: int, name: str) -> keras.layers.Conv2D:
+        return keras.layers.Conv2D(filters, 3, activation="relu", padding="same", kernel_regularizer=regularizer,
+                                   name=name)
+
+    return _functional("cnn", [
+        keras.layers.Reshape((*IMAGE_SHAPE, 1), name="channel"),
+        conv(32, "conv1"), keras.layers.MaxPooling2D(name="pool1"),
+        conv(64, "conv2"), keras.layers.MaxPooling2D(name="pool2"),
+        keras.layers.Dropout(rate or 0.0, name="dropout1"),
+        keras.layers.Flatten(name="flatten"),
+        _dense(128, regularizer, "hidden"),
+        keras.layers.Dropout(rate or 0.0, name="dropout2"),
+        _dense(num_classes, regularizer, "probabilities", "softmax"),
+    ])
+
+
+_BUILDERS: dict[str, Callable[[int, float | None, object], keras.Model]] = {
+    "mlp512": _mlp512,
+    "mlp128-dropout": _mlp128_dropout,
+    "mlp-deep": _mlp_deep,
+    "mlp128-256": _mlp128_256,
+    "cnn": _cnn,
+}

@@ -1,24 +1,33 @@
-"""Train a classifier on a named dataset and export it into a model repository."""
+"""One training run: read the data, build the architecture, train it (Keras ``fit``, or the step-by-step loop
+of a ``low_level`` architecture), evaluate it on the test set and export it with its model card."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import math
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from tfclassify.client.datasets import load_dataset
-from tfclassify.client.version import package_version
+from tfclassify.trainer.card import CARD_SCHEMA_VERSION, environment, evaluation, render_markdown
+from tfclassify.trainer.catalog import Hyperparameters
 from tfclassify.trainer.config import TrainConfig
+from tfclassify.trainer.data import TrainingData, load_training_data
+from tfclassify.trainer.distribute import choose_strategy, split_cpu, strategy_devices
 from tfclassify.trainer.export import export_version
+from tfclassify.trainer.history import HISTORY_PLOT, plot_history
 from tfclassify.trainer.models import build_model
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -29,60 +38,181 @@ class TrainResult:
     test_accuracy: float
     test_loss: float
     train_seconds: float
+    seconds_per_epoch: float
+    parameters: int
+    card: dict
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train per ``config``, evaluate on the test split, export a new version."""
-    train_set = load_dataset(config.dataset, "train", config.data_dir)
-    test_set = load_dataset(config.dataset, "test", config.data_dir)
-    x_train, y_train = train_set.images, train_set.labels
-    if config.train_limit:
-        x_train, y_train = x_train[: config.train_limit], y_train[: config.train_limit]
+
+def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
+    """Train per ``config`` (on ``data``, else what ``config.source`` names), evaluate on the test split, export
+    a new version with its model card."""
+    spec = config.spec
+    hp = config.hyperparameters()
+    target = Path(config.model_repo) / config.name
+    if config.version is not None and (target / str(config.version)).exists():  # before, not after, the training
+        raise FileExistsError(f"{target / str(config.version)} already exists: versions are never overwritten")
+    if data is None:
+        data = load_training_data(config.source)
+    data.limit_train(config.train_limit)
+    split_cpu(config.cpu_devices)
+    # Same seed, same CPU: the same weights (every op deterministic, at some cost in speed).
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config.arch, len(train_set.label_names))
-    # Cosine decay to zero: the last epochs take small steps, so the exported
-    # weights do not land on a noisy point (+1.4 points of Fashion-MNIST test
-    # accuracy over a constant rate for the 10-epoch MLP, measured here).
-    steps_per_epoch = math.ceil(len(x_train) * (1 - config.validation_split) / config.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * steps_per_epoch)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    log.info("training %s on %d %s images for %d epochs", config.arch, len(x_train), config.dataset, config.epochs)
+    tf.config.experimental.enable_op_determinism()
+    strategy = choose_strategy(config.devices)
+    x_fit, y_fit, validation = _validation_split(data, config.validation_split)
+    steps_per_epoch = math.ceil(len(x_fit) / hp.batch_size)
+    epochs = hp.epochs or max(1, math.ceil(hp.steps / steps_per_epoch))
+    total_steps = hp.steps or epochs * steps_per_epoch
+    with strategy.scope():
+        model = build_model(spec, data.num_classes, hp.dropout, hp.l2)
+        optimizer = _optimizer(hp, total_steps)
+    log.info("training %s (%s parameters) on %d images of %s for %s", spec.name, f"{model.count_params():,}",
+             len(x_fit), data.source, f"{hp.steps:,} steps" if hp.steps else f"{epochs} epochs")
     started = time.monotonic()
-    model.fit(
-        x_train,
-        y_train,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_split=config.validation_split,
-        verbose=2,
-    )
+    if spec.low_level:
+        history = _train_steps(model, optimizer, x_fit, y_fit, validation, hp, total_steps, steps_per_epoch, config.seed)
+        stopped_early = False
+    else:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        callbacks = []
+        if config.early_stopping:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping,
+                                                           restore_best_weights=True))
+        fit = model.fit(x_fit, y_fit, epochs=epochs, batch_size=hp.batch_size, validation_data=validation,
+                        callbacks=callbacks, shuffle=True, verbose=1 if sys.stdout.isatty() else 2)
+        history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+        stopped_early = len(history["loss"]) < epochs
     train_seconds = time.monotonic() - started
-    test_loss, test_accuracy = model.evaluate(test_set.images, test_set.labels, batch_size=1024, verbose=0)
-    log.info("test accuracy %.4f (loss %.4f) after %.1f s", test_accuracy, test_loss, train_seconds)
-    metadata = {
-        "dataset": config.dataset,
-        "architecture": config.arch,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "learning_rate": config.learning_rate,
-        "learning_rate_schedule": "cosine decay to 0",
-        "train_images": int(len(x_train)),
-        "test_images": int(len(test_set)),
-        "test_accuracy": round(float(test_accuracy), 6),
-        "test_loss": round(float(test_loss), 6),
-        "train_seconds": round(train_seconds, 2),
-        "seed": config.seed,
+    epochs_run = len(history.get("loss", [])) or epochs
+
+    probabilities = _probabilities(model, data.x_test, spec.low_level)
+    predicted = probabilities.argmax(axis=1)
+    test_loss = _log_loss(probabilities, data.y_test)
+    results = evaluation(data.y_test, predicted, data.class_names)
+    log.info("test accuracy %.4f (loss %.4f) after %.1f s", results["test_accuracy"], test_loss, train_seconds)
+    card = _card(config, data, hp, model, results, test_loss, history, train_seconds, epochs_run,
+                 stopped_early, total_steps if spec.low_level else epochs_run * steps_per_epoch,
+                 strategy_devices(strategy))
+    with tempfile.TemporaryDirectory(prefix="tfclassify-train-") as tmp:
+        plot = plot_history(history, f"{config.name}: {spec.name} on {data.source}", Path(tmp) / HISTORY_PLOT)
+        version_dir = export_version(
+            model, target, data.class_names, card, config.version,
+            extra_files={"model_card.md": lambda v: render_markdown({**card, "version": v}).encode(),
+                         HISTORY_PLOT: lambda v: plot.read_bytes()},
+            softmax=spec.low_level,
+        )
+    return TrainResult(version_dir, int(version_dir.name), results["test_accuracy"], test_loss, train_seconds,
+                       card["training"]["seconds_per_epoch"], int(model.count_params()), card)
+
+
+def _validation_split(data: TrainingData, fraction: float):
+    """The last ``fraction`` of the training images held out for validation (as Keras' validation_split)."""
+    if not fraction:
+        return data.x_train, data.y_train, None
+    n = len(data.x_train) - max(1, int(len(data.x_train) * fraction))
+    return data.x_train[:n], data.y_train[:n], (data.x_train[n:], data.y_train[n:])
+
+
+def _optimizer(hp: Hyperparameters, total_steps: int) -> keras.optimizers.Optimizer:
+    if hp.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(hp.learning_rate, total_steps)
+    elif hp.schedule == "exponential":  # a tenth of the initial rate by the end
+        rate = keras.optimizers.schedules.ExponentialDecay(hp.learning_rate, total_steps, 0.1)
+    else:
+        rate = hp.learning_rate
+    return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[
+        hp.optimizer](rate)
+
+
+def _train_steps(model: keras.Model, optimizer, x: np.ndarray, y: np.ndarray, validation, hp: Hyperparameters,
+                 total_steps: int, steps_per_epoch: int, seed: int) -> dict[str, list[float]]:
+    """The low-level tutorial's loop: shuffled batches, loss on logits, one gradient step at a time; an
+    "epoch" of history is every ``steps_per_epoch`` steps."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    batches = iter(tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+                   .repeat().batch(hp.batch_size))
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            loss = loss_fn(labels, logits) + tf.add_n([tf.constant(0.0)] + model.losses)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), tf.cast(labels, tf.int64)), tf.float32))
+        return loss, correct
+
+    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    losses, correct, seen = [], 0.0, 0
+    for i in range(1, total_steps + 1):
+        images, labels = next(batches)
+        loss, right = step(images, labels)
+        losses.append(float(loss))
+        correct, seen = correct + float(right), seen + len(labels)
+        if i % steps_per_epoch == 0 or i == total_steps:
+            history["loss"].append(float(np.mean(losses)))
+            history["accuracy"].append(correct / seen)
+            line = f"step {i}/{total_steps} - loss: {history['loss'][-1]:.4f} - accuracy: {history['accuracy'][-1]:.4f}"
+            if validation is not None:
+                p = _probabilities(model, validation[0], logits=True)
+                history.setdefault("val_accuracy", []).append(float((p.argmax(1) == validation[1]).mean()))
+                history.setdefault("val_loss", []).append(_log_loss(p, validation[1]))
+                line += f" - val_loss: {history['val_loss'][-1]:.4f} - val_accuracy: {history['val_accuracy'][-1]:.4f}"
+            print(line, flush=True)
+            losses, correct, seen = [], 0.0, 0
+    return history
+
+
+def _weights_digest(model: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def _log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of the true classes (what Keras reports as the loss, without regularisation)."""
+    return float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+
+
+def _probabilities(model: keras.Model, images: np.ndarray, logits: bool) -> np.ndarray:
+    out = model.predict(images, batch_size=1024, verbose=0)
+    return tf.nn.softmax(out).numpy() if logits else out
+
+
+def _card(config: TrainConfig, data: TrainingData, hp: Hyperparameters, model: keras.Model, results: dict,
+          test_loss: float, history: dict, seconds: float, epochs_run: int, stopped_early: bool, steps: int,
+          devices: list[str]) -> dict:
+    spec = config.spec
+    return {
+        "card_schema": CARD_SCHEMA_VERSION,
+        "model": config.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "tensorflow_version": tf.__version__,
-        "tfclassify_version": package_version(),
+        # Flat keys that tools read directly (tfclassify models, earlier versions' readers).
+        "dataset": data.source,
+        "architecture": spec.name,
+        "epochs": epochs_run,
+        "test_accuracy": results["test_accuracy"],
+        "test_loss": round(test_loss, 6),
+        "train_seconds": round(seconds, 2),
+        "seed": config.seed,
+        "deterministic": True,
+        "arch": {"name": spec.name, "summary": spec.summary, "source": spec.source,
+                 "parameters": int(model.count_params())},
+        # A fingerprint of the trained weights: two runs agree on it exactly when they agree on every weight.
+        "weights_sha256": _weights_digest(model),
+        "hyperparameters": {"recipe": config.recipe, **asdict(hp), "validation_split": config.validation_split,
+                            "early_stopping_patience": config.early_stopping, "train_limit": config.train_limit},
+        "data": {"source": data.source, "classes": data.num_classes, "class_names": list(data.class_names),
+                 "train_images": int(len(data.x_train)), "test_images": int(len(data.x_test)),
+                 "test_split": data.test_split, "checksums": data.checksums(), "skipped": len(data.skipped)},
+        "training": {"epochs_run": epochs_run, "steps": steps, "seconds": round(seconds, 2), "devices": devices,
+                     "seconds_per_epoch": round(seconds / max(1, epochs_run), 2), "stopped_early": stopped_early,
+                     "history": {k: [round(v, 6) for v in vs] for k, vs in history.items()}},
+        "evaluation": results,
+        "environment": environment(),
         "input": {"dtype": "uint8", "shape": [28, 28]},
     }
-    version_dir = export_version(
-        model, Path(config.model_repo) / config.name, train_set.label_names, metadata, config.version
-    )
-    return TrainResult(version_dir, int(version_dir.name), float(test_accuracy), float(test_loss), train_seconds)
+
 
 __all__ = ["TrainResult", "train"]

@@ -38,12 +38,15 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(dataclasses.asdict(info), indent=2, ensure_ascii=False))
             return 0
         models = client.list_models()
-    print(f"{'MODEL':<20} {'VERSION':>7} {'VERSIONS':<12} {'INPUT':<16} {'CLASSES':>7} {'ACCURACY':>8}  DEVICE")
+    print(f"{'MODEL':<20} {'VERSION':>7} {'VERSIONS':<12} {'INPUT':<16} {'CLASSES':>7} {'ARCH':<15} "
+          f"{'ACCURACY':>8}  DEVICE")
     for m in models:
+        # From the version's model card (tfclassify.json); '-' for models trained elsewhere.
         accuracy = m.training_metadata.get("test_accuracy")
+        arch = m.training_metadata.get("architecture") or "-"
         print(
             f"{m.name:<20} {m.version:>7} {','.join(map(str, m.versions)):<12} "
-            f"{m.input_dtype + str(list(m.input_shape)):<16} {m.num_classes:>7} "
+            f"{m.input_dtype + str(list(m.input_shape)):<16} {m.num_classes:>7} {arch:<15} "
             f"{accuracy if accuracy is not None else '-':>8}  {m.device}"
         )
     return 0

@@ -1,4 +1,4 @@
-"""``tfclassify train``: train a classifier and export it into a model repository."""
+"""``tfclassify train``: train a classifier and export it into a model repository (``--compare``: several)."""
 
 from __future__ import annotations
 
@@ -7,52 +7,130 @@ from pathlib import Path
 
 from tfclassify.client.cli.common import CliError, quiet_tensorflow
 from tfclassify.client.datasets import dataset_names
-from tfclassify.trainer.config import ARCHITECTURES, TrainConfig
+from tfclassify.trainer.catalog import ALIASES, ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, architecture
 
 
 def add_parser(sub) -> None:
+    archs = "; ".join(f"{s.name}: {s.summary}" for s in ARCHITECTURES.values())
     parser = sub.add_parser(
         "train",
         help="train a model and export a new version",
-        description="Train a Keras classifier on a dataset of the MNIST family and export it as a new "
-        "SavedModel version into a model repository. Needs the trainer extra: pip install 'tfclassify[trainer]'.",
+        description="Train a Keras classifier on a dataset of the MNIST family or your own images and export it "
+        "as a new SavedModel version (with a model card and a training-history plot) into a model repository. "
+        f"Architectures: {archs}. Each trains with its tutorial's settings unless flags say otherwise. "
+        "Needs the trainer extra: pip install 'tfclassify[trainer]'.",
     )
-    parser.add_argument("--dataset", required=True, choices=dataset_names())
+    data = parser.add_argument_group("data (one of --dataset, --npz, --train-images, --images)")
+    data.add_argument("--dataset", choices=dataset_names(), help="a dataset of the MNIST family, by name")
+    data.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    data.add_argument("--npz", type=Path, help="one .npz file holding x_train, y_train (and x_test, y_test)")
+    data.add_argument("--npz-keys", default="x_train,y_train,x_test,y_test", metavar="X,Y,XT,YT",
+                      help="array names inside --npz [default: %(default)s]")
+    data.add_argument("--train-images", type=Path, help="IDX or .npz file of uint8 images [N, 28, 28] (or [N, 784])")
+    data.add_argument("--train-labels", type=Path, help="IDX or .npz file of their integer labels")
+    data.add_argument("--test-images", type=Path, help="test images (else --test-fraction is held out)")
+    data.add_argument("--test-labels", type=Path, help="test labels")
+    data.add_argument("--images", type=Path,
+                      help="folder, .zip or .tar of image files in one folder per class (Shirt/0001.png)")
+    data.add_argument("--class-names", help="class names of array data, comma-separated, or @FILE (one per line)")
+    data.add_argument("--test-fraction", type=float, default=0.2,
+                      help="share held out as the test set when the data has none [default: %(default)s]")
     parser.add_argument("--model-repo", type=Path, required=True, help="model repository folder")
-    parser.add_argument("--name", help="model name in the repository (default: the dataset name)")
-    parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES, help="architecture [default: %(default)s]")
-    parser.add_argument("--epochs", type=int, default=10, help="[default: %(default)s]")
-    parser.add_argument("--batch-size", type=int, default=128, help="[default: %(default)s]")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="[default: %(default)s]")
+    parser.add_argument("--name", help="model name in the repository (default: the dataset's or file's name)")
+    parser.add_argument("--arch", default="mlp512", choices=[*ARCHITECTURES, *ALIASES],
+                        help="architecture (mlp is the old name of mlp512) [default: %(default)s]")
+    hyper = parser.add_argument_group("training (default: the architecture's own)")
+    hyper.add_argument("--recipe", choices=RECIPES, default="tutorial",
+                       help="the settings flags start from: the architecture's tutorial, or our tuned recipe "
+                       "(more epochs, cosine decay) where it has one [default: %(default)s]")
+    hyper.add_argument("--optimizer", choices=OPTIMIZERS)
+    hyper.add_argument("--learning-rate", type=float)
+    hyper.add_argument("--schedule", choices=SCHEDULES,
+                       help="learning rate: constant, cosine decay to 0, or exponential decay to a tenth")
+    hyper.add_argument("--batch-size", type=int)
+    hyper.add_argument("--epochs", type=int)
+    hyper.add_argument("--steps", type=int, help="optimizer steps instead of epochs")
+    hyper.add_argument("--dropout", type=float, help="rate of the architecture's dropout layers")
+    hyper.add_argument("--l2", type=float, help="L2 weight decay on every kernel")
+    hyper.add_argument("--validation-split", type=float, default=0.0,
+                       help="share of the training images held out for validation [default: %(default)s]")
+    hyper.add_argument("--early-stopping", type=int, default=0, metavar="EPOCHS",
+                       help="stop when the validation loss has not improved for this many epochs, keeping the "
+                       "best weights (needs --validation-split) [default: off]")
+    hyper.add_argument("--seed", type=int, default=0, help="random seed: the same seed on the same CPU gives the "
+                       "same weights [default: %(default)s]")
+    parser.add_argument("--devices", default="auto",
+                        help="auto (every GPU, mirrored, when there are several), one, or a list to mirror over "
+                        "(GPU:0,GPU:1) [default: %(default)s]")
+    parser.add_argument("--cpu-devices", type=int, default=1, help=argparse.SUPPRESS)  # tests: mirror over CPUs
     parser.add_argument("--version", type=int, help="version to export as (default: the next free one)")
-    parser.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only")
-    parser.add_argument("--seed", type=int, default=0, help="random seed [default: %(default)s]")
+    parser.add_argument("--compare", metavar="ARCH,ARCH|all",
+                        help="train each of these architectures on the same data (model NAME-ARCH each) and "
+                        "print a table: accuracy, parameters, seconds per epoch, inference images/s")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from tfclassify.client.datasets import DatasetNotFoundError
+    from tfclassify.trainer.config import TrainConfig
+    from tfclassify.trainer.data import DataError, DataSource, load_training_data
+
+    keys = tuple(k.strip() for k in args.npz_keys.split(","))
+    if len(keys) != 4:
+        raise CliError(f"--npz-keys: expected 4 comma-separated names, got {args.npz_keys!r}")
+    source = DataSource(
+        dataset=args.dataset, data_dir=args.data_dir, npz=args.npz, npz_keys=keys, train_images=args.train_images,
+        train_labels=args.train_labels, test_images=args.test_images, test_labels=args.test_labels,
+        images=args.images, class_names=_class_names(args.class_names), test_fraction=args.test_fraction,
+        seed=args.seed,
+    )
+    config = TrainConfig(
+        source=source, model_repo=args.model_repo, model_name=args.name, arch=args.arch, recipe=args.recipe,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate, schedule=args.schedule, batch_size=args.batch_size, epochs=args.epochs,
+        steps=args.steps, dropout=args.dropout, l2=args.l2, validation_split=args.validation_split,
+        early_stopping=args.early_stopping, version=args.version, train_limit=args.train_limit, seed=args.seed,
+        devices=args.devices, cpu_devices=args.cpu_devices,
+    )
+    try:
+        # Bad flags and bad data fail here, in a second, before TensorFlow is imported.
+        config.hyperparameters()
+        names = [config.arch]
+        if args.compare:
+            names = list(ARCHITECTURES) if args.compare == "all" else [a.strip() for a in args.compare.split(",")]
+            for name in names:
+                architecture(name)
+        data = load_training_data(source)
+    except (DataError, DatasetNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     quiet_tensorflow()
     try:
+        from tfclassify.trainer.compare import compare, comparison_table
         from tfclassify.trainer.train import train
     except ImportError as exc:
         raise CliError(f"tfclassify train needs the trainer extra ({exc}): pip install 'tfclassify[trainer]'") from exc
-    config = TrainConfig(
-        dataset=args.dataset,
-        model_repo=args.model_repo,
-        model_name=args.name,
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        version=args.version,
-        data_dir=args.data_dir,
-        train_limit=args.train_limit,
-        seed=args.seed,
-    )
-    result = train(config)
+    try:
+        if args.compare:
+            print(comparison_table(compare(config, names, data)))
+            return 0
+        result = train(config, data)
+    except (FileExistsError, ValueError) as exc:  # an existing version; a device --devices names that is not here
+        raise CliError(str(exc)) from None
     print(
         f"exported {result.version_dir} (version {result.version}): test accuracy {result.test_accuracy:.4f}, "
-        f"trained in {result.train_seconds:.1f} s"
+        f"trained in {result.train_seconds:.1f} s ({result.seconds_per_epoch:.1f} s per epoch), "
+        f"{result.parameters:,} parameters"
     )
     return 0
+
+
+def _class_names(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise CliError(f"--class-names: {path}: no such file")
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return tuple(name.strip() for name in value.split(","))

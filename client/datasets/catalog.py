@@ -56,6 +56,11 @@ class DatasetSpec:
         return len(self.labels)
 
 
+def _kana_labels(kana: str, romaji: list[str]) -> tuple[str, ...]:
+    """Class names such as "あ (a)": the character, then how it reads."""
+    return tuple(f"{k} ({r.replace('-', ' ')})" for k, r in zip(kana, romaji, strict=True))
+
+
 def _idx_layout(base_url: str, md5: dict[str, str]) -> Layout:
     names = {
         "train_images": "train-images-idx3-ubyte.gz",
@@ -145,7 +150,7 @@ KMNIST = DatasetSpec(
     name="kmnist",
     title="Kuzushiji-MNIST (10 hiragana)",
     homepage="https://github.com/rois-codh/kmnist",
-    labels=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+    labels=_kana_labels("おきすつなはまやれを", "o ki su tsu na ha ma ya re wo".split()),
     layouts=(
         _idx_layout(
             "http://codh.rois.ac.jp/kmnist/dataset/kmnist/",
@@ -166,12 +171,14 @@ _K49_ROMAJI = (
     "a i u e o ka ki ku ke ko sa shi su se so ta chi tsu te to na ni nu ne no "
     "ha hi fu he ho ma mi mu me mo ya yu yo ra ri ru re ro wa wi we wo n iteration-mark"
 ).split()
+#: The characters of k49_classmap.csv, in class order.
+_K49_KANA = "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわゐゑをんゝ"
 
 K49 = DatasetSpec(
     name="k49",
     title="Kuzushiji-49 (49 hiragana)",
     homepage="https://github.com/rois-codh/kmnist",
-    labels=tuple(_K49_ROMAJI),
+    labels=_kana_labels(_K49_KANA, _K49_ROMAJI),
     layouts=(
         _npz_layout(
             "http://codh.rois.ac.jp/kmnist/dataset/k49/",

@@ -1,0 +1,233 @@
+"""The images a run trains and tests on: a named dataset, the user's arrays (IDX or ``.npz``), or a folder or
+archive of image files labelled by the folder that holds them. numpy and Pillow only."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfclassify.client.datasets import DATASETS, load_dataset, read_array
+from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, apply_invert, decode_image
+from tfclassify.client.inputs.labels import folder_label
+from tfclassify.client.inputs.sources import InputError, format_hint, open_input, read_file_ref
+
+IMAGE_SHAPE = (28, 28)
+
+
+class DataError(ValueError):
+    """Training data that cannot be used as given; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's images come from: exactly one of a dataset name, an ``.npz`` file holding both splits,
+    array files per split, or a folder/archive of labelled images."""
+
+    dataset: str | None = None
+    data_dir: Path | None = None
+    npz: Path | None = None
+    #: Array names inside ``npz``: train images, train labels, test images, test labels.
+    npz_keys: tuple[str, str, str, str] = ("x_train", "y_train", "x_test", "y_test")
+    train_images: Path | None = None
+    train_labels: Path | None = None
+    test_images: Path | None = None
+    test_labels: Path | None = None
+    images: Path | None = None
+    #: Class names for array data (default: the label numbers).
+    class_names: tuple[str, ...] | None = None
+    #: Share of the training images held out as the test set when the data has no test split.
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def describe(self) -> str:
+        if self.dataset:
+            return self.dataset
+        return str(self.npz or self.images or self.train_images)
+
+
+@dataclass
+class TrainingData:
+    """Train and test splits, uint8 ``[N, 28, 28]`` images and int labels, with class names and checksums."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    #: How the test set was made ("the dataset's test split", "20% held out (seed 0)").
+    test_split: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def checksums(self) -> dict[str, str]:
+        """SHA-256 of each array's bytes: the same images give the same sums whatever file held them."""
+        return {name: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+                for name, a in (("train_images", self.x_train), ("train_labels", self.y_train),
+                                ("test_images", self.x_test), ("test_labels", self.y_test))}
+
+    def limit_train(self, n: int | None) -> None:
+        if n:
+            self.x_train, self.y_train = self.x_train[:n], self.y_train[:n]
+
+
+def load_training_data(source: DataSource) -> TrainingData:
+    """Read and check the images ``source`` names (``DataError`` for anything unusable)."""
+    chosen = [bool(source.dataset), bool(source.npz), bool(source.train_images), bool(source.images)]
+    if sum(chosen) != 1:
+        raise DataError("give exactly one of --dataset, --npz, --train-images (with --train-labels) or --images")
+    if source.dataset:
+        return _named(source)
+    if source.npz:
+        return _from_npz(source)
+    if source.train_images:
+        return _from_array_files(source)
+    return _from_image_files(source)
+
+
+def _named(source: DataSource) -> TrainingData:
+    if source.dataset not in DATASETS:
+        raise DataError(f"unknown dataset {source.dataset!r}: expected one of {', '.join(sorted(DATASETS))}")
+    train = load_dataset(source.dataset, "train", source.data_dir)
+    test = load_dataset(source.dataset, "test", source.data_dir)
+    return TrainingData(train.images, train.labels, test.images, test.labels, tuple(train.label_names),
+                        source.dataset, "the dataset's test split")
+
+
+def _from_npz(source: DataSource) -> TrainingData:
+    path = source.npz
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            present = set(npz.files)
+            x_key, y_key, xt_key, yt_key = source.npz_keys
+            missing = [k for k in (x_key, y_key) if k not in present]
+            if missing:
+                raise DataError(f"{path}: no array {missing[0]!r} (it holds {', '.join(sorted(present)) or 'nothing'}); "
+                                "name the arrays with --npz-keys TRAIN_X,TRAIN_Y,TEST_X,TEST_Y")
+            x, y = npz[x_key], npz[y_key]
+            test = (npz[xt_key], npz[yt_key]) if xt_key in present and yt_key in present else None
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    return _arrays(source, x, y, test, f"{path}[{x_key}, {y_key}]", str(path))
+
+
+def _from_array_files(source: DataSource) -> TrainingData:
+    if not source.train_labels:
+        raise DataError("--train-images needs --train-labels")
+    if bool(source.test_images) != bool(source.test_labels):
+        raise DataError("give --test-images and --test-labels together")
+
+    def read(path: Path) -> np.ndarray:
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
+        try:
+            return read_array(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: {exc}") from exc
+
+    test = (read(source.test_images), read(source.test_labels)) if source.test_images else None
+    return _arrays(source, read(source.train_images), read(source.train_labels), test, str(source.train_labels),
+                   str(source.train_images))
+
+
+def _arrays(source: DataSource, x: np.ndarray, y: np.ndarray, test: tuple[np.ndarray, np.ndarray] | None,
+            labels_origin: str, origin: str) -> TrainingData:
+    x, y = _checked_images(x, origin), _checked_labels(y, len(x), labels_origin)
+    if test is not None:
+        xt, yt = _checked_images(test[0], origin + " (test)"), _checked_labels(test[1], len(test[0]), labels_origin)
+    num_classes = int(max(y.max(), yt.max() if test is not None else 0)) + 1
+    if num_classes < 2:
+        raise DataError(f"{labels_origin}: every label is 0: a classifier needs at least 2 classes, got 1")
+    names = source.class_names or tuple(str(i) for i in range(num_classes))
+    if len(names) < num_classes:
+        raise DataError(f"{labels_origin}: labels go up to {num_classes - 1} but {len(names)} class names were given")
+    if test is None:
+        x, y, xt, yt, how = _hold_out(x, y, source.test_fraction, source.seed)
+    else:
+        how = "the data's test split"
+    return TrainingData(x, y, xt, yt, tuple(names), origin, how)
+
+
+def _checked_images(x: np.ndarray, origin: str) -> np.ndarray:
+    if x.ndim == 2 and x.shape[1] == IMAGE_SHAPE[0] * IMAGE_SHAPE[1]:
+        x = x.reshape(-1, *IMAGE_SHAPE)
+    if x.ndim == 4 and x.shape[3] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{origin}: expected images [N, 28, 28] (or [N, 784]), got shape {list(x.shape)}")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all() or x.min() < 0 or x.max() > 255 \
+                or not np.array_equal(x, np.round(x)):
+            raise DataError(f"{origin}: expected uint8 pixels 0..255, got {x.dtype} values that are not")
+        x = x.astype(np.uint8)
+    if not len(x):
+        raise DataError(f"{origin}: no images")
+    return x
+
+
+def _checked_labels(y: np.ndarray, n: int, origin: str) -> np.ndarray:
+    y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 2 and np.asarray(y).shape[1] == 1 else np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{origin}: expected integer class labels [N], got {y.dtype} {list(y.shape)}")
+    if len(y) != n:
+        raise DataError(f"{origin}: {len(y)} labels for {n} images")
+    if y.min() < 0:
+        raise DataError(f"{origin}: negative label {int(y.min())}")
+    return y.astype(np.int64)
+
+
+def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+    if not 0 < fraction < 1:
+        raise DataError(f"--test-fraction must be between 0 and 1, got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, round(len(x) * fraction))
+    if n_test >= len(x):
+        raise DataError(f"{len(x)} images are too few to hold out {fraction:.0%} as a test set")
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test], f"{fraction:.0%} held out at random (seed {seed})"
+
+
+def _from_image_files(source: DataSource) -> TrainingData:
+    """A folder or archive whose images sit in one folder per class (``Shirt/0001.png``)."""
+    try:
+        items = list(open_input(source.images).items())
+    except InputError as exc:
+        raise DataError(str(exc)) from exc
+    spec = ConversionSpec()
+    images, labels, skipped = [], [], []
+    open_files: dict[str, object] = {}
+    try:
+        for item in items:
+            label = folder_label(item.member)
+            if label is None:
+                skipped.append((item.source, "not in a class folder"))
+                continue
+            try:
+                pixels = decode_image(read_file_ref(item.ref, open_files), spec, format_hint(item.ref))
+            except (ImageDecodeError, OSError) as exc:
+                skipped.append((item.source, str(exc)))
+                continue
+            images.append(pixels)
+            labels.append(label)
+    finally:
+        for f in open_files.values():
+            f.close()
+    names = tuple(sorted(set(labels)))
+    if len(names) < 2:
+        raise DataError(f"{source.images}: expected images in at least 2 class folders (e.g. Shirt/0001.png), "
+                        f"found {len(names)}")
+    index = {name: i for i, name in enumerate(names)}
+    x = apply_invert(np.stack(images), spec.invert)
+    y = np.array([index[label] for label in labels], dtype=np.int64)
+    xs, ys, xt, yt, how = _hold_out(x, y, source.test_fraction, source.seed)
+    return TrainingData(xs, ys, xt, yt, names, str(source.images), how, skipped)
