@@ -14,7 +14,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# Every architecture trained in full on Fashion-MNIST with our tuned recipes (about 25 minutes on 2 cores);
+# Every architecture trained in full on Fashion-MNIST with our tuned recipes (about 10 minutes on 2 cores);
 # prints accuracy, parameters, seconds per epoch and inference images/s. Models go to $(TRAIN_REPO).
 TRAIN_REPO ?= models-full
 train-all: setup

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -60,8 +61,10 @@ def test_classify_models_and_health_commands(server, fashion_test, tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in rows] == files and all(len(r["top_k"]) == 3 for r in rows)
     listing = run("models", "--server", server.address).stdout
-    assert "fashion" in listing and "digits" in listing
-    assert json.loads(run("models", "fashion", "--server", server.address).stdout)["labels"][1] == "Trouser"
+    assert re.search(r"^fashion .* 10 mlp512 +0\.\d+ ", listing, re.M), listing  # the architecture, from the card
+    assert re.search(r"^digits .* 10 - +- ", listing, re.M), listing
+    info = json.loads(run("models", "fashion", "--server", server.address).stdout)
+    assert info["labels"][1] == "Trouser" and info["training_metadata"]["arch"]["parameters"] == 407_050
     assert "SERVING" in run("health", "--server", server.address).stdout
 
 

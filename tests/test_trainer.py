@@ -184,3 +184,15 @@ def test_an_existing_version_is_refused_before_training(compared):
                                                 result.stderr), result.stderr
     assert "Epoch" not in result.stdout, "refused before training"
     assert sorted(p.name for p in (repo / "fmnist-cnn").iterdir()) == before, "nothing half-written"
+
+
+def test_early_stopping_keeps_the_best_epoch_on_validation_loss(tmp_path):
+    # 500 images and 400,000 weights: the validation loss turns up within a few epochs.
+    train("--dataset", "fashion_mnist", "--data-dir", str(FASHION_DIR), "--train-limit", "500", "--epochs", "40",
+          "--validation-split", "0.2", "--early-stopping", "2", "--model-repo", str(tmp_path))
+    training = card(tmp_path / "fashion_mnist" / "1")["training"]
+    val_loss = training["history"]["val_loss"]
+    assert training["stopped_early"] is True and training["epochs_run"] == len(val_loss) < 40
+    best = val_loss.index(min(val_loss))
+    assert best == len(val_loss) - 3, "stopped 2 epochs after the best, whose weights were kept"
+    assert card(tmp_path / "fashion_mnist" / "1")["hyperparameters"]["early_stopping_patience"] == 2

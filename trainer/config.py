@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tfclassify.trainer.catalog import OPTIMIZERS, RECIPES, SCHEDULES, ArchitectureSpec, Hyperparameters, architecture
@@ -44,7 +44,6 @@ class TrainConfig:
     devices: str = "auto"
     #: Split the CPU into this many logical devices first (to run the mirrored path without GPUs).
     cpu_devices: int = 1
-    extra: dict = field(default_factory=dict)
 
     @property
     def spec(self) -> ArchitectureSpec:

@@ -42,11 +42,6 @@ class DataSource:
     test_fraction: float = 0.2
     seed: int = 0
 
-    def describe(self) -> str:
-        if self.dataset:
-            return self.dataset
-        return str(self.npz or self.images or self.train_images)
-
 
 @dataclass
 class TrainingData:
