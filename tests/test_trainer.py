@@ -160,6 +160,7 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     (("--dataset", "fashion_mnist", "--images", "{tmp}/single"), "give exactly one of --dataset"),
     (("--npz", "{tmp}/short.npz", "--early-stopping", "2"), "give --validation-split too"),
     (("--npz", "{tmp}/floats.npz"), "expected uint8 pixels 0..255"),
+    (("--npz", "{tmp}/short.npz", "--arch", "mlp128-256", "--devices", "CPU:0,CPU:1"), "own loop on one device"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     rng = np.random.default_rng(0)

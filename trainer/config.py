@@ -80,6 +80,9 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {hp.dropout}")
         if not 0 <= self.validation_split < 1:
             raise ValueError(f"--validation-split must be in [0, 1), got {self.validation_split}")
+        if self.spec.low_level and self.devices not in ("auto", "one") and "," in self.devices:
+            raise ValueError(f"{self.spec.name} trains with its tutorial's own loop on one device: --devices "
+                             f"{self.devices} names several")
         if self.early_stopping and not self.validation_split:
             raise ValueError("--early-stopping watches the validation loss: give --validation-split too")
         return hp

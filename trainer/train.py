@@ -58,7 +58,8 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     # Same seed, same CPU: the same weights (every op deterministic, at some cost in speed).
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    strategy = choose_strategy(config.devices)
+    # The low-level loop is the tutorial's own: one device (auto: the first GPU, else the CPU).
+    strategy = tf.distribute.get_strategy() if spec.low_level else choose_strategy(config.devices)
     x_fit, y_fit, validation = _validation_split(data, config.validation_split)
     steps_per_epoch = math.ceil(len(x_fit) / hp.batch_size)
     epochs = hp.epochs or max(1, math.ceil(hp.steps / steps_per_epoch))
