@@ -48,11 +48,14 @@ def run_score(address, archive, out, *extra, expect=0) -> subprocess.CompletedPr
     return result
 
 
-def start_score(address, archive, out, *extra) -> subprocess.Popen:
+def start_score(address, archive, out, *extra, sigint_ignored: bool = False) -> subprocess.Popen:
+    """``tfclassify score`` in the background; ``sigint_ignored``: started as a script's ``cmd &`` starts it, with
+    SIGINT ignored (Python then installs no KeyboardInterrupt handler of its own)."""
     return subprocess.Popen(
         tfclassify_cmd("score", "--server", address, "--model", "fashion", "--images", str(archive), "--labels",
                        "folder", "--output", str(out), "--no-progress", *extra),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
 
 
@@ -80,10 +83,12 @@ def test_sigkill_then_resume_gives_the_uninterrupted_output(server, big_zip, uni
     assert json.loads((tmp_path / "killed.jsonl.run.json").read_text())["complete"] is True
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(server, big_zip, uninterrupted, tmp_path, stop):
+@pytest.mark.parametrize("stop, sigint_ignored", [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["ctrl-c", "sigint-started-in-background", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(server, big_zip, uninterrupted, tmp_path, stop,
+                                                                 sigint_ignored):
     out = tmp_path / "stopped.jsonl"
-    proc = start_score(server.address, big_zip, out, *SLOW)
+    proc = start_score(server.address, big_zip, out, *SLOW, sigint_ignored=sigint_ignored)
     wait_for_rows(out, 64, proc)
     proc.send_signal(stop)
     stdout, stderr = proc.communicate(timeout=60)

@@ -156,15 +156,19 @@ def _array_labels(path: Path, args: argparse.Namespace) -> np.ndarray:
 
 
 async def _run_cancellable(plan, servers, options, args) -> JobResult:
-    """``run_job``, cancelled cleanly by SIGTERM as by Ctrl-C (a Kubernetes Job's pod gets SIGTERM)."""
+    """``run_job``, cancelled cleanly by SIGTERM (a Kubernetes Job's pod gets it) and by SIGINT (Ctrl-C). SIGINT is
+    handled here too, not left to Python's KeyboardInterrupt: a process started in the background by a script
+    inherits SIGINT ignored, and then Python installs no handler for it at all."""
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, task.cancel)
     try:
         return await run_job(plan, servers, options, args.output, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress, progress_interval=args.progress_interval)
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
+        for stop in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(stop)
 
 
 def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespace) -> int:
