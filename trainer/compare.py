@@ -32,7 +32,7 @@ def compare(config: TrainConfig, archs: list[str], data: TrainingData | None = N
     rows = []
     for arch in names:
         run = dataclasses.replace(config, arch=arch, model_name=f"{config.name}-{arch}")
-        result = train(run, dataclasses.replace(data))  # a copy: train() trims its training images
+        result = train(run, data)
         rows.append(Comparison(arch, result, _images_per_second(result, data.x_test)))
     return rows
 

@@ -4,15 +4,17 @@ archive of image files labelled by the folder that holds them. numpy and Pillow 
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from tfclassify.client.datasets import DATASETS, load_dataset, read_array
-from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, apply_invert, decode_image
+from tfclassify.client.inputs.decode import ConversionSpec
 from tfclassify.client.inputs.labels import folder_label
-from tfclassify.client.inputs.sources import InputError, format_hint, open_input, read_file_ref
+from tfclassify.client.inputs.sources import InputError, open_input
+from tfclassify.client.inputs.workers import decode_files
 
 IMAGE_SHAPE = (28, 28)
 
@@ -67,9 +69,9 @@ class TrainingData:
                 for name, a in (("train_images", self.x_train), ("train_labels", self.y_train),
                                 ("test_images", self.x_test), ("test_labels", self.y_test))}
 
-    def limit_train(self, n: int | None) -> None:
-        if n:
-            self.x_train, self.y_train = self.x_train[:n], self.y_train[:n]
+    def limited(self, n: int | None) -> "TrainingData":
+        """This data with only the first ``n`` training images (all of them when ``n`` is None)."""
+        return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n]) if n else self
 
 
 def load_training_data(source: DataSource) -> TrainingData:
@@ -99,20 +101,18 @@ def _from_npz(source: DataSource) -> TrainingData:
     path = source.npz
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    x_key, y_key, xt_key, yt_key = source.npz_keys
     try:
         with np.load(path, allow_pickle=False) as npz:
-            present = set(npz.files)
-            x_key, y_key, xt_key, yt_key = source.npz_keys
-            missing = [k for k in (x_key, y_key) if k not in present]
-            if missing:
-                raise DataError(f"{path}: no array {missing[0]!r} (it holds {', '.join(sorted(present)) or 'nothing'}); "
-                                "name the arrays with --npz-keys TRAIN_X,TRAIN_Y,TEST_X,TEST_Y")
-            x, y = npz[x_key], npz[y_key]
-            test = (npz[xt_key], npz[yt_key]) if xt_key in present and yt_key in present else None
+            arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
         raise DataError(f"{path}: not a readable .npz file ({exc})") from exc
+    missing = [k for k in (x_key, y_key) if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: no array {missing[0]!r} (it holds {', '.join(sorted(arrays)) or 'nothing'}); "
+                        "name the arrays with --npz-keys TRAIN_X,TRAIN_Y,TEST_X,TEST_Y")
+    x, y = arrays[x_key], arrays[y_key]
+    test = (arrays[xt_key], arrays[yt_key]) if xt_key in arrays and yt_key in arrays else None
     return _arrays(source, x, y, test, f"{path}[{x_key}, {y_key}]", str(path))
 
 
@@ -171,7 +171,9 @@ def _checked_images(x: np.ndarray, origin: str) -> np.ndarray:
 
 
 def _checked_labels(y: np.ndarray, n: int, origin: str) -> np.ndarray:
-    y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 2 and np.asarray(y).shape[1] == 1 else np.asarray(y)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{origin}: expected integer class labels [N], got {y.dtype} {list(y.shape)}")
     if len(y) != n:
@@ -198,31 +200,20 @@ def _from_image_files(source: DataSource) -> TrainingData:
         items = list(open_input(source.images).items())
     except InputError as exc:
         raise DataError(str(exc)) from exc
+    labelled = [(item, folder_label(item.member)) for item in items]
+    skipped = [(item.source, "not in a class folder") for item, label in labelled if label is None]
+    labelled = [(item, label) for item, label in labelled if label is not None]
     spec = ConversionSpec()
-    images, labels, skipped = [], [], []
-    open_files: dict[str, object] = {}
-    try:
-        for item in items:
-            label = folder_label(item.member)
-            if label is None:
-                skipped.append((item.source, "not in a class folder"))
-                continue
-            try:
-                pixels = decode_image(read_file_ref(item.ref, open_files), spec, format_hint(item.ref))
-            except (ImageDecodeError, OSError) as exc:
-                skipped.append((item.source, str(exc)))
-                continue
-            images.append(pixels)
-            labels.append(label)
-    finally:
-        for f in open_files.values():
-            f.close()
+    # The scorer's own decoding (formats, pixel limits, inversion), with its reasons for what it skips.
+    x, failed = decode_files([item.ref for item, _ in labelled], spec)
+    unreadable = {position for position, _ in failed}
+    skipped += [(labelled[position][0].source, reason) for position, reason in failed]
+    labels = [label for position, (_, label) in enumerate(labelled) if position not in unreadable]
     names = tuple(sorted(set(labels)))
     if len(names) < 2:
         raise DataError(f"{source.images}: expected images in at least 2 class folders (e.g. Shirt/0001.png), "
                         f"found {len(names)}")
     index = {name: i for i, name in enumerate(names)}
-    x = apply_invert(np.stack(images), spec.invert)
     y = np.array([index[label] for label in labels], dtype=np.int64)
     xs, ys, xt, yt, how = _hold_out(x, y, source.test_fraction, source.seed)
     return TrainingData(xs, ys, xt, yt, names, str(source.images), how, skipped)

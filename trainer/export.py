@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfclassify.server.repository import LABELS_FILE, METADATA_FILE, next_version
-from tfclassify.trainer.models import IMAGE_SHAPE
+from tfclassify.trainer.data import IMAGE_SHAPE
 
 log = logging.getLogger(__name__)
 

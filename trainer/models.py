@@ -8,8 +8,7 @@ from collections.abc import Callable
 import keras
 
 from tfclassify.trainer.catalog import ArchitectureSpec
-
-IMAGE_SHAPE = (28, 28)
+from tfclassify.trainer.data import IMAGE_SHAPE
 
 
 def build_model(spec: ArchitectureSpec, num_classes: int, dropout: float | None = None, l2: float = 0.0) -> keras.Model:

@@ -51,9 +51,7 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     target = Path(config.model_repo) / config.name
     if config.version is not None and (target / str(config.version)).exists():  # before, not after, the training
         raise FileExistsError(f"{target / str(config.version)} already exists: versions are never overwritten")
-    if data is None:
-        data = load_training_data(config.source)
-    data.limit_train(config.train_limit)
+    data = (data or load_training_data(config.source)).limited(config.train_limit)
     split_cpu(config.cpu_devices)
     # Same seed, same CPU: the same weights (every op deterministic, at some cost in speed).
     keras.utils.set_random_seed(config.seed)
