@@ -169,10 +169,12 @@ def test_the_container_starts_and_passes_the_kubelets_probes(deployed):
     took = wait_for_probe(deployed.container["startupProbe"], deployed.container, deployed.pod.ports, deployed.proc)
     startup = deployed.container["startupProbe"]
     assert took < startup["periodSeconds"] * startup["failureThreshold"]
-    for name in ("livenessProbe", "readinessProbe"):
-        spec = deployed.container[name]
-        assert spec["grpc"]["port"] in deployed.pod.ports
-        assert grpc_probe(deployed.address, spec["grpc"]["service"], spec["timeoutSeconds"]), name
+    liveness, readiness = deployed.container["livenessProbe"], deployed.container["readinessProbe"]
+    assert {liveness["grpc"]["port"], readiness["grpc"]["port"]} <= set(deployed.pod.ports)
+    assert grpc_probe(deployed.address, liveness["grpc"]["service"], liveness["timeoutSeconds"])
+    # Ready once the model has loaded (after liveness): the kubelet keeps probing every periodSeconds.
+    wait_until(lambda: grpc_probe(deployed.address, readiness["grpc"]["service"], readiness["timeoutSeconds"]),
+               timeout=60, interval=readiness["periodSeconds"] / 5)
     assert not grpc_probe(deployed.address, "no.such.Service"), "a probe of an unknown service fails"
     # The HTTP endpoints, for environments without gRPC probes, on the container's http port.
     assert http_get(deployed.metrics_port, "/healthz") == (200, "ok\n")
