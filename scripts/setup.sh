@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything tfclassify needs on a fresh Debian/Ubuntu machine:
-# the Fashion-MNIST data, Prometheus and rclone (Debian packages, for the deployment rehearsal), a
+# the Fashion-MNIST data, Prometheus and rclone (Debian packages, for the deployment rehearsal), Chromium
+# (renders the HTML reports in the tests), a
 # virtual environment in .venv with tfclassify installed (editable) with the
 # server, trainer and dev extras (Triton's client included). Safe to run
 # again: it skips what is done.
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus rclone)
+DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus rclone chromium)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -33,8 +34,8 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing tfclassify[server,trainer,dev] into $VENV (TensorFlow takes about a minute)"
+    echo "setup: installing tfclassify[server,trainer,report,dev] into $VENV (TensorFlow takes about a minute)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[server,trainer,dev]"
+    "$VENV/bin/python" -m pip install -q -e ".[server,trainer,report,dev]"
     touch "$stamp"
 fi

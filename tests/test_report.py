@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tfclassify.client.report import build_report
+from tfclassify.client.quality.report import build_report
 
 LABELS = ["cat", "dog", "fox"]
 

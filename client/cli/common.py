@@ -15,7 +15,8 @@ from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, Npz
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.labels import LabelError
 from tfclassify.client.inputs.sources import InputError
-from tfclassify.client.report import RowSummary, format_skipped, report_from_rows
+from tfclassify.client.quality.outputs import ReportPathError, print_notes, write_reports
+from tfclassify.client.quality.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.scoring.output import OutputError
 from tfclassify.client.tls import channel_credentials
 
@@ -29,7 +30,7 @@ EXIT_SKIPPED = 3  # the run completed, but some files were skipped (not images, 
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; a scoring run can be resumed
 
 #: Errors whose message is the whole story: printed as one line, exit status 1.
-USER_ERRORS = (DatasetNotFoundError, IdxFormatError, NpzFormatError, InputError, LabelError, OutputError,
+USER_ERRORS = (DatasetNotFoundError, IdxFormatError, NpzFormatError, InputError, LabelError, OutputError, ReportPathError,
                FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -121,21 +122,31 @@ def add_skipped_ok_argument(parser: argparse.ArgumentParser) -> None:
                         help="exit 0, not 3, when some files were skipped (they are still in the output and report)")
 
 
-def print_report(summary: RowSummary, labels: list[str], run: dict, report_path: Path | None,
-                 skipped_ok: bool = False) -> int:
-    """Print the report of an output file's rows (and write it as JSON); returns the exit status:
-    ``EXIT_SKIPPED`` when some files were skipped, unless ``skipped_ok``."""
+def add_report_argument(parser: argparse.ArgumentParser) -> None:
+    """``--report PATH`` (repeatable; the format by the name's ending) and ``--data-dir`` for thumbnails."""
+    parser.add_argument("--report", type=Path, action="append", default=[], metavar="PATH",
+                        help="write the report here: .json (schema tfclassify-report/1), .md, or .html (plots and "
+                        "thumbnails of the mistakes, one self-contained file); repeatable")
+
+
+def print_report(summary: RowSummary, labels: list[str], run: dict, report_paths: list[Path],
+                 skipped_ok: bool = False, record: dict | None = None, data_dir: Path | None = None) -> int:
+    """Print the report of an output file's rows and write it to ``report_paths``; returns the exit status:
+    ``EXIT_SKIPPED`` when some files were skipped, unless ``skipped_ok``. ``record`` (the run record) tells an
+    HTML report where to read the thumbnails back from."""
     report = report_from_rows(summary, labels, run=run)
     if report is None:
         print("no true labels: accuracy not computed")
         for line in format_skipped(summary.skipped, summary.skipped_files):
             print(line)
+        if report_paths:
+            print(f"no report written to {', '.join(map(str, report_paths))}: it needs true labels")
     else:
         print()
         print(report.format_text())
-        if report_path:
-            report.write_json(report_path)
-            print(f"\nreport written to {report_path}")
+        if report_paths:
+            print_notes(write_reports(report, report_paths, record, data_dir=data_dir))
+            print(f"\nreport written to {', '.join(map(str, report_paths))}")
     return EXIT_SKIPPED if summary.skipped and not skipped_ok else EXIT_OK
 
 

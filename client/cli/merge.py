@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import add_skipped_ok_argument, print_report
-from tfclassify.client.report import summarize_rows
+from tfclassify.client.cli.common import add_report_argument, add_skipped_ok_argument, print_report
+from tfclassify.client.quality.outputs import check_report_paths
+from tfclassify.client.quality.report import summarize_rows
 from tfclassify.client.scoring.merge import merge_outputs
 from tfclassify.client.scoring.output import read_rows
 
@@ -22,14 +23,17 @@ def add_parser(sub) -> None:
     parser.add_argument("outputs", nargs="+", type=Path, help="the shards' --output files (.jsonl or .parquet)")
     parser.add_argument("--output", type=Path, required=True, help="the merged output (.jsonl or .parquet)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    parser.add_argument("--report", type=Path, help="write the report as JSON here")
+    add_report_argument(parser)
+    parser.add_argument("--data-dir", type=Path, help="for an HTML report of a named dataset: folder holding its files")
     add_skipped_ok_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_report_paths(args.report)
     record = merge_outputs(args.outputs, args.output, overwrite=args.overwrite)
     summary = summarize_rows(read_rows(args.output))
     print(f"merged {len(args.outputs)} shards into {args.output}: {summary.rows} images, {summary.skipped} skipped")
     run_info = {"merged_from": record["merged_from"], "model": record["model"]["name"], "versions": summary.versions}
-    return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok)
+    return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok, record,
+                        args.data_dir)

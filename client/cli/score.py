@@ -13,6 +13,7 @@ import numpy as np
 from tfclassify.client.cli.common import (
     EXIT_INTERRUPTED,
     CliError,
+    add_report_argument,
     add_server_arguments,
     add_skipped_ok_argument,
     credentials_from,
@@ -25,6 +26,7 @@ from tfclassify.client.inputs.decode import INVERT_CHOICES
 from tfclassify.client.inputs.labels import FOLDER
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard
 from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
+from tfclassify.client.quality.outputs import check_report_paths
 from tfclassify.client.scoring.engine import ScoringOptions
 from tfclassify.client.scoring.job import Interrupted, JobResult, resume_hint, run_job
 from tfclassify.client.scoring.servers import RetryPolicy
@@ -74,7 +76,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--shard", metavar="I/N", help="score only shard I of N (0-based); `tfclassify merge` "
                         "combines the shards' outputs")
-    parser.add_argument("--report", type=Path, help="write the report as JSON here")
+    add_report_argument(parser)
     add_skipped_ok_argument(parser)
     parser.add_argument("--batch-size", type=int, default=0,
                         help="images per RPC [default: the largest power of two up to 4096 that makes 8 or more batches]")
@@ -92,6 +94,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.resume and not args.output:
         raise CliError("--resume needs --output (the file of the run to continue)")
+    check_report_paths(args.report)
     plan = build_plan(args)
     options = ScoringOptions(
         model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
@@ -121,8 +124,10 @@ def build_plan(args: argparse.Namespace) -> ScoringPlan:
     labels = args.labels
     if args.dataset:
         data = load_dataset(args.dataset, args.split, args.data_dir)
+        reopen = {"dataset": data.name, "split": data.split,
+                  "data_dir": str(args.data_dir.absolute()) if args.data_dir else None}
         inputs: list[Input] = [ArrayInput(Path(f"{data.name}-{data.split}"), f"{data.name}-{data.split}",
-                                          data.images, data.labels)]
+                                          data.images, data.labels, reopen)]
         if labels is not None:
             raise CliError("--labels is for --images: a named dataset carries its own labels")
     else:
@@ -142,9 +147,8 @@ def _array_input(path: Path, args: argparse.Namespace, labels: np.ndarray | None
     if path.suffix == ".npz":
         images, npz_labels = npz_arrays(path, args.npz_images, args.npz_labels, args.split)
         labels = labels if labels is not None else npz_labels
-    else:
-        images = read_array(path)
-    return ArrayInput(path, path.name, images, labels)
+        return ArrayInput(path, path.name, images, labels, {"npz_images": args.npz_images, "split": args.split})
+    return ArrayInput(path, path.name, read_array(path), labels)
 
 
 def _array_labels(path: Path, args: argparse.Namespace) -> np.ndarray:
@@ -192,4 +196,5 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
         "prepare_seconds": round(result.prepare_seconds, 3),
         "retries": record.get("retries", 0), "decoding": record.get("decoding"),
     }
-    return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok)
+    return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok, record,
+                        args.data_dir)

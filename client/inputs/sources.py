@@ -74,6 +74,10 @@ class Input:
         """What a resumed run checks to be the same input."""
         return {"path": str(self.path), "kind": type(self).__name__, "bytes": _size_of(self.path)}
 
+    def describe(self) -> dict:
+        """How to open this input again (reports read images back for their thumbnails)."""
+        return {"name": self.name, "kind": type(self).__name__, "path": str(self.path.absolute())}
+
 
 class DirectoryInput(Input):
     """A folder tree of image files."""
@@ -137,8 +141,11 @@ class ArrayInput(Input):
 
     is_array = True
 
-    def __init__(self, path: Path, name: str, images: np.ndarray, labels: np.ndarray | None) -> None:
+    def __init__(self, path: Path, name: str, images: np.ndarray, labels: np.ndarray | None,
+                 reopen: dict | None = None) -> None:
         super().__init__(path, name)
+        #: How the arrays were read beyond the path: {"dataset", "split", "data_dir"} or {"npz_images", "split"}.
+        self.reopen = dict(reopen or {})
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
             raise InputError(f"{path}: expected uint8 images [N, H, W], got {images.dtype} {list(images.shape)}")
         if labels is not None and labels.shape != (len(images),):
@@ -153,6 +160,12 @@ class ArrayInput(Input):
 
     def identity(self) -> dict:
         return {"path": str(self.path), "kind": "ArrayInput", "images": int(len(self.images))}
+
+    def describe(self) -> dict:
+        described = {**super().describe(), **self.reopen}
+        if "dataset" in self.reopen:
+            described["path"] = ""  # a dataset is found by name (and data_dir), not by a path
+        return described
 
 
 def open_input(path: Path) -> Input:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tfclassify.client.inputs.plan import ScoringPlan
-from tfclassify.client.report import RowSummary, summarize_rows
+from tfclassify.client.quality.report import RowSummary, summarize_rows
 from tfclassify.client.scoring.engine import Scorer, ScoringOptions
 from tfclassify.client.scoring.output import (
     FORMAT,
@@ -78,6 +78,7 @@ async def run_job(
             "format": FORMAT, "complete": False, "identity": identity,
             "model": {"name": scorer.model.name, "labels": list(scorer.model.labels)},
             "shard": [plan.shard, plan.num_shards], "survey": survey.to_dict(),
+            "inputs": [i.describe() for i in plan.inputs],
             "tfclassify": package_version(), "started": _now(),
         }
         # --resume with nothing written yet starts the run: a retried Kubernetes Job pod runs the same command.

@@ -36,7 +36,7 @@ def merge_outputs(outputs: list[Path], destination: Path, *, overwrite: bool = F
     merged = {
         "format": FORMAT, "complete": False,
         "identity": {**first["identity"], "shard": [0, 1]},
-        "model": first["model"], "shard": [0, 1],
+        "model": first["model"], "shard": [0, 1], "inputs": first.get("inputs", []),
         "survey": {"total": total, "shard_sizes": [total], "digest": ""},
         "merged_from": [str(p) for p in outputs],
     }

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.report import MAX_SKIPPED_LISTED, RowSummary, SkippedFile
+from tfclassify.client.atomic import write_atomic
+from tfclassify.client.quality.report import MAX_SKIPPED_LISTED, RowSummary, SkippedFile
 from tfclassify.client.scoring.engine import ChunkResult
 
 FORMAT = "tfclassify-predictions/1"
@@ -75,6 +76,8 @@ def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
         summary.scores += rounded(result.scores)
         summary.sources += chunk.sources
         summary.indices += chunk.indices
+        if result.top_k_classes.shape[1]:
+            summary.ranked += result.top_k_classes.tolist()
         return
     for p, reason in sorted(result.skipped.items()):
         summary.skipped += 1
@@ -90,6 +93,8 @@ def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
     summary.scores += rounded(result.scores[labelled])
     summary.sources += [chunk.sources[p] for p in labelled]
     summary.indices += [chunk.indices[p] for p in labelled]
+    if result.top_k_classes.shape[1]:
+        summary.ranked += result.top_k_classes[labelled].tolist()
 
 
 class _Columns:
@@ -159,7 +164,7 @@ def read_record(output: Path) -> dict:
 
 def write_record(output: Path, record: dict) -> None:
     """Write the run record atomically (temporary file, then rename)."""
-    _atomic_write(record_path(output), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(record_path(output), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 class PredictionsWriter:
@@ -332,15 +337,3 @@ def _cut_partial_line(path: Path) -> int:
         with open(path, "r+b") as f:
             f.truncate(last_end)
     return lines
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,5 +1,11 @@
-"""Accuracy report: accuracy, per-class precision/recall/F1, confusion matrix,
-most-confused class pairs, the most confident mistakes and the skipped files."""
+"""The accuracy report of a scoring run: accuracy and top-k accuracy with 95% intervals,
+macro/weighted F1, per-class precision/recall/F1, the confusion matrix, the most-confused
+pairs, calibration, the most confident mistakes, the least confident correct answers and
+the skipped files.
+
+``AccuracyReport.to_dict`` is the JSON schema ``tfclassify-report/1`` (see
+the README); the Markdown and HTML renderings are in ``markdown`` and ``html``.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
+from tfclassify.client.atomic import write_atomic
+from tfclassify.client.quality.stats import CalibrationBin, calibration_bins, expected_calibration_error, wilson_interval
+
+#: The JSON schema of a report; its major number changes only when a field changes meaning or goes away.
+SCHEMA = "tfclassify-report/1"
 #: Skipped files listed by name in a report (all are counted).
 MAX_SKIPPED_LISTED = 100
+#: Confidence bins of the calibration (reliability diagram).
+CALIBRATION_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -41,8 +54,8 @@ class ConfusedPair:
 
 
 @dataclass(frozen=True)
-class Misclassified:
-    """One wrongly classified example."""
+class Example:
+    """One classified example: the most confident mistakes, the least confident correct answers."""
 
     index: int
     true_label: str
@@ -59,41 +72,68 @@ class SkippedFile:
     reason: str
 
 
+@dataclass(frozen=True)
+class TopKAccuracy:
+    """How often the true class was among the ``k`` best ranked classes."""
+
+    k: int
+    accuracy: float
+    ci95: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Whether confidence means what it says: the reliability diagram's bins and their ECE."""
+
+    ece: float
+    bins: list[CalibrationBin]
+
+
 @dataclass
 class AccuracyReport:
-    """Everything ``tfclassify score`` reports about one scoring run."""
+    """Everything ``tfclassify score`` reports about one scoring run (JSON: ``to_dict``, schema ``SCHEMA``)."""
 
-    num_images: int
+    num_images: int  # labelled scored images: what the accuracy is computed on
+    correct: int
     accuracy: float
-    macro_f1: float
+    accuracy_ci95: tuple[float, float]  # Wilson score interval
+    macro_f1: float  # mean F1 of the classes present in the truth
+    weighted_f1: float  # F1 weighted by support
     labels: list[str]
     per_class: list[ClassMetrics]
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
+    confusion_matrix_normalized: list[list[float]]  # each row divided by its support (0 for absent classes)
     most_confused: list[ConfusedPair]
-    misclassified: list[Misclassified]
+    misclassified: list[Example]  # the most confident mistakes first
+    unsure_correct: list[Example]  # the least confident correct answers first
+    calibration: Calibration
+    top_k_accuracy: list[TopKAccuracy] = field(default_factory=list)  # k = 2.. the run's --top-k
     run: dict = field(default_factory=dict)  # model, version, dataset, timing
     skipped: int = 0  # files not scored (corrupt, not an image, refused)
     skipped_files: list[SkippedFile] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED
     unlabelled: int = 0  # scored images without a true label (not in the accuracy)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {"schema": SCHEMA, **asdict(self)}
         for pair, src in zip(d["most_confused"], self.most_confused):
             pair["total"] = src.total
         return d
 
     def write_json(self, path: str | Path) -> None:
-        """Write the report as JSON (written to a temporary name, then renamed)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        """Write the report as JSON (written whole or not at all)."""
+        write_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     def format_text(self) -> str:
         """A human-readable summary for the terminal."""
         width = max(len(m.label) for m in self.per_class)
+        lo, hi = self.accuracy_ci95
         lines = [
             f"accuracy {self.accuracy:.4f} on {self.num_images} images  (macro F1 {self.macro_f1:.4f})",
+            f"  95% interval {lo:.4f}..{hi:.4f}; weighted F1 {self.weighted_f1:.4f}; "
+            f"expected calibration error {self.calibration.ece:.4f}",
+        ]
+        lines += [f"  top-{t.k} accuracy {t.accuracy:.4f} ({t.ci95[0]:.4f}..{t.ci95[1]:.4f})" for t in self.top_k_accuracy]
+        lines += [
             "",
             f"{'class':<{width}}  precision  recall     f1  support",
         ]
@@ -125,13 +165,16 @@ def build_report(
     run: dict | None = None,
     sources: list[str] | None = None,
     indices: list[int] | None = None,
+    ranked: np.ndarray | None = None,
 ) -> AccuracyReport:
     """Compare predictions with the truth.
 
     ``true`` and ``predicted`` are class indices ``[N]``, ``scores`` the
     probability of each prediction; ``sources`` and ``indices`` (optional)
-    name each image and give its position in the run's input.
-    ``misclassified`` lists the most confident mistakes first.
+    name each image and give its position in the run's input; ``ranked``
+    (optional, ``[N, k]``) the k best classes of each image, best first, for
+    top-2..k accuracy. ``misclassified`` lists the most confident mistakes
+    first, ``unsure_correct`` the least confident correct answers.
     """
     true = np.asarray(true, dtype=np.int64)
     predicted = np.asarray(predicted, dtype=np.int64)
@@ -151,15 +194,28 @@ def build_report(
         for i in range(n_classes)
     ]
     present = support > 0
+    scores = np.asarray(scores, dtype=np.float64)
+    right = true == predicted
+    n_right = int(right.sum())
+    bins = calibration_bins(scores, right, CALIBRATION_BINS)
+    normalized = np.divide(confusion, support[:, None], out=np.zeros((n_classes, n_classes)), where=present[:, None])
+    examples = _Examples(true, predicted, scores, labels, sources, indices)
     return AccuracyReport(
         num_images=len(true),
-        accuracy=float(correct.sum() / len(true)),
+        correct=n_right,
+        accuracy=n_right / len(true),
+        accuracy_ci95=wilson_interval(n_right, len(true)),
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
+        weighted_f1=float((f1 * support).sum() / support.sum()),
         labels=list(labels),
         per_class=per_class,
         confusion_matrix=confusion.tolist(),
+        confusion_matrix_normalized=np.round(normalized, 6).tolist(),
         most_confused=_most_confused(confusion, labels, top_pairs),
-        misclassified=_misclassified(true, predicted, np.asarray(scores), labels, max_misclassified, sources, indices),
+        misclassified=examples.pick(np.flatnonzero(~right), most_confident=True, limit=max_misclassified),
+        unsure_correct=examples.pick(np.flatnonzero(right), most_confident=False, limit=max_misclassified),
+        calibration=Calibration(expected_calibration_error(bins), bins),
+        top_k_accuracy=_top_k_accuracy(true, ranked),
         run=dict(run or {}),
     )
 
@@ -186,6 +242,8 @@ class RowSummary:
     scores: list[float] = field(default_factory=list, repr=False)
     sources: list[str] = field(default_factory=list, repr=False)
     indices: list[int] = field(default_factory=list, repr=False)
+    #: The top-k classes of each labelled image, when the run asked for --top-k (else empty).
+    ranked: list[list[int]] = field(default_factory=list, repr=False)
     unlabelled: int = 0
     skipped: int = 0
     skipped_files: list[SkippedFile] = field(default_factory=list)
@@ -218,6 +276,9 @@ def summarize_rows(rows: Iterable[dict]) -> RowSummary:
         s.scores.append(row["score"])
         s.sources.append(row["source"])
         s.indices.append(row["index"])
+        top_k = row.get("top_k")
+        if top_k:
+            s.ranked.append([entry["class"] for entry in top_k])
     return s
 
 
@@ -225,9 +286,12 @@ def report_from_rows(summary: RowSummary, labels: list[str], run: dict | None = 
     """The accuracy report of a predictions file's rows; None when no scored row has a true label."""
     if not summary.true:
         return None
+    # Top-k accuracy only when every labelled row has the same k (rows of one run do).
+    same_k = len(summary.ranked) == len(summary.true) and len({len(r) for r in summary.ranked}) == 1
+    ranked = np.asarray(summary.ranked) if same_k else None
     report = build_report(
         np.asarray(summary.true), np.asarray(summary.predicted), np.asarray(summary.scores), labels, run=run,
-        sources=summary.sources, indices=summary.indices,
+        sources=summary.sources, indices=summary.indices, ranked=ranked,
     )
     report.skipped, report.skipped_files, report.unlabelled = summary.skipped, summary.skipped_files, summary.unlabelled
     return report
@@ -244,13 +308,31 @@ def _most_confused(confusion: np.ndarray, labels, top: int) -> list[ConfusedPair
     return pairs[:top]
 
 
-def _misclassified(true, predicted, scores, labels, limit: int, sources, indices) -> list[Misclassified]:
-    wrong = np.flatnonzero(true != predicted)
-    worst = wrong[np.argsort(-scores[wrong], kind="stable")][:limit]
-    return [
-        Misclassified(
-            int(indices[i]) if indices else int(i), labels[true[i]], labels[predicted[i]], float(scores[i]),
-            sources[i] if sources else "",
-        )
-        for i in worst
-    ]
+def _top_k_accuracy(true: np.ndarray, ranked: np.ndarray | None) -> list[TopKAccuracy]:
+    if ranked is None or ranked.ndim != 2 or ranked.shape[1] < 2:
+        return []
+    hits = np.cumsum(ranked == true[:, None], axis=1) > 0  # hits[:, j]: the truth is among the best j+1
+    result = []
+    for j in range(1, ranked.shape[1]):
+        n = int(hits[:, j].sum())
+        result.append(TopKAccuracy(j + 1, n / len(true), wilson_interval(n, len(true))))
+    return result
+
+
+class _Examples:
+    """Picks examples by confidence and names them."""
+
+    def __init__(self, true, predicted, scores, labels, sources, indices) -> None:
+        self.true, self.predicted, self.scores, self.labels = true, predicted, scores, labels
+        self.sources, self.indices = sources, indices
+
+    def pick(self, positions: np.ndarray, most_confident: bool, limit: int) -> list[Example]:
+        keys = -self.scores[positions] if most_confident else self.scores[positions]
+        chosen = positions[np.argsort(keys, kind="stable")][:limit]
+        return [
+            Example(
+                int(self.indices[i]) if self.indices else int(i), self.labels[self.true[i]],
+                self.labels[self.predicted[i]], float(self.scores[i]), self.sources[i] if self.sources else "",
+            )
+            for i in chosen
+        ]

@@ -1,0 +1,58 @@
+"""Writing a report in the formats its file names ask for: ``.json``, ``.md``, ``.html``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tfclassify.client.atomic import write_atomic
+from tfclassify.client.quality.html import render_html
+from tfclassify.client.quality.markdown import render_markdown
+from tfclassify.client.quality.plots import INSTALL_HINT, plots_available, report_plots
+from tfclassify.client.quality.report import AccuracyReport
+from tfclassify.client.quality.thumbnails import read_back
+
+FORMATS = {".json": "JSON", ".md": "Markdown", ".html": "HTML"}
+
+
+class ReportPathError(ValueError):
+    """A report file name whose format is unknown."""
+
+
+def check_report_paths(paths: list[Path]) -> None:
+    """Refuse unknown formats before any work is done (a scoring run must not fail at its end)."""
+    for path in paths:
+        if path.suffix.lower() not in FORMATS:
+            raise ReportPathError(f"--report {path}: the name must end in {', '.join(FORMATS)} (the format to write)")
+
+
+def write_reports(
+    report: AccuracyReport, paths: list[Path], record: dict | None, *, data_dir: Path | None = None,
+    title: str = "Accuracy report",
+) -> list[str]:
+    """Write ``report`` to every path, each whole or not at all; returns notes for the user
+    (thumbnails that could not be read back, plots missing without matplotlib)."""
+    notes: list[str] = []
+    for path in paths:
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            report.write_json(path)
+        elif suffix == ".md":
+            write_atomic(path, render_markdown(report, title))
+        else:
+            page_notes = []
+            plots = report_plots(report) if plots_available() else None
+            if plots is None:
+                page_notes.append(f"No plots: they need matplotlib ({INSTALL_HINT}).")
+            wanted = [e.source for e in report.misclassified + report.unsure_correct if e.source]
+            thumbnails = read_back(record or {}, wanted, data_dir)
+            page_notes += thumbnails.problems
+            write_atomic(path, render_html(report, plots=plots, thumbnails=thumbnails.pixels, notes=page_notes,
+                                           title=title))
+            notes += page_notes
+    return notes
+
+
+def print_notes(notes: list[str]) -> None:
+    for note in dict.fromkeys(notes):
+        print(f"tfclassify: note: {note}", file=sys.stderr)

@@ -1,0 +1,120 @@
+"""The report's pictures as PNG bytes: confusion heatmap, per-class bars, reliability diagram.
+
+matplotlib is an optional extra (``tfclassify[report]``); ``plots_available``
+says whether it is installed, and nothing here imports it before a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from tfclassify.client.quality.report import AccuracyReport
+
+#: Annotate the heatmap's cells with counts up to this many classes (49 would be unreadable).
+ANNOTATE_MAX_CLASSES = 16
+INSTALL_HINT = "pip install 'tfclassify[report]' (matplotlib)"
+
+
+def plots_available() -> bool:
+    """Whether matplotlib can be imported (it is only needed, and imported, for an HTML report)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def report_plots(report: AccuracyReport) -> dict[str, bytes]:
+    """All three plots of ``report``, by name: ``confusion``, ``per_class``, ``reliability``."""
+    return {
+        "confusion": confusion_heatmap(report),
+        "per_class": per_class_bars(report),
+        "reliability": reliability_diagram(report),
+    }
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot's import
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def confusion_heatmap(report: AccuracyReport) -> bytes:
+    """Row-normalised confusion matrix (colour: share of the true class), counts in the cells."""
+    plt = _pyplot()
+    n = len(report.labels)
+    normalized = np.asarray(report.confusion_matrix_normalized)
+    counts = np.asarray(report.confusion_matrix)
+    size = min(16.0, 3.0 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = ax.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ticks = np.arange(n)
+    ax.set_xticks(ticks, labels=report.labels, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
+    ax.set_yticks(ticks, labels=report.labels, fontsize=8 if n > 16 else 9)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix ({report.num_images:,} images)")
+    if n <= ANNOTATE_MAX_CLASSES:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if normalized[i, j] > 0.5 else "black")
+    return _png(fig)
+
+
+def per_class_bars(report: AccuracyReport) -> bytes:
+    """Precision, recall and F1 of every class, side by side."""
+    plt = _pyplot()
+    n = len(report.labels)
+    x = np.arange(n)
+    width = 0.27
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), 4.0))
+    for offset, name in ((-width, "precision"), (0.0, "recall"), (width, "f1")):
+        ax.bar(x + offset, [getattr(m, name) for m in report.per_class], width, label=name)
+    ax.set_xticks(x, labels=report.labels, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
+    ax.set_ylim(0.0, 1.05)
+    ax.set_ylabel("score")
+    ax.set_title("Per-class precision, recall and F1")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def reliability_diagram(report: AccuracyReport) -> bytes:
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration and the bins' counts."""
+    plt = _pyplot()
+    bins = report.calibration.bins
+    fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5.5, 6.0), height_ratios=[3, 1], sharex=True)
+    width = bins[0].upper - bins[0].lower
+    centres = [b.lower + width / 2 for b in bins]
+    filled = [b for b in bins if b.count]
+    ax.bar([b.lower + width / 2 for b in filled], [b.accuracy for b in filled], width * 0.95,
+           color="#4c72b0", label="accuracy")
+    ax.plot([b.confidence for b in filled], [b.confidence for b in filled], "o", color="#dd8452",
+            label="mean confidence")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram (ECE {report.calibration.ece:.4f})")
+    ax.legend(loc="upper left", fontsize=8)
+    counts_ax.bar(centres, [b.count for b in bins], width * 0.95, color="#8c8c8c")
+    counts_ax.set_yscale("symlog")
+    counts_ax.set_xlabel("confidence (score of the predicted class)")
+    counts_ax.set_ylabel("images")
+    return _png(fig)

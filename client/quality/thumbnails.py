@@ -1,0 +1,98 @@
+"""Reading scored images back for a report's thumbnails, from the inputs a run record names.
+
+Each prediction row names its image by ``source`` (``"photos.zip/Shirt/0001.png"``,
+``"fashion_mnist-test[41]"``); the run record's ``inputs`` say how each input
+was opened. Files are decoded exactly as the scorer decoded them (same size
+and inversion rule), so a thumbnail is what the model saw. Only the wanted
+images are decoded; a tar archive is read through once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError, load_dataset, npz_arrays, read_array
+from tfclassify.client.inputs.decode import ConversionSpec
+from tfclassify.client.inputs.sources import FileRef, InputError, open_input
+from tfclassify.client.inputs.workers import decode_files
+
+
+@dataclass
+class Thumbnails:
+    """Pixels by source, and why some could not be read back."""
+
+    pixels: dict[str, np.ndarray] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_back(record: dict, sources: list[str], data_dir: Path | None = None) -> Thumbnails:
+    """The pixels (uint8 ``[H, W]``) of ``sources`` from the inputs of the run ``record``.
+
+    Never raises for an input that moved or changed: its images are left out
+    and ``problems`` says why (the report is still written).
+    """
+    found = Thumbnails()
+    wanted = set(sources)
+    inputs = record.get("inputs") or []
+    if not inputs:
+        found.problems.append("the run record does not say where the images came from (written before "
+                              "tfclassify recorded it): no thumbnails")
+        return found
+    invert = record.get("identity", {}).get("invert", "auto")
+    for described in inputs:
+        name = described["name"]
+        mine = {s for s in wanted if s.startswith(name + "/") or s.startswith(name + "[") or s == described["path"]}
+        if not mine:
+            continue
+        try:
+            if described["kind"] == "ArrayInput":
+                found.pixels.update(_from_arrays(described, mine, data_dir))
+            else:
+                found.pixels.update(_from_files(described, mine, invert))
+        except (OSError, InputError, DatasetNotFoundError, IdxFormatError, NpzFormatError, ValueError) as exc:
+            found.problems.append(f"{name}: images not read back ({exc})")
+    missing = wanted - found.pixels.keys()
+    if missing and not found.problems:
+        found.problems.append(f"{len(missing)} images not found in the inputs (they changed since the run)")
+    return found
+
+
+def _from_arrays(described: dict, sources: set[str], data_dir: Path | None) -> dict[str, np.ndarray]:
+    if described.get("dataset"):
+        directory = data_dir or described.get("data_dir")
+        images = load_dataset(described["dataset"], described.get("split", "test"), directory,
+                              download_missing=False).images
+    else:
+        path = Path(described["path"])
+        if path.suffix == ".npz":
+            images, _ = npz_arrays(path, described.get("npz_images"), None, described.get("split", "test"))
+        else:
+            images = read_array(path)
+    prefix = len(described["name"]) + 1
+    pixels = {}
+    for source in sources:
+        index = int(source[prefix:-1])
+        if index < len(images):
+            pixels[source] = np.asarray(images[index]).reshape(images.shape[1], images.shape[2])
+    return pixels
+
+
+def _from_files(described: dict, sources: set[str], invert: str) -> dict[str, np.ndarray]:
+    source_input = open_input(Path(described["path"]))
+    refs: list[FileRef] = []
+    names: list[str] = []
+    remaining = set(sources)
+    for item in source_input.items(with_data=True):
+        if item.source in remaining:
+            remaining.discard(item.source)
+            refs.append(item.ref)
+            names.append(item.source)
+            if not remaining:
+                break
+    pixels, failed = decode_files(refs, ConversionSpec(invert=invert))
+    bad = {position for position, _ in failed}
+    good = [name for position, name in enumerate(names) if position not in bad]
+    return dict(zip(good, pixels))
