@@ -13,6 +13,7 @@ from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import model_spec
 from tfclassify.client.results import (
     ClassifyResult,
+    FeedbackResult,
     ModelInfo,
     Prediction,
     RankedClass,
@@ -24,6 +25,7 @@ __all__ = [
     "ClassifierClient",
     "ClassifyFuture",
     "ClassifyResult",
+    "FeedbackResult",
     "ModelInfo",
     "Prediction",
     "RankedClass",

@@ -22,8 +22,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
-from tfclassify.client.results import ClassifyResult, ModelInfo, RepositoryStatus, VersionStatus
+from tfclassify.client.requests import (
+    channel_options,
+    check_target,
+    check_true_classes,
+    classify_request,
+    encoded_request,
+    model_spec,
+)
+from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.client.tls import aio_token_interceptors
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
@@ -99,9 +106,14 @@ class ClassifierClient:
         return_probabilities: bool = False,
         timeout: float | None = None,
         omit_labels: bool = False,
+        true_classes: Sequence[int] | np.ndarray | None = None,
+        keep_for_feedback: bool = False,
+        request_id: str = "",
     ) -> ClassifyResult:
-        """Classify a batch of images with ``model`` (``omit_labels``: no label strings in the result)."""
-        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels)
+        """Classify a batch of images with ``model`` (``omit_labels``: no label strings in the result;
+        ``true_classes``, ``keep_for_feedback``: as in the synchronous client)."""
+        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels,
+                                   true_classes, keep_for_feedback, request_id)
         return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
 
     async def classify_encoded(
@@ -118,6 +130,13 @@ class ClassifierClient:
         """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
         request = encoded_request(images, model, version, version_label, top_k, return_probabilities)
         return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
+
+    async def feedback(self, model: str, request_id: str, true_classes: Sequence[int] | np.ndarray, *,
+                       timeout: float | None = None) -> FeedbackResult:
+        """As ``ClassifierClient.feedback``."""
+        request = pb.FeedbackRequest(model_name=model, request_id=request_id,
+                                     true_classes=check_true_classes(true_classes, len(true_classes)))
+        return FeedbackResult.from_proto(await self._call(self._stub.Feedback, request, timeout))
 
     # -- models --------------------------------------------------------------
     async def get_model_metadata(

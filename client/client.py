@@ -10,8 +10,15 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.requests import channel_options, check_target, classify_request, encoded_request, model_spec
-from tfclassify.client.results import ClassifyResult, ModelInfo, RepositoryStatus, VersionStatus
+from tfclassify.client.requests import (
+    channel_options,
+    check_target,
+    check_true_classes,
+    classify_request,
+    encoded_request,
+    model_spec,
+)
+from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.client.tls import TokenInterceptor
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
@@ -121,8 +128,17 @@ class ClassifierClient:
         top_k: int = 0,
         return_probabilities: bool = False,
         timeout: float | None = None,
+        true_classes: Sequence[int] | np.ndarray | None = None,
+        keep_for_feedback: bool = False,
+        request_id: str = "",
     ) -> ClassifyResult:
-        """Classify a batch of images with ``model``."""
+        """Classify a batch of images with ``model``.
+
+        ``true_classes`` (one class index per image, -1 where unknown), when the caller knows them, are
+        counted by the server in its live-accuracy metrics; they never change the answer.
+        ``keep_for_feedback`` keeps the predictions on the server under ``request_id`` until ``feedback``
+        brings the true classes.
+        """
         return self.classify_async(
             images,
             model,
@@ -131,6 +147,9 @@ class ClassifierClient:
             top_k=top_k,
             return_probabilities=return_probabilities,
             timeout=timeout,
+            true_classes=true_classes,
+            keep_for_feedback=keep_for_feedback,
+            request_id=request_id,
         ).result()
 
     def classify_async(
@@ -144,13 +163,17 @@ class ClassifierClient:
         return_probabilities: bool = False,
         timeout: float | None = None,
         omit_labels: bool = False,
+        true_classes: Sequence[int] | np.ndarray | None = None,
+        keep_for_feedback: bool = False,
+        request_id: str = "",
     ) -> ClassifyFuture:
         """Start a ``classify`` call and return at once; for pipelining many batches.
 
         ``omit_labels`` leaves label strings out of the result (``labels`` and
         ``top_k_labels`` come back empty): less work for large batches.
         """
-        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels)
+        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels,
+                                   true_classes, keep_for_feedback, request_id)
         return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)))
 
     def classify_encoded(
@@ -195,6 +218,15 @@ class ClassifierClient:
         """Every version's state, and the repository folders the server does not serve."""
         reply = self._call(self._stub.GetModelStatus, pb.GetModelStatusRequest(), timeout)
         return RepositoryStatus.from_proto(reply)
+
+    # -- live accuracy ---------------------------------------------------------
+    def feedback(self, model: str, request_id: str, true_classes: Sequence[int] | np.ndarray, *,
+                 timeout: float | None = None) -> FeedbackResult:
+        """The true classes of a request classified earlier with ``keep_for_feedback`` (-1 where still unknown);
+        the server counts them in the live-accuracy metrics of the version that classified it, once."""
+        request = pb.FeedbackRequest(model_name=model, request_id=request_id,
+                                     true_classes=check_true_classes(true_classes, len(true_classes)))
+        return FeedbackResult.from_proto(self._call(self._stub.Feedback, request, timeout))
 
     # -- helpers -------------------------------------------------------------
     def _timeout(self, timeout: float | None) -> float:

@@ -112,16 +112,36 @@ def classify_request(
     top_k: int,
     return_probabilities: bool,
     omit_labels: bool,
+    true_classes: object = None,
+    keep_for_feedback: bool = False,
+    request_id: str = "",
 ) -> pb.ClassifyRequest:
-    """A checked ``ClassifyRequest`` for a batch of pixels."""
+    """A checked ``ClassifyRequest`` for a batch of pixels (``true_classes``, ``keep_for_feedback``: see
+    ``ClassifierClient.classify``)."""
     request = pb.ClassifyRequest(
         model_spec=model_spec(model, version, version_label),
         top_k=check_top_k(top_k),
         return_probabilities=bool(return_probabilities),
         omit_labels=bool(omit_labels),
+        keep_for_feedback=bool(keep_for_feedback),
+        request_id=request_id,
     )
-    to_tensor_proto(as_image_batch(images), out=request.tensor)  # content last: see to_tensor_proto
+    if keep_for_feedback and not request_id:
+        raise invalid("keep_for_feedback needs a request_id: Feedback finds the predictions by it")
+    batch = as_image_batch(images)
+    if true_classes is not None:
+        request.true_classes.extend(check_true_classes(true_classes, len(batch)))
+    to_tensor_proto(batch, out=request.tensor)  # content last: see to_tensor_proto
     return request
+
+
+def check_true_classes(true_classes: object, images: int) -> list[int]:
+    """``true_classes`` as a list of ints, one per image (-1 where unknown)."""
+    array = np.asarray(true_classes)
+    if array.ndim != 1 or len(array) != images or (len(array) and array.dtype.kind not in "iu"):
+        raise invalid(f"true_classes must be {images} integer class indices, one per image (-1 where unknown), "
+                      f"got {array.dtype} {list(array.shape)}")
+    return array.tolist()
 
 
 def encoded_request(

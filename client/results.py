@@ -34,6 +34,20 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class FeedbackResult:
+    """What a ``feedback`` call counted: the version judged, its labelled images and the correct ones."""
+
+    model: str
+    version: int
+    labelled: int
+    correct: int
+
+    @classmethod
+    def from_proto(cls, response: pb.FeedbackResponse) -> "FeedbackResult":
+        return cls(response.model_spec.name, response.model_spec.version, response.labelled, response.correct)
+
+
+@dataclass(frozen=True)
 class ClassifyResult:
     """The classification of a batch of N images, as numpy columns.
 

@@ -24,6 +24,7 @@ from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
 from tfclassify.server.device import configure_devices, configure_threads, resolve_devices
+from tfclassify.server.feedback import FeedbackStore
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
 from tfclassify.server.logs import configure_logging
 from tfclassify.server.manager import ModelManager
@@ -90,7 +91,8 @@ class ClassifierServer:
             self.executor, self._update_health, settings.xla_max_batch_size,
         )
         self.dataplane = DataPlane(self.registry, settings.max_images_per_request,
-                                   max_response_bytes=settings.max_message_bytes)
+                                   max_response_bytes=settings.max_message_bytes,
+                                   feedback=FeedbackStore(settings.feedback_capacity, settings.feedback_ttl_s))
         self.health = health_aio.HealthServicer()
         self.grpc_port = 0
         self.metrics_port = -1

@@ -21,6 +21,7 @@ import numpy as np
 
 from tfclassify.server.batching import Outputs, RequestTiming
 from tfclassify.server.errors import InvalidInputError
+from tfclassify.server.feedback import FeedbackStore, check_true_classes
 from tfclassify.server.images import check_batch_size, check_image_batch, decode_images
 from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.rpc import RpcCall
@@ -43,6 +44,23 @@ class ClassifyInput:
     omit_labels: bool = False
     #: ``time.monotonic()`` instant after which the caller no longer waits.
     deadline: float | None = None
+    truth: Truth | None = None
+
+
+@dataclass(frozen=True)
+class Truth:
+    """What a request says about its images' true classes: given now, or to be given by ``Feedback``."""
+
+    true_classes: np.ndarray | None = None  # [N] int, -1 where unknown
+    keep_as: str | None = None  # the request id to keep the predictions under for Feedback
+
+    @classmethod
+    def of(cls, true_classes, keep_for_feedback: bool, request_id: str, what: str = "true_classes") -> Truth | None:
+        """The truth a request carries, or None (the common case, at the cost of two tests)."""
+        if not true_classes and not keep_for_feedback:
+            return None
+        return cls(np.asarray(true_classes, dtype=np.int64) if true_classes else None,
+                   request_id if keep_for_feedback else None)
 
 
 @dataclass(frozen=True)
@@ -61,8 +79,10 @@ class DataPlane:
     """Resolves model versions and runs images through each version's batching queue."""
 
     def __init__(self, registry: ModelRegistry, max_images_per_request: int, decode_threads: int = 0,
-                 max_response_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_response_bytes: int = 64 * 1024 * 1024, feedback: FeedbackStore | None = None) -> None:
         self.registry = registry
+        #: Predictions kept for Feedback calls (requests with ``keep_for_feedback``).
+        self.feedback = feedback if feedback is not None else FeedbackStore(100_000, 3600.0)
         self.max_images_per_request = max_images_per_request
         self.max_response_bytes = max_response_bytes
         # Encoded images are decoded here, never on the event loop: a request of 16,384 PNGs takes ~0.5 s.
@@ -81,10 +101,12 @@ class DataPlane:
         """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
         return self.registry.resolve(model, version, version_label)
 
-    async def infer(self, call: RpcCall, images: np.ndarray, deadline: float | None) -> tuple[Outputs, np.ndarray]:
+    async def infer(self, call: RpcCall, images: np.ndarray, deadline: float | None,
+                    truth: Truth | None = None) -> tuple[Outputs, np.ndarray]:
         """Run validated ``images`` ``[N, H, W]`` through the queue of the version ``call`` runs on
         (``call.infer(served)``); returns the model's outputs and each image's predicted class, which are
-        counted in the metrics. Timings go to ``call``, for the version's statistics.
+        counted in the metrics. Timings go to ``call``, for the version's statistics. ``truth`` (optional):
+        true classes to count in the live-accuracy metrics, or a request id to keep the predictions under.
 
         Call it right after resolving the version, with no ``await`` in between: an unload (on this event
         loop) cannot slip in, so a request never reaches a queue that has closed.
@@ -93,6 +115,11 @@ class DataPlane:
         runtime = served.runtime
         if images.dtype.kind == "f" and not np.isfinite(images).all():
             raise InvalidInputError("images hold NaN or infinite pixel values; send finite numbers (0-255)")
+        if truth is not None:  # checked before any work
+            if truth.true_classes is not None:
+                check_true_classes(truth.true_classes, len(images), runtime.num_classes)
+            if truth.keep_as is not None:
+                self.feedback.check_new(runtime.name, truth.keep_as, len(images))
         model_input = runtime.as_model_input(images)
         call.images = len(model_input)
         call.timing = timing = RequestTiming()
@@ -109,6 +136,12 @@ class DataPlane:
         # Every API's images count in the predicted-class metrics (argmax: logits and probabilities agree).
         classes = outputs[runtime.output_key].argmax(axis=1).astype(np.int32)
         served.metrics.count_predictions(classes)
+        if truth is not None:
+            if truth.true_classes is not None:
+                served.metrics.count_truth(truth.true_classes, classes)
+            if truth.keep_as is not None:
+                self.feedback.keep(runtime.name, truth.keep_as, runtime.version, classes, runtime.num_classes,
+                                   served.metrics.count_truth)
         return outputs, classes
 
     async def classify(self, call: RpcCall, request: ClassifyInput) -> ClassifyOutput:
@@ -135,7 +168,7 @@ class DataPlane:
         else:
             images = self._prepare(runtime, request)
             self.check_response_size(len(images), answer_bytes)
-        outputs, classes = await self.infer(call, images, request.deadline)
+        outputs, classes = await self.infer(call, images, request.deadline, request.truth)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
 
     def check_response_size(self, images: int, bytes_per_image: int) -> None:

@@ -27,6 +27,14 @@ class SignatureNotFoundError(ServingError):
     """The request names a signature the model does not serve (TensorFlow Serving's ``signature_name``)."""
 
 
+class FeedbackNotFoundError(ServingError):
+    """No predictions are kept for the request id a Feedback call names."""
+
+
+class AlreadyExistsError(ServingError):
+    """The request id is already in use (predictions kept for feedback)."""
+
+
 class ModelUnavailableError(ServingError):
     """The model exists but has no version ready to serve."""
 
@@ -57,6 +65,8 @@ Codes = Mapping[type[ServingError], grpc.StatusCode]
 STATUS_CODES: Codes = {
     InvalidInputError: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
+    FeedbackNotFoundError: grpc.StatusCode.NOT_FOUND,
+    AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     SignatureNotFoundError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelUnavailableError: grpc.StatusCode.UNAVAILABLE,
     QueueFullError: grpc.StatusCode.RESOURCE_EXHAUSTED,

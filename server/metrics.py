@@ -20,6 +20,7 @@ from prometheus_client import (
 
 from tfclassify.client.version import package_version
 from tfclassify.server.batching import BatchObserver, Replica
+from tfclassify.server.feedback import count_truth
 from tfclassify.server.statistics import InferenceStatistics
 
 # Request latency: from 0.25 ms (a single image on an idle CPU) to 10 s (a
@@ -76,6 +77,16 @@ class ServerMetrics:
         )
         self.predictions = Counter(
             "tfclassify_predictions", "Images classified, by predicted class (watch the mix shift).",
+            ["model", "version", "class"], registry=registry,
+        )
+        # Live accuracy: images whose true class the caller gave (with the request, or later by Feedback).
+        # Series appear only for versions that receive labels; "class" is the true class (49 for Kuzushiji-49).
+        self.labelled_images = Counter(
+            "tfclassify_labelled_images", "Classified images whose true class the caller gave, by true class.",
+            ["model", "version", "class"], registry=registry,
+        )
+        self.correct_images = Counter(
+            "tfclassify_correct_images", "Labelled images the version classified correctly, by true class.",
             ["model", "version", "class"], registry=registry,
         )
         self.replica_info = Gauge(
@@ -138,6 +149,8 @@ class VersionMetrics:
         self.statistics = m._statistics.setdefault((model, version), InferenceStatistics())
         self._images = m.images.labels(model, version)
         self._predictions = [m.predictions.labels(model, version, label) for label in labels]
+        self._labels = labels
+        self._truth: list[tuple] | None = None
         self._batch_size = m.batch_size.labels(model, version)
         self._queue_wait = m.queue_wait.labels(model, version)
         self._queued = m.queued_images.labels(model, version)
@@ -146,6 +159,19 @@ class VersionMetrics:
         for d in devices:
             m.replica_info.labels(model, version, d).set(1)
         self._devices = devices
+
+    def count_truth(self, true: np.ndarray, predicted: np.ndarray) -> tuple[int, int]:
+        """Count labelled images (``true`` -1: unknown, left out) and the correct ones; returns both totals."""
+        if self._truth is None:  # children made on first use: no series for versions that never get labels
+            m, (model, version) = self._m, self._key
+            self._truth = [(m.labelled_images.labels(model, version, label), m.correct_images.labels(model, version, label))
+                           for label in self._labels]
+        labelled, correct = count_truth(true, predicted, len(self._labels))
+        for index in np.flatnonzero(labelled).tolist():
+            self._truth[index][0].inc(int(labelled[index]))
+            if correct[index]:
+                self._truth[index][1].inc(int(correct[index]))
+        return int(labelled.sum()), int(correct.sum())
 
     def count_predictions(self, classes: np.ndarray) -> None:
         """Count a request's images by predicted class."""

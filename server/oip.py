@@ -24,7 +24,7 @@ from tfclassify.client.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
-from tfclassify.server.dataplane import DataPlane
+from tfclassify.server.dataplane import DataPlane, Truth
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
 from tfclassify.server.images import check_image_batch
 from tfclassify.server.oip_tensors import (
@@ -135,7 +135,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             # Raw: the tensor's bytes; classification: top_k length-prefixed "score:index:label" strings.
             per_image += top_k * (4 + 12 + runtime.mean_label_bytes) if top_k else dtype.itemsize * math.prod(shape)
         self._dataplane.check_response_size(len(images), per_image)
-        outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
+        outputs, _ = await self._dataplane.infer(call, images, deadline_of(context), _truth(request))
         response = pb.ModelInferResponse(model_name=runtime.name, model_version=served.version_label, id=request.id)
         for name, top_k in requested:
             array = outputs[name]
@@ -258,6 +258,36 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 def _is_version_number(version: str) -> bool:
     """ASCII digits only: ``str.isdigit`` also takes "²" and "①" (which ``int`` refuses) and "１"."""
     return version.isascii() and version.isdigit()
+
+
+def _truth(request: pb.ModelInferRequest) -> Truth | None:
+    """The request parameters ``true_classes`` (a string of comma-separated class indices, -1 for unknown, or
+    an integer for one image) and ``keep_for_feedback`` (a bool: keep the predictions under the request's
+    ``id`` for the tfclassify ``Feedback`` RPC)."""
+    parameters = request.parameters
+    if "true_classes" not in parameters and "keep_for_feedback" not in parameters:
+        return None
+    true = None
+    if "true_classes" in parameters:
+        parameter = parameters["true_classes"]
+        kind = parameter.WhichOneof("parameter_choice")
+        if kind == "int64_param":
+            true = [parameter.int64_param]
+        elif kind == "string_param":
+            try:
+                true = [int(part) for part in parameter.string_param.split(",")]
+            except ValueError:
+                true = None
+        if true is None:
+            raise InvalidInputError("the true_classes parameter must be comma-separated class indices, one per "
+                                    "image (-1 where unknown), e.g. \"3,0,-1\", or one integer for one image")
+    keep = False
+    if "keep_for_feedback" in parameters:
+        parameter = parameters["keep_for_feedback"]
+        if parameter.WhichOneof("parameter_choice") != "bool_param":
+            raise InvalidInputError("the keep_for_feedback parameter must be a bool")
+        keep = parameter.bool_param
+    return Truth.of(true, keep, request.id)
 
 
 def _input_datatype(runtime: ModelRuntime) -> str:

@@ -8,9 +8,10 @@ import logging
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
-from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane
+from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane, Truth
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.manager import ModelManager, VersionStatus
 from tfclassify.server.registry import ModelRegistry, ServedVersion
@@ -65,6 +66,9 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
     ) -> pb.GetModelStatusResponse:
         return await self._meter.observed("GetModelStatus", request.name, self._model_status, request, context)
 
+    async def Feedback(self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext) -> pb.FeedbackResponse:
+        return await self._meter.observed("Feedback", request.model_name, self._feedback, request, context)
+
     # -- the RPCs, run by the meter --------------------------------------------
     async def _classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext, call: RpcCall
@@ -87,9 +91,18 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                 return_probabilities=request.return_probabilities,
                 omit_labels=request.omit_labels,
                 deadline=deadline_of(context),
+                truth=Truth.of(request.true_classes, request.keep_for_feedback, request.request_id),
             ),
         )
         return classify_response(output, request.top_k, request.request_id, request.omit_labels)
+
+    async def _feedback(
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext, call: RpcCall
+    ) -> pb.FeedbackResponse:
+        true = np.asarray(request.true_classes, dtype=np.int64)
+        version, labelled, correct = self._dataplane.feedback.judge(request.model_name, request.request_id, true)
+        return pb.FeedbackResponse(model_spec=pb.ModelSpec(name=request.model_name, version=version),
+                                   labelled=labelled, correct=correct)
 
     async def _metadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall

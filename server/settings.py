@@ -101,6 +101,11 @@ class ServerSettings:
         0.0, help="log this fraction of RPCs (0: none, 1: all) as access-log lines: API, method, model, version, "
         "images, latency and status only"
     )
+    feedback_capacity: int = setting(
+        100_000, help="most images whose predictions are kept for a later Feedback call (requests with "
+        "keep_for_feedback; the oldest go first; each request counts at least 1); 0: refuse keep_for_feedback"
+    )
+    feedback_ttl_s: float = setting(3600.0, help="how long kept predictions wait for their Feedback call")
     log_level: str = setting("INFO", help="logging level (DEBUG also shows TensorFlow's start-up notices)")
     log_format: str = setting("text", help="log lines as text, or json (one object per line, for log collectors)")
 

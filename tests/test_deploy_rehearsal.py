@@ -30,7 +30,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from archives import broken_files, image_members, read_jsonl, write_zip
 from certificates import Authority
-from conftest import FASHION_LABELS, ServerProcess, drain_and_check, http_get, wait_until
+from conftest import BIN, FASHION_DIR, FASHION_LABELS, ServerProcess, drain_and_check, http_get, wait_until
 from kubelet import (
     DOCKER,
     K8S,
@@ -142,8 +142,9 @@ class Traffic:
             infer = oip.ModelInferRequest(model_name=server.model)
             infer.inputs.add(name="images", datatype="UINT8", shape=[8, 28, 28])
             infer.raw_input_contents.append(images[:8].tobytes())
+            true = np.arange(len(images)) % 10  # labelled traffic: the live-accuracy panels
             while not self._stop.wait(0.05):
-                client.classify(images, server.model)
+                client.classify(images, server.model, true_classes=true)
                 tfs.Predict(predict, timeout=10)
                 inference.ModelInfer(infer, timeout=10)
                 try:
@@ -311,15 +312,25 @@ def test_prometheus_scrapes_it_and_every_dashboard_and_hpa_query_returns_data(de
         prometheus.stop()
 
 
-def test_a_configmap_update_reaches_the_running_server(deployed, traffic):
-    """`kubectl edit configmap` as the kubelet delivers it (a ..data symlink swap): applied without a restart."""
+def test_a_promotion_through_the_configmap_reaches_the_running_server(deployed, traffic, tmp_path):
+    """The README's Kubernetes promotion: `tfclassify promote` on a copy of the ConfigMap's file, the real
+    `kubectl create configmap --dry-run=client -o yaml` of it, and the update as the kubelet delivers it (a
+    ..data symlink swap): the label is served without a restart."""
+    copy = tmp_path / "models.pbtxt"
+    copy.write_text(deployed.configmap["data"]["models.pbtxt"])  # what `kubectl get configmap -o jsonpath` gives
+    promoted = subprocess.run(
+        [str(BIN / "tfclassify"), "promote", deployed.model, "--version", "1", "--label", "stable",
+         "--min-accuracy", "0.5", "--dataset", "fashion_mnist", "--data-dir", str(FASHION_DIR), "--limit", "500",
+         "--model-config", str(copy), "--wait", "0", "--server", deployed.address, "--no-progress"],
+        capture_output=True, text=True, timeout=120)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    manifest = subprocess.run(
+        [str(BIN / "kubectl"), "create", "configmap", "tfclassify-models", f"--from-file={copy}", "--dry-run=client",
+         "-o", "yaml"], capture_output=True, text=True, check=True, timeout=60).stdout
+    data = yaml.safe_load(manifest)["data"]
+    assert set(data) == {"models.pbtxt"} and 'key: "stable"' in data["models.pbtxt"]
     with deployed.client() as client:
-        assert client.get_model_metadata(deployed.model).name == deployed.model
-        data = dict(deployed.configmap["data"])
-        data["models.pbtxt"] = data["models.pbtxt"].replace(
-            "version_policy { latest { num_versions: 1 } }",
-            'version_policy { latest { num_versions: 1 } }\n  version_labels { key: "stable" value: 1 }')
-        assert data != deployed.configmap["data"]
+        assert not _answers_label(client, deployed.model)
         write_volume(deployed.config_dir, data)
         # The server re-reads the file every --poll-interval-s (5 s by default).
         wait_until(lambda: _answers_label(client, deployed.model), timeout=30, interval=0.5)

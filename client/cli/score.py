@@ -47,28 +47,11 @@ def add_parser(sub) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="model version (default: latest)")
     which.add_argument("--version-label", help="model version label, e.g. stable")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", choices=dataset_names(), help="a dataset known by name")
-    source.add_argument(
-        "--images", type=Path, action="append", metavar="PATH",
-        help="a folder, .zip, .tar[.gz|.bz2|.xz] of images, an image file, or IDX/.npz arrays; repeatable",
-    )
-    parser.add_argument("--split", default="test", choices=SPLITS, help="with --dataset or a Keras-style .npz "
-                        "[default: %(default)s]")
-    parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
-    parser.add_argument(
-        "--labels", metavar="folder|FILE",
-        help="true labels: 'folder' (each image's folder is named after its class, e.g. Shirt/0001.png or "
-        "7/0001.png), a manifest FILE (CSV with path,label columns, or JSONL), or an IDX/.npz labels file "
-        "for IDX images [default: none; IDX/.npz files and datasets carry their own]",
-    )
-    parser.add_argument("--npz-images", metavar="KEY", help="array of images in a .npz [default: images, x_SPLIT or x]")
-    parser.add_argument("--npz-labels", metavar="KEY", help="array of labels in a .npz [default: labels, y_SPLIT or y]")
-    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
-                        help="make image files light-on-dark as MNIST-family models expect: auto decides per "
-                        "image from its border [default: %(default)s]")
-    parser.add_argument("--limit", type=int, help="score only the first N images")
+    add_input_arguments(parser)
     parser.add_argument("--top-k", type=int, default=0, help="ranked classes per image in the output [default: 0]")
+    parser.add_argument("--send-labels", action="store_true",
+                        help="send the true labels with the images, so the server counts them in its live-accuracy "
+                        "metrics (tfclassify_labelled_images_total, tfclassify_correct_images_total)")
     parser.add_argument("--output", type=Path, metavar="PATH",
                         help="write predictions here as they come: .jsonl, or .parquet (needs pyarrow)")
     parser.add_argument("--predictions", type=Path, dest="output", help=argparse.SUPPRESS)  # the old name
@@ -91,6 +74,32 @@ def add_parser(sub) -> None:
     parser.set_defaults(run=run)
 
 
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to score: ``--dataset`` or ``--images``, with the split, labels, .npz keys, inversion and limit
+    (``build_plan`` reads them)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=dataset_names(), help="a dataset known by name")
+    source.add_argument(
+        "--images", type=Path, action="append", metavar="PATH",
+        help="a folder, .zip, .tar[.gz|.bz2|.xz] of images, an image file, or IDX/.npz arrays; repeatable",
+    )
+    parser.add_argument("--split", default="test", choices=SPLITS, help="with --dataset or a Keras-style .npz "
+                        "[default: %(default)s]")
+    parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
+    parser.add_argument(
+        "--labels", metavar="folder|FILE",
+        help="true labels: 'folder' (each image's folder is named after its class, e.g. Shirt/0001.png or "
+        "7/0001.png), a manifest FILE (CSV with path,label columns, or JSONL), or an IDX/.npz labels file "
+        "for IDX images [default: none; IDX/.npz files and datasets carry their own]",
+    )
+    parser.add_argument("--npz-images", metavar="KEY", help="array of images in a .npz [default: images, x_SPLIT or x]")
+    parser.add_argument("--npz-labels", metavar="KEY", help="array of labels in a .npz [default: labels, y_SPLIT or y]")
+    parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
+                        help="make image files light-on-dark as MNIST-family models expect: auto decides per "
+                        "image from its border [default: %(default)s]")
+    parser.add_argument("--limit", type=int, help="score only the first N images")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.resume and not args.output:
         raise CliError("--resume needs --output (the file of the run to continue)")
@@ -100,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
         batch_size=args.batch_size, in_flight=args.in_flight, decode_workers=args.decode_workers,
         invert=args.invert, timeout=args.timeout, retry=RetryPolicy(max_retries=args.max_retries),
-        credentials=credentials_from(args), token=token_from(args),
+        credentials=credentials_from(args), token=token_from(args), send_labels=args.send_labels,
     )
     servers = args.server or [args.default_server]
     try:
@@ -120,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 def build_plan(args: argparse.Namespace) -> ScoringPlan:
     """The inputs, label source, shard and limit of the command line."""
-    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else (0, 1)
     labels = args.labels
     if args.dataset:
         data = load_dataset(args.dataset, args.split, args.data_dir)

@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--max-requests-in-progress and --max-requests-per-client must not be negative")
     if settings.max_pending_calls < 2:
         raise CliError(f"--max-pending-calls must be 2 or more, not {settings.max_pending_calls}")
+    if settings.feedback_capacity < 0 or settings.feedback_ttl_s <= 0:
+        raise CliError("--feedback-capacity must not be negative and --feedback-ttl-s must be positive")
     if settings.workers < 1:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:

@@ -54,6 +54,8 @@ class ScoringOptions:
     credentials: grpc.ChannelCredentials | None = field(default=None, compare=False, repr=False)
     #: Bearer token for servers started with --auth-tokens.
     token: str | None = field(default=None, compare=False, repr=False)
+    #: Send the true labels the inputs carry with each request, for the server's live-accuracy metrics.
+    send_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 0 or self.in_flight < 1 or self.top_k < 0:
@@ -193,8 +195,12 @@ class Scorer:
         """Classify ``pixels`` (the images at ``positions`` of the chunk) into ``result``, halving on refusal."""
         o = self.options
         try:
+            truth = None
+            if o.send_labels:
+                known = [result.chunk.true[p] for p in positions]
+                truth = [-1 if t is None else t for t in known] if any(t is not None for t in known) else None
             answer: ClassifyResult = await self.servers.classify(
-                pixels, o.model, version=o.version, version_label=o.version_label, top_k=o.top_k
+                pixels, o.model, version=o.version, version_label=o.version_label, top_k=o.top_k, true_classes=truth
             )
         except TfclassifyError as exc:
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT:

@@ -43,7 +43,7 @@ class ModelSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., version_label: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("model_spec", "tensor", "encoded", "top_k", "return_probabilities", "request_id", "omit_labels")
+    __slots__ = ("model_spec", "tensor", "encoded", "top_k", "return_probabilities", "request_id", "omit_labels", "true_classes", "keep_for_feedback")
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     ENCODED_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +51,8 @@ class ClassifyRequest(_message.Message):
     RETURN_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OMIT_LABELS_FIELD_NUMBER: _ClassVar[int]
+    TRUE_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FOR_FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     tensor: Tensor
     encoded: EncodedImages
@@ -58,7 +60,9 @@ class ClassifyRequest(_message.Message):
     return_probabilities: bool
     request_id: str
     omit_labels: bool
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImages, _Mapping]] = ..., top_k: _Optional[int] = ..., return_probabilities: bool = ..., request_id: _Optional[str] = ..., omit_labels: bool = ...) -> None: ...
+    true_classes: _containers.RepeatedScalarFieldContainer[int]
+    keep_for_feedback: bool
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., encoded: _Optional[_Union[EncodedImages, _Mapping]] = ..., top_k: _Optional[int] = ..., return_probabilities: bool = ..., request_id: _Optional[str] = ..., omit_labels: bool = ..., true_classes: _Optional[_Iterable[int]] = ..., keep_for_feedback: bool = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
     __slots__ = ("model_spec", "classes", "scores", "labels", "top_k", "top_k_classes", "top_k_scores", "top_k_labels", "probabilities", "request_id")
@@ -167,6 +171,26 @@ class GetModelStatusResponse(_message.Message):
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersionStatus]
     ignored_folders: _containers.RepeatedCompositeFieldContainer[IgnoredFolder]
     def __init__(self, versions: _Optional[_Iterable[_Union[ModelVersionStatus, _Mapping]]] = ..., ignored_folders: _Optional[_Iterable[_Union[IgnoredFolder, _Mapping]]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("model_name", "request_id", "true_classes")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRUE_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    request_id: str
+    true_classes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, model_name: _Optional[str] = ..., request_id: _Optional[str] = ..., true_classes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("model_spec", "labelled", "correct")
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    LABELLED_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    model_spec: ModelSpec
+    labelled: int
+    correct: int
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., labelled: _Optional[int] = ..., correct: _Optional[int] = ...) -> None: ...
 
 class IgnoredFolder(_message.Message):
     __slots__ = ("name", "reason")

@@ -60,6 +60,11 @@ class ClassifierStub(object):
                 request_serializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusRequest.SerializeToString,
                 response_deserializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusResponse.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/tfclassify.v1.Classifier/Feedback',
+                request_serializer=tfclassify_dot_v1_dot_classifier__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=tfclassify_dot_v1_dot_classifier__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class ClassifierServicer(object):
@@ -109,6 +114,17 @@ class ClassifierServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """The true classes of the images of an earlier Classify request, learnt
+        afterwards (e.g. after a human review). The request must have set
+        `keep_for_feedback` and a `request_id`; its predictions are compared with
+        these classes and counted in the live-accuracy metrics of the version
+        that made them. Feedback is accepted once per request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClassifierServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +152,11 @@ def add_ClassifierServicer_to_server(servicer, server):
                     servicer.GetModelStatus,
                     request_deserializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusRequest.FromString,
                     response_serializer=tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=tfclassify_dot_v1_dot_classifier__pb2.FeedbackRequest.FromString,
+                    response_serializer=tfclassify_dot_v1_dot_classifier__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -274,6 +295,33 @@ class Classifier(object):
             '/tfclassify.v1.Classifier/GetModelStatus',
             tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusRequest.SerializeToString,
             tfclassify_dot_v1_dot_classifier__pb2.GetModelStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tfclassify.v1.Classifier/Feedback',
+            tfclassify_dot_v1_dot_classifier__pb2.FeedbackRequest.SerializeToString,
+            tfclassify_dot_v1_dot_classifier__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
