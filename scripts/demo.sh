@@ -37,7 +37,8 @@ server="127.0.0.1:$grpc_port"
 
 echo "== 3/4 score: the 10,000 Fashion-MNIST test images through $server"
 "$BIN/tfclassify" score --server "$server" --model fashion_mnist --dataset fashion_mnist --split test \
-    --report "$OUT/report.json" --output "$OUT/predictions.jsonl"
+    --top-k 3 --send-labels --report "$OUT/report.json" --report "$OUT/report.html" --report "$OUT/report.md" \
+    --output "$OUT/predictions.jsonl"
 
 echo "== 3b/4 score an archive: 2,000 test images as PNG files in class folders (photos.zip/Shirt/00012.png)"
 "$BIN/python" - "$OUT/photos.zip" <<'PY'
@@ -59,7 +60,9 @@ echo "== metrics (http://127.0.0.1:$metrics_port/metrics), a few lines"
 import sys, urllib.request
 text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
 for line in text.splitlines():
-    if line.startswith(("tfclassify_requests_total", "tfclassify_images_classified_total", "tfclassify_model_version_state")) and not line.endswith(" 0.0"):
+    live = 'class="Shirt"' in line and line.startswith(("tfclassify_labelled_images_total", "tfclassify_correct_images_total"))
+    if (live or line.startswith(("tfclassify_requests_total", "tfclassify_images_classified_total",
+                                 "tfclassify_model_version_state"))) and not line.endswith(" 0.0"):
         print("  " + line)
 PY
 
@@ -71,6 +74,6 @@ trap - EXIT
 accuracy=$("$BIN/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$OUT/report.json")
 elapsed=$("$BIN/python" -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
 echo
-echo "demo done in ${elapsed} s: Fashion-MNIST test accuracy $accuracy through the server (report: $OUT/report.json)"
+echo "demo done in ${elapsed} s: Fashion-MNIST test accuracy $accuracy through the server (report: $OUT/report.html, .md, .json)"
 "$BIN/python" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$accuracy" "$MIN_ACCURACY" \
     || { echo "demo: accuracy $accuracy is below $MIN_ACCURACY" >&2; exit 1; }

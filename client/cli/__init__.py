@@ -1,4 +1,4 @@
-"""The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``merge``, ``report``, ``classify``, ``models``, ``health``.
+"""The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``merge``, ``report``, ``compare``, ``promote``, ``classify``, ``models``, ``health``.
 
 Subcommands that need TensorFlow (``train``, ``serve``) import it only when
 they run, so ``tfclassify score --help`` is instant and works without it.
@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tfclassify.client.cli import classify, health, merge, models, report, score, serve, train
+from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score, serve, train
 from tfclassify.client.cli.common import CliError, run_command
 from tfclassify.client.version import package_version
 
-COMMANDS = (train, serve, score, merge, report, classify, models, health)
+COMMANDS = (train, serve, score, merge, report, compare, promote, classify, models, health)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, Npz
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.labels import LabelError
 from tfclassify.client.inputs.sources import InputError
+from tfclassify.client.quality.compare import ComparisonError
 from tfclassify.client.quality.outputs import ReportPathError, print_notes, write_reports
 from tfclassify.client.quality.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.scoring.output import OutputError
@@ -31,6 +32,7 @@ EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; a scoring run can be res
 
 #: Errors whose message is the whole story: printed as one line, exit status 1.
 USER_ERRORS = (DatasetNotFoundError, IdxFormatError, NpzFormatError, InputError, LabelError, OutputError, ReportPathError,
+               ComparisonError,
                FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 

@@ -20,7 +20,7 @@ from tfclassify.client.quality.report import AccuracyReport, Example
 #: Thumbnails are drawn at this many screen pixels per image pixel (28 -> 84).
 THUMBNAIL_SCALE = 3
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } .run { color: #555; margin-top: 0; }
@@ -30,7 +30,10 @@ h1 { margin-bottom: 0.2em; } .run { color: #555; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #e4e4e4; padding: 0.25em 0.7em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-.plots img { max-width: 100%; margin: 0.5em 1em 1em 0; vertical-align: top; }
+.plots { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 1em; }
+.plots img { max-width: calc(50% - 0.5em); height: auto; }
+.plots #plot-confusion { max-width: 60%; } .plots #plot-reliability { max-width: calc(40% - 1em); }
+.plots #plot-per_class { max-width: 100%; }
 .grid { display: flex; flex-wrap: wrap; gap: 0.8em; }
 .grid figure { margin: 0; width: 110px; text-align: center; font-size: 0.75em; }
 .grid img { width: 84px; height: 84px; image-rendering: pixelated; border: 1px solid #ccc; background: #000; }
@@ -60,15 +63,16 @@ def render_html(
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{escape(title)}</h1>", f'<p class="run">{escape(_run_line(report.run))}</p>',
     ]
     parts += [f'<p class="note">{escape(note)}</p>' for note in notes]
     parts.append('<div class="cards">' + "".join(
         f'<div class="card"><div class="label">{escape(name)}</div><div class="value">{escape(value)}</div>'
         f'<div class="label">{escape(detail)}</div></div>' for name, value, detail in cards) + "</div>")
-    parts += _plots_section(plots)
+    parts += _plots_section(plots, ("confusion", "reliability"), "Confusion and calibration")
     parts += _example_section("Most confident mistakes", "misclassified", report.misclassified, thumbnails)
+    parts += _plots_section(plots, ("per_class",), "Precision, recall and F1 by class") if plots else []
     parts += _per_class_table(report)
     parts += _confused_table(report)
     parts += _example_section("Least confident correct answers", "unsure-correct", report.unsure_correct, thumbnails)
@@ -114,14 +118,14 @@ def _run_line(run: dict) -> str:
     return " · ".join(facts)
 
 
-def _plots_section(plots: dict[str, bytes] | None) -> list[str]:
+def _plots_section(plots: dict[str, bytes] | None, keys: tuple[str, ...], title: str) -> list[str]:
     if plots is None:
         return [f'<p class="note">Plots need matplotlib: {escape(INSTALL_HINT)}.</p>']
     names = {"confusion": "Confusion matrix", "per_class": "Per-class precision, recall and F1",
              "reliability": "Reliability diagram"}
-    images = "".join(f'<img id="plot-{key}" src="{png_data_uri(png)}" alt="{escape(names.get(key, key))}">'
-                     for key, png in plots.items())
-    return ['<h2>Plots</h2>', f'<div class="plots">{images}</div>']
+    images = "".join(f'<img id="plot-{key}" src="{png_data_uri(plots[key])}" alt="{escape(names[key])}">'
+                     for key in keys)
+    return [f"<h2>{escape(title)}</h2>", f'<div class="plots">{images}</div>']
 
 
 def _example_section(title: str, css_id: str, examples: list[Example], thumbnails) -> list[str]:

@@ -14,6 +14,9 @@ from tfclassify.client.quality.report import AccuracyReport
 
 #: Annotate the heatmap's cells with counts up to this many classes (49 would be unreadable).
 ANNOTATE_MAX_CLASSES = 16
+#: Fonts with Japanese glyphs (KMNIST's and Kuzushiji-49's labels), used after DejaVu Sans when installed.
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans JP", "IPAexGothic", "IPAGothic", "TakaoGothic", "VL Gothic",
+             "Droid Sans Fallback", "Source Han Sans JP")
 INSTALL_HINT = "pip install 'tfclassify[report]' (matplotlib)"
 
 
@@ -28,11 +31,39 @@ def plots_available() -> bool:
 
 def report_plots(report: AccuracyReport) -> dict[str, bytes]:
     """All three plots of ``report``, by name: ``confusion``, ``per_class``, ``reliability``."""
-    return {
-        "confusion": confusion_heatmap(report),
-        "per_class": per_class_bars(report),
-        "reliability": reliability_diagram(report),
-    }
+    plt = _pyplot()
+    fonts, glyphs = _fonts()
+    names = [_drawable(label, glyphs, i) for i, label in enumerate(report.labels)]
+    with plt.rc_context({"font.family": fonts}):
+        return {
+            "confusion": confusion_heatmap(report, names),
+            "per_class": per_class_bars(report, names),
+            "reliability": reliability_diagram(report),
+        }
+
+
+def _fonts() -> tuple[list[str], set[int]]:
+    """The font families to draw with (DejaVu Sans, then any installed CJK font) and the characters they have."""
+    from matplotlib import font_manager, ft2font
+
+    installed = {f.name: f.fname for f in font_manager.fontManager.ttflist}
+    families = ["DejaVu Sans", *(name for name in CJK_FONTS if name in installed)]
+    glyphs: set[int] = set()
+    for family in families:
+        path = installed.get(family) or font_manager.findfont(family)
+        glyphs.update(ft2font.FT2Font(path).get_charmap())
+    return families, glyphs
+
+
+def _drawable(label: str, glyphs: set[int], index: int) -> str:
+    """``label`` if the fonts can draw it; else its part in parentheses ("あ (a)" -> "a"), else the index."""
+    if all(ord(ch) in glyphs for ch in label):
+        return label
+    if "(" in label and label.endswith(")"):
+        inner = label[label.index("(") + 1 : -1]
+        if inner and all(ord(ch) in glyphs for ch in inner):
+            return inner
+    return str(index)
 
 
 def _pyplot():
@@ -52,9 +83,11 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def confusion_heatmap(report: AccuracyReport) -> bytes:
-    """Row-normalised confusion matrix (colour: share of the true class), counts in the cells."""
+def confusion_heatmap(report: AccuracyReport, names: list[str] | None = None) -> bytes:
+    """Row-normalised confusion matrix (colour: share of the true class), counts in the cells; ``names``:
+    the class names as drawn (default: the labels)."""
     plt = _pyplot()
+    names = names or report.labels
     n = len(report.labels)
     normalized = np.asarray(report.confusion_matrix_normalized)
     counts = np.asarray(report.confusion_matrix)
@@ -63,8 +96,8 @@ def confusion_heatmap(report: AccuracyReport) -> bytes:
     image = ax.imshow(normalized, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     ticks = np.arange(n)
-    ax.set_xticks(ticks, labels=report.labels, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
-    ax.set_yticks(ticks, labels=report.labels, fontsize=8 if n > 16 else 9)
+    ax.set_xticks(ticks, labels=names, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
+    ax.set_yticks(ticks, labels=names, fontsize=8 if n > 16 else 9)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(f"Confusion matrix ({report.num_images:,} images)")
@@ -77,16 +110,17 @@ def confusion_heatmap(report: AccuracyReport) -> bytes:
     return _png(fig)
 
 
-def per_class_bars(report: AccuracyReport) -> bytes:
+def per_class_bars(report: AccuracyReport, names: list[str] | None = None) -> bytes:
     """Precision, recall and F1 of every class, side by side."""
     plt = _pyplot()
+    names = names or report.labels
     n = len(report.labels)
     x = np.arange(n)
     width = 0.27
     fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), 4.0))
     for offset, name in ((-width, "precision"), (0.0, "recall"), (width, "f1")):
         ax.bar(x + offset, [getattr(m, name) for m in report.per_class], width, label=name)
-    ax.set_xticks(x, labels=report.labels, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
+    ax.set_xticks(x, labels=names, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
     ax.set_ylim(0.0, 1.05)
     ax.set_ylabel("score")
     ax.set_title("Per-class precision, recall and F1")
