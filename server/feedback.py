@@ -98,7 +98,7 @@ class FeedbackStore:
         if kept is None:
             raise FeedbackNotFoundError(
                 f"no predictions kept for request id {request_id!r} of model {model!r}: the request did not set "
-                f"keep_for_feedback, its feedback was already given, or it expired (--feedback-ttl {self.ttl_s:g} s) "
+                f"keep_for_feedback, its feedback was already given, or it expired (--feedback-ttl-s {self.ttl_s:g}) "
                 f"or was dropped to keep {self.capacity_images} images (--feedback-capacity)"
             )
         check_true_classes(true, len(kept.predicted), kept.num_classes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -260,6 +261,9 @@ def _is_version_number(version: str) -> bool:
     return version.isascii() and version.isdigit()
 
 
+_CLASS_INDEX = re.compile(r"-?[0-9]+", re.ASCII)
+
+
 def _truth(request: pb.ModelInferRequest) -> Truth | None:
     """The request parameters ``true_classes`` (a string of comma-separated class indices, -1 for unknown, or
     an integer for one image) and ``keep_for_feedback`` (a bool: keep the predictions under the request's
@@ -274,10 +278,10 @@ def _truth(request: pb.ModelInferRequest) -> Truth | None:
         if kind == "int64_param":
             true = [parameter.int64_param]
         elif kind == "string_param":
-            try:
-                true = [int(part) for part in parameter.string_param.split(",")]
-            except ValueError:
-                true = None
+            parts = parameter.string_param.split(",")
+            # ASCII digits only (int() also takes " 3", "1_0" and other scripts' digits), and within int32.
+            if all(_CLASS_INDEX.fullmatch(part) for part in parts) and all(len(part) <= 11 for part in parts):
+                true = [int(part) for part in parts]
         if true is None:
             raise InvalidInputError("the true_classes parameter must be comma-separated class indices, one per "
                                     "image (-1 where unknown), e.g. \"3,0,-1\", or one integer for one image")

@@ -45,6 +45,7 @@ METHODS = {
     "tfs_metadata": "/tensorflow.serving.PredictionService/GetModelMetadata",
     "model_metadata": "/inference.GRPCInferenceService/ModelMetadata",
     "statistics": "/inference.GRPCInferenceService/ModelStatistics",
+    "feedback": "/tfclassify.v1.Classifier/Feedback",
 }
 
 HUGE = [2**31 - 1, 2**31, 2**32, 2**40, 2**62, 2**63 - 1]
@@ -102,7 +103,20 @@ def classify_requests(draw) -> bytes:
         request.tensor.content = draw(content_for(shape, 4 if dtype == pb.FLOAT32 else 1))
     request.top_k = draw(st.integers(0, 2**32 - 1))
     request.return_probabilities = draw(st.booleans())
+    if draw(st.integers(0, 3)) == 0:  # live accuracy: true classes of any length and value, kept predictions
+        request.true_classes.extend(draw(st.lists(true_class, max_size=6)))
+        request.keep_for_feedback = draw(st.booleans())
+        request.request_id = draw(st.sampled_from(["", "a", "b", "x" * 300]))
     return request.SerializeToString()
+
+
+true_class = st.one_of(st.integers(-3, 12), st.sampled_from([-(2**31), 2**31 - 1]))
+
+
+@st.composite
+def feedback_requests(draw) -> bytes:
+    return pb.FeedbackRequest(model_name=draw(models), request_id=draw(st.sampled_from(["", "a", "b", "\x00"])),
+                              true_classes=draw(st.lists(true_class, max_size=6))).SerializeToString()
 
 
 @st.composite
@@ -159,6 +173,12 @@ def infer_requests(draw) -> bytes:
         output.parameters["classification"].int64_param = draw(st.integers(-(2**63), 2**63 - 1))
     if draw(st.booleans()):
         request.parameters["binary_data_output"].bool_param = draw(st.booleans())
+    if draw(st.integers(0, 3)) == 0:
+        parameter = request.parameters["true_classes"]
+        if draw(st.booleans()):
+            parameter.string_param = draw(st.one_of(st.text(max_size=12), st.sampled_from(["1,2", "0", "-1,9", "3,,4"])))
+        else:
+            parameter.int64_param = draw(st.integers(-(2**63), 2**63 - 1))
     return request.SerializeToString()
 
 
@@ -172,6 +192,7 @@ cases = st.one_of(
     classify_requests().map(lambda b: (METHODS["classify"], b)),
     predict_requests().map(lambda b: (METHODS["predict"], b)),
     infer_requests().map(lambda b: (METHODS["infer"], b)),
+    feedback_requests().map(lambda b: (METHODS["feedback"], b)),
     raw_garbage(),
 )
 
