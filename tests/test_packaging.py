@@ -8,6 +8,8 @@ import subprocess
 import sys
 import venv
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,16 +48,17 @@ def test_wheel_holds_the_namespaced_packages(wheel):
     assert base and not any("tensorflow" in line for line in base), base
 
 
-def test_base_install_is_a_light_client_without_tensorflow(wheel, tmp_path):
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = env_dir / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, timeout=600)
+def test_base_install_is_a_light_client_without_tensorflow(environments, tmp_path):
+    """The base install (the wheel, no extras; in the environment that also takes protobuf 7): no TensorFlow,
+    no matplotlib, no pyarrow; the client commands work and `serve` says which extra it needs."""
+    env_dir = environments["protobuf7"].parent.parent
+    python = environments["protobuf7"]
     listed = subprocess.run([str(python), "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
-    assert "tensorflow" not in listed.lower()
+    assert not {"tensorflow", "matplotlib", "pyarrow"} & {line.split()[0].lower() for line in listed.splitlines()[2:]}
     code = (
         "import sys; import tfclassify.client, tfclassify.client.cli, tfclassify.client.datasets;"
         "import tfclassify.client.aio, tfclassify.client.scoring, tfclassify.client.inputs.workers;"
+        "import tfclassify.client.quality.outputs, tfclassify.client.cli.promote;"
         "from tfclassify.client import ClassifierClient;"
         "assert 'tensorflow' not in sys.modules and 'pyarrow' not in sys.modules; print(tfclassify.client.__file__)"
     )
@@ -64,9 +67,8 @@ def test_base_install_is_a_light_client_without_tensorflow(wheel, tmp_path):
     help_text = subprocess.run([str(env_dir / "bin" / "tfclassify"), "score", "--help"], capture_output=True,
                                text=True, check=True).stdout
     assert "--dataset" in help_text and "--images" in help_text and "--resume" in help_text
-    merge_help = subprocess.run([str(env_dir / "bin" / "tfclassify"), "merge", "--help"], capture_output=True,
-                                text=True, check=True).stdout
-    assert "--output" in merge_help
+    for command in ("merge", "report", "compare", "promote"):
+        subprocess.run([str(env_dir / "bin" / "tfclassify"), command, "--help"], capture_output=True, check=True)
     serve = subprocess.run([str(env_dir / "bin" / "tfclassify"), "serve", "--model-repo", str(tmp_path)],
                            capture_output=True, text=True)
     assert serve.returncode == 1 and "pip install 'tfclassify[server]'" in serve.stderr
@@ -102,18 +104,32 @@ ENVIRONMENTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def environments(wheel, tmp_path_factory) -> dict[str, Path]:
+    """A fresh virtual environment per ENVIRONMENTS entry with the wheel installed (by pip, as a user would),
+    built at the same time: pip spends much of an install waiting on files."""
+    root = tmp_path_factory.mktemp("environments")
+
+    def build(name: str) -> Path:
+        env_dir = root / name
+        venv.create(env_dir, with_pip=True)
+        python = env_dir / "bin" / "python"
+        install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel), *ENVIRONMENTS[name][0]],
+                                 capture_output=True, text=True, timeout=600)
+        assert install.returncode == 0, install.stderr
+        return python
+
+    with ThreadPoolExecutor(len(ENVIRONMENTS)) as pool:
+        return dict(zip(ENVIRONMENTS, pool.map(build, ENVIRONMENTS)))
+
+
 @pytest.mark.parametrize("name", ENVIRONMENTS)
-def test_the_wheel_installs_and_works_beside_other_clients_and_protobuf_versions(name, wheel, server, fashion_test,
-                                                                                 tmp_path):
+def test_the_wheel_installs_and_works_beside_other_clients_and_protobuf_versions(name, environments, server,
+                                                                                 fashion_test, tmp_path):
     """The generated code (gencode 6.30.0) on the lowest protobuf and grpcio we claim, with Triton's client in
     one environment (pip's own resolution: protobuf < 7), and on protobuf 7."""
-    extra, (protobuf, grpcio) = ENVIRONMENTS[name]
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = str(env_dir / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "-q", str(wheel), *extra], capture_output=True,
-                             text=True, timeout=600)
-    assert install.returncode == 0, install.stderr
+    _, (protobuf, grpcio) = ENVIRONMENTS[name]
+    python = str(environments[name])
     images = tmp_path / "images.npy"
     np.save(images, fashion_test.images[:8])
     result = subprocess.run([python, "-c", CLIENT_CHECK, server.address, str(images)], capture_output=True,

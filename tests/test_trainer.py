@@ -52,7 +52,7 @@ def answers(version_dir: Path, images: np.ndarray) -> np.ndarray:
 def compared(tmp_path_factory) -> tuple[Path, str]:
     """``--compare all``: every architecture on the same 1,000 images for one epoch."""
     repo = tmp_path_factory.mktemp("compare")
-    result = train(*SMALL, "--model-repo", str(repo), "--name", "fmnist", "--compare", "all")
+    result = train(*SMALL, "--model-repo", str(repo), "--name", "fmnist", "--compare", "all", "--compare-seconds", "0.2")
     return repo, result.stdout
 
 

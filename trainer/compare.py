@@ -25,15 +25,17 @@ class Comparison:
     images_per_second: float
 
 
-def compare(config: TrainConfig, archs: list[str], data: TrainingData | None = None) -> list[Comparison]:
-    """Train ``config`` once per architecture (each exported as model ``<name>-<arch>``) on the same data."""
+def compare(config: TrainConfig, archs: list[str], data: TrainingData | None = None,
+            measure_seconds: float = 2.0) -> list[Comparison]:
+    """Train ``config`` once per architecture (each exported as model ``<name>-<arch>``) on the same data;
+    each exported model's inference speed is measured for ``measure_seconds``."""
     names = [architecture(a).name for a in archs]  # unknown names fail before anything is trained
     data = data or load_training_data(config.source)
     rows = []
     for arch in names:
         run = dataclasses.replace(config, arch=arch, model_name=f"{config.name}-{arch}")
         result = train(run, data)
-        rows.append(Comparison(arch, result, _images_per_second(result, data.x_test)))
+        rows.append(Comparison(arch, result, _images_per_second(result, data.x_test, seconds=measure_seconds)))
     return rows
 
 

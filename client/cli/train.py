@@ -63,6 +63,7 @@ def add_parser(sub) -> None:
                         help="auto (every GPU, mirrored, when there are several), one, or a list to mirror over "
                         "(GPU:0,GPU:1) [default: %(default)s]")
     parser.add_argument("--cpu-devices", type=int, default=1, help=argparse.SUPPRESS)  # tests: mirror over CPUs
+    parser.add_argument("--compare-seconds", type=float, default=2.0, help=argparse.SUPPRESS)  # tests: shorter
     parser.add_argument("--version", type=int, help="version to export as (default: the next free one)")
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only")
     parser.add_argument("--compare", metavar="ARCH,ARCH|all",
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"tfclassify train needs the trainer extra ({exc}): pip install 'tfclassify[trainer]'") from exc
     try:
         if args.compare:
-            print(comparison_table(compare(config, names, data)))
+            print(comparison_table(compare(config, names, data, args.compare_seconds)))
             return 0
         result = train(config, data)
     except (FileExistsError, ValueError) as exc:  # an existing version; a device --devices names that is not here
