@@ -55,7 +55,7 @@ class Truth:
     keep_as: str | None = None  # the request id to keep the predictions under for Feedback
 
     @classmethod
-    def of(cls, true_classes, keep_for_feedback: bool, request_id: str, what: str = "true_classes") -> Truth | None:
+    def of(cls, true_classes, keep_for_feedback: bool, request_id: str) -> Truth | None:
         """The truth a request carries, or None (the common case, at the cost of two tests)."""
         if not true_classes and not keep_for_feedback:
             return None
