@@ -211,8 +211,9 @@ class Scenario:
 
 
 def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args: list[str],
-        events: bool = True) -> dict:
-    """Start a server on a config of ``version_dir``, measure its capacity, soak it; returns the figures."""
+        events: bool = True, rate: float | None = None) -> dict:
+    """Start a server on a config of ``version_dir``, measure its capacity, soak it at ``load`` of it (or at a
+    fixed ``rate`` of calls/s, to compare two builds at the same traffic); returns the figures."""
     scenario = Scenario(folder, version_dir)
     (folder / "empty").mkdir()
     server, address, pid = start_server(folder / "empty", folder, ["--model-config", str(scenario.config),
@@ -220,8 +221,9 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
     try:
         kinds = mix()
         cap = asyncio.run(capacity(address, kinds))
+        rate = rate or cap * load
         cpu = (cpu_seconds(pid), time.process_time())
-        record, rss = asyncio.run(soak(address, kinds, cap * load, seconds, scenario.events() if events else [], pid))
+        record, rss = asyncio.run(soak(address, kinds, rate, seconds, scenario.events() if events else [], pid))
         # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
         cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
     finally:
@@ -229,7 +231,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         exit_code = server.wait(60)
     p99 = [float(np.percentile(record.latencies[q], 99) * 1e3) if record.latencies[q] else float("nan")
            for q in range(8)]
-    return {"capacity": cap, "rate": cap * load, "seconds": seconds, "calls": dict(record.calls),
+    return {"capacity": cap, "rate": rate, "seconds": seconds, "calls": dict(record.calls),
             "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
             "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99, "rss_mib": rss,
             "events": scenario.log, "exit_code": exit_code,
@@ -260,6 +262,8 @@ def main() -> int:
     parser.add_argument("--model-repo", type=Path, help="a repository holding fashion_mnist (else one is trained)")
     parser.add_argument("--seconds", type=float, default=600.0, help="length of the soak [default: %(default)s]")
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity sent [default: %(default)s]")
+    parser.add_argument("--rate", type=float, help="calls/s sent, instead of --load (to compare two builds at the "
+                        "same traffic)")
     parser.add_argument("--no-events", action="store_true", help="no reload, rollback or config change (a baseline)")
     parser.add_argument("serve_args", nargs="*", help="extra `tfclassify serve` arguments (after --)")
     args = parser.parse_args()
@@ -267,7 +271,7 @@ def main() -> int:
         repo = args.model_repo or train_model(Path(tmp) / "trained")
         version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         result = run(version_dir, Path(tmp) / "soak", args.seconds, args.load, args.serve_args,
-                     events=not args.no_events)
+                     events=not args.no_events, rate=args.rate)
     print(table(result))
     return 0 if not result["failures"] and result["exit_code"] == 0 else 1
 
