@@ -83,7 +83,7 @@ def test_the_mcnemar_gate_refuses_a_significantly_worse_version(setup, tmp_path)
     assert comparison["significant"] and comparison["difference"] < 0
     assert "A is better (McNemar p = " in shown
     html = (tmp_path / "c.html").read_text()
-    assert html.count("<figure") == min(40, only_a) + min(40, only_b) and "not found" not in html
+    assert html.count("<figure") == min(40, only_a) + min(40, only_b) and 'class="missing"' not in html
     assert (tmp_path / "c.md").read_text().startswith("# Comparison\n")
 
 

@@ -114,15 +114,18 @@ def test_sharded_outputs_merge_into_the_single_run(server, fashion_test, tmp_pat
     sizes = [len(read_jsonl(p)) for p in shards if p.suffix == ".jsonl"]
     assert all(100 < n < 250 for n in sizes), "each shard holds about a third"
 
-    def merge(*outputs, expect=0, to="merged.jsonl"):
-        result = subprocess.run(tfclassify_cmd("merge", *map(str, outputs), "--output", str(tmp_path / to)),
+    def merge(*outputs, expect=0, to="merged.jsonl", args=()):
+        result = subprocess.run(tfclassify_cmd("merge", *map(str, outputs), "--output", str(tmp_path / to), *args),
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == expect, result.stderr
         return result
 
-    result = merge(*shards[::-1])
+    result = merge(*shards[::-1], args=("--report", str(tmp_path / "merged.html")))
     assert (tmp_path / "merged.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
     assert "merged 3 shards into" in result.stdout and "accuracy" in result.stdout
+    html = (tmp_path / "merged.html").read_text()  # its thumbnails read back from the shards' archive
+    assert 'id="misclassified"' in html and "<figure" in html and 'class="missing"' not in html
+    assert '<p class="note">' not in html
     missing = merge(shards[0], shards[2], expect=1, to="m2.jsonl")
     assert "missing shard 1/3 (" in missing.stderr and not (tmp_path / "m2.jsonl").exists()
     twice = merge(shards[0], shards[0], shards[2], expect=1, to="m3.jsonl")
