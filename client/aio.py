@@ -25,9 +25,9 @@ from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import (
     channel_options,
     check_target,
-    check_true_classes,
     classify_request,
     encoded_request,
+    feedback_request,
     model_spec,
 )
 from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
@@ -134,8 +134,7 @@ class ClassifierClient:
     async def feedback(self, model: str, request_id: str, true_classes: Sequence[int] | np.ndarray, *,
                        timeout: float | None = None) -> FeedbackResult:
         """As ``ClassifierClient.feedback``."""
-        request = pb.FeedbackRequest(model_name=model, request_id=request_id,
-                                     true_classes=check_true_classes(true_classes, len(true_classes)))
+        request = feedback_request(model, request_id, true_classes)
         return FeedbackResult.from_proto(await self._call(self._stub.Feedback, request, timeout))
 
     # -- models --------------------------------------------------------------

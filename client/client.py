@@ -13,9 +13,9 @@ from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import (
     channel_options,
     check_target,
-    check_true_classes,
     classify_request,
     encoded_request,
+    feedback_request,
     model_spec,
 )
 from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
@@ -224,8 +224,7 @@ class ClassifierClient:
                  timeout: float | None = None) -> FeedbackResult:
         """The true classes of a request classified earlier with ``keep_for_feedback`` (-1 where still unknown);
         the server counts them in the live-accuracy metrics of the version that classified it, once."""
-        request = pb.FeedbackRequest(model_name=model, request_id=request_id,
-                                     true_classes=check_true_classes(true_classes, len(true_classes)))
+        request = feedback_request(model, request_id, true_classes)
         return FeedbackResult.from_proto(self._call(self._stub.Feedback, request, timeout))
 
     # -- helpers -------------------------------------------------------------

@@ -135,6 +135,13 @@ def classify_request(
     return request
 
 
+def feedback_request(model: str, request_id: str, true_classes: object) -> pb.FeedbackRequest:
+    """A checked ``FeedbackRequest``: the true classes of a request kept with ``keep_for_feedback``."""
+    classes = np.asarray(true_classes)
+    return pb.FeedbackRequest(model_name=model, request_id=request_id,
+                              true_classes=check_true_classes(classes, classes.size))
+
+
 def check_true_classes(true_classes: object, images: int) -> list[int]:
     """``true_classes`` as a list of ints, one per image (-1 where unknown)."""
     array = np.asarray(true_classes)

@@ -92,8 +92,8 @@ class ClassifierServer:
             self.executor, self._update_health, settings.xla_max_batch_size,
         )
         self.dataplane = DataPlane(self.registry, settings.max_images_per_request,
-                                   max_response_bytes=settings.max_message_bytes,
-                                   feedback=FeedbackStore(settings.feedback_capacity, settings.feedback_ttl_s))
+                                   FeedbackStore(settings.feedback_capacity, settings.feedback_ttl_s),
+                                   max_response_bytes=settings.max_message_bytes)
         self.health = health_aio.HealthServicer()
         self.grpc_port = 0
         self.metrics_port = -1

@@ -78,11 +78,11 @@ class ClassifyOutput:
 class DataPlane:
     """Resolves model versions and runs images through each version's batching queue."""
 
-    def __init__(self, registry: ModelRegistry, max_images_per_request: int, decode_threads: int = 0,
-                 max_response_bytes: int = 64 * 1024 * 1024, feedback: FeedbackStore | None = None) -> None:
+    def __init__(self, registry: ModelRegistry, max_images_per_request: int, feedback: FeedbackStore,
+                 decode_threads: int = 0, max_response_bytes: int = 64 * 1024 * 1024) -> None:
         self.registry = registry
         #: Predictions kept for Feedback calls (requests with ``keep_for_feedback``).
-        self.feedback = feedback if feedback is not None else FeedbackStore(100_000, 3600.0)
+        self.feedback = feedback
         self.max_images_per_request = max_images_per_request
         self.max_response_bytes = max_response_bytes
         # Encoded images are decoded here, never on the event loop: a request of 16,384 PNGs takes ~0.5 s.

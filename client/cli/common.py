@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from tfclassify.client.client import ClassifierClient
 from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.labels import LabelError
@@ -83,6 +84,12 @@ def token_from(args: argparse.Namespace) -> str | None:
         except OSError as exc:
             raise CliError(f"--token-file {args.token_file}: {exc.strerror}") from None
     return args.token or None
+
+
+def client_from(args: argparse.Namespace) -> ClassifierClient:
+    """A ``ClassifierClient`` for ``--server`` with the command's timeout, TLS options and token."""
+    return ClassifierClient(args.server, timeout=args.timeout, credentials=credentials_from(args),
+                            token=token_from(args))
 
 
 def credentials_from(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

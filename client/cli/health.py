@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tfclassify.client.cli.common import CliError, add_server_arguments, credentials_from, token_from
-from tfclassify.client.client import ClassifierClient
+from tfclassify.client.cli.common import CliError, add_server_arguments, client_from
 from tfclassify.client.errors import TfclassifyError
 
 
@@ -23,8 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with ClassifierClient(args.server, timeout=args.timeout, credentials=credentials_from(args),
-                          token=token_from(args)) as client:
+    with client_from(args) as client:
         if args.wait > 0:
             try:
                 client.wait_for_ready(args.wait, service=args.service)

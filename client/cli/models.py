@@ -6,8 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from tfclassify.client.cli.common import add_server_arguments, credentials_from, token_from
-from tfclassify.client.client import ClassifierClient
+from tfclassify.client.cli.common import add_server_arguments, client_from
 
 
 def add_parser(sub) -> None:
@@ -24,8 +23,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with ClassifierClient(args.server, timeout=args.timeout, credentials=credentials_from(args),
-                          token=token_from(args)) as client:
+    with client_from(args) as client:
         if args.status:
             if args.name:
                 _print_status(client.get_model_status(args.name), ())

@@ -24,6 +24,7 @@ from tfclassify.client.cli.common import (
     CliError,
     add_report_argument,
     add_server_arguments,
+    client_from,
     credentials_from,
     token_from,
 )
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not any(m.name == args.model for m in config.models):
         raise CliError(f"{args.model_config} does not list model {args.model!r}: the server would not serve it")
     plan = build_plan(args)
-    with _client(args) as client:
+    with client_from(args) as client:
         incumbent = _holder(client, args.model, args.against_label) if args.against_label else None
     with tempfile.TemporaryDirectory(prefix="tfclassify-promote-") as scratch:
         folder = args.keep_predictions or Path(scratch)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     was = f"was version {before}" if before is not None else "a new label"
     print(f"promoted: {args.model} {args.label!r} -> version {args.version} ({was}) in {args.model_config}")
     if args.wait > 0:
-        with _client(args) as client:
+        with client_from(args) as client:
             seconds = _wait_for_label(client, args)
         print(f"the server answers {args.label!r} with version {args.version} (after {seconds:.1f} s)")
     return EXIT_OK
@@ -136,11 +137,6 @@ def _refusal(report: AccuracyReport, args: argparse.Namespace) -> str | None:
     lo, hi = report.accuracy_ci95
     return (f"accuracy {report.accuracy:.4f} (95% CI {lo:.4f}..{hi:.4f}) on {report.num_images:,} images is below "
             f"--min-accuracy {args.min_accuracy}")
-
-
-def _client(args: argparse.Namespace) -> ClassifierClient:
-    return ClassifierClient(args.server, timeout=args.timeout, credentials=credentials_from(args),
-                            token=token_from(args))
 
 
 def _holder(client: ClassifierClient, model: str, label: str) -> int | None:

@@ -64,7 +64,7 @@ def render_html(
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{escape(title)}</h1>", f'<p class="run">{escape(_run_line(report.run))}</p>',
+        f"<h1>{escape(title)}</h1>", f'<p class="run">{escape(report.run_summary())}</p>',
     ]
     parts += [f'<p class="note">{escape(note)}</p>' for note in notes]
     parts.append('<div class="cards">' + "".join(
@@ -104,18 +104,6 @@ def example_grid(examples: list[Example], thumbnails: dict[str, np.ndarray], css
                    else '<span class="missing">not found</span>')
         figures.append(f'<figure title="{escape(e.source)}">{picture}<figcaption>{escape(caption(e))}</figcaption></figure>')
     return f'<div class="grid" id="{css_id}">' + "".join(figures) + "</div>"
-
-
-def _run_line(run: dict) -> str:
-    facts = []
-    if run.get("model"):
-        versions = run.get("versions") or {}
-        facts.append(f"model {run['model']} version {', '.join(sorted(versions)) or '?'}")
-    if run.get("inputs"):
-        facts.append("data " + ", ".join(run["inputs"]))
-    if run.get("images_per_second"):
-        facts.append(f"{run['images_per_second']:,.0f} images/s over {run.get('seconds', 0):.2f} s")
-    return " · ".join(facts)
 
 
 def _plots_section(plots: dict[str, bytes] | None, keys: tuple[str, ...], title: str) -> list[str]:

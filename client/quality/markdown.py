@@ -12,7 +12,8 @@ def render_markdown(report: AccuracyReport, title: str = "Accuracy report") -> s
     """The whole report as GitHub-flavoured Markdown."""
     lo, hi = report.accuracy_ci95
     lines = [f"# {_cell(title)}", ""]
-    lines += _run_lines(report.run)
+    summary = report.run_summary()
+    lines += [_cell(summary), ""] if summary else []
     lines += [
         "## Summary", "",
         "| metric | value |", "|---|---|",
@@ -54,18 +55,6 @@ def render_markdown(report: AccuracyReport, title: str = "Accuracy report") -> s
         if report.skipped > len(report.skipped_files):
             lines.append(f"| … | {report.skipped - len(report.skipped_files):,} more in the predictions file |")
     return "\n".join(lines) + "\n"
-
-
-def _run_lines(run: dict) -> list[str]:
-    facts = []
-    if run.get("model"):
-        versions = run.get("versions") or {}
-        facts.append(f"model **{_cell(run['model'])}** version {', '.join(sorted(versions)) or '?'}")
-    if run.get("inputs"):
-        facts.append("data " + ", ".join(f"`{_cell(i)}`" for i in run["inputs"]))
-    if run.get("images_per_second"):
-        facts.append(f"{run['images_per_second']:,.0f} images/s over {run.get('seconds', 0):.2f} s")
-    return ([" · ".join(facts), ""] if facts else [])
 
 
 def _confusion_lines(report: AccuracyReport) -> list[str]:

@@ -123,6 +123,17 @@ class AccuracyReport:
         """Write the report as JSON (written whole or not at all)."""
         write_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
+    def run_summary(self) -> str:
+        """One line on the run: model and versions, data, throughput (what it has of them)."""
+        run, facts = self.run, []
+        if run.get("model"):
+            facts.append(f"model {run['model']} version {', '.join(sorted(run.get('versions') or {})) or '?'}")
+        if run.get("inputs"):
+            facts.append("data " + ", ".join(run["inputs"]))
+        if run.get("images_per_second"):
+            facts.append(f"{run['images_per_second']:,.0f} images/s over {run.get('seconds', 0):.2f} s")
+        return " · ".join(facts)
+
     def format_text(self) -> str:
         """A human-readable summary for the terminal."""
         width = max(len(m.label) for m in self.per_class)
