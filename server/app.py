@@ -38,7 +38,7 @@ from tfclassify.server.servicer import ClassifierServicer
 from tfclassify.server.settings import ServerSettings
 from tfclassify.server.tfserving import ModelServicer, PredictionServicer
 from tfclassify.server.tls import ReloadingCertificates, http_tls
-from tfclassify.server.wire import service_handler
+from tfclassify.server.wire import register_services
 from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -140,7 +140,7 @@ class ClassifierServer:
             (health_pb2.DESCRIPTOR.services_by_name["Health"], self.health),
         )
         # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT.
-        self._server.add_generic_rpc_handlers(tuple(service_handler(d, s) for d, s in services))
+        register_services(self._server, services)
         if settings.reflection:
             reflection.enable_server_reflection(
                 (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
