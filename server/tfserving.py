@@ -16,6 +16,7 @@ import math
 import grpc
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -86,7 +87,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
         response = predict_pb2.PredictResponse(model_spec=_spec(runtime))
         for name in output_names:
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+            _pack(outputs[name], response.outputs[name])
         return response
 
     async def _classify(
@@ -162,10 +163,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"{[-1, *runtime.input_shape]} (a batch of images)"
             )
         self._dataplane.check_batch_size(shape[0])
-        try:
-            array = tf.make_ndarray(proto)
-        except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a uint8 int_val outside 0-255
-            raise InvalidInputError(f"tensor parsing error: {runtime.input_key}: {exc}") from None
+        content = proto.tensor_content  # each access of a bytes field copies it: once only
+        if content:  # what clients send (make_tensor_proto packs arrays so): read in place, 4x cheaper
+            dtype = np.dtype(expected.as_numpy_dtype)
+            if len(content) != math.prod(shape) * dtype.itemsize:
+                raise InvalidInputError(
+                    f"tensor parsing error: {runtime.input_key}: tensor_content is {len(content)} bytes but shape "
+                    f"{shape} of {expected.name} needs {math.prod(shape) * dtype.itemsize}"
+                )
+            array = np.frombuffer(content, dtype).reshape(shape)
+        else:
+            try:
+                array = tf.make_ndarray(proto)  # typed value fields (int_val, float_val, ...)
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: a uint8 int_val outside 0-255
+                raise InvalidInputError(f"tensor parsing error: {runtime.input_key}: {exc}") from None
         if array.dtype != np.uint8:
             array = array.astype(np.float32, copy=False)
         return array.reshape(len(array), *runtime.image_size)
@@ -211,6 +222,20 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 entry.status.error_code = _ERROR_UNKNOWN
                 entry.status.error_message = s.error
         return response
+
+
+def _pack(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
+    """``array`` into ``proto`` as ``tf.make_tensor_proto`` packs it (dtype, shape, ``tensor_content``), without
+    its per-call Python cost (23 us against 6 us for one image's scores, on the event loop); strings go through it."""
+    if array.dtype.kind in "OSU":
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    proto.dtype = _DATATYPES.get(array.dtype) or tf.as_dtype(array.dtype).as_datatype_enum
+    proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()  # last: see client/tensors.py
+
+
+_DATATYPES = {np.dtype(t.as_numpy_dtype): t.as_datatype_enum for t in (tf.float32, tf.int64, tf.int32, tf.uint8)}
 
 
 def _dtype_name(dtype: int) -> str:

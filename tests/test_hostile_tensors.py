@@ -120,6 +120,10 @@ def test_tensorflow_serving_predict_refuses_broadcasts_unknown_dtypes_and_out_of
     assert "dtype number 1000" in refused(predict, predict_request("fashion", unknown))
     too_big = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, tensor_shape=shape_of(1, 28, 28), int_val=[300] * 784)
     refused(predict, predict_request("fashion", too_big))
+    for size in (783, 1569, 2 * 784 + 1):  # packed content that does not fill the shape exactly
+        short = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, tensor_shape=shape_of(2, 28, 28),
+                                       tensor_content=bytes(size))
+        assert f"tensor_content is {size} bytes" in refused(predict, predict_request("fashion", short))
     infinite = tf.make_tensor_proto(np.full((1, 784), np.inf, np.float32))
     assert "NaN or infinite" in refused(predict, predict_request("digits", infinite, "keras_tensor"))
 
