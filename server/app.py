@@ -29,6 +29,7 @@ from tfclassify.server.feedback import FeedbackStore
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
 from tfclassify.server.logs import configure_logging
 from tfclassify.server.manager import ModelManager
+from tfclassify.server.memory import trim_periodically
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip import InferenceServicer
 from tfclassify.server.ports import BindError, bind_message, write_port_file
@@ -101,6 +102,7 @@ class ClassifierServer:
         self._stopping = False
         self._poller: asyncio.Task | None = None
         self._heart: asyncio.Task | None = None
+        self._trimmer: asyncio.Task | None = None
         self._peers: asyncio.Task | None = None
         self.heartbeat = Heartbeat()
         self._last_not_ready: list[str] = []
@@ -157,6 +159,8 @@ class ClassifierServer:
         self.grpc_port = self._bind_grpc()
         await self._server.start()
         self._heart = asyncio.get_running_loop().create_task(self._beat())
+        if settings.memory_trim_interval_s > 0:
+            self._trimmer = asyncio.get_running_loop().create_task(trim_periodically(settings.memory_trim_interval_s))
         if settings.metrics_port >= 0:
             app = make_app(self.metrics_registry, self.heartbeat, self.not_ready)
             # A worker's HTTP port is for its supervisor only, which serves the merged one (with TLS if asked).
@@ -188,8 +192,9 @@ class ClassifierServer:
         await self._update_health()
         if self._poller is not None:
             self._poller.cancel()
-        if self._heart is not None:
-            self._heart.cancel()
+        for task in (self._heart, self._trimmer):
+            if task is not None:
+                task.cancel()
         if self._peers is not None:
             self._peers.cancel()
         await self._server.stop(self.settings.shutdown_grace_s)

@@ -4,6 +4,7 @@ process metrics, ports already in use, and TensorFlow's start-up noise."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -115,6 +116,7 @@ def test_tensorflow_start_up_noise_is_filtered_and_json_logs_parse(model_repo, t
     assert any("available on /device:CPU:0" in e["message"] for e in entries)
     for noise in ("cuInit", "oneDNN", "absl::InitializeLog", "Could not find cuda drivers"):
         assert noise not in quiet, noise
-    loud = served_log(model_repo, tmp_path / "loud", "--log-level", "DEBUG")
+    loud = served_log(model_repo, tmp_path / "loud", "--log-level", "DEBUG", "--memory-trim-interval-s", "0.05")
     # Which notices TensorFlow prints depends on the CPU (oneDNN's only on some); the absl one always comes.
     assert "All log messages before absl::InitializeLog() is called" in loud, "DEBUG shows TensorFlow's notices"
+    assert re.search(r"heap trimmed: resident \d+\.\d -> \d+\.\d MiB", loud), "the freed heap is given back as it runs"
