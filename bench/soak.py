@@ -5,7 +5,7 @@ The server serves ``fashion_mnist`` from a config file (``--model-config``, poll
 is a mix of every kind of call: single images and 256-image batches through our ``Classify``, streams of
 single images (``ClassifyStream``), TensorFlow Serving ``Predict`` and Open Inference ``ModelInfer``. Its
 capacity is measured first (the same mix, closed loop); the soak then sends the mix open loop at
-``--load`` (0.8) of it. At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at
+``--load`` (0.8) of it, over ``--clients`` (1) connections in turn (several: as several client processes would). At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at
 1/2 it is rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed;
 the table shows failures by status, p99 per quarter, and the server's RSS at the start, peak and end.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
@@ -128,26 +129,35 @@ async def _one(channel: grpc.aio.Channel, kind: Kind, record: Record) -> None:
         record.add(kind.name, t0, None)
 
 
-async def capacity(address: str, kinds: list[Kind], seconds: float = 15.0, callers: int = 32) -> float:
+@contextlib.asynccontextmanager
+async def connections(address: str, clients: int):
+    """``clients`` channels to ``address``: each is one HTTP/2 connection, as from one client process."""
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(grpc.aio.insecure_channel(address)) for _ in range(clients)]
+
+
+async def capacity(address: str, kinds: list[Kind], clients: int, seconds: float = 15.0, callers: int = 32) -> float:
     """Calls/s of the mix, closed loop (15 s: a 3 s measure varied by ±15% from run to run, and 80% of a high
     one overloaded the server)."""
     record = Record(seconds=seconds)
     rng = np.random.default_rng(0)
     shares = np.array([k.share for k in kinds])
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with connections(address, clients) as channels:
         stop_at = time.perf_counter() + seconds
 
-        async def caller() -> None:
+        async def caller(channel: grpc.aio.Channel) -> None:
             while time.perf_counter() < stop_at:
                 await _one(channel, kinds[rng.choice(len(kinds), p=shares / shares.sum())], record)
 
         started = time.perf_counter()
-        await asyncio.gather(*(caller() for _ in range(callers)))
+        await asyncio.gather(*(caller(channels[i % clients]) for i in range(callers)))
         return sum(record.calls.values()) / (time.perf_counter() - started)
 
 
-async def soak(address: str, kinds: list[Kind], rate: float, seconds: float, events, pid: int) -> tuple[Record, dict]:
-    """Send the mix at ``rate`` calls/s for ``seconds``; ``events`` is [(fraction, callable)]."""
+async def soak(address: str, kinds: list[Kind], clients: int, rate: float, seconds: float, events,
+               pid: int) -> tuple[Record, dict]:
+    """Send the mix at ``rate`` calls/s for ``seconds``, over ``clients`` connections in turn; ``events`` is
+    [(fraction, callable)]."""
     record = Record(seconds=seconds)
     rss = {"start": rss_mib(pid)}
     rss["peak"] = rss["start"]
@@ -155,7 +165,7 @@ async def soak(address: str, kinds: list[Kind], rate: float, seconds: float, eve
     shares = np.array([k.share for k in kinds])
     pending = sorted(events, key=lambda e: e[0])
     tasks: set[asyncio.Task] = set()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with connections(address, clients) as channels:
         started = record.started = time.perf_counter()
         sent = 0
         last_rss = started
@@ -163,7 +173,7 @@ async def soak(address: str, kinds: list[Kind], rate: float, seconds: float, eve
             while pending and now - started >= pending[0][0] * seconds:
                 pending.pop(0)[1]()
             while sent < int((now - started) * rate):
-                task = asyncio.ensure_future(_one(channel, kinds[rng.choice(len(kinds), p=shares / shares.sum())],
+                task = asyncio.ensure_future(_one(channels[sent % clients], kinds[rng.choice(len(kinds), p=shares / shares.sum())],
                                                   record))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -211,7 +221,7 @@ class Scenario:
 
 
 def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args: list[str],
-        events: bool = True, rate: float | None = None) -> dict:
+        events: bool = True, rate: float | None = None, clients: int = 1) -> dict:
     """Start a server on a config of ``version_dir``, measure its capacity, soak it at ``load`` of it (or at a
     fixed ``rate`` of calls/s, to compare two builds at the same traffic); returns the figures."""
     scenario = Scenario(folder, version_dir)
@@ -220,10 +230,11 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
                                                                    "--poll-interval-s", "0.5", *serve_args])
     try:
         kinds = mix()
-        cap = asyncio.run(capacity(address, kinds))
+        cap = asyncio.run(capacity(address, kinds, clients))
         rate = rate or cap * load
         cpu = (cpu_seconds(pid), time.process_time())
-        record, rss = asyncio.run(soak(address, kinds, rate, seconds, scenario.events() if events else [], pid))
+        record, rss = asyncio.run(soak(address, kinds, clients, rate, seconds, scenario.events() if events else [],
+                                       pid))
         # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
         cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
     finally:
@@ -231,7 +242,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         exit_code = server.wait(60)
     p99 = [float(np.percentile(record.latencies[q], 99) * 1e3) if record.latencies[q] else float("nan")
            for q in range(8)]
-    return {"capacity": cap, "rate": rate, "seconds": seconds, "calls": dict(record.calls),
+    return {"capacity": cap, "rate": rate, "seconds": seconds, "clients": clients, "calls": dict(record.calls),
             "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
             "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99, "rss_mib": rss,
             "events": scenario.log, "exit_code": exit_code,
@@ -242,8 +253,8 @@ def table(r: dict) -> str:
     rss = r["rss_mib"]
     calls = sum(r["calls"].values())
     lines = [
-        f"Soak: {r['seconds']:g} s of mixed traffic at {r['rate']:,.0f} calls/s ({r['rate'] / r['capacity']:.0%} of "
-        f"the measured {r['capacity']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
+        f"Soak: {r['seconds']:g} s of mixed traffic from {r['clients']} client connection(s) at {r['rate']:,.0f} "
+        f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
         "| calls | failures | p99 ms by eighth (events after the 2nd, 4th, 6th) | RSS start / peak / end MiB | RSS growth | "
         "CPU cores used: server / load generator | server exit |",
         "|---|---|---|---|---|---|---|",
@@ -264,6 +275,8 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=0.8, help="fraction of capacity sent [default: %(default)s]")
     parser.add_argument("--rate", type=float, help="calls/s sent, instead of --load (to compare two builds at the "
                         "same traffic)")
+    parser.add_argument("--clients", type=int, default=1,
+                        help="client connections (channels) the traffic comes over [default: %(default)s]")
     parser.add_argument("--no-events", action="store_true", help="no reload, rollback or config change (a baseline)")
     parser.add_argument("serve_args", nargs="*", help="extra `tfclassify serve` arguments (after --)")
     args = parser.parse_args()
@@ -271,7 +284,7 @@ def main() -> int:
         repo = args.model_repo or train_model(Path(tmp) / "trained")
         version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
         result = run(version_dir, Path(tmp) / "soak", args.seconds, args.load, args.serve_args,
-                     events=not args.no_events, rate=args.rate)
+                     events=not args.no_events, rate=args.rate, clients=args.clients)
     print(table(result))
     return 0 if not result["failures"] and result["exit_code"] == 0 else 1
 
