@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from tfclassify.inference import grpc_service_pb2
+from tfclassify.server.wire import IMAGE_METHODS
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -29,6 +30,11 @@ def raw_call(channel: grpc.Channel, service, method):
             (True, False): channel.stream_unary, (True, True): channel.stream_stream}
     return kind[method.client_streaming, method.server_streaming](
         path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+
+
+def test_the_methods_accepted_on_their_own_exist():
+    # A misspelt name would quietly leave that method in the shared generic handler.
+    assert IMAGE_METHODS <= {f"{s.full_name}/{m.name}" for s in SERVICES for m in s.methods}
 
 
 def test_every_method_refuses_bytes_that_are_not_its_message(server):
