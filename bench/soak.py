@@ -5,9 +5,10 @@ The server serves ``fashion_mnist`` from a config file (``--model-config``, poll
 is a mix of every kind of call: single images and 256-image batches through our ``Classify``, streams of
 single images (``ClassifyStream``), TensorFlow Serving ``Predict`` and Open Inference ``ModelInfer``. Its
 capacity is measured first (the same mix, closed loop); the soak then sends the mix open loop at
-``--load`` (0.8) of it, over ``--clients`` (1) connections in turn (several: as several client processes would). At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at
-1/2 it is rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed;
-the table shows failures by status, p99 per quarter, and the server's RSS at the start, peak and end.
+``--load`` (0.8) of it, over ``--clients`` (1) connections in turn (several: as several client processes
+would). At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at 1/2 it is
+rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed; the table
+shows failures by status, p99 per eighth, and the server's RSS at the start, peak and end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,18 +138,25 @@ async def connections(address: str, clients: int):
         yield [await stack.enter_async_context(grpc.aio.insecure_channel(address)) for _ in range(clients)]
 
 
+def picker(kinds: list[Kind], seed: int) -> Callable[[], Kind]:
+    """Draws kinds of call at random, each with its share of the mix."""
+    rng = np.random.default_rng(seed)
+    shares = np.array([k.share for k in kinds])
+    p = shares / shares.sum()
+    return lambda: kinds[rng.choice(len(kinds), p=p)]
+
+
 async def capacity(address: str, kinds: list[Kind], clients: int, seconds: float = 15.0, callers: int = 32) -> float:
     """Calls/s of the mix, closed loop (15 s: a 3 s measure varied by ±15% from run to run, and 80% of a high
     one overloaded the server)."""
     record = Record(seconds=seconds)
-    rng = np.random.default_rng(0)
-    shares = np.array([k.share for k in kinds])
+    pick = picker(kinds, 0)
     async with connections(address, clients) as channels:
         stop_at = time.perf_counter() + seconds
 
         async def caller(channel: grpc.aio.Channel) -> None:
             while time.perf_counter() < stop_at:
-                await _one(channel, kinds[rng.choice(len(kinds), p=shares / shares.sum())], record)
+                await _one(channel, pick(), record)
 
         started = time.perf_counter()
         await asyncio.gather(*(caller(channels[i % clients]) for i in range(callers)))
@@ -161,8 +170,7 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
     record = Record(seconds=seconds)
     rss = {"start": rss_mib(pid)}
     rss["peak"] = rss["start"]
-    rng = np.random.default_rng(1)
-    shares = np.array([k.share for k in kinds])
+    pick = picker(kinds, 1)
     pending = sorted(events, key=lambda e: e[0])
     tasks: set[asyncio.Task] = set()
     async with connections(address, clients) as channels:
@@ -173,8 +181,7 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
             while pending and now - started >= pending[0][0] * seconds:
                 pending.pop(0)[1]()
             while sent < int((now - started) * rate):
-                task = asyncio.ensure_future(_one(channels[sent % clients], kinds[rng.choice(len(kinds), p=shares / shares.sum())],
-                                                  record))
+                task = asyncio.ensure_future(_one(channels[sent % clients], pick(), record))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 sent += 1
@@ -254,7 +261,8 @@ def table(r: dict) -> str:
     calls = sum(r["calls"].values())
     lines = [
         f"Soak: {r['seconds']:g} s of mixed traffic from {r['clients']} client connection(s) at {r['rate']:,.0f} "
-        f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
+        f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}); "
+        f"events: {'; '.join(r['events']) or 'none'}", "",
         "| calls | failures | p99 ms by eighth (events after the 2nd, 4th, 6th) | RSS start / peak / end MiB | RSS growth | "
         "CPU cores used: server / load generator | server exit |",
         "|---|---|---|---|---|---|---|",

@@ -190,13 +190,9 @@ class ClassifierServer:
         within the grace period, then unload the models."""
         self._stopping = True
         await self._update_health()
-        if self._poller is not None:
-            self._poller.cancel()
-        for task in (self._heart, self._trimmer):
+        for task in (self._poller, self._heart, self._trimmer, self._peers):
             if task is not None:
                 task.cancel()
-        if self._peers is not None:
-            self._peers.cancel()
         await self._server.stop(self.settings.shutdown_grace_s)
         await self.manager.shutdown()
         self.dataplane.close()
