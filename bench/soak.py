@@ -7,8 +7,10 @@ single images (``ClassifyStream``), TensorFlow Serving ``Predict`` and Open Infe
 capacity is measured first (the same mix, closed loop); the soak then sends the mix open loop at
 ``--load`` (0.8) of it, over ``--clients`` (1) connections in turn (several: as several client processes
 would). At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at 1/2 it is
-rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed; the table
-shows failures by status, p99 per eighth, and the server's RSS at the start, peak and end.
+rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed; the tables
+show failures by status, the server's RSS at the start, peak and end, and per eighth of the soak its p99,
+its failures and the share of the machine's CPU time the hypervisor gave to other guests (on a shared VM
+that is capacity lost while the rate stays the same); the capacity is measured again after the soak.
 """
 
 from __future__ import annotations
@@ -102,14 +104,16 @@ class Record:
     latencies: dict = field(default_factory=lambda: defaultdict(list))  # eighth of the soak -> [s]
     calls: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)  # (kind, status) -> n
+    failed_by_eighth: Counter = field(default_factory=Counter)
     failure_examples: list = field(default_factory=list)
 
     def add(self, kind: str, t0: float, error: grpc.aio.AioRpcError | None) -> None:
         self.calls[kind] += 1
+        eighth = min(7, int((t0 - self.started) / self.seconds * 8))
         if error is None:
-            eighth = min(7, int((t0 - self.started) / self.seconds * 8))
             self.latencies[eighth].append(time.perf_counter() - t0)
         else:
+            self.failed_by_eighth[eighth] += 1
             if not self.failures[(kind, error.code().name)]:  # one example of each kind of failure
                 self.failure_examples.append(f"{kind}: {error.code().name} after {time.perf_counter() - t0:.1f} s: "
                                              f"{error.details()} ({error.debug_error_string()})")
@@ -136,6 +140,13 @@ async def connections(address: str, clients: int):
     """``clients`` channels to ``address``: each is one HTTP/2 connection, as from one client process."""
     async with contextlib.AsyncExitStack() as stack:
         yield [await stack.enter_async_context(grpc.aio.insecure_channel(address)) for _ in range(clients)]
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """(stolen, total) CPU time of the whole machine so far, from /proc/stat: stolen is time the hypervisor
+    gave this VM's virtual CPUs to another guest."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is in user)
 
 
 def picker(kinds: list[Kind], seed: int) -> Callable[[], Kind]:
@@ -170,13 +181,14 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
     record = Record(seconds=seconds)
     rss = {"start": rss_mib(pid)}
     rss["peak"] = rss["start"]
+    stolen, total = [0] * 8, [0] * 8  # per eighth: a noisy neighbour's share of the cores is capacity lost
     pick = picker(kinds, 1)
     pending = sorted(events, key=lambda e: e[0])
     tasks: set[asyncio.Task] = set()
     async with connections(address, clients) as channels:
         started = record.started = time.perf_counter()
         sent = 0
-        last_rss = started
+        last_rss, jiffies = started, cpu_jiffies()
         while (now := time.perf_counter()) < started + seconds:
             while pending and now - started >= pending[0][0] * seconds:
                 pending.pop(0)[1]()
@@ -187,11 +199,14 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
                 sent += 1
             if now - last_rss >= 1.0:
                 rss["peak"], last_rss = max(rss["peak"], rss_mib(pid)), now
+                eighth, previous, jiffies = min(7, int((now - started) / seconds * 8)), jiffies, cpu_jiffies()
+                stolen[eighth] += jiffies[0] - previous[0]
+                total[eighth] += jiffies[1] - previous[1]
             await asyncio.sleep(0.002)
         await asyncio.gather(*tasks)
     rss["end"] = rss_mib(pid)
     rss["peak"] = max(rss["peak"], rss["end"])
-    return record, rss
+    return record, rss, [s / t if t else float("nan") for s, t in zip(stolen, total)]
 
 
 class Scenario:
@@ -240,18 +255,23 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         cap = asyncio.run(capacity(address, kinds, clients))
         rate = rate or cap * load
         cpu = (cpu_seconds(pid), time.process_time())
-        record, rss = asyncio.run(soak(address, kinds, clients, rate, seconds, scenario.events() if events else [],
-                                       pid))
+        events_at = scenario.events() if events else []
+        record, rss, steal = asyncio.run(soak(address, kinds, clients, rate, seconds, events_at, pid))
         # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
         cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
+        # Measured again after: on a shared VM the capacity drifts, and the soak's rate may have outgrown it.
+        cap_after = asyncio.run(capacity(address, kinds, clients))
     finally:
         server.terminate()
         exit_code = server.wait(60)
     p99 = [float(np.percentile(record.latencies[q], 99) * 1e3) if record.latencies[q] else float("nan")
            for q in range(8)]
-    return {"capacity": cap, "rate": rate, "seconds": seconds, "clients": clients, "calls": dict(record.calls),
+    return {"capacity": cap, "capacity_after": cap_after, "rate": rate, "seconds": seconds, "clients": clients,
+            "calls": dict(record.calls),
             "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
-            "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99, "rss_mib": rss,
+            "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99,
+            "failed_by_eighth": [record.failed_by_eighth[q] for q in range(8)], "steal_by_eighth": steal,
+            "rss_mib": rss,
             "events": scenario.log, "exit_code": exit_code,
             "cpu_share": cpu_share}
 
@@ -261,16 +281,20 @@ def table(r: dict) -> str:
     calls = sum(r["calls"].values())
     lines = [
         f"Soak: {r['seconds']:g} s of mixed traffic from {r['clients']} client connection(s) at {r['rate']:,.0f} "
-        f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}); "
-        f"events: {'; '.join(r['events']) or 'none'}", "",
-        "| calls | failures | p99 ms by eighth (events after the 2nd, 4th, 6th) | RSS start / peak / end MiB | RSS growth | "
-        "CPU cores used: server / load generator | server exit |",
-        "|---|---|---|---|---|---|---|",
+        f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}; measured again after: "
+        f"{r['capacity_after']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
+        "| calls | failures | RSS start / peak / end MiB | RSS growth | CPU cores used: server / load generator | "
+        "server exit |",
+        "|---|---|---|---|---|---|",
         f"| {calls:,} ({', '.join(f'{k} {v:,}' for k, v in r['calls'].items())}) | "
         f"{sum(r['failures'].values())} {r['failures'] or ''} | "
-        f"{' / '.join(f'{p:.0f}' for p in r['p99_ms_by_eighth'])} | "
         f"{rss['start']:.0f} / {rss['peak']:.0f} / {rss['end']:.0f} | {rss['end'] / rss['start'] - 1:+.1%} | "
-        f"{r['cpu_share'][0]:.2f} / {r['cpu_share'][1]:.2f} | {r['exit_code']} |",
+        f"{r['cpu_share'][0]:.2f} / {r['cpu_share'][1]:.2f} | {r['exit_code']} |", "",
+        "| by eighth of the soak (events after the 2nd, 4th, 6th) | " + " | ".join(str(q + 1) for q in range(8)) + " |",
+        "|---" * 9 + "|",
+        "| p99 ms | " + " | ".join(f"{p:.0f}" for p in r["p99_ms_by_eighth"]) + " |",
+        "| failed calls | " + " | ".join(f"{n:,}" for n in r["failed_by_eighth"]) + " |",
+        "| CPU stolen by the hypervisor | " + " | ".join(f"{s:.1%}" for s in r["steal_by_eighth"]) + " |",
     ]
     lines += [f"  {e}" for e in r["failure_examples"]]
     return "\n".join(lines)
