@@ -105,13 +105,16 @@ class Record:
     calls: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)  # (kind, status) -> n
     failed_by_eighth: Counter = field(default_factory=Counter)
+    versions: dict = field(default_factory=lambda: defaultdict(Counter))  # eighth -> {version answering: n}
     failure_examples: list = field(default_factory=list)
 
-    def add(self, kind: str, t0: float, error: grpc.aio.AioRpcError | None) -> None:
+    def add(self, kind: str, t0: float, error: grpc.aio.AioRpcError | None, version: int | None = None) -> None:
         self.calls[kind] += 1
         eighth = min(7, int((t0 - self.started) / self.seconds * 8))
         if error is None:
             self.latencies[eighth].append(time.perf_counter() - t0)
+            if version is not None:
+                self.versions[eighth][version] += 1
         else:
             self.failed_by_eighth[eighth] += 1
             if not self.failures[(kind, error.code().name)]:  # one example of each kind of failure
@@ -122,17 +125,20 @@ class Record:
 
 async def _one(channel: grpc.aio.Channel, kind: Kind, record: Record) -> None:
     t0 = time.perf_counter()
+    version = None
     try:
         if kind.stream:
             call = channel.stream_stream(kind.method)(iter([kind.body] * STREAM_LENGTH), timeout=30)
             answers = [answer async for answer in call]
             assert len(answers) == STREAM_LENGTH
         else:
-            await channel.unary_unary(kind.method)(kind.body, timeout=30)
+            answer = await channel.unary_unary(kind.method)(kind.body, timeout=30)
+            if kind.name == "single":  # the version that answered shows the reload and rollback taking effect
+                version = pb.ClassifyResponse.FromString(answer).model_spec.version
     except grpc.aio.AioRpcError as exc:
         record.add(kind.name, t0, exc)
     else:
-        record.add(kind.name, t0, None)
+        record.add(kind.name, t0, None, version)
 
 
 @contextlib.asynccontextmanager
@@ -157,9 +163,8 @@ def picker(kinds: list[Kind], seed: int) -> Callable[[], Kind]:
     return lambda: kinds[rng.choice(len(kinds), p=p)]
 
 
-async def capacity(address: str, kinds: list[Kind], clients: int, seconds: float = 15.0, callers: int = 32) -> float:
-    """Calls/s of the mix, closed loop (15 s: a 3 s measure varied by ±15% from run to run, and 80% of a high
-    one overloaded the server)."""
+async def capacity(address: str, kinds: list[Kind], clients: int, seconds: float, callers: int = 32) -> float:
+    """Calls/s of the mix, closed loop, over ``seconds``."""
     record = Record(seconds=seconds)
     pick = picker(kinds, 0)
     async with connections(address, clients) as channels:
@@ -243,16 +248,18 @@ class Scenario:
 
 
 def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args: list[str],
-        events: bool = True, rate: float | None = None, clients: int = 1) -> dict:
-    """Start a server on a config of ``version_dir``, measure its capacity, soak it at ``load`` of it (or at a
-    fixed ``rate`` of calls/s, to compare two builds at the same traffic); returns the figures."""
+        events: bool = True, rate: float | None = None, clients: int = 1, capacity_seconds: float = 15.0) -> dict:
+    """Start a server on a config of ``version_dir``, measure its capacity over ``capacity_seconds`` (15 s: a
+    3 s measure varied by ±15% from run to run, and 80% of a high one overloaded the server), soak it at
+    ``load`` of it (or at a fixed ``rate`` of calls/s, to compare two builds at the same traffic); returns the
+    figures."""
     scenario = Scenario(folder, version_dir)
     (folder / "empty").mkdir()
     server, address, pid = start_server(folder / "empty", folder, ["--model-config", str(scenario.config),
                                                                    "--poll-interval-s", "0.5", *serve_args])
     try:
         kinds = mix()
-        cap = asyncio.run(capacity(address, kinds, clients))
+        cap = asyncio.run(capacity(address, kinds, clients, capacity_seconds))
         rate = rate or cap * load
         cpu = (cpu_seconds(pid), time.process_time())
         events_at = scenario.events() if events else []
@@ -260,7 +267,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
         cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
         # Measured again after: on a shared VM the capacity drifts, and the soak's rate may have outgrown it.
-        cap_after = asyncio.run(capacity(address, kinds, clients))
+        cap_after = asyncio.run(capacity(address, kinds, clients, capacity_seconds))
     finally:
         server.terminate()
         exit_code = server.wait(60)
@@ -271,6 +278,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
             "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
             "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99,
             "failed_by_eighth": [record.failed_by_eighth[q] for q in range(8)], "steal_by_eighth": steal,
+            "versions_by_eighth": [dict(record.versions[q]) for q in range(8)],
             "rss_mib": rss,
             "events": scenario.log, "exit_code": exit_code,
             "cpu_share": cpu_share}
@@ -295,6 +303,9 @@ def table(r: dict) -> str:
         "| p99 ms | " + " | ".join(f"{p:.0f}" for p in r["p99_ms_by_eighth"]) + " |",
         "| failed calls | " + " | ".join(f"{n:,}" for n in r["failed_by_eighth"]) + " |",
         "| CPU stolen by the hypervisor | " + " | ".join(f"{s:.1%}" for s in r["steal_by_eighth"]) + " |",
+        "| versions answering single images | " + " | ".join(
+            ", ".join(f"v{v}: {n:,}" for v, n in sorted(versions.items())) for versions in r["versions_by_eighth"])
+        + " |",
     ]
     lines += [f"  {e}" for e in r["failure_examples"]]
     return "\n".join(lines)
