@@ -17,7 +17,7 @@ import time
 import grpc
 import numpy as np
 
-from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
 METHOD = "/tfclassify.v1.Classifier/Classify"

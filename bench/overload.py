@@ -28,7 +28,7 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.__main__ import MODEL, rss_mib, start_server, train_model
-from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
 METHOD = "/tfclassify.v1.Classifier/Classify"

@@ -13,28 +13,8 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 
 from tfclassify.client.atomic import write_atomic
+from tfclassify.common.model_config import ModelConfigError, read_model_config
 from tfclassify.v1 import model_config_pb2 as config_pb
-
-
-class ModelConfigError(ValueError):
-    """The config file cannot be read, or does not list the model."""
-
-
-def read_config(path: Path) -> config_pb.ServerConfig:
-    """Parse the file (``.json``: JSON; anything else: text format)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ModelConfigError(f"cannot read model config {path}: {exc.strerror or exc}") from exc
-    config = config_pb.ServerConfig()
-    try:
-        if path.suffix == ".json":
-            json_format.Parse(text, config)
-        else:
-            text_format.Parse(text, config)
-    except (text_format.ParseError, json_format.ParseError) as exc:
-        raise ModelConfigError(f"{path}: {exc}") from exc
-    return config
 
 
 def label_of(config: config_pb.ServerConfig, model: str, label: str) -> int | None:
@@ -48,7 +28,7 @@ def set_label(path: Path, model: str, label: str, version: int) -> int | None:
 
     The file must already list the model (the server serves only the models its config lists).
     """
-    config = read_config(path)
+    config = read_model_config(path)
     entry = _model(config, model, path)
     before = entry.version_labels[label] if label in entry.version_labels else None
     entry.version_labels[label] = version

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
 #: gRPC name-resolver schemes passed through as they are (``dns:///host:port`` and friends).

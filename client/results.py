@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfclassify.client.tensors import dtype_name, from_tensor_proto
+from tfclassify.common.tensors import dtype_name, from_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
 

@@ -11,15 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from google.protobuf import json_format, text_format
-
+from tfclassify.common.model_config import ModelConfigError, read_model_config
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.repository import model_folders
 from tfclassify.v1 import model_config_pb2 as config_pb
-
-
-class ConfigError(ValueError):
-    """The model config file is unreadable or inconsistent."""
 
 
 @dataclass(frozen=True)
@@ -55,16 +50,16 @@ def load_sources(repo: Path, config_file: Path | None, defaults: BatchingOptions
     (``repository.model_folders``: folders holding a version folder)."""
     if config_file is None:
         if not repo.is_dir():
-            raise ConfigError(f"model repository {repo} is not a folder")
+            raise ModelConfigError(f"model repository {repo} is not a folder")
         return [ModelSource(child.name, child, batching=defaults) for child in model_folders(repo)[0]]
-    config = parse_config_file(config_file)
+    config = read_model_config(config_file)
     server_defaults = merge_batching(defaults, config.batching)
     sources, seen = [], set()
     for model in config.models:
         if not model.name:
-            raise ConfigError(f"{config_file}: a model has no name")
+            raise ModelConfigError(f"{config_file}: a model has no name")
         if model.name in seen:
-            raise ConfigError(f"{config_file}: model {model.name!r} is listed twice")
+            raise ModelConfigError(f"{config_file}: model {model.name!r} is listed twice")
         seen.add(model.name)
         base = Path(model.base_path) if model.base_path else Path(model.name)
         sources.append(
@@ -77,23 +72,6 @@ def load_sources(repo: Path, config_file: Path | None, defaults: BatchingOptions
             )
         )
     return sources
-
-
-def parse_config_file(path: Path) -> config_pb.ServerConfig:
-    """Parse a ``ServerConfig`` from text format (``.pbtxt``, ``.textproto``, ...) or ``.json``."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read model config {path}: {exc}") from exc
-    message = config_pb.ServerConfig()
-    try:
-        if path.suffix == ".json":
-            json_format.Parse(text, message)
-        else:
-            text_format.Parse(text, message)
-    except (text_format.ParseError, json_format.ParseError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
-    return message
 
 
 def merge_batching(base: BatchingOptions, override: config_pb.BatchingConfig) -> BatchingOptions:
@@ -109,7 +87,7 @@ def merge_batching(base: BatchingOptions, override: config_pb.BatchingConfig) ->
     try:
         return replace(base, **changes)
     except ValueError as exc:
-        raise ConfigError(f"batching: {exc}") from exc
+        raise ModelConfigError(f"batching: {exc}") from exc
 
 
 def _policy(policy: config_pb.VersionPolicy, path: Path, model: str) -> VersionPolicy:
@@ -118,7 +96,7 @@ def _policy(policy: config_pb.VersionPolicy, path: Path, model: str) -> VersionP
         return VersionPolicy("all")
     if which == "specific":
         if not policy.specific.versions:
-            raise ConfigError(f"{path}: model {model!r}: specific version policy lists no versions")
+            raise ModelConfigError(f"{path}: model {model!r}: specific version policy lists no versions")
         return VersionPolicy("specific", versions=tuple(policy.specific.versions))
     if which == "latest":
         return VersionPolicy("latest", num_versions=max(1, policy.latest.num_versions))

@@ -18,8 +18,9 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tfclassify.common.model_config import ModelConfigError
 from tfclassify.server.batching import Batcher, BatchingOptions, Replica
-from tfclassify.server.config import ConfigError, ModelSource, load_sources
+from tfclassify.server.config import ModelSource, load_sources
 from tfclassify.server.errors import ModelLoadError
 from tfclassify.server.metrics import MODEL_STATES, ServerMetrics
 from tfclassify.server.registry import ModelRegistry, ServedVersion
@@ -87,7 +88,7 @@ class ModelManager:
         async with self._lock:
             try:
                 sources = load_sources(self.repo, self.config_file, self.defaults)
-            except ConfigError as exc:
+            except ModelConfigError as exc:
                 self.metrics.config_errors.inc()
                 log.error("model config not applied, keeping the current one: %s", exc)
                 return

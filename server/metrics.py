@@ -18,7 +18,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from tfclassify.client.version import package_version
+from tfclassify.common.version import package_version
 from tfclassify.server.batching import BatchObserver, Replica
 from tfclassify.server.feedback import count_truth
 from tfclassify.server.statistics import InferenceStatistics

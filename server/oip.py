@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import numpy as np
 
-from tfclassify.client.version import package_version
+from tfclassify.common.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
-from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
+from tfclassify.common.tensors import TensorError, from_tensor_proto, to_tensor_proto
 from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane, Truth
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.manager import ModelManager, VersionStatus

@@ -232,7 +232,7 @@ def _pack(array: np.ndarray, proto: tensor_pb2.TensorProto) -> None:
         return
     proto.dtype = tf.as_dtype(array.dtype).as_datatype_enum
     proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape)
-    proto.tensor_content = np.ascontiguousarray(array).tobytes()  # last: see client/tensors.py
+    proto.tensor_content = np.ascontiguousarray(array).tobytes()  # last: see common/tensors.py
 
 
 def _dtype_name(dtype: int) -> str:

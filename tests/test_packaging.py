@@ -3,6 +3,7 @@ Triton's client and on the protobuf and grpcio versions we claim."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def test_wheel_holds_the_namespaced_packages(wheel):
         "tfclassify/v1/classifier.proto",
         "tfclassify/client/cli/score.py",
         "tfclassify/client/datasets/idx.py",
+        "tfclassify/common/tensors.py",
         "tfclassify/server/app.py",
         "tfclassify/trainer/export.py",
     ):
@@ -48,6 +50,19 @@ def test_wheel_holds_the_namespaced_packages(wheel):
     assert base and not any("tensorflow" in line for line in base), base
 
 
+def test_the_server_imports_nothing_from_the_client_package():
+    """What the server shares with the client lives in ``tfclassify.common``: the client stays a library of its
+    own that the server does not reach into (``--workers`` starts its workers through the CLI's entry point,
+    a command, not an import)."""
+    found = []
+    for path in sorted((ROOT / "server").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.startswith("tfclassify.client")]
+    assert found == []
+
+
 def test_base_install_is_a_light_client_without_tensorflow(environments, tmp_path):
     """The base install (the wheel, no extras; in the environment that also takes protobuf 7): no TensorFlow,
     no matplotlib, no pyarrow; the client commands work and `serve` says which extra it needs."""
@@ -58,7 +73,7 @@ def test_base_install_is_a_light_client_without_tensorflow(environments, tmp_pat
     code = (
         "import sys; import tfclassify.client, tfclassify.client.cli, tfclassify.client.datasets;"
         "import tfclassify.client.aio, tfclassify.client.scoring, tfclassify.client.inputs.workers;"
-        "import tfclassify.client.quality.outputs, tfclassify.client.cli.promote;"
+        "import tfclassify.client.quality.outputs, tfclassify.client.cli.promote, tfclassify.common.model_config;"
         "from tfclassify.client import ClassifierClient;"
         "assert 'tensorflow' not in sys.modules and 'pyarrow' not in sys.modules; print(tfclassify.client.__file__)"
     )

@@ -15,7 +15,7 @@ import pytest
 
 from archives import encode, image_members, read_jsonl, write_tree, write_zip
 from conftest import FASHION_LABELS, ServerProcess, metric_value, tfclassify_cmd
-from tfclassify.client.tensors import from_tensor_proto
+from tfclassify.common.tensors import from_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import FASHION_LABELS, accuracy
 from tfclassify.client import TfclassifyError
-from tfclassify.client.tensors import from_tensor_proto, to_tensor_proto
+from tfclassify.common.tensors import from_tensor_proto, to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfclassify.client.tensors import TensorError, from_tensor_proto, to_tensor_proto
+from tfclassify.common.tensors import TensorError, from_tensor_proto, to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
 

@@ -36,7 +36,7 @@ def environment() -> dict:
     import keras
     import tensorflow as tf
 
-    from tfclassify.client.version import package_version
+    from tfclassify.common.version import package_version
 
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     return {"tfclassify": package_version(), "tensorflow": tf.__version__, "keras": keras.__version__,

@@ -11,7 +11,7 @@ import sys
 
 from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score, serve, train
 from tfclassify.client.cli.common import CliError, run_command
-from tfclassify.client.version import package_version
+from tfclassify.common.version import package_version
 
 COMMANDS = (train, serve, score, merge, report, compare, promote, classify, models, health)
 

@@ -30,7 +30,8 @@ from tfclassify.client.cli.common import (
 )
 from tfclassify.client.cli.score import add_input_arguments, build_plan
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.model_config import read_config, set_label
+from tfclassify.client.model_config import set_label
+from tfclassify.common.model_config import read_model_config
 from tfclassify.client.quality.compare import ALPHA, compare
 from tfclassify.client.quality.outputs import check_report_paths, print_notes, write_reports
 from tfclassify.client.quality.report import AccuracyReport, report_from_rows
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.min_accuracy <= 1.0:
         raise CliError(f"--min-accuracy is an accuracy from 0 to 1, not {args.min_accuracy}")
     check_report_paths(args.report)
-    config = read_config(args.model_config)  # readable, and lists the model, before any scoring
+    config = read_model_config(args.model_config)  # readable, and lists the model, before any scoring
     if not any(m.name == args.model for m in config.models):
         raise CliError(f"{args.model_config} does not list model {args.model!r}: the server would not serve it")
     plan = build_plan(args)

@@ -21,7 +21,7 @@ from tfclassify.client.scoring.output import (
     summarize_chunk,
 )
 from tfclassify.client.scoring.progress import Progress
-from tfclassify.client.version import package_version
+from tfclassify.common.version import package_version
 
 
 class Interrupted(Exception):
