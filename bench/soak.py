@@ -8,7 +8,8 @@ capacity is measured first (the same mix, closed loop); the soak then sends the 
 ``--load`` (0.8) of it, over ``--clients`` (1) connections in turn (several: as several client processes
 would). At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at 1/2 it is
 rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed; the tables
-show failures by status, the server's RSS at the start, peak and end, and per eighth of the soak its p99,
+show failures by status, the server's RSS at the start, peak and end (and settled: 11 s after the last answer,
+once its heap trim has run), and per eighth of the soak its p99,
 its failures and the share of the machine's CPU time the hypervisor gave to other guests (on a shared VM
 that is capacity lost while the rate stays the same); the capacity is measured again after the soak.
 """
@@ -30,7 +31,7 @@ import grpc
 import numpy as np
 
 from bench.__main__ import MODEL, cpu_seconds, rss_mib, start_server, train_model
-from tfclassify.client.tensors import to_tensor_proto
+from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -248,11 +249,13 @@ class Scenario:
 
 
 def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args: list[str],
-        events: bool = True, rate: float | None = None, clients: int = 1, capacity_seconds: float = 15.0) -> dict:
+        events: bool = True, rate: float | None = None, clients: int = 1, capacity_seconds: float = 15.0,
+        settle_seconds: float = 11.0) -> dict:
     """Start a server on a config of ``version_dir``, measure its capacity over ``capacity_seconds`` (15 s: a
     3 s measure varied by ±15% from run to run, and 80% of a high one overloaded the server), soak it at
-    ``load`` of it (or at a fixed ``rate`` of calls/s, to compare two builds at the same traffic); returns the
-    figures."""
+    ``load`` of it (or at a fixed ``rate`` of calls/s, to compare two builds at the same traffic), and read its
+    RSS again ``settle_seconds`` after the last answer (the default 11 s: once the server's heap trim has run);
+    returns the figures."""
     scenario = Scenario(folder, version_dir)
     (folder / "empty").mkdir()
     server, address, pid = start_server(folder / "empty", folder, ["--model-config", str(scenario.config),
@@ -266,6 +269,8 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         record, rss, steal = asyncio.run(soak(address, kinds, clients, rate, seconds, events_at, pid))
         # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
         cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
+        time.sleep(settle_seconds)
+        rss["settled"] = rss_mib(pid)
         # Measured again after: on a shared VM the capacity drifts, and the soak's rate may have outgrown it.
         cap_after = asyncio.run(capacity(address, kinds, clients, capacity_seconds))
     finally:
@@ -291,12 +296,14 @@ def table(r: dict) -> str:
         f"Soak: {r['seconds']:g} s of mixed traffic from {r['clients']} client connection(s) at {r['rate']:,.0f} "
         f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}; measured again after: "
         f"{r['capacity_after']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
-        "| calls | failures | RSS start / peak / end MiB | RSS growth | CPU cores used: server / load generator | "
+        "| calls | failures | RSS start / peak / end / settled MiB | RSS growth: end / settled | "
+        "CPU cores used: server / load generator | "
         "server exit |",
         "|---|---|---|---|---|---|",
         f"| {calls:,} ({', '.join(f'{k} {v:,}' for k, v in r['calls'].items())}) | "
         f"{sum(r['failures'].values())} {r['failures'] or ''} | "
-        f"{rss['start']:.0f} / {rss['peak']:.0f} / {rss['end']:.0f} | {rss['end'] / rss['start'] - 1:+.1%} | "
+        f"{rss['start']:.0f} / {rss['peak']:.0f} / {rss['end']:.0f} / {rss['settled']:.0f} | "
+        f"{rss['end'] / rss['start'] - 1:+.1%} / {rss['settled'] / rss['start'] - 1:+.1%} | "
         f"{r['cpu_share'][0]:.2f} / {r['cpu_share'][1]:.2f} | {r['exit_code']} |", "",
         "| by eighth of the soak (events after the 2nd, 4th, 6th) | " + " | ".join(str(q + 1) for q in range(8)) + " |",
         "|---" * 9 + "|",

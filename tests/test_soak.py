@@ -14,7 +14,7 @@ RATE = 100.0  # calls/s: under a fifth of the slowest capacity measured here (47
 
 def test_short_soak_loses_no_call_through_reload_rollback_and_config_change(model_repo, tmp_path):
     result = soak.run(model_repo / "fashion" / "1", tmp_path, SECONDS, load=0.8, serve_args=[], rate=RATE,
-                      capacity_seconds=2.0)
+                      capacity_seconds=2.0, settle_seconds=0.0)
 
     assert result["failures"] == {}, result["failure_examples"]
     assert result["exit_code"] == 0, "SIGTERM drains and exits 0"
