@@ -7,11 +7,13 @@ single images (``ClassifyStream``), TensorFlow Serving ``Predict`` and Open Infe
 capacity is measured first (the same mix, closed loop); the soak then sends the mix open loop at
 ``--load`` (0.8) of it, over ``--clients`` (1) connections in turn (several: as several client processes
 would). At 1/4 of the time version 2 is added (hot reload: unversioned calls move to it), at 1/2 it is
-rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed; the tables
-show failures by status, the server's RSS at the start, peak and end (and settled: 11 s after the last answer,
-once its heap trim has run), and per eighth of the soak its p99,
-its failures and the share of the machine's CPU time the hypervisor gave to other guests (on a shared VM
-that is capacity lost while the rate stays the same); the capacity is measured again after the soak.
+rolled back (version 2 unloaded), at 3/4 the batching settings change. Every call must succeed.
+
+The tables show failures by status; the server's RSS at the start, peak and end, and settled (11 s after the
+last answer, once its heap trim has run); and per eighth of the soak the p99, the failed calls, the share of
+the machine's CPU time the hypervisor gave to other guests (on a shared VM that is capacity lost while the
+rate stays the same) and the versions that answered single images. The capacity is measured again after
+the soak.
 """
 
 from __future__ import annotations
@@ -297,8 +299,7 @@ def table(r: dict) -> str:
         f"calls/s ({r['rate'] / r['capacity']:.0%} of the measured {r['capacity']:,.0f}; measured again after: "
         f"{r['capacity_after']:,.0f}); events: {'; '.join(r['events']) or 'none'}", "",
         "| calls | failures | RSS start / peak / end / settled MiB | RSS growth: end / settled | "
-        "CPU cores used: server / load generator | "
-        "server exit |",
+        "CPU cores used: server / load generator | server exit |",
         "|---|---|---|---|---|---|",
         f"| {calls:,} ({', '.join(f'{k} {v:,}' for k, v in r['calls'].items())}) | "
         f"{sum(r['failures'].values())} {r['failures'] or ''} | "
