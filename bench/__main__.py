@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from tfclassify.client import ClassifierClient
+from tfclassify.server.memory import resident_mib
 
 BIN = Path(sys.executable).parent
 MODEL = "fashion_mnist"
@@ -53,7 +54,7 @@ def main() -> int:
         results["noop"] = _noop_floor(Path(tmp), args.seconds)
         server, address, pid = start_server(repo, Path(tmp), args.serve_args)
         try:
-            results["rss_mib"] = rss_mib(pid)
+            results["rss_mib"] = resident_mib(pid)
             results["score"] = _score_rounds(address, version_dir, results["baseline"]["best_batch_size"])
             results["apis"] = _json_of([sys.executable, "-m", "bench.apis", address, MODEL])
             results["c64"] = _load(address, 64, args.seconds, pid)
@@ -192,14 +193,6 @@ def _batch_stats() -> tuple[float, float]:
 
 def _json_of(cmd: list[str]) -> dict:
     return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-
-
-def rss_mib(pid: int) -> float:
-    """The resident memory of process ``pid`` in MiB (NaN if it cannot be read)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -27,8 +27,9 @@ import numpy as np
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.__main__ import MODEL, rss_mib, start_server, train_model
+from bench.__main__ import MODEL, start_server, train_model
 from tfclassify.common.tensors import to_tensor_proto
+from tfclassify.server.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 METHOD = "/tfclassify.v1.Classifier/Classify"
@@ -61,7 +62,7 @@ async def overload(call, body: bytes, rate: float, seconds: float, pid: int) -> 
     codes: Counter = Counter()
     admitted: list[float] = []
     refused: list[float] = []
-    rss_peak = rss_mib(pid)
+    rss_peak = resident_mib(pid)
 
     async def one() -> None:
         t0 = time.perf_counter()
@@ -84,7 +85,7 @@ async def overload(call, body: bytes, rate: float, seconds: float, pid: int) -> 
             tasks.append(asyncio.ensure_future(one()))
             sent += 1
         if now - last_rss > 0.5:
-            rss_peak, last_rss = max(rss_peak, rss_mib(pid)), now
+            rss_peak, last_rss = max(rss_peak, resident_mib(pid)), now
         await asyncio.sleep(0.001)
     await asyncio.gather(*tasks)
     drained = time.perf_counter() - started - seconds
@@ -133,11 +134,11 @@ async def measure(address: str, images: int, factor: float, seconds: float, pid:
         call = channel.unary_unary(METHOD)
         await call(body, timeout=DEADLINE_S)
         cap = await capacity(call, body, seconds)
-        row = {"capacity": cap, "rss_before_mib": rss_mib(pid)}
+        row = {"capacity": cap, "rss_before_mib": resident_mib(pid)}
         row.update(await overload(call, body, cap * factor, seconds, pid))
         row["server_p99_ms"] = server_quantile(start_server.metrics_port, 0.99)  # capacity and overload phases
         row["recovery"] = await recovery(call, body)
-        row["rss_after_mib"] = rss_mib(pid)
+        row["rss_after_mib"] = resident_mib(pid)
         return row
 
 

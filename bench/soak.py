@@ -32,9 +32,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.__main__ import MODEL, cpu_seconds, rss_mib, start_server, train_model
+from bench.__main__ import MODEL, cpu_seconds, start_server, train_model
 from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.inference import grpc_service_pb2 as oip
+from tfclassify.server.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 CONFIG = """batching {{ max_batch_size: {batch} }}
@@ -111,9 +112,13 @@ class Record:
     versions: dict = field(default_factory=lambda: defaultdict(Counter))  # eighth -> {version answering: n}
     failure_examples: list = field(default_factory=list)
 
+    def eighth(self, t: float) -> int:
+        """Which eighth of the soak the ``time.perf_counter()`` instant ``t`` falls in (0-7)."""
+        return min(7, int((t - self.started) / self.seconds * 8))
+
     def add(self, kind: str, t0: float, error: grpc.aio.AioRpcError | None, version: int | None = None) -> None:
         self.calls[kind] += 1
-        eighth = min(7, int((t0 - self.started) / self.seconds * 8))
+        eighth = self.eighth(t0)
         if error is None:
             self.latencies[eighth].append(time.perf_counter() - t0)
             if version is not None:
@@ -187,7 +192,7 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
     """Send the mix at ``rate`` calls/s for ``seconds``, over ``clients`` connections in turn; ``events`` is
     [(fraction, callable)]."""
     record = Record(seconds=seconds)
-    rss = {"start": rss_mib(pid)}
+    rss = {"start": resident_mib(pid)}
     rss["peak"] = rss["start"]
     stolen, total = [0] * 8, [0] * 8  # per eighth: a noisy neighbour's share of the cores is capacity lost
     pick = picker(kinds, 1)
@@ -206,13 +211,13 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
                 task.add_done_callback(tasks.discard)
                 sent += 1
             if now - last_rss >= 1.0:
-                rss["peak"], last_rss = max(rss["peak"], rss_mib(pid)), now
-                eighth, previous, jiffies = min(7, int((now - started) / seconds * 8)), jiffies, cpu_jiffies()
+                rss["peak"], last_rss = max(rss["peak"], resident_mib(pid)), now
+                eighth, previous, jiffies = record.eighth(now), jiffies, cpu_jiffies()
                 stolen[eighth] += jiffies[0] - previous[0]
                 total[eighth] += jiffies[1] - previous[1]
             await asyncio.sleep(0.002)
         await asyncio.gather(*tasks)
-    rss["end"] = rss_mib(pid)
+    rss["end"] = resident_mib(pid)
     rss["peak"] = max(rss["peak"], rss["end"])
     return record, rss, [s / t if t else float("nan") for s, t in zip(stolen, total)]
 
@@ -272,7 +277,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         # Where the 2 cores went: the server's and this load generator's CPU seconds per second of soak.
         cpu_share = ((cpu_seconds(pid) - cpu[0]) / seconds, (time.process_time() - cpu[1]) / seconds)
         time.sleep(settle_seconds)
-        rss["settled"] = rss_mib(pid)
+        rss["settled"] = resident_mib(pid)
         # Measured again after: on a shared VM the capacity drifts, and the soak's rate may have outgrown it.
         cap_after = asyncio.run(capacity(address, kinds, clients, capacity_seconds))
     finally:

@@ -43,10 +43,8 @@ async def trim_periodically(interval_s: float) -> None:
         log.debug("heap trimmed: resident %.1f -> %.1f MiB", before, resident_mib())
 
 
-def resident_mib() -> float:
-    """This process's resident set size in MiB (Linux; 0.0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return 0.0
+def resident_mib(pid: int | str = "self") -> float:
+    """The resident set size of process ``pid`` (this one by default) in MiB, from Linux's /proc (``OSError``
+    where it cannot be read: the process is gone, or this is not Linux)."""
+    with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tfclassify.inference import grpc_service_pb2 as oip
+from tfclassify.server.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 #: Statuses that mean "the server failed", which no request may cause.
@@ -276,13 +277,6 @@ def fuzz(address: str, examples: int, seed: int | None = None) -> Tally:
     return tally
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
-
-
 def warmed_up_rss(server, ready_timeout: float = 60) -> float:
     """Wait until ``server`` (a ``conftest.ServerProcess``) is ready, warm it up with a few calls, and return its
     resident memory (MiB) then: the level the fuzzing is measured against."""
@@ -290,7 +284,7 @@ def warmed_up_rss(server, ready_timeout: float = 60) -> float:
         client.wait_for_ready(ready_timeout)
         client.classify(np.zeros((64, 28, 28), np.uint8), "fashion")
     time.sleep(1)
-    return rss_mib(server.proc.pid)
+    return resident_mib(server.proc.pid)
 
 
 def main() -> int:
@@ -324,10 +318,10 @@ def main() -> int:
                     tally.statuses.update(round_tally.statuses)
                     tally.faults.extend(round_tally.faults)
                     tally.fault_requests.extend(round_tally.fault_requests)
-                    peak = max(peak, rss_mib(server.proc.pid))
+                    peak = max(peak, resident_mib(server.proc.pid))
             seconds = time.perf_counter() - started
             time.sleep(2)
-            after = rss_mib(server.proc.pid)
+            after = resident_mib(server.proc.pid)
         finally:
             server.stop()
             if tally.faults:  # the server's tracebacks, and the requests to replay them

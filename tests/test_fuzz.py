@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 
 from conftest import ServerProcess
-from fuzzing import Bystander, fuzz, rss_mib, warmed_up_rss
+from fuzzing import Bystander, fuzz, warmed_up_rss
+from tfclassify.server.memory import resident_mib
 
 CASES = 2000
 
@@ -20,7 +21,7 @@ def test_hostile_requests_get_clean_statuses_and_cost_others_nothing(model_repo,
         with Bystander(proc.address) as bystander:
             tally = fuzz(proc.address, CASES)
         time.sleep(2)
-        after = rss_mib(proc.proc.pid)
+        after = resident_mib(proc.proc.pid)
         with proc.client() as client:
             assert client.is_server_ready()
     finally:
