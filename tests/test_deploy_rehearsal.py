@@ -189,26 +189,41 @@ def test_the_container_starts_and_passes_the_kubelets_probes(deployed):
     assert all(line["level"] != "ERROR" for line in lines), log
 
 
+#: The rehearsal scrapes every 2 s where the ServiceMonitor says 15 s: what is tested is the endpoint (port,
+#: path, scheme, TLS) and the queries, and at 15 s a rate waits up to 30 s for its two samples.
+REHEARSAL_SCRAPE_INTERVAL = "2s"
+
+
 def prometheus_config(monitor: dict, target: str, secret_files: dict[tuple[str, str], Path] | None = None) -> dict:
-    """The scrape job the Prometheus Operator makes of the ServiceMonitor's endpoint, for one target; the
-    Secret keys its tlsConfig names are the files ``secret_files[(secret, key)]`` (the operator mounts them)."""
+    """The scrape job the Prometheus Operator makes of the ServiceMonitor's endpoint, for one target (at
+    ``REHEARSAL_SCRAPE_INTERVAL``); the Secret keys its tlsConfig names are the files
+    ``secret_files[(secret, key)]`` (the operator mounts them)."""
     [endpoint] = monitor["spec"]["endpoints"]
+    # Grafana's $__rate_interval is at least four scrape intervals: the dashboards' 1m windows hold the
+    # two samples a rate needs at the monitor's own interval too.
+    assert 4 * _seconds(endpoint["interval"]) <= _seconds(GRAFANA_VARIABLES["$__rate_interval"])
     tls = {}
     if "tlsConfig" in endpoint:
         ca = endpoint["tlsConfig"]["ca"]["secret"]
         tls = {"tls_config": {"ca_file": str((secret_files or {})[(ca["name"], ca["key"])]),
                               "server_name": endpoint["tlsConfig"]["serverName"]}}
     return {
-        "global": {"scrape_interval": endpoint["interval"], "evaluation_interval": endpoint["interval"]},
+        "global": {"scrape_interval": REHEARSAL_SCRAPE_INTERVAL, "evaluation_interval": REHEARSAL_SCRAPE_INTERVAL},
         "scrape_configs": [{
             "job_name": f"serviceMonitor/default/{monitor['metadata']['name']}/0",
             "metrics_path": endpoint["path"],
-            "scrape_interval": endpoint["interval"],
+            "scrape_interval": REHEARSAL_SCRAPE_INTERVAL,
             "scheme": endpoint.get("scheme", "http"),
             **tls,
             "static_configs": [{"targets": [target], "labels": {**POD_LABELS, "job": "tfclassify"}}],
         }],
     }
+
+
+def _seconds(duration: str) -> int:
+    """Seconds in a Prometheus duration such as ``15s`` or ``1m``."""
+    value, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()
+    return int(value) * {"s": 1, "m": 60, "h": 3600}[unit]
 
 
 class Prometheus:
@@ -285,8 +300,8 @@ def test_prometheus_scrapes_it_and_every_dashboard_and_hpa_query_returns_data(de
         def all_answered() -> bool:
             return all(prometheus.query(expr) for _, expr in queries)
 
-        # A rate needs two scrapes in its window: up to two intervals (15 s) after the first scrape.
-        wait_until(all_answered, timeout=90, interval=2)
+        # A rate needs two scrapes in its window: up to two intervals after the first scrape.
+        wait_until(all_answered, timeout=90, interval=1)
         [target] = prometheus.api("targets")["activeTargets"]
         assert target["health"] == "up" and target["scrapeUrl"].endswith(monitor["spec"]["endpoints"][0]["path"])
         for title, expr in queries:
