@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test train-all bench bench-archive bench-oip bench-overload soak fuzz images proto audit clean
+.PHONY: setup demo test train-all bench bench-archive bench-oip bench-overload bench-split soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -31,6 +31,10 @@ bench-oip: setup
 
 bench-overload: setup
 	$(PY) -m bench.overload $(BENCH_ARGS)
+
+# Whole worker processes against front ends that hand TensorFlow calls to one inference process.
+bench-split: setup
+	$(PY) -m bench.split $(BENCH_ARGS)
 
 # 10 minutes of mixed traffic at 80% of capacity through a hot reload, a rollback and a config change.
 soak: setup
