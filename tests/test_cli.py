@@ -85,6 +85,16 @@ def test_errors_are_one_line_messages_not_tracebacks(server, tmp_path):
         assert result.stderr.startswith("tfclassify: error: ")
 
 
+def test_an_abbreviated_option_is_a_usage_error_not_another_option(tmp_path):
+    # argparse would take --port for --port-file: a server on the default port and a file named 8600.
+    result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(tmp_path), "--port", "8600"),
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2 and "unrecognized arguments: --port 8600" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
+    result = run("score", "--serv", "127.0.0.1:1", "--model", "m", "--dataset", "mnist", check=False)
+    assert result.returncode == 2 and "unrecognized arguments: --serv" in result.stderr, result.stderr
+
+
 def test_train_reports_a_missing_dataset_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("TFCLASSIFY_DATASET_MIRROR", (tmp_path / "offline").as_uri())

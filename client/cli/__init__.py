@@ -16,8 +16,17 @@ from tfclassify.common.version import package_version
 COMMANDS = (train, serve, score, merge, report, compare, promote, classify, models, health)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes no abbreviated options: argparse would read ``serve --port 8600`` as
+    ``--port-file 8600`` (the only option starting so) and serve on the default port. Subcommands inherit it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tfclassify",
         description="Train, serve and score TensorFlow image classifiers (the MNIST family).",
     )
