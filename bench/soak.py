@@ -111,6 +111,9 @@ class Record:
     failed_by_eighth: Counter = field(default_factory=Counter)
     versions: dict = field(default_factory=lambda: defaultdict(Counter))  # eighth -> {version answering: n}
     failure_examples: list = field(default_factory=list)
+    #: Per eighth, the longest a call was sent after its time (s): this generator falling behind and then
+    #: sending the calls it owes at once is a burst the server sees, not the steady rate.
+    send_lag: list = field(default_factory=lambda: [0.0] * 8)
 
     def eighth(self, t: float) -> int:
         """Which eighth of the soak the ``time.perf_counter()`` instant ``t`` falls in (0-7)."""
@@ -206,6 +209,8 @@ async def soak(address: str, kinds: list[Kind], clients: int, rate: float, secon
             while pending and now - started >= pending[0][0] * seconds:
                 pending.pop(0)[1]()
             while sent < int((now - started) * rate):
+                eighth = record.eighth(now)
+                record.send_lag[eighth] = max(record.send_lag[eighth], now - started - sent / rate)
                 task = asyncio.ensure_future(_one(channels[sent % clients], pick(), record))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -290,6 +295,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
             "failures": {f"{k}/{s}": n for (k, s), n in record.failures.items()},
             "failure_examples": record.failure_examples, "p99_ms_by_eighth": p99,
             "failed_by_eighth": [record.failed_by_eighth[q] for q in range(8)], "steal_by_eighth": steal,
+            "send_lag_ms_by_eighth": [lag * 1e3 for lag in record.send_lag],
             "versions_by_eighth": [dict(record.versions[q]) for q in range(8)],
             "rss_mib": rss,
             "events": scenario.log, "exit_code": exit_code,
@@ -316,6 +322,8 @@ def table(r: dict) -> str:
         "| p99 ms | " + " | ".join(f"{p:.0f}" for p in r["p99_ms_by_eighth"]) + " |",
         "| failed calls | " + " | ".join(f"{n:,}" for n in r["failed_by_eighth"]) + " |",
         "| CPU stolen by the hypervisor | " + " | ".join(f"{s:.1%}" for s in r["steal_by_eighth"]) + " |",
+        "| longest send lag of the load generator, ms | " + " | ".join(
+            f"{lag:.0f}" for lag in r["send_lag_ms_by_eighth"]) + " |",
         "| versions answering single images | " + " | ".join(
             ", ".join(f"v{v}: {n:,}" for v, n in sorted(versions.items())) for versions in r["versions_by_eighth"])
         + " |",
