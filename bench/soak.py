@@ -277,7 +277,8 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         kinds = mix()
         # The Predict bodies import TensorFlow here too (tensorflow_serving's protos are TensorFlow's): ~290,000
         # objects that every full collection of this generator walked, 200-220 ms with its loop stopped, after
-        # which it sent the calls it owed at once. Frozen, as the server freezes its own.
+        # which it sent the calls it owed at once. Frozen, as the server freezes its own, for the run only (the
+        # tests call this in pytest's process).
         gc.collect()
         gc.freeze()
         cap = asyncio.run(capacity(address, kinds, clients, capacity_seconds))
@@ -292,6 +293,7 @@ def run(version_dir: Path, folder: Path, seconds: float, load: float, serve_args
         # Measured again after: on a shared VM the capacity drifts, and the soak's rate may have outgrown it.
         cap_after = asyncio.run(capacity(address, kinds, clients, capacity_seconds))
     finally:
+        gc.unfreeze()
         server.terminate()
         exit_code = server.wait(60)
     p99 = [float(np.percentile(record.latencies[q], 99) * 1e3) if record.latencies[q] else float("nan")
