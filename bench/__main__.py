@@ -162,27 +162,28 @@ def _noop_floor(tmp: Path, seconds: float) -> dict:
 
 
 def _load(address: str, concurrency: int, seconds: float, pid: int) -> dict:
-    before = _batch_stats()
+    port = start_server.metrics_port  # type: ignore[attr-defined]
+    before = histogram_totals(port, "tfclassify_batch_size_images")
     cpu_before = cpu_seconds(pid)
     result = _json_of([sys.executable, "-m", "bench.load", address, MODEL, "--concurrency", str(concurrency),
                        "--seconds", str(seconds)])
-    after = _batch_stats()
+    after = histogram_totals(port, "tfclassify_batch_size_images")
     batches = after[1] - before[1]
     result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else 0.0
     result["server_cpu_seconds"] = cpu_seconds(pid) - cpu_before
     return result
 
 
-def _batch_stats() -> tuple[float, float]:
+def histogram_totals(metrics_port: int, name: str) -> tuple[float, float]:
+    """(sum, count) of the server's histogram ``name`` over all its label sets, from its /metrics."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    port = start_server.metrics_port  # type: ignore[attr-defined]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     total = count = 0.0
     for family in text_string_to_metric_families(text):
-        if family.name == "tfclassify_batch_size_images":
+        if family.name == name:
             for s in family.samples:
                 if s.name.endswith("_sum"):
                     total += s.value

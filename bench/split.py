@@ -30,14 +30,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
-from bench.__main__ import BIN, MODEL, _json_of, train_model
+from bench.__main__ import BIN, MODEL, _json_of, histogram_totals, train_model
 from tfclassify.client import ClassifierClient
 
 
@@ -144,15 +142,8 @@ class Layout:
 
     def inference_seconds(self) -> tuple[float, float]:
         """(sum, count) of ``tfclassify_inference_duration_seconds`` over the server processes."""
-        total = count = 0.0
-        for port in self.metrics_ports:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-            for family in text_string_to_metric_families(text):
-                if family.name == "tfclassify_inference_duration_seconds":
-                    for s in family.samples:
-                        total += s.value if s.name.endswith("_sum") else 0.0
-                        count += s.value if s.name.endswith("_count") else 0.0
-        return total, count
+        totals = [histogram_totals(port, "tfclassify_inference_duration_seconds") for port in self.metrics_ports]
+        return sum(t[0] for t in totals), sum(t[1] for t in totals)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
