@@ -15,11 +15,12 @@ split into several queue entries and reassembled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,7 +94,6 @@ class BatchObserver:
 
     on_batch: Callable[[Replica, int, float], None] = lambda replica, size, seconds: None
     on_queue_wait: Callable[[float], None] = lambda seconds: None
-    on_queue_depth: Callable[[int, int], None] = lambda images, batches_in_flight: None
 
 
 @dataclass(eq=False)
@@ -107,20 +107,25 @@ class Batcher:
     observer: BatchObserver = field(default_factory=BatchObserver)
 
     def __post_init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._queue: deque[_Entry] = deque()
         self._queued_images = 0
         self._in_flight = 0
         self._closed = False
-        self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: set[asyncio.Task] = set()
+        self._reruns: set[asyncio.Task] = set()  # a failed batch's requests, run one by one
         self._timer: asyncio.TimerHandle | None = None
-        self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.name}")
 
     @property
     def queued_images(self) -> int:
+        """Images waiting in the queue."""
         return self._queued_images
+
+    @property
+    def batches_in_flight(self) -> int:
+        """TensorFlow calls running."""
+        return self._in_flight
 
     async def run(
         self, images: np.ndarray, deadline: float | None = None, timing: RequestTiming | None = None
@@ -139,20 +144,14 @@ class Batcher:
                 f"{self.name}: {self._queued_images} images are queued and {n} more would pass the limit of "
                 f"{self.options.max_enqueued_images}; retry later or raise max_enqueued_images"
             )
-        loop = asyncio.get_running_loop()
         now = time.monotonic()
         step = self.options.max_batch_size
-        entries = [_Entry(images[i : i + step], loop.create_future(), now, deadline, timing) for i in range(0, n, step)]
+        create_future = self._loop.create_future
+        entries = [_Entry(images[i : i + step], create_future(), now, deadline, timing) for i in range(0, n, step)]
         self._queue.extend(entries)
         self._queued_images += n
         self._idle.clear()
-        if self._in_flight == 0 and len(self._queue) == len(entries):
-            # Idle: dispatch now rather than one event-loop turn later through the scheduler.
-            if self._dispatch() is not None:
-                self._wakeup.set()  # the rest of a split request waits: let the scheduler time it
-        else:
-            self._report_depth()
-            self._wakeup.set()
+        self._schedule()
         try:
             parts = [await e.future for e in entries]
         finally:
@@ -164,37 +163,36 @@ class Batcher:
                     e.counted = False
                     released += len(e.images)
                     e.images = e.images[:0]  # and its pixels are not held until then
-            if released:
-                self._queued_images -= released
-                self._report_depth()
+            self._queued_images -= released
         return parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     async def close(self) -> None:
-        """Refuse new requests, finish the queued and running ones, stop the scheduler."""
+        """Refuse new requests, finish the queued and running ones."""
         self._closed = True
-        self._wakeup.set()
+        self._schedule()
         await self._idle.wait()
         if self._timer is not None:
             self._timer.cancel()
-        self._scheduler.cancel()
-        await asyncio.gather(self._scheduler, return_exceptions=True)
+            self._timer = None
 
     # -- scheduling -------------------------------------------------------------
-    async def _schedule(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            timeout = self._dispatch()
-            if not self._queue and self._in_flight == 0:
-                self._idle.set()
-            if timeout is not None and self._timer is None:
-                # Wake up when the oldest entry has waited long enough. One timer at a time: the
-                # oldest entry only gets older, so a pending timer never fires too late.
-                self._timer = asyncio.get_running_loop().call_later(timeout, self._on_timer)
+    # Decisions are taken synchronously, on the event loop, whenever something changes (a request
+    # arrives, a batch ends, the timer fires), and each TensorFlow call goes to the executor with a
+    # plain callback for its end: no scheduler task to wake and no task per batch, which cost the
+    # event loop more per small batch than the rest of the batcher.
+    def _schedule(self) -> None:
+        """Start every batch that may start now, time the wait of the next, and note when all is done."""
+        timeout = self._dispatch()
+        if not self._queue and self._in_flight == 0:
+            self._idle.set()
+        if timeout is not None and self._timer is None:
+            # Wake up when the oldest entry has waited long enough. One timer at a time: the
+            # oldest entry only gets older, so a pending timer never fires too late.
+            self._timer = self._loop.call_later(timeout, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._wakeup.set()
+        self._schedule()
 
     def _dispatch(self) -> float | None:
         """Start every batch that may start now; returns how long until the oldest waiting entry may go."""
@@ -230,55 +228,84 @@ class Batcher:
                 entry.timing.queue += now - entry.enqueued
             batch.append(entry)
             size += len(entry.images)
-        self._report_depth()
         return batch
 
     def _start(self, batch: list[_Entry]) -> None:
         replica = min(self.replicas, key=lambda r: r.in_flight)  # least busy replica
-        replica.in_flight += 1
-        self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._execute(replica, batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        self._report_depth()
-
-    async def _execute(self, replica: Replica, batch: list[_Entry]) -> None:
         images = batch[0].images if len(batch) == 1 else np.concatenate([e.images for e in batch])
         started = time.perf_counter()
         try:
-            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, replica.run, images)
-        except Exception as exc:  # a TensorFlow failure fails only the requests that cause it, not the server
-            if len(batch) > 1:
-                # Requests batched together are independent: run each alone, so one whose images make the model
-                # fail does not take the others down with it.
+            future = self.executor.submit(replica.run, images)
+        except RuntimeError as exc:  # the executor has shut down: the process is ending
+            for e in batch:
+                self._fail(replica, e, exc)
+            return
+        replica.in_flight += 1
+        self._in_flight += 1
+        future.add_done_callback(functools.partial(self._hand_back, replica, batch, started))
+
+    def _hand_back(self, replica: Replica, batch: list[_Entry], started: float, future: Future) -> None:
+        """In the executor's thread: have the event loop take the batch's outcome."""
+        try:
+            self._loop.call_soon_threadsafe(self._finished, replica, batch, started, future)
+        except RuntimeError:  # the event loop has closed: nobody waits for the answer
+            pass
+
+    def _finished(self, replica: Replica, batch: list[_Entry], started: float, future: Future) -> None:
+        """On the event loop: answer the batch's requests, then schedule what waits."""
+        exc = future.exception()
+        rerun = exc is not None and len(batch) > 1
+        try:
+            if exc is None:
+                self._answer(replica, batch, future.result(), time.perf_counter() - started)
+            elif rerun:
+                # A TensorFlow failure fails only the requests that cause it, not the server. Requests batched
+                # together are independent: run each alone, so one whose images make the model fail does not
+                # take the others down with it. The replica counts as busy until they have run.
                 log.warning("%s: a batch of %d requests failed on %s (%s); running them one by one", self.name,
                             len(batch), replica.device, type(exc).__name__)
-                for e in batch:
-                    await self._execute_alone(replica, e)
+                task = self._loop.create_task(self._rerun_each(replica, batch))
+                self._reruns.add(task)
+                task.add_done_callback(self._reruns.discard)
             else:
                 self._fail(replica, batch[0], exc)
-        else:
-            seconds = time.perf_counter() - started
-            self.observer.on_batch(replica, len(images), seconds)
+        except BaseException as unexpected:  # never leave a caller waiting, nor the replica busy
             for e in batch:
-                if e.timing is not None:
-                    e.timing.infer += seconds
-            replica.batches += 1
-            if len(batch) == 1:
-                if not batch[0].future.done():
-                    batch[0].future.set_result(outputs)
-                return
-            offset = 0
-            for e in batch:
-                n = len(e.images)
-                if not e.future.done():
-                    e.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
-                offset += n
+                self._fail(replica, e, unexpected)
+            rerun = False
+            raise
         finally:
-            replica.in_flight -= 1
-            self._in_flight -= 1
-            self._report_depth()
-            self._wakeup.set()
+            if not rerun:
+                self._release(replica)
+
+    def _answer(self, replica: Replica, batch: list[_Entry], outputs: Outputs, seconds: float) -> None:
+        self.observer.on_batch(replica, sum(len(e.images) for e in batch), seconds)
+        for e in batch:
+            if e.timing is not None:
+                e.timing.infer += seconds
+        replica.batches += 1
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result(outputs)
+            return
+        offset = 0
+        for e in batch:
+            n = len(e.images)
+            if not e.future.done():
+                e.future.set_result({k: v[offset : offset + n] for k, v in outputs.items()})
+            offset += n
+
+    def _release(self, replica: Replica) -> None:
+        replica.in_flight -= 1
+        self._in_flight -= 1
+        self._schedule()
+
+    async def _rerun_each(self, replica: Replica, batch: list[_Entry]) -> None:
+        try:
+            for e in batch:
+                await self._execute_alone(replica, e)
+        finally:
+            self._release(replica)
 
     async def _execute_alone(self, replica: Replica, entry: _Entry) -> None:
         if entry.future.done():
@@ -291,7 +318,7 @@ class Batcher:
             if not entry.future.done():
                 entry.future.set_result(outputs)
 
-    def _fail(self, replica: Replica, entry: _Entry, exc: Exception) -> None:
+    def _fail(self, replica: Replica, entry: _Entry, exc: BaseException) -> None:
         n = len(entry.images)
         # Logged here, once, with the traceback: the RPC answers INTERNAL without a second one.
         log.error("%s: the model failed on a request of %d images on %s", self.name, n, replica.device,
@@ -300,6 +327,3 @@ class Batcher:
             entry.future.set_exception(InferenceError(
                 f"{self.name}: the model failed on this request of {n} images ({type(exc).__name__}); "
                 "the server log has the details"))
-
-    def _report_depth(self) -> None:
-        self.observer.on_queue_depth(self._queued_images, self._in_flight)

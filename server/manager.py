@@ -210,6 +210,7 @@ class ModelManager:
             self._inference_executor,
             metrics.observer(),
         )
+        metrics.watch(batcher)
         return ServedVersion(replicas, batcher, metrics)
 
     async def _swap_batcher(self, source: ModelSource, served: ServedVersion) -> None:

@@ -19,7 +19,7 @@ from prometheus_client import (
 )
 
 from tfclassify.common.version import package_version
-from tfclassify.server.batching import BatchObserver, Replica
+from tfclassify.server.batching import Batcher, BatchObserver, Replica
 from tfclassify.server.feedback import count_truth
 from tfclassify.server.statistics import InferenceStatistics
 
@@ -111,6 +111,7 @@ class ServerMetrics:
         self.build_info = Info("tfclassify_build", "Version of the tfclassify server.", registry=registry)
         self.build_info.info({"version": package_version()})
         self._request_children: dict[tuple[str, ...], tuple] = {}
+        self._in_flight_counts: dict[tuple[str, str], list[int]] = {}
         # Kept across batching-setting changes (new VersionMetrics, same version); dropped on unload.
         self._statistics: dict[tuple[str, str], InferenceStatistics] = {}
 
@@ -123,6 +124,15 @@ class ServerMetrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def in_flight_count(self, api: str, method: str) -> list[int]:
+        """The one-element list holding how many RPCs of (api, method) are being answered: the caller adds and
+        subtracts in it, and ``tfclassify_requests_in_flight`` reads it at each scrape (no metric call per RPC)."""
+        count = self._in_flight_counts.get((api, method))
+        if count is None:
+            count = self._in_flight_counts[(api, method)] = [0]
+            self.requests_in_flight.labels(api, method).set_function(lambda: count[0])
+        return count
 
     def set_model_state(self, model: str, version: int, state: str | None) -> None:
         """Mark ``state`` as the one state of (model, version); None removes the version's series."""
@@ -160,6 +170,12 @@ class VersionMetrics:
             m.replica_info.labels(model, version, d).set(1)
         self._devices = devices
 
+    def watch(self, batcher: Batcher) -> None:
+        """Report ``batcher``'s queued images and running batches, read at each scrape (the batcher of a changed
+        configuration takes over the version's series from the one before)."""
+        self._queued.set_function(lambda: batcher.queued_images)
+        self._in_flight.set_function(lambda: batcher.batches_in_flight)
+
     def count_truth(self, true: np.ndarray, predicted: np.ndarray) -> tuple[int, int]:
         """Count labelled images (``true`` -1: unknown, left out) and the correct ones; returns both totals."""
         if self._truth is None:  # children made on first use: no series for versions that never get labels
@@ -191,11 +207,7 @@ class VersionMetrics:
             self._inference[replica.device].observe(seconds)
             statistics.record_batch(size, seconds)
 
-        def on_queue_depth(images: int, in_flight: int) -> None:
-            self._queued.set(images)
-            self._in_flight.set(in_flight)
-
-        return BatchObserver(on_batch=on_batch, on_queue_wait=self._queue_wait.observe, on_queue_depth=on_queue_depth)
+        return BatchObserver(on_batch=on_batch, on_queue_wait=self._queue_wait.observe)
 
     def remove(self) -> None:
         """Drop the per-version gauges of an unloaded version (counters and histograms stay)."""

@@ -86,7 +86,6 @@ class RpcMeter:
         self._tokens = metering.tokens
         self._access_log = metering.access_log
         self._admission = metering.admission
-        self._in_flight: dict[str, object] = {}
 
     async def observed(self, method: str, model: str, handler: Handler[R, T], request: R,
                        context: grpc.aio.ServicerContext) -> T:
@@ -102,10 +101,8 @@ class RpcMeter:
         """Run ``handler(request, context, call)``, counting it in the metrics; failures become ``RpcFailure``."""
         call = RpcCall()
         code = grpc.StatusCode.OK
-        in_flight = self._in_flight.get(method)
-        if in_flight is None:
-            in_flight = self._in_flight[method] = self._metrics.requests_in_flight.labels(self.api, method)
-        in_flight.inc()
+        in_flight = self._metrics.in_flight_count(self.api, method)
+        in_flight[0] += 1
         admitted = False
         client = None
         try:
@@ -131,7 +128,7 @@ class RpcMeter:
             log.exception("%s %s failed", self.api, method)
             raise RpcFailure(code, f"internal error in {method}; the server log has the details") from None
         finally:
-            in_flight.dec()
+            in_flight[0] -= 1
             if admitted:
                 self._admission.release(client)
             finished = time.perf_counter_ns()

@@ -63,7 +63,7 @@ class ModelRuntime:
     _function: object = field(default=None, repr=False)
     _loaded: object = field(default=None, repr=False)  # keeps the SavedModel's variables alive
 
-    @property
+    @functools.cached_property  # read per request; the signature does not change
     def image_size(self) -> tuple[int, int]:
         """(height, width) of one image."""
         if len(self.input_shape) == 1:
@@ -81,8 +81,9 @@ class ModelRuntime:
         """The mean length of a label in UTF-8 (rounded up), for estimating the size of answers."""
         return -(-sum(len(label.encode()) for label in self.labels) // max(1, len(self.labels)))
 
-    @property
+    @functools.cached_property  # read per request, and comparing tf.DTypes takes microseconds
     def takes_float(self) -> bool:
+        """Whether the signature takes float pixels (else uint8)."""
         return self.input_dtype != tf.uint8
 
     @property

@@ -11,8 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from prometheus_client import CollectorRegistry
+
 from tfclassify.server.batching import Batcher, BatchingOptions, BatchObserver, Replica
 from tfclassify.server.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+from tfclassify.server.metrics import ServerMetrics
 
 
 class FakeModel:
@@ -194,10 +197,11 @@ def test_the_serving_core_imports_without_tensorflow():
 
 def test_a_caller_that_goes_away_frees_its_queue_slots_at_once():
     async def scenario():
-        depths: list[int] = []
         model = FakeModel(0.2)
         batcher, _ = make(model, max_batch_size=8, max_enqueued_images=16)
-        batcher.observer.on_queue_depth = lambda queued, in_flight: depths.append(queued)
+        registry = CollectorRegistry()  # the version's gauge, as /metrics shows it
+        ServerMetrics(registry).for_version("m", 1, ["a", "b"], ["dev0"]).watch(batcher)
+        labels = {"model": "m", "version": "1"}
         running = asyncio.create_task(batcher.run(images(*range(8))))
         await asyncio.sleep(0.01)  # running: the queue is empty
         gone = asyncio.create_task(batcher.run(images(*range(16))))  # fills the queue
@@ -207,7 +211,8 @@ def test_a_caller_that_goes_away_frees_its_queue_slots_at_once():
             await batcher.run(images(1))
         gone.cancel()  # a client that disconnects
         await asyncio.sleep(0)
-        freed = batcher.queued_images, depths[-1]
+        freed = batcher.queued_images, registry.get_sample_value("tfclassify_queued_images", labels)
+        assert registry.get_sample_value("tfclassify_batches_in_flight", labels) == 1
         # While the first batch is still running, the freed slots take a new request.
         newcomer = await batcher.run(images(*range(100, 116)))
         await running
@@ -215,7 +220,7 @@ def test_a_caller_that_goes_away_frees_its_queue_slots_at_once():
         return freed, newcomer, model.batches
 
     (queued, reported), newcomer, batches = run(scenario())
-    assert queued == 0 and reported == 0, "freed and reported at once, not when the scheduler reaches it"
+    assert queued == 0 and reported == 0, "freed, and shown so, at once, not when the scheduler reaches it"
     assert newcomer["ids"].tolist() == list(range(100, 116))
     assert batches == [list(range(8)), list(range(100, 108)), list(range(108, 116))], "the gone request never ran"
 
