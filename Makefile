@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test train-all bench bench-archive bench-oip bench-overload bench-split soak fuzz images proto audit clean
+.PHONY: setup demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -35,6 +35,10 @@ bench-overload: setup
 # Whole worker processes against front ends that hand TensorFlow calls to one inference process.
 bench-split: setup
 	$(PY) -m bench.split $(BENCH_ARGS)
+
+# The serving path's instructions per single-image request, under valgrind (steady where timings are not).
+bench-instructions: setup
+	$(PY) -m bench.instructions $(BENCH_ARGS)
 
 # 10 minutes of mixed traffic at 80% of capacity through a hot reload, a rollback and a config change.
 soak: setup

@@ -9,7 +9,9 @@ then measures, in one run on the same machine:
 2. ``tfclassify score`` over gRPC on the 60,000 training images, and its ratio to
    (1), both measured in alternation, three rounds (the median round is shown);
 3. single-image ``Classify`` from 64 concurrent callers: requests/s, p50, p99,
-   and the mean batch size the server formed;
+   and the mean batch size the server formed; and the server's CPU time per
+   request by kind of thread, beside the floor's (steadier than requests/s on
+   a shared machine);
 4. single-image latency from 1 caller, and its difference from one in-process call;
 5. the server's resident memory after loading;
 6. the first requests after the server reports ready, with and without warm-up.
@@ -155,7 +157,10 @@ def _noop_floor(tmp: Path, seconds: float) -> dict:
             time.sleep(0.05)
         address = f"127.0.0.1:{json.loads(port_file.read_text())['grpc_port']}"
         load = [sys.executable, "-m", "bench.load", address, MODEL, "--seconds", str(seconds)]
-        return {"c64": _json_of([*load, "--concurrency", "64"]), "c1": _json_of([*load, "--concurrency", "1"])}
+        threads_before = thread_cpu_seconds(proc.pid)
+        c64 = _json_of([*load, "--concurrency", "64"])
+        c64["server_thread_cpu_seconds"] = _minus(thread_cpu_seconds(proc.pid), threads_before)
+        return {"c64": c64, "c1": _json_of([*load, "--concurrency", "1"])}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -164,14 +169,45 @@ def _noop_floor(tmp: Path, seconds: float) -> dict:
 def _load(address: str, concurrency: int, seconds: float, pid: int) -> dict:
     port = start_server.metrics_port  # type: ignore[attr-defined]
     before = histogram_totals(port, "tfclassify_batch_size_images")
-    cpu_before = cpu_seconds(pid)
+    cpu_before, threads_before = cpu_seconds(pid), thread_cpu_seconds(pid)
     result = _json_of([sys.executable, "-m", "bench.load", address, MODEL, "--concurrency", str(concurrency),
                        "--seconds", str(seconds)])
     after = histogram_totals(port, "tfclassify_batch_size_images")
     batches = after[1] - before[1]
     result["mean_batch_size"] = (after[0] - before[0]) / batches if batches else 0.0
     result["server_cpu_seconds"] = cpu_seconds(pid) - cpu_before
+    result["server_thread_cpu_seconds"] = _minus(thread_cpu_seconds(pid), threads_before)
     return result
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """The CPU time (user + system, s) process ``pid``'s threads have used, by kind: the event loop (the main
+    thread), TensorFlow's own threads, gRPC core's, and the other Python threads (the TensorFlow calls'
+    hand-off, grpc.aio's poller, the HTTP server). Threads are told apart by the name the OS knows them by."""
+    totals = dict.fromkeys(THREAD_KINDS, 0.0)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        if task.name == str(pid):
+            kind = "event loop"
+        elif comm.startswith("tf_"):
+            kind = "TensorFlow"
+        elif comm.startswith(("event_engine", "grpc_")):
+            kind = "gRPC core"
+        else:
+            kind = "Python threads"
+        totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+THREAD_KINDS = ("event loop", "Python threads", "TensorFlow", "gRPC core")
+
+
+def _minus(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 def histogram_totals(metrics_port: int, name: str) -> tuple[float, float]:
@@ -202,6 +238,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cpu_per_request(load: dict) -> str:
+    """The server's CPU time per answered request under ``load``, by kind of thread, in microseconds."""
+    threads, n = load["server_thread_cpu_seconds"], load["requests"]
+    parts = ", ".join(f"{kind} {threads[kind] / n * 1e6:,.0f}" for kind in THREAD_KINDS if threads.get(kind))
+    return f"{sum(threads.values()) / n * 1e6:,.0f} us ({parts})"
+
+
 def _table(r: dict) -> str:
     base, score, c64, c1, noop = r["baseline"], r["score"], r["c64"], r["c1"], r["noop"]
     rows = [
@@ -216,6 +259,7 @@ def _table(r: dict) -> str:
          f"p99 {c64['p99_ms']:.1f} ms", f"{c64['requests_per_second'] / noop['c64']['requests_per_second']:.2f} of (0), "
          f"p99 {c64['p99_ms'] / noop['c64']['p99_ms']:.1f}x; mean batch {c64['mean_batch_size']:.1f}; errors "
          f"{c64['errors'] or 0} (goal >= 0.6 of (0), p99 <= 1.5x)"),
+        ("3. server CPU per request (3)", _cpu_per_request(c64), "floor (0): " + _cpu_per_request(noop["c64"])),
         ("4. 1 caller, single image", f"p50 {c1['p50_ms']:.2f} ms (in-process batch 1: {base['batch1_p50_ms']:.2f} ms)",
          f"difference {c1['p50_ms'] - base['batch1_p50_ms']:+.2f} ms (goal <= +0.5 ms)"),
         ("5. server RSS after load", f"{r['rss_mib']:.0f} MiB", ""),

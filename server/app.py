@@ -130,7 +130,8 @@ class ClassifierServer:
         if settings.max_requests_in_progress > 0:
             admission = Admission(settings.max_requests_in_progress, settings.max_requests_per_client,
                                   by_token=self.tokens is not None)
-        metering = Metering(self.metrics, self.registry, self.tokens, access_log, admission)
+        #: What every API's servicer shares to count, admit and log its RPCs.
+        self.metering = metering = Metering(self.metrics, self.registry, self.tokens, access_log, admission)
         services = (
             (pb.DESCRIPTOR.services_by_name["Classifier"], ClassifierServicer(self.dataplane, self.manager, metering)),
             (prediction_service_pb2.DESCRIPTOR.services_by_name["PredictionService"],
