@@ -188,7 +188,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             comm = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds = _stat_cpu_seconds(task / "stat")
         except FileNotFoundError:  # the thread ended meanwhile
             continue
         if task.name == str(pid):
@@ -199,7 +199,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
             kind = "gRPC core"
         else:
             kind = "Python threads"
-        totals[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        totals[kind] += seconds
     return totals
 
 
@@ -234,7 +234,12 @@ def _json_of(cmd: list[str]) -> dict:
 
 def cpu_seconds(pid: int) -> float:
     """The CPU time (user + system, s) process ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu_seconds(stat: Path) -> float:
+    """utime + stime (s) from a process's or thread's ``/proc/.../stat`` (fields after the command's ")")."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
