@@ -5,7 +5,7 @@ accuracy) unless --model-repo names a repository holding ``fashion_mnist``,
 then measures, in one run on the same machine:
 
 0. the floor: a gRPC server that does nothing, under the same load generator;
-1. the in-process baseline: the SavedModel's signature on its best batch size;
+1. the in-process baseline: the server's model runtime called directly, on its best batch size;
 2. ``tfclassify score`` over gRPC on the 60,000 training images, and its ratio to
    (1), both measured in alternation, three rounds (the median round is shown);
 3. single-image ``Classify`` from 64 concurrent callers: requests/s, p50, p99,
@@ -255,7 +255,7 @@ def _table(r: dict) -> str:
     rows = [
         ("0. no-op gRPC server (the floor)", f"64 callers: {noop['c64']['requests_per_second']:,.0f} req/s, "
          f"p99 {noop['c64']['p99_ms']:.1f} ms", f"1 caller: p50 {noop['c1']['p50_ms']:.2f} ms"),
-        ("1. in-process signature, best batch", f"{base['best_images_per_second']:,.0f} images/s (batch {base['best_batch_size']})",
+        ("1. in-process runtime, best batch", f"{base['best_images_per_second']:,.0f} images/s (batch {base['best_batch_size']})",
          "by batch size: " + ", ".join(f"{k}: {v:,.0f}" for k, v in base["images_per_second"].items()) + " images/s"),
         ("2. tfclassify score over gRPC", f"{score['images_per_second']:,.0f} images/s",
          f"ratio to (1) in the same round: {score['ratio']:.2f} (goal >= 0.9; baseline then "

@@ -1,4 +1,6 @@
-"""In-process baseline: the SavedModel's serving signature called directly.
+"""In-process baseline: the model called directly, in one thread, the fastest way this process knows:
+the server's own runtime (``ModelRuntime.run``: the SavedModel's graph in a session), without gRPC,
+queues or threads between the caller and TensorFlow.
 
 Usage: python -m bench.inprocess VERSION_DIR [BATCH_SIZE ...]  -> one JSON line
 """
@@ -9,28 +11,30 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
+from tfclassify.server.repository import VersionDir  # noqa: E402
+from tfclassify.server.runtime import load_runtime  # noqa: E402
 
 BATCH_SIZES = (1, 64, 256, 1024, 4096)
 
 
 def measure(version_dir: str, batch_sizes: tuple[int, ...] = BATCH_SIZES, seconds_per_size: float = 1.5) -> dict:
-    function = tf.saved_model.load(version_dir).signatures["serving_default"]
-    (key,) = function.structured_input_signature[1]
+    path = Path(version_dir)
+    runtime = load_runtime(VersionDir(path.parent.name, int(path.name), path))
     rng = np.random.default_rng(0)
     throughput, latency_batch1 = {}, []
     for size in batch_sizes:
         images = rng.integers(0, 256, (size, 28, 28), dtype=np.uint8)
         for _ in range(5):
-            function(**{key: tf.constant(images)})
+            runtime.run(images)
         calls, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds_per_size:
             t0 = time.perf_counter()
-            function(**{key: tf.constant(images)})["probabilities"].numpy()
+            runtime.run(images)
             if size == 1:
                 latency_batch1.append(time.perf_counter() - t0)
             calls += 1

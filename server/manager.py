@@ -189,15 +189,22 @@ class ModelManager:
 
     def _load_replicas(self, version_dir: VersionDir, batching: BatchingOptions) -> list[ModelRuntime]:
         """On the loader thread: one replica per device, checked and warmed up."""
-        replicas = [load_runtime(version_dir, device) for device in self.devices]
-        check_golden_set(replicas[0], version_dir)
-        sizes = tuple(sorted({min(s, batching.max_batch_size) for s in batching.warmup_batch_sizes}))
-        for replica in replicas:
-            replica.compile_small_batches(min(self.xla_max_batch_size, batching.max_batch_size))
-            try:
-                warm_up(replica, sizes)
-            except Exception as exc:
-                raise ModelLoadError(f"{version_dir.path}: warm-up on {replica.device} failed: {exc}") from exc
+        replicas: list[ModelRuntime] = []
+        try:
+            for device in self.devices:
+                replicas.append(load_runtime(version_dir, device))
+            check_golden_set(replicas[0], version_dir)
+            sizes = tuple(sorted({min(s, batching.max_batch_size) for s in batching.warmup_batch_sizes}))
+            for replica in replicas:
+                replica.compile_small_batches(min(self.xla_max_batch_size, batching.max_batch_size))
+                try:
+                    warm_up(replica, sizes)
+                except Exception as exc:
+                    raise ModelLoadError(f"{version_dir.path}: warm-up on {replica.device} failed: {exc}") from exc
+        except BaseException:
+            for replica in replicas:  # a version that does not serve holds no memory
+                replica.close()
+            raise
         return replicas
 
     def _serve(self, source: ModelSource, replicas: list[ModelRuntime]) -> ServedVersion:
@@ -227,6 +234,8 @@ class ModelManager:
         if served is not None:
             await served.batcher.close()  # the queued and running requests finish first
             served.metrics.remove()
+            for replica in served.replicas:
+                replica.close()
         self._status.pop((name, version), None)
         self.metrics.set_model_state(name, version, None)
         log.info("model %s version %d unloaded", name, version)
