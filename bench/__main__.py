@@ -182,8 +182,10 @@ def _load(address: str, concurrency: int, seconds: float, pid: int) -> dict:
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
     """The CPU time (user + system, s) process ``pid``'s threads have used, by kind: the event loop (the main
-    thread), TensorFlow's own threads, gRPC core's, and the other Python threads (the TensorFlow calls'
-    hand-off, grpc.aio's poller, the HTTP server). Threads are told apart by the name the OS knows them by."""
+    thread), TensorFlow's inter-op pool (threads named ``tf_*``: the graphs of large batches), gRPC core's, and
+    the other threads: the inference threads (the TensorFlow calls, and the whole graph of a small batch),
+    TensorFlow's intra-op pool (which the OS knows by no name of its own), grpc.aio's poller and the HTTP
+    server. Threads are told apart by the name the OS knows them by."""
     totals = dict.fromkeys(THREAD_KINDS, 0.0)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -194,16 +196,16 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
         if task.name == str(pid):
             kind = "event loop"
         elif comm.startswith("tf_"):
-            kind = "TensorFlow"
+            kind = "TensorFlow inter-op"
         elif comm.startswith(("event_engine", "grpc_")):
             kind = "gRPC core"
         else:
-            kind = "Python threads"
+            kind = "other threads"
         totals[kind] += seconds
     return totals
 
 
-THREAD_KINDS = ("event loop", "Python threads", "TensorFlow", "gRPC core")
+THREAD_KINDS = ("event loop", "other threads", "TensorFlow inter-op", "gRPC core")
 
 
 def _minus(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
