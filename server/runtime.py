@@ -190,7 +190,7 @@ def load_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntim
     started = time.monotonic()
     session, meta_graph = _open_session(version_dir, device)
     try:
-        runtime = _check(version_dir, device, session, meta_graph)
+        runtime = _build_runtime(version_dir, device, session, meta_graph)
     except BaseException:
         session.close()
         raise
@@ -236,9 +236,10 @@ def _mirror_gpu_settings(options: config_pb2.GPUOptions) -> None:
             options.experimental.virtual_devices.add().memory_limit_mb.extend(per_gpu)
 
 
-def _check(
+def _build_runtime(
     version_dir: VersionDir, device: str, session: tf.compat.v1.Session, meta_graph: meta_graph_pb2.MetaGraphDef
 ) -> ModelRuntime:
+    """The runtime of a loaded session: its signature checked, its classes and outputs probed, its labels read."""
     signature_name, signature = _pick_signature(meta_graph, version_dir)
     input_key, input_dtype, input_dims = _pick_input(signature, version_dir, signature_name)
     output_key = _pick_output(signature, version_dir, signature_name)
