@@ -156,11 +156,12 @@ class ModelRuntime:
     def compile_small_batches(self, max_batch_size: int) -> bool:
         """XLA-compile the model for batches of 1, 2, 4 ... ``max_batch_size`` images.
 
-        TensorFlow's per-call overhead dominates small batches (0.4-0.7 ms
-        for the MLP here); one fused XLA program per padded size cuts it by
-        about half. Batches are padded up to the next compiled size, so
-        the set of shapes, and of compilations, stays fixed. Returns False
-        (and keeps the plain path) when the model does not compile.
+        One fused XLA program per padded size: batches are padded up to the
+        next compiled size, so the set of shapes, and of compilations, stays
+        fixed. Against the signature function it halved a small batch's call;
+        against the session path it is slower on our CPUs (batch 1: 0.71 vs
+        0.45 ms), so it is for GPUs, where it is not yet measured. Returns
+        False (and keeps the plain path) when the model does not compile.
         """
         if max_batch_size < 1:
             return False
