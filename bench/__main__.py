@@ -137,15 +137,15 @@ def _score_rounds(address: str, version_dir: Path, batch_size: int, rounds: int 
     """Scoring and the in-process baseline in alternation, so both see the same machine."""
     pairs = []
     for _ in range(rounds):
-        baseline = _json_of([sys.executable, "-m", "bench.inprocess", str(version_dir), str(batch_size)])
+        in_process = _in_process_rate(version_dir, batch_size)
         out = subprocess.run(
             [str(BIN / "tfclassify"), "score", "--server", address, "--model", MODEL, "--dataset", "fashion_mnist",
              "--split", "train", "--no-progress"],
             check=True, capture_output=True, text=True,
         ).stdout
         scored = float(re.search(r"([\d,]+) images/s", out).group(1).replace(",", ""))
-        pairs.append((scored / baseline["best_images_per_second"], scored, baseline["best_images_per_second"]))
-    ratio, scored, baseline = sorted(pairs)[len(pairs) // 2]
+        pairs.append((scored / in_process, scored, in_process))
+    ratio, scored, baseline = _median_round(pairs)
     return {"images_per_second": scored, "baseline_images_per_second": baseline, "ratio": ratio,
             "all_rounds": pairs, "images": 60000}
 
@@ -155,8 +155,7 @@ def _api_rounds(address: str, version_dir: Path, batch_size: int = 1024, rounds:
     machine's speed moves from one minute to the next, so a ratio is only taken within one round."""
     by_api: dict[str, list[tuple[float, float, float]]] = {}
     for _ in range(rounds):
-        baseline = _json_of([sys.executable, "-m", "bench.inprocess", str(version_dir), str(batch_size)])
-        in_process = baseline["images_per_second"][str(batch_size)]
+        in_process = _in_process_rate(version_dir, batch_size)
         rates = _json_of([sys.executable, "-m", "bench.apis", address, MODEL, "--images", str(batch_size),
                           "--seconds", "2"])
         for api, rate in rates.items():
@@ -164,10 +163,20 @@ def _api_rounds(address: str, version_dir: Path, batch_size: int = 1024, rounds:
                 by_api.setdefault(api, []).append((rate / in_process, rate, in_process))
     out = {}
     for api, pairs in by_api.items():
-        ratio, rate, in_process = sorted(pairs)[len(pairs) // 2]
+        ratio, rate, in_process = _median_round(pairs)
         out[api] = {"images_per_second": rate, "ratio": ratio, "baseline_images_per_second": in_process,
                     "all_rounds": pairs}
     return out
+
+
+def _in_process_rate(version_dir: Path, batch_size: int) -> float:
+    """The in-process baseline's images/s at ``batch_size``, measured now (in a process of its own)."""
+    return _json_of([sys.executable, "-m", "bench.inprocess", str(version_dir), str(batch_size)])["best_images_per_second"]
+
+
+def _median_round(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The round of median ratio among (ratio, rate, baseline) rounds."""
+    return sorted(rounds)[len(rounds) // 2]
 
 
 def _noop_floor(tmp: Path, seconds: float) -> dict:
