@@ -8,9 +8,9 @@ For each ``--max-requests-in-progress`` value (0: no limit), one run on the same
    server's peak resident memory;
 3. recovery: as soon as the overload stops, one caller's requests for 2 s (all must succeed).
 
-Prints one table. Choose the limit as about capacity (requests/s) x the latency you accept (s). Calls refused by
-gRPC core's pending-call limit (``--max-pending-calls``, before the server sees them) reach grpcio's Python client
-as CANCELLED.
+Prints one table. Choose the limit as about capacity (requests/s) x the latency you accept (s). gRPC core answers
+the calls it refuses past its pending-call limit (``--max-pending-calls``, before the server sees them) with
+CANCELLED.
 """
 
 from __future__ import annotations

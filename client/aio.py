@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import (
+    MAX_RETRIES,
     channel_options,
     check_target,
     classify_request,
@@ -50,8 +51,9 @@ class ClassifierClient:
         token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
+        retries: int = MAX_RETRIES,
     ) -> None:
-        opts = channel_options(max_message_bytes, check_target(address), options)
+        opts = channel_options(max_message_bytes, check_target(address), options, retries)
         interceptors = aio_token_interceptors(token) if token else None
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)

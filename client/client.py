@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import (
+    MAX_RETRIES,
     channel_options,
     check_target,
     classify_request,
@@ -61,6 +62,13 @@ class ClassifierClient:
     batch of one (``image[np.newaxis]``). Every call has a deadline:
     ``timeout`` seconds unless the call says otherwise. Failures, bad
     arguments included, raise ``TfclassifyError``.
+
+    A call the server did not take (busy: RESOURCE_EXHAUSTED; not ready,
+    starting, draining or unreachable: UNAVAILABLE; refused by gRPC's
+    pending-call limit: CANCELLED) is sent again by gRPC, up to ``retries``
+    times (0-4) with jittered exponential backoff, within the call's
+    deadline; retries pause while most calls fail. Classify and the reads
+    are retried, never ``feedback``.
     """
 
     def __init__(
@@ -72,8 +80,9 @@ class ClassifierClient:
         token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
+        retries: int = MAX_RETRIES,
     ) -> None:
-        opts = channel_options(max_message_bytes, check_target(address), options)
+        opts = channel_options(max_message_bytes, check_target(address), options, retries)
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=opts)
         else:

@@ -6,6 +6,7 @@ Every bad argument raises the library's one exception type,
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -167,8 +168,50 @@ def encoded_request(
     )
 
 
-def channel_options(max_message_bytes: int, target: str, extra=()) -> list[tuple[str, object]]:
-    """Channel options: message size limits, and round-robin over every address of a multi-address target."""
+#: gRPC sends a call at most 5 times in all.
+MAX_RETRIES = 4
+#: The methods gRPC may send again: Classify and the reads. Not Feedback, which the server takes once (a retry
+#: after it took the first would be refused), nor the stream.
+RETRIED_METHODS = ("Classify", "GetModelMetadata", "ListModels", "GetModelStatus")
+#: What a server answers when it did not take the call: busy (its admission limits), not ready, starting,
+#: draining, or unreachable (UNAVAILABLE), and CANCELLED, which gRPC core itself answers when it refuses a call
+#: past ``--max-pending-calls``. A call the caller cancels is never retried.
+RETRYABLE_STATUS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "CANCELLED")
+
+
+def check_retries(retries: object) -> int:
+    """``retries`` if it is a whole number from 0 to ``MAX_RETRIES``; ``TfclassifyError`` otherwise."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise invalid(f"retries must be a whole number from 0 to {MAX_RETRIES} (gRPC sends a call at most "
+                      f"{MAX_RETRIES + 1} times), got {retries!r}")
+    return retries
+
+
+def retry_service_config(retries: int) -> str:
+    """The gRPC service config (JSON) that retries ``RETRIED_METHODS`` up to ``retries`` times.
+
+    Backoff is exponential with full jitter: a random wait up to 0.1 s, 0.2 s, 0.4 s ... at most 5 s (as
+    ``tfclassify score``). Retry throttling keeps a client from multiplying a real overload: once about 50 more
+    calls have failed than a tenth of those that succeeded, it stops retrying until answers come back.
+    """
+    policy = {
+        "maxAttempts": retries + 1,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "5s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": list(RETRYABLE_STATUS),
+    }
+    return json.dumps({
+        "methodConfig": [{"name": [{"service": pb.DESCRIPTOR.services_by_name["Classifier"].full_name,
+                                    "method": method} for method in RETRIED_METHODS],
+                          "retryPolicy": policy}],
+        "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+    })
+
+
+def channel_options(max_message_bytes: int, target: str, extra=(), retries: int = 0) -> list[tuple[str, object]]:
+    """Channel options: message size limits, round-robin over every address of a multi-address target, and
+    gRPC's own retries of refused calls (``retries``, 0: none)."""
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -176,4 +219,10 @@ def channel_options(max_message_bytes: int, target: str, extra=()) -> list[tuple
     if target.startswith(("dns:", "ipv4:", "ipv6:")):
         # One HTTP/2 connection per resolved address, requests spread over them; a dead one is skipped.
         options.append(("grpc.lb_policy_name", "round_robin"))
+    if check_retries(retries):
+        options += [
+            ("grpc.service_config", retry_service_config(retries)),
+            # gRPC keeps a call's request to send it again only up to this size (default 256 KiB: ~330 images).
+            ("grpc.per_rpc_retry_buffer_size", max_message_bytes),
+        ]
     return [*options, *extra]

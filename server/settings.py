@@ -64,7 +64,7 @@ class ServerSettings:
     max_pending_calls: int = setting(
         512, help="calls gRPC has received that the server has not started yet (its own queue, where calls wait "
         "while the server is busy): past half of it gRPC refuses a growing share of new calls, past it every "
-        "new call (RESOURCE_EXHAUSTED), which bounds the wait before a request is seen"
+        "new call (gRPC answers those CANCELLED), which bounds the wait before a request is seen"
     )
     max_images_per_request: int = setting(16384, help="most images one request may carry (more: INVALID_ARGUMENT)")
     max_message_bytes: int = setting(

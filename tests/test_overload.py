@@ -1,6 +1,8 @@
 """Overload: past ``--max-requests-in-progress`` a request is refused at once with RESOURCE_EXHAUSTED (counted
 in the metrics), the admitted ones are answered, and the server serves normally when the load drops; with
-``--max-requests-per-client`` a flooding client is held to its share while another client still gets in."""
+``--max-requests-per-client`` a flooding client is held to its share while another client still gets in. The
+server's side is seen through clients that do not retry (``retries=0``); the client library's default retries
+are tested last."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def test_past_the_limit_requests_are_shed_and_the_server_recovers(model_repo, tm
     proc = ServerProcess(model_repo, tmp_path, "--max-requests-in-progress", "4")
 
     async def scenario():
-        async with ClassifierClient(proc.address) as client:
+        async with ClassifierClient(proc.address, retries=0) as client:
             await client.wait_for_ready(60)
             codes, messages = await flood(client, callers=32, requests_each=4)
             return codes, messages, await sequential_ok(client, 20)
@@ -86,8 +88,8 @@ def shared(model_repo, tmp_path):
 
 def test_one_client_flooding_cannot_take_the_slots_of_another(shared):
     async def scenario():
-        async with ClassifierClient(shared.address, token="flooding-client-token-0001") as flooder, \
-                ClassifierClient(shared.address, token="polite-client-token-000002") as polite:
+        async with ClassifierClient(shared.address, token="flooding-client-token-0001", retries=0) as flooder, \
+                ClassifierClient(shared.address, token="polite-client-token-000002", retries=0) as polite:
             await polite.wait_for_ready(60)
             # Refused requests come back at once: the flood lasts 3 s whatever this machine's speed.
             flooding = asyncio.ensure_future(flood(flooder, callers=32, requests_each=3, seconds=3.0))
@@ -104,8 +106,8 @@ def test_one_client_flooding_cannot_take_the_slots_of_another(shared):
 
 def test_past_the_pending_call_limit_grpc_refuses_calls_the_server_never_sees(model_repo, tmp_path):
     """A burst of calls faster than the event loop picks them up waits in gRPC core's own queue; past
-    --max-pending-calls gRPC refuses new ones before the server sees them (grpcio's Python client reports
-    them as CANCELLED, C-core resetting the stream after its RESOURCE_EXHAUSTED), and the rest are served."""
+    --max-pending-calls gRPC refuses new ones before the server sees them, and the rest are served. gRPC core
+    (1.85) answers the refused calls CANCELLED itself: a Trailers-Only response with grpc-status 1 on the wire."""
     proc = ServerProcess(model_repo, tmp_path, "--max-pending-calls", "2")
     body = classify_request(BATCH[:1], "fashion", None, None, 0, False, False).SerializeToString()
 
@@ -125,13 +127,67 @@ def test_past_the_pending_call_limit_grpc_refuses_calls_the_server_never_sees(mo
 
     try:
         codes = asyncio.run(burst(200))
-        assert codes["OK"] >= 2 and set(codes) <= {"OK", "CANCELLED", "RESOURCE_EXHAUSTED"}, codes
-        assert codes["OK"] < 200, "a burst of 200 is more than 2 pending calls"
+        assert codes["OK"] >= 2 and set(codes) <= {"OK", "CANCELLED"}, codes
+        assert codes["CANCELLED"] > 0, "a burst of 200 is more than 2 pending calls"
         served = metric_value(proc.metrics_text(), "tfclassify_requests_total", code="OK")
         assert served == codes["OK"] + 1, "the refused calls never reached the server"
         assert asyncio.run(burst(1)) == {"OK": 1}, "the server serves normally after the burst"
     finally:
         assert proc.stop() == 0
+
+
+def test_the_client_library_sends_refused_calls_again(model_repo, tmp_path):
+    """With its default retries the client has gRPC send a refused call again after a jittered backoff: the
+    server's RESOURCE_EXHAUSTED (the same flood as above) and gRPC core's CANCELLED past --max-pending-calls.
+    More calls are answered than without retries, each once, and the server counts every refused attempt."""
+    proc = ServerProcess(model_repo, tmp_path, "--max-requests-in-progress", "4", "--max-pending-calls", "2")
+
+    async def burst(client: ClassifierClient, n: int) -> Counter:
+        async def one() -> str:
+            try:
+                await client.classify(BATCH[:1], "fashion", timeout=30)
+                return "OK"
+            except TfclassifyError as exc:
+                return exc.code.name
+
+        return Counter(await asyncio.gather(*(one() for _ in range(n))))
+
+    async def run(test, retries: int | None):
+        # A fresh channel each time: retry throttling counts a channel's failures (the flood's would stop the
+        # burst's retries), and 40 calls are few enough for every refused one to be retried.
+        async with ClassifierClient(proc.address, **({} if retries is None else {"retries": retries})) as client:
+            await client.classify(BATCH[:1], "fashion")  # connected: the calls go out at once
+            return await test(client)
+
+    async def scenario():
+        floods = [(await run(lambda c: flood(c, callers=32, requests_each=4), r))[0] for r in (0, None)]
+        bursts = [await run(lambda c: burst(c, 40), r) for r in (0, None)]
+        return floods, bursts
+
+    try:
+        (flood_once, flood_retried), (burst_once, burst_retried) = asyncio.run(scenario())
+        assert sum(flood_retried.values()) == 128
+        assert set(flood_retried) <= {"OK", "RESOURCE_EXHAUSTED", "CANCELLED"}, flood_retried
+        assert flood_retried["OK"] > flood_once["OK"], (flood_once, flood_retried)
+        assert burst_once["CANCELLED"] > 0, burst_once
+        assert burst_retried["OK"] > burst_once["OK"], (burst_once, burst_retried)
+        metrics = proc.metrics_text()
+        answered = sum(c["OK"] for c in (flood_once, flood_retried, burst_once, burst_retried))
+        assert metric_value(metrics, "tfclassify_requests_total", code="OK") == answered + 4, "each answered once"
+        assert metric_value(metrics, "tfclassify_requests_total", code="RESOURCE_EXHAUSTED") > \
+            flood_once["RESOURCE_EXHAUSTED"] + flood_retried["RESOURCE_EXHAUSTED"], "refused attempts were retried"
+    finally:
+        assert proc.stop() == 0
+
+
+def test_client_retries_are_checked():
+    from tfclassify.client import ClassifierClient as SyncClient
+
+    for bad in (-1, 5, 1.5, True, "2"):
+        with pytest.raises(TfclassifyError, match="retries must be a whole number from 0 to 4"):
+            SyncClient("localhost:1", retries=bad)
+        with pytest.raises(TfclassifyError, match="retries must be a whole number from 0 to 4"):
+            ClassifierClient("localhost:1", retries=bad)
 
 
 def test_limits_must_not_be_negative(model_repo):

@@ -48,7 +48,9 @@ class ServerPool:
         self.timeout = timeout
         self.retry = retry
         self.retries = 0
-        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials, token=token) for t in self.targets]
+        # retries=0: the scorer retries a refused batch itself, on another server where it has one.
+        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials, token=token, retries=0)
+                         for t in self.targets]
         self._busy = [0] * len(self._clients)
         self._down_until = [0.0] * len(self._clients)
 
