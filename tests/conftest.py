@@ -64,7 +64,8 @@ class ServerProcess:
         return self.log_path.read_text()
 
     def client(self, **kwargs) -> ClassifierClient:
-        return ClassifierClient(self.address, **kwargs)
+        """A client that shows the server's own answers: no retries unless asked (they are tested on their own)."""
+        return ClassifierClient(self.address, **{"retries": 0, **kwargs})
 
     def metrics_text(self) -> str:
         import urllib.request

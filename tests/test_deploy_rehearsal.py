@@ -133,7 +133,8 @@ class Traffic:
 
     def _run(self) -> None:
         server, images = self.server, np.random.default_rng(0).integers(0, 256, (64, 28, 28), np.uint8)
-        with ClassifierClient(server.address, timeout=10) as client, grpc.insecure_channel(server.address) as ch:
+        with ClassifierClient(server.address, timeout=10, retries=0) as client, \
+                grpc.insecure_channel(server.address) as ch:  # every failure is seen
             tfs = prediction_service_pb2_grpc.PredictionServiceStub(ch)
             inference = oip_grpc.GRPCInferenceServiceStub(ch)
             predict = predict_pb2.PredictRequest()
@@ -499,7 +500,7 @@ def test_the_tls_component_probes_over_https_and_serves_a_renewed_certificate(mo
 
         def classifies(authority: Authority) -> bool:
             try:
-                with ClassifierClient(server.address, timeout=5,
+                with ClassifierClient(server.address, timeout=5, retries=0,
                                       credentials=channel_credentials(ca=authority.pem)) as client:
                     return len(client.classify(np.zeros((1, 28, 28), np.uint8), server.model).classes) == 1
             except TfclassifyError as exc:

@@ -49,7 +49,7 @@ def test_callers_that_go_away_free_their_queue_at_once(faulty, how):
     images = np.zeros((1024, 28, 28), np.uint8)
 
     async def fill_then_go_away() -> list[str]:
-        client = AsyncClient(faulty.address)
+        client = AsyncClient(faulty.address, retries=0)
         calls = [asyncio.ensure_future(client.classify(images, SLOW, timeout=0.5 if how == "deadline" else 60))
                  for _ in range(4)]  # 4,096 images: the whole queue
         if how == "disconnect":
@@ -84,7 +84,7 @@ def test_a_model_that_fails_on_some_requests_fails_only_those(faulty):
     poisoned[3, 0, :3] = (13, 37, 251)  # what makes the model fail
 
     async def mixed() -> list[str]:
-        async with AsyncClient(faulty.address) as client:
+        async with AsyncClient(faulty.address, retries=0) as client:
             async def one(batch):
                 try:
                     result = await client.classify(batch, SLOW, timeout=60)
