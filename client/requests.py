@@ -173,10 +173,16 @@ MAX_RETRIES = 4
 #: The methods gRPC may send again: Classify and the reads. Not Feedback, which the server takes once (a retry
 #: after it took the first would be refused), nor the stream.
 RETRIED_METHODS = ("Classify", "GetModelMetadata", "ListModels", "GetModelStatus")
-#: What a server answers when it did not take the call: busy (its admission limits), not ready, starting,
-#: draining, or unreachable (UNAVAILABLE), and CANCELLED, which gRPC core itself answers when it refuses a call
-#: past ``--max-pending-calls``. A call the caller cancels is never retried.
-RETRYABLE_STATUS = ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "CANCELLED")
+#: What a server answers when it did not take the call, so that sending it again is safe: busy
+#: (RESOURCE_EXHAUSTED, its admission limits), not ready, starting, draining or unreachable (UNAVAILABLE), and
+#: CANCELLED, which gRPC core itself answers when it refuses a call past ``--max-pending-calls``. The library's
+#: retries and ``tfclassify score``'s both use it. A call the caller cancels is never retried.
+RETRYABLE_CODES = frozenset(
+    {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+)
+#: Backoff before a retry: a random wait up to BASE x 2^n seconds, at most CAP (full jitter).
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 5.0
 
 
 def check_retries(retries: object) -> int:
@@ -190,16 +196,16 @@ def check_retries(retries: object) -> int:
 def retry_service_config(retries: int) -> str:
     """The gRPC service config (JSON) that retries ``RETRIED_METHODS`` up to ``retries`` times.
 
-    Backoff is exponential with full jitter: a random wait up to 0.1 s, 0.2 s, 0.4 s ... at most 5 s (as
-    ``tfclassify score``). Retry throttling keeps a client from multiplying a real overload: once about 50 more
+    Backoff is exponential with full jitter, as ``tfclassify score``'s: a random wait up to 0.1 s, 0.2 s,
+    0.4 s ... at most 5 s. Retry throttling keeps a client from multiplying a real overload: once about 50 more
     calls have failed than a tenth of those that succeeded, it stops retrying until answers come back.
     """
     policy = {
         "maxAttempts": retries + 1,
-        "initialBackoff": "0.1s",
-        "maxBackoff": "5s",
+        "initialBackoff": f"{BACKOFF_BASE_S}s",
+        "maxBackoff": f"{BACKOFF_CAP_S}s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": list(RETRYABLE_STATUS),
+        "retryableStatusCodes": sorted(code.name for code in RETRYABLE_CODES),
     }
     return json.dumps({
         "methodConfig": [{"name": [{"service": pb.DESCRIPTOR.services_by_name["Classifier"].full_name,

@@ -13,16 +13,14 @@ import numpy as np
 
 from tfclassify.client import aio
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.requests import BACKOFF_BASE_S, BACKOFF_CAP_S, RETRYABLE_CODES
 from tfclassify.client.results import ClassifyResult, ModelInfo
 
 log = logging.getLogger(__name__)
 
-#: Codes after which the same batch is sent again: the server did not answer it (down, overloaded,
-#: or shutting down while the request arrived). The scorer cancels its own calls only when it stops,
-#: so CANCELLED here comes from the server side. INVALID_ARGUMENT is never retried.
-RETRYABLE_CODES = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
-)
+# After RETRYABLE_CODES (the library's) the same batch is sent again: the server did not answer it (down,
+# overloaded, or shutting down while the request arrived). The scorer cancels its own calls only when it stops,
+# so CANCELLED here comes from the server side. INVALID_ARGUMENT is never retried.
 
 
 @dataclass(frozen=True)
@@ -30,8 +28,8 @@ class RetryPolicy:
     """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base * 2**n)) seconds."""
 
     max_retries: int = 6
-    base_s: float = 0.1
-    cap_s: float = 5.0
+    base_s: float = BACKOFF_BASE_S
+    cap_s: float = BACKOFF_CAP_S
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0.0, min(self.cap_s, self.base_s * 2**attempt))
