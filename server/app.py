@@ -32,7 +32,7 @@ from tfclassify.server.manager import ModelManager
 from tfclassify.server.memory import trim_periodically
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip import InferenceServicer
-from tfclassify.server.ports import BindError, bind_message, write_port_file
+from tfclassify.server.ports import BindError, bind_message, check_port_free, write_port_file
 from tfclassify.server.registry import ModelRegistry
 from tfclassify.server.rpc import Metering
 from tfclassify.server.servicer import ClassifierServicer
@@ -114,6 +114,9 @@ class ClassifierServer:
             # server's callers wait seconds there, unseen by the metrics.
             ("grpc.server.max_pending_requests", settings.max_pending_calls // 2),
             ("grpc.server.max_pending_requests_hard_limit", settings.max_pending_calls),
+            # SO_REUSEPORT (gRPC's default) only among our own workers: a lone server must fail to bind a port
+            # another server holds, not share it and get half of its connections.
+            ("grpc.so_reuseport", 1 if self.place else 0),
         ]
         if settings.max_connection_age_s > 0:
             options += [
@@ -237,6 +240,8 @@ class ClassifierServer:
 
     def _bind_grpc(self) -> int:
         host, port = self.settings.host, self.settings.grpc_port
+        if self.place is None:
+            check_port_free(host, port)  # before gRPC core tries, which logs its own multi-line error first
         try:
             if self.settings.tls_cert is not None:
                 certificates = ReloadingCertificates(self.settings.tls_cert, self.settings.tls_key,
