@@ -97,6 +97,35 @@ def test_a_port_in_use_is_one_line_and_exit_1(model_repo, which):
     assert "Traceback" not in result.stderr and "Event loop is closed" not in result.stderr
 
 
+@pytest.fixture(params=["our server", "a SO_REUSEPORT socket"])
+def busy_grpc_port(request, server):
+    """A gRPC port another program listens on: our session server, or a socket that allows sharing the port
+    (SO_REUSEPORT, as gRPC's default and our --workers set it)."""
+    if request.param == "our server":
+        yield server.grpc_port
+        return
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_second_server_on_a_busy_grpc_port_exits_1_naming_it(model_repo, server, busy_grpc_port, workers):
+    result = subprocess.run(
+        tfclassify_cmd("serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", "--grpc-port",
+                       str(busy_grpc_port), "--metrics-port", "0", "--workers", workers),
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"tfclassify: error: cannot listen on 127.0.0.1:{busy_grpc_port} for gRPC: address already in use "
+        "(choose another port with --grpc-port)"
+    ]
+    with server.client() as client:  # the first server still has its port to itself
+        assert {m.name for m in client.list_models()} == {"digits", "fashion"}
+
+
 def served_log(repo, workdir, *args: str) -> str:
     """The log of a server that started on ``repo``, became ready and stopped."""
     workdir.mkdir()
