@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from tfclassify.client.cli.common import CliError, quiet_tensorflow
 from tfclassify.client.datasets import dataset_names
+from tfclassify.common.tf_logs import tensorflow_noise_filtered
 from tfclassify.trainer.catalog import ALIASES, ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, architecture
 
 
@@ -69,6 +71,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--compare", metavar="ARCH,ARCH|all",
                         help="train each of these architectures on the same data (model NAME-ARCH each) and "
                         "print a table: accuracy, parameters, seconds per epoch, inference images/s")
+    parser.add_argument("--log-level", type=str.upper, default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="logging level; DEBUG also shows TensorFlow's harmless C++ notices [default: %(default)s]")
     parser.set_defaults(run=run)
 
 
@@ -106,18 +110,21 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, DatasetNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
     quiet_tensorflow()
-    try:
-        from tfclassify.trainer.compare import compare, comparison_table
-        from tfclassify.trainer.train import train
-    except ImportError as exc:
-        raise CliError(f"tfclassify train needs the trainer extra ({exc}): pip install 'tfclassify[trainer]'") from exc
-    try:
-        if args.compare:
-            print(comparison_table(compare(config, names, data, args.compare_seconds)))
-            return 0
-        result = train(config, data)
-    except (FileExistsError, ValueError) as exc:  # an existing version; a device --devices names that is not here
-        raise CliError(str(exc)) from None
+    logging.getLogger().setLevel(args.log_level)
+    with tensorflow_noise_filtered(args.log_level):  # for the whole run: training logs its own harmless "errors"
+        try:
+            from tfclassify.trainer.compare import compare, comparison_table
+            from tfclassify.trainer.train import train
+        except ImportError as exc:
+            raise CliError(f"tfclassify train needs the trainer extra ({exc}): "
+                           "pip install 'tfclassify[trainer]'") from exc
+        try:
+            if args.compare:
+                print(comparison_table(compare(config, names, data, args.compare_seconds)))
+                return 0
+            result = train(config, data)
+        except (FileExistsError, ValueError) as exc:  # an existing version; a device --devices names that is not here
+            raise CliError(str(exc)) from None
     print(
         f"exported {result.version_dir} (version {result.version}): test accuracy {result.test_accuracy:.4f}, "
         f"trained in {result.train_seconds:.1f} s ({result.seconds_per_epoch:.1f} s per epoch), "
