@@ -1,14 +1,18 @@
 # The two commands of the README: `make demo` and `make test`.
-# Each first runs scripts/setup.sh, which installs what is missing.
+# Each first runs scripts/setup.sh, which installs what is missing of what that command needs:
+# `setup-demo` the Fashion-MNIST data and the venv; `setup` that, and what the tests and benchmarks need.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions soak fuzz images proto audit clean
 
 setup:
-	@VENV=$(VENV) bash scripts/setup.sh
+	@VENV=$(VENV) bash scripts/setup.sh test
 
-demo: setup
+setup-demo:
+	@VENV=$(VENV) bash scripts/setup.sh demo
+
+demo: setup-demo
 	@VENV=$(VENV) bash scripts/demo.sh
 
 test: setup
@@ -17,7 +21,7 @@ test: setup
 # Every architecture trained in full on Fashion-MNIST with our tuned recipes (about 10 minutes on 2 cores);
 # prints accuracy, parameters, seconds per epoch and inference images/s. Models go to $(TRAIN_REPO).
 TRAIN_REPO ?= models-full
-train-all: setup
+train-all: setup-demo
 	$(VENV)/bin/tfclassify train --dataset fashion_mnist --model-repo $(TRAIN_REPO) --compare all --recipe tuned $(TRAIN_ARGS)
 
 bench: setup

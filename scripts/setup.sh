@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
-# Set up everything tfclassify needs on a fresh Debian/Ubuntu machine:
-# the Fashion-MNIST data, Prometheus and rclone (Debian packages, for the deployment rehearsal), Chromium
-# (renders the HTML reports in the tests), a
-# virtual environment in .venv with tfclassify installed (editable) with the
-# server, trainer and dev extras (Triton's client included). Safe to run
-# again: it skips what is done.
+# Set up what a make target needs on a fresh Debian/Ubuntu machine, and only that:
+#
+#   scripts/setup.sh demo   the Fashion-MNIST data (Debian package dataset-fashion-mnist) and a virtual
+#                           environment in .venv with tfclassify[server,trainer,report] (editable): make demo
+#   scripts/setup.sh test   (the default) the same, plus Prometheus and rclone (Debian packages, for the
+#                           deployment rehearsal), Chromium (renders the HTML reports in the tests) and the
+#                           dev extra (pytest, Triton's client, ...): make test, and the benchmarks
+#
+# Safe to run again: it skips what is done, in well under a second when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus rclone chromium)
+
+mode=${1:-test}
+case "$mode" in
+    demo)
+        DEBIAN_PACKAGES=(dataset-fashion-mnist)
+        EXTRAS=server,trainer,report ;;
+    test)
+        DEBIAN_PACKAGES=(dataset-fashion-mnist prometheus rclone chromium)
+        EXTRAS=server,trainer,report,dev ;;
+    *)
+        echo "usage: scripts/setup.sh [demo|test]" >&2
+        exit 2 ;;
+esac
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -28,14 +43,18 @@ if ((${#missing[@]})); then
     fi
 fi
 
-stamp="$VENV/.tfclassify-installed"
+# One stamp per set of extras; the test set includes the demo's, so its stamp serves both.
+full_stamp="$VENV/.tfclassify-installed"
+stamp=$full_stamp
+[ "$mode" = demo ] && stamp="$VENV/.tfclassify-installed-demo"
+fresh() { [ -f "$1" ] && ! [ pyproject.toml -nt "$1" ]; }
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing tfclassify[server,trainer,report,dev] into $VENV (TensorFlow takes about a minute)"
+if ! fresh "$stamp" && ! fresh "$full_stamp"; then
+    echo "setup: installing tfclassify[$EXTRAS] into $VENV (TensorFlow takes about a minute)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[server,trainer,report,dev]"
+    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
     touch "$stamp"
 fi
