@@ -9,7 +9,8 @@ import subprocess
 import numpy as np
 from PIL import Image
 
-from conftest import FASHION_DIR, MNIST_DIR, tfclassify_cmd
+from archives import image_members, write_zip
+from conftest import FASHION_DIR, FASHION_LABELS, MNIST_DIR, tfclassify_cmd
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,7 +49,7 @@ def test_score_idx_files_with_labels(server, tmp_path):
     )
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["num_images"] == 10000 and report["accuracy"] > 0.85
-    assert "scored 10000 images" in result.stdout
+    assert "scored 10,000 images of t10k-images-idx3-ubyte.gz with digits version 1 in " in result.stdout
 
 
 def test_classify_models_and_health_commands(server, fashion_test, tmp_path):
@@ -105,3 +106,31 @@ def test_train_reports_a_missing_dataset_clearly(tmp_path, monkeypatch):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "dataset 'k49' (train split) not found" in result.stderr and "k49-train-imgs.npz" in result.stderr
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").rglob("saved_model.pb"))
+
+
+def test_the_summary_says_what_was_scored_and_skipped_once_in_good_english(server, fashion_test, tmp_path):
+    """One image is "1 image"; with nothing scored there is no version and no rate; an empty input "holds" no
+    files and two "hold" none; a finished merge counts its shards and rows in the right number."""
+    common = ("score", "--server", server.address, "--model", "fashion", "--no-progress")
+    one = tmp_path / "one.png"
+    Image.fromarray(fashion_test.images[0]).save(one)
+    result = run(*common, "--images", str(one))
+    assert re.match(r"scored 1 image of one\.png with fashion version 1 in \d+\.\d\d s \([\d,]+ images/s, "
+                    r"\+\d+\.\d\d s listing and checking the inputs\)\n", result.stdout), result.stdout
+    junk = write_zip(tmp_path / "junk.zip", [("Shirt/a.txt", b"no"), ("Shirt/b.png", b"")])
+    result = run(*common, "--images", str(junk), "--labels", "folder", check=False)
+    assert result.returncode == 3, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert re.fullmatch(r"scored none of the 2 files of junk\.zip in \d+\.\d\d s \(\+\d+\.\d\d s listing and "
+                        r"checking the inputs\); 2 skipped", first), first
+    empty = write_zip(tmp_path / "empty.zip", [])
+    result = run(*common, "--images", str(empty), check=False)
+    assert (result.returncode, result.stderr) == (1, f"tfclassify: error: no images to score: {empty} holds no files\n")
+    result = run(*common, "--images", str(empty), "--images", str(empty), check=False)
+    assert result.stderr == f"tfclassify: error: no images to score: {empty}, {empty} hold no files\n"
+    members = image_members(fashion_test.images[:40], fashion_test.labels[:40], FASHION_LABELS)
+    photos = write_zip(tmp_path / "photos.zip", members)
+    for i in range(2):
+        run(*common, "--images", str(photos), "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.jsonl"))
+    result = run("merge", str(tmp_path / "s0.jsonl"), str(tmp_path / "s1.jsonl"), "--output", str(tmp_path / "m.jsonl"))
+    assert result.stdout.startswith(f"merged 2 shards into {tmp_path / 'm.jsonl'}: 40 rows\n"), result.stdout

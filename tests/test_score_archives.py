@@ -61,7 +61,7 @@ def test_zip_of_pngs_with_folder_labels(server, png_zip, images, expected, tmp_p
     assert np.array_equal(np.array(report["confusion_matrix"]),
                           np.bincount(images[1] * 10 + expected, minlength=100).reshape(10, 10))
     assert [c["support"] for c in report["per_class"]] == np.bincount(images[1], minlength=10).tolist()
-    assert f"scored {N} images of fashion.zip with fashion version 1 ({N} images)" in result.stdout
+    assert f"scored {N} images of fashion.zip with fashion version 1 in " in result.stdout
     assert f"accuracy {accuracy:.4f} on {N} images" in result.stdout
     record = json.loads((tmp_path / "out.jsonl.run.json").read_text())
     assert record["complete"] and record["rows"] == N and record["survey"]["total"] == N
@@ -115,7 +115,9 @@ def test_broken_files_are_skipped_counted_and_exit_3(server, images, expected, t
     report = json.loads(report_path.read_text())
     assert report["skipped"] == 4 and report["num_images"] == 100
     assert [f["source"] for f in report["skipped_files"]] == [f"mixed.zip/{n}" for n in broken]
-    assert "4 files skipped (not scored):" in result.stdout and "; 4 skipped" in result.stdout
+    assert "4 files skipped (not scored):" in result.stdout
+    assert "scored 100 of the 104 files of mixed.zip with fashion version 1 in " in result.stdout
+    assert " s listing and checking the inputs); 4 skipped\n" in result.stdout
     assert "scored 104/104 images (100.0%)" in result.stderr and "4 skipped" in result.stderr, result.stderr
 
 

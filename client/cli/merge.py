@@ -10,6 +10,7 @@ from tfclassify.client.quality.outputs import check_report_paths
 from tfclassify.client.quality.report import summarize_rows
 from tfclassify.client.scoring.merge import merge_outputs
 from tfclassify.client.scoring.output import read_rows
+from tfclassify.common.text import counted
 
 
 def add_parser(sub) -> None:
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     check_report_paths(args.report)
     record = merge_outputs(args.outputs, args.output, overwrite=args.overwrite)
     summary = summarize_rows(read_rows(args.output))
-    print(f"merged {len(args.outputs)} shards into {args.output}: {summary.rows} images, {summary.skipped} skipped")
+    skipped = f" ({summary.skipped:,} of them skipped)" if summary.skipped else ""
+    print(f"merged {counted(len(args.outputs), 'shard')} into {args.output}: {counted(summary.rows, 'row')}{skipped}")
     run_info = {"merged_from": record["merged_from"], "model": record["model"]["name"], "versions": summary.versions}
     return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok, record,
                         args.data_dir)

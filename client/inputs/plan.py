@@ -131,7 +131,8 @@ class ScoringPlan:
                 if resolver.resolve(label) is None:
                     unknown.add(str(label))
         if survey.total == 0:
-            raise InputError(f"no images to score: {', '.join(str(i.path) for i in self.inputs)} hold no files")
+            paths = [str(i.path) for i in self.inputs]
+            raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")
         if self.num_shards > 1:
             survey.digest = f"{digest:016x}"
         self._check_labels(resolver, unknown, at_root, survey)

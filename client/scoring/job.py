@@ -21,6 +21,7 @@ from tfclassify.client.scoring.output import (
     summarize_chunk,
 )
 from tfclassify.client.scoring.progress import Progress
+from tfclassify.common.text import counted
 from tfclassify.common.version import package_version
 
 
@@ -28,7 +29,7 @@ class Interrupted(Exception):
     """The run was stopped (Ctrl-C, SIGTERM) after ``rows`` of ``total`` images; the output is consistent."""
 
     def __init__(self, rows: int, total: int) -> None:
-        super().__init__(f"interrupted after {rows:,} of {total:,} images")
+        super().__init__(f"interrupted after {rows:,} of {counted(total, 'image')}")
         self.rows, self.total = rows, total
 
 
@@ -89,7 +90,8 @@ async def run_job(
         shard_size = survey.shard_sizes[plan.shard]
         done_before = writer.rows if writer is not None else 0
         if done_before > shard_size:
-            raise OutputError(f"{output} holds {done_before} rows but this shard has {shard_size} images")
+            raise OutputError(f"{output} holds {counted(done_before, 'row')} but this shard has "
+                              f"{counted(shard_size, 'image')}")
         meter = Progress(shard_size, done_before, enabled=progress, interval=progress_interval)
         prepared = time.monotonic()
         labels, model = list(scorer.model.labels), scorer.model.name
