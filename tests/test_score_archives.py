@@ -121,6 +121,49 @@ def test_broken_files_are_skipped_counted_and_exit_3(server, images, expected, t
     assert "scored 104/104 images (100.0%)" in result.stderr and "4 skipped" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("kind", ["folder", "zip", "tar"])
+def test_files_outside_class_folders_are_skipped_and_reported_like_non_images(kind, server, images, expected, tmp_path):
+    """One rule for every input, and the trainer's: a README at the root, an image beside the class folders and a
+    text file inside one are skipped and reported, never fatal."""
+    members = image_members(*images, FASHION_LABELS)[:20]
+    stray = {"README.md": "not in a class folder", "loose.png": "not in a class folder",
+             "Shirt/notes.txt": "not an image"}
+    everything = [("README.md", b"# my photos\n"), *members[:10], ("Shirt/notes.txt", b"not pixels\n"),
+                  *members[10:], ("loose.png", members[0][1])]
+    path = {"folder": lambda: write_tree(tmp_path / "bad", everything),
+            "zip": lambda: write_zip(tmp_path / "bad.zip", everything),
+            "tar": lambda: write_tar(tmp_path / "bad.tar.gz", everything)}[kind]()
+    out, report_path = tmp_path / "out.jsonl", tmp_path / "r.json"
+    result = score("--server", server.address, "--model", "fashion", "--images", str(path), "--labels", "folder",
+                   "--output", str(out), "--report", str(report_path), "--no-progress", expect=3)
+    rows = read_jsonl(out)
+    assert len(rows) == 23 and [r["index"] for r in rows] == list(range(23))
+    skipped = {r["source"].split("/", 1)[1]: r["skipped"] for r in rows if "skipped" in r}
+    assert sorted(skipped) == sorted(stray)
+    for name, reason in stray.items():
+        assert skipped[name].startswith(reason), (name, skipped[name])
+    scored = {r["source"].split("/", 1)[1]: r["class"] for r in rows if "skipped" not in r}
+    assert scored == {name: int(c) for (name, _), c in zip(members, expected)}
+    report = json.loads(report_path.read_text())
+    assert report["skipped"] == 3 and report["num_images"] == 20
+    assert sorted(f["source"] for f in report["skipped_files"]) == sorted(f"{path.name}/{n}" for n in stray)
+    assert f"scored 20 of the 23 files of {path.name} with fashion version 1 in " in result.stdout
+    assert " s listing and checking the inputs); 3 skipped\n" in result.stdout and "3 files skipped (not scored):" in result.stdout
+    assert f"  {path.name}/README.md: not in a class folder\n" in result.stdout, result.stdout
+    score("--server", server.address, "--model", "fashion", "--images", str(path), "--labels", "folder",
+          "--no-progress", "--skipped-ok")  # exit 0
+
+
+def test_an_input_with_no_class_folder_at_all_is_the_wrong_folder(server, images, tmp_path):
+    """Skipping every file would score nothing: pointing at a class folder itself is an error, before any scoring."""
+    tree = write_tree(tmp_path / "photos", image_members(*images, FASHION_LABELS)[:20])
+    result = score("--server", server.address, "--model", "fashion", "--images", str(tree / "Shirt"), "--labels",
+                   "folder", "--output", str(tmp_path / "o.jsonl"), expect=1)
+    assert result.stderr == (f"tfclassify: error: --labels folder: no file of {tree / 'Shirt'} is in a class folder; "
+                             "name the folder or archive that holds the class folders (Shirt/0001.png)\n")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_parquet_output_holds_the_same_rows(server, png_zip, tmp_path):
     import pyarrow.parquet as pq
 

@@ -110,7 +110,7 @@ def test_an_archive_of_class_folders_trains_with_the_folder_names(tmp_path, fash
     images, labels = fashion_test.images[keep][:240], fashion_test.labels[keep][:240]
     mapped = np.searchsorted([1, 5, 8], labels)  # Trouser, Sandal, Bag -> 0, 1, 2 in that order
     members = image_members(images, mapped, ["Trouser", "Sandal", "Bag"])
-    members.append(("README.txt", b"not in a class folder"))
+    members += [("README.txt", b"not in a class folder"), ("Bag/notes.txt", b"not an image")]
     archive = write_zip(tmp_path / "shop.zip", members)
     result = train("--images", str(archive), "--model-repo", str(tmp_path / "repo"), "--epochs", "3",
                    "--arch", "mlp128-dropout", "--test-fraction", "0.25")
@@ -118,10 +118,13 @@ def test_an_archive_of_class_folders_trains_with_the_folder_names(tmp_path, fash
     assert (version / "labels.txt").read_text().splitlines() == names, "folder names, sorted"
     card = json.loads((version / "tfclassify.json").read_text())
     assert card["data"]["classes"] == 3 and card["data"]["test_images"] == 60 and card["data"]["train_images"] == 180
-    assert card["data"]["skipped"] == 1 and "25% held out at random (seed 0)" == card["data"]["test_split"]
+    assert card["data"]["skipped"] == 2 and "25% held out at random (seed 0)" == card["data"]["test_split"]
     assert card["arch"]["parameters"] == 784 * 128 + 128 + 128 * 3 + 3
     assert card["test_accuracy"] >= 0.8, "three easy classes"
     assert "test accuracy" in result.stdout
+    # The scorer's rule and its report: skipped, counted and named on the terminal, never fatal.
+    assert ("2 files skipped (not trained on):\n  shop.zip/README.txt: not in a class folder\n"
+            "  shop.zip/Bag/notes.txt: not an image") in result.stdout, result.stdout
 
 
 def test_one_npz_with_both_splits_or_array_files_per_split(tmp_path, fashion_test):

@@ -12,7 +12,7 @@ import numpy as np
 
 from tfclassify.client.datasets import DATASETS, load_dataset, read_array
 from tfclassify.client.inputs.decode import ConversionSpec
-from tfclassify.client.inputs.labels import folder_label
+from tfclassify.client.inputs.labels import NOT_IN_CLASS_FOLDER, folder_label
 from tfclassify.client.inputs.sources import InputError, open_input
 from tfclassify.client.inputs.workers import decode_files
 
@@ -201,7 +201,7 @@ def _from_image_files(source: DataSource) -> TrainingData:
     except InputError as exc:
         raise DataError(str(exc)) from exc
     labelled = [(item, folder_label(item.member)) for item in items]
-    skipped = [(item.source, "not in a class folder") for item, label in labelled if label is None]
+    skipped = [(item.source, NOT_IN_CLASS_FOLDER) for item, label in labelled if label is None]
     labelled = [(item, label) for item, label in labelled if label is not None]
     spec = ConversionSpec()
     # The scorer's own decoding (formats, pixel limits, inversion), with its reasons for what it skips.

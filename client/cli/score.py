@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
         description="Classify every image of folders, archives (.zip, .tar[.gz|.bz2|.xz]), IDX/.npz files or a "
         "named dataset on tfclassify servers; write the predictions as they come (JSONL or Parquet), and "
         "report accuracy, per-class precision/recall/F1, the confusion matrix and the skipped files. "
-        "Exit status: 0 all scored, 1 failure, 2 usage error, 3 done but some files were skipped (0 with --skipped-ok), "
-        "130 interrupted (continue with --resume).",
+        "Exit status: 0 all scored, 1 failure, 2 usage error, 3 done but some files were skipped (not images, "
+        "corrupt, outside a class folder with --labels folder, refused; 0 with --skipped-ok), 130 interrupted "
+        "(continue with --resume).",
     )
     add_server_arguments(parser, timeout=60.0, several=True)
     parser.add_argument("--model", required=True, help="model name on the server")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tfclassify.client.cli.common import CliError, quiet_tensorflow
 from tfclassify.client.datasets import dataset_names
+from tfclassify.common.text import counted
 from tfclassify.common.tf_logs import tensorflow_noise_filtered
 from tfclassify.trainer.catalog import ALIASES, ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, architecture
 
@@ -109,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         data = load_training_data(source)
     except (DataError, DatasetNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
+    _print_skipped(data.skipped)
     quiet_tensorflow()
     logging.getLogger().setLevel(args.log_level)
     with tensorflow_noise_filtered(args.log_level):  # for the whole run: training logs its own harmless "errors"
@@ -131,6 +133,18 @@ def run(args: argparse.Namespace) -> int:
         f"{result.parameters:,} parameters"
     )
     return 0
+
+
+def _print_skipped(skipped: list[tuple[str, str]], show: int = 10) -> None:
+    """The files of --images left out (not images, or outside a class folder), as ``score`` lists its skipped
+    files: the count, then the first few with their reasons. The model card counts them too."""
+    if not skipped:
+        return
+    print(f"{counted(len(skipped), 'file')} skipped (not trained on):")
+    for source, reason in skipped[:show]:
+        print(f"  {source}: {reason}")
+    if len(skipped) > show:
+        print(f"  ... and {len(skipped) - show:,} more")
 
 
 def _class_names(value: str | None) -> tuple[str, ...] | None:

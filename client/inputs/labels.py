@@ -16,6 +16,8 @@ from pathlib import Path, PurePosixPath
 
 #: ``--labels`` value that takes labels from the parent folder names.
 FOLDER = "folder"
+#: Why a file outside every class folder (``README.md`` at the root) is skipped, by the scorer and the trainer alike.
+NOT_IN_CLASS_FOLDER = "not in a class folder"
 
 
 class LabelError(ValueError):

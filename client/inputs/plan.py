@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.inputs.labels import FOLDER, LabelError, LabelResolver, folder_label, normalise_member, read_manifest
+from tfclassify.client.inputs.labels import (
+    FOLDER,
+    NOT_IN_CLASS_FOLDER,
+    LabelError,
+    LabelResolver,
+    folder_label,
+    normalise_member,
+    read_manifest,
+)
 from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, Item
 
 
@@ -47,6 +55,8 @@ class Survey:
     #: Order-independent digest of every input's source name (sharded runs only): shards of one job share it.
     digest: str = ""
     labelled: int = 0  # images of this shard with a true label
+    #: Files outside every class folder (``--labels folder``), over all shards: each is skipped, not scored.
+    unfiled: int = 0
 
     def to_dict(self) -> dict:
         return {"total": self.total, "shard_sizes": self.shard_sizes, "digest": self.digest}
@@ -62,6 +72,8 @@ class Chunk:
     true: list[int | None]  # true class index, when known
     refs: list = field(default_factory=list)  # FileRef per image (file inputs)
     array: ArrayInput | None = None  # array inputs: the rows ``refs`` of this array
+    #: Files skipped without being read (position in the chunk -> reason): those outside every class folder.
+    skipped: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -104,7 +116,6 @@ class ScoringPlan:
         survey = Survey(shard_sizes=[0] * self.num_shards)
         digest = 0
         unknown: set[str] = set()
-        at_root: list[str] = []
         for source in self.inputs:
             if self._is_whole_array(source):
                 n = self._take(source, survey.total)
@@ -121,11 +132,9 @@ class ScoringPlan:
                 survey.shard_sizes[shard] += 1
                 if self.num_shards > 1:
                     digest = (digest + _hash64(item.source)) % (1 << 64)
-                if shard != self.shard:
-                    continue
-                if label is None:
-                    if self.labels_from == FOLDER and len(at_root) < 3:
-                        at_root.append(item.source)
+                if label is None and self.labels_from == FOLDER:
+                    survey.unfiled += 1
+                if shard != self.shard or label is None:
                     continue
                 survey.labelled += 1
                 if resolver.resolve(label) is None:
@@ -135,7 +144,7 @@ class ScoringPlan:
             raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")
         if self.num_shards > 1:
             survey.digest = f"{digest:016x}"
-        self._check_labels(resolver, unknown, at_root, survey)
+        self._check_labels(resolver, unknown, survey)
         return survey
 
     def chunks(self, resolver: LabelResolver, batch_size: int, skip: int = 0) -> Iterator[Chunk]:
@@ -169,6 +178,8 @@ class ScoringPlan:
                     seq, chunk = seq + 1, None
                 if chunk is None:
                     chunk = Chunk(seq, [], [], [], [], source if isinstance(source, ArrayInput) else None)
+                if label is None and self.labels_from == FOLDER:
+                    chunk.skipped[len(chunk)] = NOT_IN_CLASS_FOLDER
                 chunk.indices.append(index - 1)
                 chunk.sources.append(item.source)
                 chunk.true.append(None if label is None else resolver.resolve(label))
@@ -204,12 +215,14 @@ class ScoringPlan:
                 label = None
             yield item, label
 
-    def _check_labels(self, resolver: LabelResolver, unknown: set[str], at_root: list[str], survey: Survey) -> None:
+    def _check_labels(self, resolver: LabelResolver, unknown: set[str], survey: Survey) -> None:
         if self.labels_from == FOLDER:
-            if at_root:
+            # A stray file (README.md at the root) is skipped; an input with no class folder at all is the wrong
+            # folder (a class folder itself, or one level too high), and scoring it would skip every file.
+            if survey.unfiled == survey.total:
                 raise LabelError(
-                    f"--labels folder: every image must sit in a folder named after its class, but "
-                    f"{', '.join(at_root)} {'is' if len(at_root) == 1 else 'are'} not in one"
+                    f"--labels folder: no file of {', '.join(str(i.path) for i in self.inputs)} is in a class "
+                    "folder; name the folder or archive that holds the class folders (Shirt/0001.png)"
                 )
             resolver.check(unknown, "folder name")
         elif self._manifest is not None:

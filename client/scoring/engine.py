@@ -179,9 +179,12 @@ class Scorer:
             scored_at = list(range(n))
         else:
             assert self._decoder is not None and self._spec is not None
-            pixels, failed = await asyncio.wrap_future(self._decoder.submit(chunk.refs, self._spec))
-            skipped.update(failed)
-            scored_at = [p for p in range(n) if p not in skipped]
+            skipped.update(chunk.skipped)
+            decode_at = [p for p in range(n) if p not in skipped]
+            pixels, failed = await asyncio.wrap_future(
+                self._decoder.submit([chunk.refs[p] for p in decode_at], self._spec))
+            skipped.update((decode_at[q], reason) for q, reason in failed)
+            scored_at = [p for p in decode_at if p not in skipped]
         result = ChunkResult(
             chunk, np.full(n, -1, np.int32), np.zeros(n, np.float32), np.full((n, k), -1, np.int32),
             np.zeros((n, k), np.float32), np.zeros(n, np.int64), skipped,
