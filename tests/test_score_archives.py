@@ -237,13 +237,41 @@ def test_resume_starts_a_new_run_and_refuses_a_different_command(server, png_zip
     result = score("--server", server.address, "--model", "fashion", "--images", str(png_zip), "--output", str(out),
                    "--resume", "--top-k", "3", "--limit", "10", expect=1)
     assert "was written by a different command (it differs in: top_k)" in result.stderr
-    result = score("--server", server.address, "--model", "fashion", "--images", str(png_zip), "--output", str(out),
-                   "--resume", "--limit", "10", expect=1)
-    assert "is already complete (10 rows): nothing to resume" in result.stderr
     fresh = tmp_path / "fresh.jsonl"
     score("--server", server.address, "--model", "fashion", "--images", str(png_zip), "--output", str(fresh),
           "--resume", "--no-progress", "--limit", "10")
     assert fresh.read_text().count("\n") == 10, "--resume with nothing written yet starts the run"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_resuming_a_finished_run_changes_nothing_and_reports_it_again(suffix, server, images, tmp_path):
+    """A retried Kubernetes Job pod runs the same command after the run finished: exit as that run did, print its
+    report again, leave every byte alone, and need no server for it."""
+    members = image_members(*images, FASHION_LABELS)[:60]
+    archive = write_zip(tmp_path / "photos.zip", [("README.md", b"stray\n"), *members])
+    out = tmp_path / f"o{suffix}"
+    command = ("--model", "fashion", "--images", str(archive), "--labels", "folder", "--output", str(out),
+               "--no-progress", "--skipped-ok")
+    first = score("--server", server.address, *command, "--resume", "--report", str(tmp_path / "first.json"))
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir() if p.name.startswith("o")}
+    assert sorted(files) == [f"o{suffix}", f"o{suffix}.run.json"]
+    again = score("--server", "127.0.0.1:1", *command, "--resume", "--report", str(tmp_path / "again.json"))
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in tmp_path.iterdir() if p.name.startswith("o")} == files, "nothing written"
+    lines = again.stdout.splitlines()
+    assert lines[:3] == [f"{out} is already complete: nothing to resume, nothing changed",
+                         "scored 60 of the 61 files of photos.zip with fashion version 1; 1 skipped",
+                         f"predictions: {out} (61 rows)"]
+    report = first.stdout[first.stdout.index("\naccuracy "):first.stdout.index("\nreport written")]
+    assert report in again.stdout and "1 file skipped (not scored):" in report
+    reports = [json.loads((tmp_path / name).read_text()) for name in ("first.json", "again.json")]
+    first_report, again_report = ({k: v for k, v in r.items() if k != "run"} for r in reports)
+    assert again_report == first_report and again_report["skipped"] == 1
+    assert "seconds" in reports[0]["run"] and "seconds" not in reports[1]["run"], "no timing for a run that did nothing"
+    result = score("--server", "127.0.0.1:1", *command, "--resume", "--top-k", "2", expect=1)
+    assert "was written by a different command (it differs in: top_k)" in result.stderr
+    result = score("--server", "127.0.0.1:1", *command[:-1], "--resume", expect=3)  # as the run exits without --skipped-ok
+    assert result.stdout.startswith(f"{out} is already complete: nothing to resume, nothing changed\n")
 
 
 def test_classify_takes_files_folders_and_archives(server, png_zip, images, expected, tmp_path):

@@ -57,7 +57,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--output", type=Path, metavar="PATH",
                         help="write predictions here as they come: .jsonl, or .parquet (needs pyarrow)")
     parser.add_argument("--predictions", type=Path, dest="output", help=argparse.SUPPRESS)  # the old name
-    parser.add_argument("--resume", action="store_true", help="continue the interrupted run that wrote --output")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run that wrote --output "
+                        "(start it when nothing is written yet; a finished run is reported again, unchanged)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--shard", metavar="I/N", help="score only shard I of N (0-based); `tfclassify merge` "
                         "combines the shards' outputs")
@@ -188,6 +189,8 @@ async def _run_cancellable(plan, servers, options, args) -> JobResult:
 
 def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespace) -> int:
     summary, record = result.summary, result.record
+    if result.already_complete:
+        print(f"{args.output} is already complete: nothing to resume, nothing changed")
     print(_scored_line(result, plan, args.model))
     if args.output:
         print(f"predictions: {args.output} ({counted(summary.rows, 'row')})")
@@ -196,8 +199,9 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
         "inputs": [i.name for i in plan.inputs], "shard": record.get("shard"), "split": args.split if args.dataset else "",
         "retries": record.get("retries", 0), "decoding": record.get("decoding"),
     }
-    run_info.update(seconds=round(result.seconds, 3), images_per_second=round(result.images_per_second, 1),
-                    prepare_seconds=round(result.prepare_seconds, 3))
+    if not result.already_complete:  # this run's timing; a finished run resumed took none
+        run_info.update(seconds=round(result.seconds, 3), images_per_second=round(result.images_per_second, 1),
+                        prepare_seconds=round(result.prepare_seconds, 3))
     return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok, record,
                         args.data_dir)
 
@@ -205,7 +209,7 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
 def _scored_line(result: JobResult, plan: ScoringPlan, model: str) -> str:
     """What the run did, each number once: ``scored 2,000 of the 2,004 files of photos with fashion version 1 in
     1.23 s (1,626 images/s, +0.12 s listing and checking the inputs); 4 skipped``. No version or rate when nothing
-    was scored."""
+    was scored, no timing when a finished run was resumed."""
     s = result.summary
     what = ", ".join(i.name for i in plan.inputs)
     if plan.num_shards > 1:
@@ -218,6 +222,8 @@ def _scored_line(result: JobResult, plan: ScoringPlan, model: str) -> str:
         line = f"scored {f'{s.scored:,}' if s.scored else 'none'} of the {counted(s.rows, 'file')} of {what}"
     if s.scored:
         line += f" with {model} {_versions(s.versions)}"
+    if result.already_complete:
+        return line + (f"; {s.skipped:,} skipped" if s.skipped else "")
     timing = [f"{result.images_per_second:,.0f} images/s"] if s.scored and result.images_this_run else []
     timing.append(f"+{result.prepare_seconds:.2f} s listing and checking the inputs")
     if result.images_this_run != s.rows:  # a resumed run

@@ -17,6 +17,7 @@ from tfclassify.client.scoring.output import (
     OutputError,
     PredictionsWriter,
     chunk_text,
+    finished_record,
     read_rows,
     summarize_chunk,
 )
@@ -42,6 +43,8 @@ class JobResult:
     seconds: float  # scoring: from the first batch sent to the last row written
     images_this_run: int
     prepare_seconds: float = 0.0  # before that: connecting, model metadata, listing and checking the inputs
+    #: ``--resume`` of a run that had already finished: nothing was scored or written, the summary is the output's.
+    already_complete: bool = False
 
     @property
     def images_per_second(self) -> float:
@@ -65,9 +68,14 @@ async def run_job(
     and the summary is counted from the results as they come: the same
     numbers, nothing to resume. Raises ``Interrupted`` when cancelled,
     ``TfclassifyError`` when the servers fail beyond retries; either way the
-    output holds a valid prefix that ``resume=True`` continues.
+    output holds a valid prefix that ``resume=True`` continues. ``resume=True`` on a finished output changes
+    nothing and needs no server: the result summarizes the output as it is (``already_complete``).
     """
     started = time.monotonic()
+    if output is not None and resume:
+        done = finished_record(output, {**plan.identity(), **options.identity()})
+        if done is not None:
+            return _already_complete(output, done, time.monotonic() - started)
     scorer = Scorer(servers, options)
     writer = PredictionsWriter(output) if output is not None else None
     in_memory = RowSummary()
@@ -119,6 +127,15 @@ async def run_job(
         await scorer.close()
     summary = summarize_rows(read_rows(output)) if output is not None else in_memory
     return JobResult(record, summary, seconds, meter.done - done_before, prepared - started)
+
+
+def _already_complete(output: Path, record: dict, seconds: float) -> JobResult:
+    """The result of resuming the finished run of ``record``: its output summarized, nothing written."""
+    summary = summarize_rows(read_rows(output))
+    if summary.rows != record.get("rows"):
+        raise OutputError(f"{output} holds {counted(summary.rows, 'row')} but its run record says {record.get('rows')}: "
+                          "it was changed after the run; start again with --overwrite")
+    return JobResult(record, summary, 0.0, 0, seconds, already_complete=True)
 
 
 def resume_hint(argv: list[str]) -> str:

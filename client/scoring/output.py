@@ -167,6 +167,29 @@ def write_record(output: Path, record: dict) -> None:
     write_atomic(record_path(output), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
+def check_same_command(output: Path, record: dict, identity: dict) -> None:
+    """``OutputError`` unless ``record`` (the run record of ``output``) was written by the command ``identity``
+    describes: the same inputs, labels, shard, model and options."""
+    if record.get("identity") != identity:
+        differs = sorted(k for k in {*identity, *record.get("identity", {})}
+                         if identity.get(k) != record.get("identity", {}).get(k))
+        raise OutputError(
+            f"{output} was written by a different command (it differs in: {', '.join(differs)}); "
+            "run the original command with --resume, or start again with --overwrite"
+        )
+
+
+def finished_record(output: Path, identity: dict) -> dict | None:
+    """The run record of ``output`` when it holds a finished run of the command ``identity`` describes: a
+    ``--resume`` then has nothing to do (a retried Kubernetes Job pod). None when no run has begun writing
+    ``output``, or when its run is not finished; ``OutputError`` for another command's output."""
+    if not PredictionsWriter(output).started():
+        return None
+    record = read_record(output)
+    check_same_command(output, record, identity)
+    return record if record.get("complete") else None
+
+
 class PredictionsWriter:
     """Writes rows to ``output`` (``.jsonl``, or ``.parquet`` through a journal) chunk by chunk."""
 
@@ -200,14 +223,8 @@ class PredictionsWriter:
         if self.parquet:
             _check_pyarrow()
         record = read_record(self.output)
-        if record.get("identity") != identity:
-            differs = sorted(k for k in {*identity, *record.get("identity", {})}
-                             if identity.get(k) != record.get("identity", {}).get(k))
-            raise OutputError(
-                f"{self.output} was written by a different command (it differs in: {', '.join(differs)}); "
-                "run the original command with --resume, or start again with --overwrite"
-            )
-        if record.get("complete"):
+        check_same_command(self.output, record, identity)
+        if record.get("complete"):  # run_job answers a finished run before it gets here (finished_record)
             raise OutputError(f"{self.output} is already complete ({record.get('rows')} rows): nothing to resume")
         if not self.journal.exists():
             raise OutputError(f"{self.journal}: missing, so {self.output} cannot be resumed; start again with --overwrite")
