@@ -11,6 +11,7 @@ from PIL import Image
 
 from archives import image_members, write_zip
 from conftest import FASHION_DIR, FASHION_LABELS, MNIST_DIR, tfclassify_cmd
+from tfclassify.client.cli import COMMANDS
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -62,7 +63,8 @@ def test_classify_models_and_health_commands(server, fashion_test, tmp_path):
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["file"] for r in rows] == files and all(len(r["top_k"]) == 3 for r in rows)
     listing = run("models", "--server", server.address).stdout
-    assert re.search(r"^fashion .* 10 mlp512 +0\.\d+ ", listing, re.M), listing  # the architecture, from the card
+    # The architecture and accuracy from the card, with the 4 decimals of every accuracy the commands print.
+    assert re.search(r"^fashion .* 10 mlp512 +0\.\d{4}  ", listing, re.M), listing
     assert re.search(r"^digits .* 10 - +- ", listing, re.M), listing
     info = json.loads(run("models", "fashion", "--server", server.address).stdout)
     assert info["labels"][1] == "Trouser" and info["training_metadata"]["arch"]["parameters"] == 407_050
@@ -134,3 +136,26 @@ def test_the_summary_says_what_was_scored_and_skipped_once_in_good_english(serve
         run(*common, "--images", str(photos), "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.jsonl"))
     result = run("merge", str(tmp_path / "s0.jsonl"), str(tmp_path / "s1.jsonl"), "--output", str(tmp_path / "m.jsonl"))
     assert result.stdout.startswith(f"merged 2 shards into {tmp_path / 'm.jsonl'}: 40 rows\n"), result.stdout
+
+
+def test_a_misspelt_option_gets_the_commands_own_usage_and_the_option_meant(tmp_path):
+    result = run("score", "--model", "m", "--dataset", "mnist", "--lables", "folder", check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("usage: tfclassify score ") and "[--labels folder|FILE]" in result.stderr
+    assert result.stderr.endswith(
+        "tfclassify score: error: unrecognized arguments: --lables folder (did you mean --labels?)\n"), result.stderr
+    result = run("report", str(tmp_path / "p.jsonl"), "--qiet", check=False)
+    assert result.returncode == 2 and result.stderr.startswith("usage: tfclassify report ")
+    assert "unrecognized arguments: --qiet (did you mean --quiet?)" in result.stderr
+    result = run("models", "--zzz", check=False)
+    assert result.returncode == 2 and result.stderr.endswith("tfclassify models: error: unrecognized arguments: --zzz\n")
+
+
+def test_every_help_page_shows_percent_signs_and_defaults_as_written():
+    """argparse %-formats option help but not descriptions: "95%%" must be written "95%" in one and not the other."""
+    names = [command.__name__.rsplit(".", 1)[1] for command in COMMANDS]
+    assert len(names) == 10
+    for name in ["", *names]:
+        result = run(*([name] if name else []), "--help")
+        assert "%%" not in result.stdout and "%(" not in result.stdout, (name, result.stdout)
+    assert "95% intervals" in run("report", "--help").stdout

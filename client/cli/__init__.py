@@ -7,6 +7,7 @@ they run, so ``tfclassify score --help`` is instant and works without it.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score, serve, train
@@ -25,13 +26,32 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: it reports the options it does not know itself, with its own usage and the option
+    meant (argparse leaves them to the top-level parser, whose usage says nothing about the subcommand's options)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._did_you_mean(extras)}")
+        return namespace, extras
+
+    def _did_you_mean(self, extras: list[str]) -> str:
+        options = [o for o in self._option_string_actions if o.startswith("--")]
+        for extra in extras:
+            close = difflib.get_close_matches(extra.split("=", 1)[0], options, n=1, cutoff=0.75)
+            if extra.startswith("--") and close:
+                return f" (did you mean {close[0]}?)"
+        return ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tfclassify",
         description="Train, serve and score TensorFlow image classifiers (the MNIST family).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
     for command in COMMANDS:
         command.add_parser(sub)
     return parser

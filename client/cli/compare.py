@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
         "compare",
         help="compare two prediction files of the same images (McNemar's test)",
         description="Compare the predictions of two runs over the same images (two versions, or two models with "
-        "the same classes): the accuracy of each with 95%% intervals, McNemar's exact test of whether the "
+        "the same classes): the accuracy of each with 95% intervals, McNemar's exact test of whether the "
         "difference is real, per-class recall, and the images one gets right and the other wrong (HTML with "
         "thumbnails). Exit status: 0, 1 failure (e.g. nothing in common), 2 usage error.",
     )

@@ -40,14 +40,21 @@ def run(args: argparse.Namespace) -> int:
           f"{'ACCURACY':>8}  DEVICE")
     for m in models:
         # From the version's model card (tfclassify.json); '-' for models trained elsewhere.
-        accuracy = m.training_metadata.get("test_accuracy")
         arch = m.training_metadata.get("architecture") or "-"
         print(
             f"{m.name:<20} {m.version:>7} {','.join(map(str, m.versions)):<12} "
             f"{m.input_dtype + str(list(m.input_shape)):<16} {m.num_classes:>7} {arch:<15} "
-            f"{accuracy if accuracy is not None else '-':>8}  {m.device}"
+            f"{_accuracy(m.training_metadata.get('test_accuracy')):>8}  {m.device}"
         )
     return 0
+
+
+def _accuracy(value: object) -> str:
+    """A card's test accuracy with 4 decimals, as every report prints accuracy (the card keeps 6, and a card
+    written elsewhere may hold anything); '-' when there is none."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
 
 
 def _print_status(statuses, ignored) -> None:

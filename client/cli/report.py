@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
         "report",
         help="report the accuracy of prediction files (text, JSON, Markdown, HTML)",
         description="Read the predictions that `tfclassify score` (or `merge`) wrote and report accuracy and top-k "
-        "accuracy with 95%% intervals, F1, per-class metrics, the confusion matrix, calibration, the most confident "
+        "accuracy with 95% intervals, F1, per-class metrics, the confusion matrix, calibration, the most confident "
         "mistakes and the skipped files. Several files are reported together (they must come from the same model "
         "and hold each image once). Exit status: 0, 1 failure (e.g. no true labels), 2 usage error.",
     )
