@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     check_report_paths(args.report)
     record = merge_outputs(args.outputs, args.output, overwrite=args.overwrite)
     summary = summarize_rows(read_rows(args.output))
-    skipped = f" ({summary.skipped:,} of them skipped)" if summary.skipped else ""
+    skipped = f", {summary.skipped:,} skipped" if summary.skipped else ""
     print(f"merged {counted(len(args.outputs), 'shard')} into {args.output}: {counted(summary.rows, 'row')}{skipped}")
     run_info = {"merged_from": record["merged_from"], "model": record["model"]["name"], "versions": summary.versions}
     return print_report(summary, record["model"]["labels"], run_info, args.report, args.skipped_ok, record,
