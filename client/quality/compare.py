@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from tfclassify.client.atomic import write_atomic
-from tfclassify.client.quality.html import STYLE, example_grid
+from tfclassify.client.quality.html import STYLE, example_grid, label_html, table_html
 from tfclassify.client.quality.report import Example
 from tfclassify.client.quality.stats import McNemarResult, mcnemar, wilson_interval
 
@@ -193,26 +193,27 @@ def render_markdown(c: Comparison) -> str:
 
 def render_html(c: Comparison, thumbnails: dict[str, np.ndarray], notes: list[str] = ()) -> str:
     def caption(e: Example) -> str:
-        return f"{e.true_label}, wrongly {e.predicted_label} ({e.score:.3f})"
+        return (f'{label_html(e.true_label)}, wrongly {label_html(e.predicted_label, wrong=True)} '
+                f'<span class="score">({e.score:.3f})</span>')
 
-    rows = "".join(f"<tr><td>{tag} {escape(s.name)}</td><td>{escape(s.model)}</td><td>{escape(', '.join(s.versions))}"
-                   f"</td><td>{s.accuracy:.4f}</td><td>{s.ci95[0]:.4f}–{s.ci95[1]:.4f}</td></tr>"
-                   for tag, s in (("A", c.a), ("B", c.b)))
-    classes = "".join(f"<tr><td>{escape(d.label)}</td><td>{d.support:,}</td><td>{d.recall_a:.4f}</td>"
-                      f"<td>{d.recall_b:.4f}</td><td>{d.difference:+.4f}</td></tr>" for d in c.per_class)
+    runs = [(f"{tag} {escape(s.name)}", escape(s.model), escape(", ".join(s.versions)), f"{s.accuracy:.4f}",
+             f"{s.ci95[0]:.4f}–{s.ci95[1]:.4f}") for tag, s in (("A", c.a), ("B", c.b))]
+    classes = [(label_html(d.label), f"{d.support:,}", f"{d.recall_a:.4f}", f"{d.recall_b:.4f}",
+                f"{d.difference:+.4f}") for d in c.per_class]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8"><title>Comparison</title>',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<style>{STYLE}</style></head><body><h1>Comparison</h1>",
         *(f'<p class="note">{escape(n)}</p>' for n in notes),
         f"<p>{c.num_images:,} images. B − A = {c.difference:+.4f}; {escape(c.verdict())}.</p>",
-        "<table><tr><th>run</th><th>model</th><th>versions</th><th>accuracy</th><th>95% CI</th></tr>"
-        f"{rows}</table>",
+        '<div class="scroll">' + table_html(("run", "model", "versions", "accuracy", "95% CI"), runs, numeric=(3,))
+        + "</div>",
         f"<h2>Right only in A ({c.mcnemar.only_a:,}): B's mistakes</h2>",
         example_grid(c.only_a_right, thumbnails, "only-a-right", caption),
         f"<h2>Right only in B ({c.mcnemar.only_b:,}): A's mistakes</h2>",
         example_grid(c.only_b_right, thumbnails, "only-b-right", caption),
-        "<h2>Recall by class</h2><table><tr><th>class</th><th>support</th><th>recall A</th><th>recall B</th>"
-        f"<th>B − A</th></tr>{classes}</table>",
+        '<h2>Recall by class</h2><div class="scroll">'
+        + table_html(("class", "support", "recall A", "recall B", "B − A"), classes, numeric=(1, 2, 3, 4)) + "</div>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -48,9 +48,22 @@ def write_reports(
             thumbnails = read_back(record or {}, wanted, data_dir)
             page_notes += thumbnails.problems
             write_atomic(path, render_html(report, plots=plots, thumbnails=thumbnails.pixels, notes=page_notes,
-                                           title=title))
+                                           title=title, inputs=input_locations(record or {})))
             notes += page_notes
     return notes
+
+
+def input_locations(record: dict) -> list[str]:
+    """Where a run's images came from, as a reader would look for them: the path of each folder, archive
+    or array file; a dataset by its name, split and folder."""
+    where = []
+    for described in record.get("inputs") or []:
+        if described.get("dataset"):
+            folder = f" in {described['data_dir']}" if described.get("data_dir") else ""
+            where.append(f"{described['dataset']} ({described.get('split', 'test')} split){folder}")
+        else:
+            where.append(described.get("path") or described.get("name", "?"))
+    return where
 
 
 def print_notes(notes: list[str]) -> None:

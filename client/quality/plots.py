@@ -1,4 +1,7 @@
-"""The report's pictures as PNG bytes: confusion heatmap, per-class bars, reliability diagram.
+"""The report's pictures as PNG bytes: the confusion heatmap and the reliability diagram.
+
+(Per-class precision, recall and F1 are drawn as bars inside the HTML page's table, not as a picture
+that repeats it.) Each picture's figure is built by a ``*_figure`` function, which the tests measure.
 
 matplotlib is an optional extra (``tfclassify[report]``); ``plots_available``
 says whether it is installed, and nothing here imports it before a plot is drawn.
@@ -30,15 +33,14 @@ def plots_available() -> bool:
 
 
 def report_plots(report: AccuracyReport) -> dict[str, bytes]:
-    """All three plots of ``report``, by name: ``confusion``, ``per_class``, ``reliability``."""
+    """The plots of ``report``, by name: ``confusion``, ``reliability``."""
     plt = _pyplot()
     fonts, glyphs = _fonts()
     names = [_drawable(label, glyphs, i) for i, label in enumerate(report.labels)]
     with plt.rc_context({"font.family": fonts}):
         return {
-            "confusion": confusion_heatmap(report, names),
-            "per_class": per_class_bars(report, names),
-            "reliability": reliability_diagram(report),
+            "confusion": _png(confusion_figure(report, names)),
+            "reliability": _png(reliability_figure(report)),
         }
 
 
@@ -83,7 +85,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def confusion_heatmap(report: AccuracyReport, names: list[str] | None = None) -> bytes:
+def confusion_figure(report: AccuracyReport, names: list[str] | None = None):
     """Row-normalised confusion matrix (colour: share of the true class), counts in the cells; ``names``:
     the class names as drawn (default: the labels)."""
     plt = _pyplot()
@@ -107,30 +109,14 @@ def confusion_heatmap(report: AccuracyReport, names: list[str] | None = None) ->
                 if counts[i, j]:
                     ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7,
                             color="white" if normalized[i, j] > 0.5 else "black")
-    return _png(fig)
+    return fig
 
 
-def per_class_bars(report: AccuracyReport, names: list[str] | None = None) -> bytes:
-    """Precision, recall and F1 of every class, side by side."""
-    plt = _pyplot()
-    names = names or report.labels
-    n = len(report.labels)
-    x = np.arange(n)
-    width = 0.27
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n + 2), 4.0))
-    for offset, name in ((-width, "precision"), (0.0, "recall"), (width, "f1")):
-        ax.bar(x + offset, [getattr(m, name) for m in report.per_class], width, label=name)
-    ax.set_xticks(x, labels=names, rotation=60, ha="right", fontsize=8 if n > 16 else 9)
-    ax.set_ylim(0.0, 1.05)
-    ax.set_ylabel("score")
-    ax.set_title("Per-class precision, recall and F1")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+def reliability_figure(report: AccuracyReport):
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration and the bins' counts.
 
-
-def reliability_diagram(report: AccuracyReport) -> bytes:
-    """Accuracy against confidence per bin, with the diagonal of perfect calibration and the bins' counts."""
+    The legend sits above the plot, between it and the title: inside, it would cover a bin (a full
+    low-confidence bin reaches the top-left corner, a full high one the top-right)."""
     plt = _pyplot()
     bins = report.calibration.bins
     fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5.5, 6.0), height_ratios=[3, 1], sharex=True)
@@ -145,10 +131,11 @@ def reliability_diagram(report: AccuracyReport) -> bytes:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE {report.calibration.ece:.4f})")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"Reliability diagram (ECE {report.calibration.ece:.4f})", pad=24)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8, frameon=False,
+              handlelength=1.5, columnspacing=1.2)
     counts_ax.bar(centres, [b.count for b in bins], width * 0.95, color="#8c8c8c")
     counts_ax.set_yscale("symlog")
     counts_ax.set_xlabel("confidence (score of the predicted class)")
     counts_ax.set_ylabel("images")
-    return _png(fig)
+    return fig
