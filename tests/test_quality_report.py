@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import zipfile
+from datetime import datetime, timezone
+from html import escape, unescape
 
 import numpy as np
 import pytest
@@ -116,10 +118,11 @@ def console_messages(stderr: str) -> list[str]:
 
 
 def thumbnails_of(html: str, grid: str) -> list[tuple[str, np.ndarray]]:
-    """(caption, pixels) of each thumbnail of the grid with id ``grid``, decoded from its data URI."""
+    """(caption as text, pixels) of each thumbnail of the grid with id ``grid``, decoded from its data URI."""
     section = html.split(f'id="{grid}"', 1)[1].split("</div>", 1)[0]
-    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="[^"]*"><figcaption>([^<]*)</figcaption>', section)
-    return [(caption, np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))) for data, caption in found]
+    found = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="[^"]*"><figcaption>(.*?)</figcaption>', section)
+    return [(unescape(re.sub("<[^>]+>", "", caption)), np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))))
+            for data, caption in found]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by scripts/setup.sh (Debian package chromium)")
@@ -132,7 +135,7 @@ def test_html_report_renders_in_chromium_with_heatmap_and_mistakes(scored, fashi
     page = chromium("--dump-dom", (out / "r.html").as_uri(), cwd=tmp_path)
     assert page.returncode == 0 and console_messages(page.stderr) == []
     assert "<title>Fashion check</title>" in page.stdout
-    for plot in ("plot-confusion", "plot-per_class", "plot-reliability"):
+    for plot in ("plot-confusion", "plot-reliability"):
         assert f'id="{plot}"' in page.stdout
     html = (out / "r.html").read_text()
     assert "http://" not in html and "https://" not in html and "<script" not in html, "self-contained, no scripts"
@@ -207,3 +210,159 @@ def test_report_without_matplotlib_still_writes_json_markdown_and_html(scored, t
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads((out / "r.json").read_text()) | {
         "run": json.loads((tmp_path / "r.json").read_text())["run"]}
     assert (tmp_path / "r.md").read_text().startswith("# Accuracy report\n")
+
+
+# The page as a person sees it: measured in Chromium at a desktop and a phone width. The page has no script of
+# its own; a copy of it gets MEASURE, which writes what the browser laid out into the DOM that --dump-dom prints.
+MEASURE = r"""<script>(() => {
+  const range = (el, start, end) => {  // a Range over characters start..end of el's text, across its text nodes
+    const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT), r = document.createRange();
+    let pos = 0, started = false, node;
+    while ((node = walk.nextNode())) {
+      const len = node.data.length;
+      if (!started && start < pos + len) { r.setStart(node, start - pos); started = true; }
+      if (started && end <= pos + len) { r.setEnd(node, end - pos); return r; }
+      pos += len;
+    }
+  };
+  const lines = r => new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.bottom))).size;
+  const h2 = prefix => [...document.querySelectorAll("h2")].find(h => h.textContent.startsWith(prefix));
+  const top = el => el ? Math.round(el.getBoundingClientRect().top + scrollY) : null;
+  const skipped = h2("Skipped files");
+  const skippedTable = skipped && skipped.parentElement.querySelector("table") || [...document.querySelectorAll("table")]
+    .find(t => t.querySelector("th") && t.querySelector("th").textContent === "file");
+  const out = {
+    viewport: document.documentElement.clientWidth, page: document.documentElement.scrollWidth,
+    tables_past_edge: [...document.querySelectorAll("table")].filter(t => t.getBoundingClientRect().right > innerWidth + 1)
+      .map(t => t.querySelector("th").textContent),
+    // every class name in a thumbnail's caption "A → B (score)" or "A (score)", and on how many lines it is drawn
+    caption_labels: [...document.querySelectorAll("figcaption")].flatMap(fc => {
+      const text = fc.textContent, m = text.match(/^(.*?) → (.*?) \(/) || text.match(/^(.*?) \(/);
+      let from = 0;
+      return m.slice(1).map(label => {
+        const at = text.indexOf(label, from);
+        from = at + label.length;
+        return [label, lines(range(fc, at, at + label.length))];
+      });
+    }),
+    skipped_top: top(skipped), plots_top: top(h2("Confusion and calibration")),
+    skipped_align: skippedTable ? [...skippedTable.querySelectorAll("td")].map(c => getComputedStyle(c).textAlign) : [],
+    skipped_links: [...document.querySelectorAll('a[href^="#"]')].filter(a => skipped &&
+      document.getElementById(a.getAttribute("href").slice(1)) && document.getElementById(a.getAttribute("href").slice(1))
+      .contains(skipped)).length,
+  };
+  parent.document.getElementById("measured").textContent = JSON.stringify(out);
+})();</script>"""
+
+
+def measure(page, width: int, tmp_path) -> dict:
+    """What Chromium lays out for the HTML file ``page`` in a window ``width`` pixels wide.
+
+    Headless Chromium's windows are at least 500 pixels wide, so the page is measured in a frame of the
+    wanted width, where its media queries see that width."""
+    probe = page.read_text().replace("</body>", MEASURE + "</body>")
+    wrapper = tmp_path / f"measure-{width}-{page.name}"
+    wrapper.write_text(f'<!DOCTYPE html><html><body style="margin:0"><pre id="measured"></pre><iframe style="border:0; '
+                       f'width:{width}px; height:1000px" srcdoc="{escape(probe, quote=True)}"></iframe></body></html>')
+    result = chromium("--hide-scrollbars", f"--window-size={width + 100},1100", "--dump-dom", wrapper.as_uri(),
+                      cwd=tmp_path)
+    assert result.returncode == 0 and console_messages(result.stderr) == [], result.stderr
+    return json.loads(unescape(re.search(r'<pre id="measured">(.*?)</pre>', result.stdout, re.S).group(1)))
+
+
+@pytest.fixture(scope="module")
+def with_skipped(server, fashion_test, tmp_path_factory):
+    """60 Fashion-MNIST images in a zip archive with three files that are not images, scored into an HTML report."""
+    out = tmp_path_factory.mktemp("skipped")
+    lines = ["path,label"]
+    with zipfile.ZipFile(out / "photos.zip", "w") as zf:
+        for i in range(60):
+            label = FASHION_LABELS[int(fashion_test.labels[i])]
+            zf.writestr(f"{label.replace('/', '-')}/{i:03d}.png", encode(fashion_test.images[i]))
+            lines.append(f"{label.replace('/', '-')}/{i:03d}.png,{label}")
+        for name in ("Shirt/broken.png", "Coat/notes.txt", "README.md"):
+            zf.writestr(name, b"not an image")
+    (out / "labels.csv").write_text("\n".join(lines) + "\n")
+    run("score", "--server", server.address, "--model", "fashion", "--images", str(out / "photos.zip"),
+        "--labels", str(out / "labels.csv"), "--invert", "no", "--output", str(out / "p.jsonl"),
+        "--report", str(out / "r.html"), "--skipped-ok", "--no-progress")
+    return out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by scripts/setup.sh (Debian package chromium)")
+@pytest.mark.parametrize("width", [1280, 390])
+def test_page_fits_the_window_and_class_names_do_not_break(scored, with_skipped, width, tmp_path):
+    """At desktop and phone widths: nothing wider than the window, and no class name under a thumbnail broken
+    across lines (``T-shirt/top`` used to break after its hyphen)."""
+    for page in (scored[0] / "r.html", with_skipped / "r.html"):
+        seen = measure(page, width, tmp_path)
+        assert seen["viewport"] == width and seen["page"] <= width, f"{page}: the page scrolls sideways"
+        assert seen["tables_past_edge"] == [], f"{page}: tables past the window's edge"
+        labels = seen["caption_labels"]
+        assert len(labels) >= 20 and {label for label, _ in labels} <= set(FASHION_LABELS), labels
+        assert [(label, n) for label, n in labels if n != 1] == [], f"{page}: class names broken across lines"
+    assert "T-shirt/top" in {label for label, _ in labels}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is installed by scripts/setup.sh (Debian package chromium)")
+@pytest.mark.parametrize("width", [1280, 390])
+def test_skipped_files_come_first_left_aligned_and_linked(with_skipped, width, tmp_path):
+    """Files that were not scored are in none of the numbers: their list comes before the plots, its text
+    left-aligned, and the header card links to it."""
+    seen = measure(with_skipped / "r.html", width, tmp_path)
+    assert seen["skipped_top"] is not None and seen["skipped_top"] < seen["plots_top"]
+    assert seen["skipped_top"] < (900 if width > 600 else 1400), "near the top of the page"
+    assert seen["skipped_align"] and set(seen["skipped_align"]) == {"left"}
+    assert seen["skipped_links"] >= 1
+    html = (with_skipped / "r.html").read_text()
+    for name in ("Shirt/broken.png", "Coat/notes.txt", "README.md"):
+        assert f"photos.zip/<wbr>{name.replace('/', '/<wbr>')}" in html
+
+
+def test_page_says_what_was_scored_from_where_and_when(scored, with_skipped):
+    """The input's path (a dataset by name, split and folder), the predictions file and when the page was made."""
+    for page, where in ((scored[0] / "r.html", f"fashion_mnist (test split) in {FASHION_DIR}"),
+                        (with_skipped / "r.html", str(with_skipped / "photos.zip"))):
+        html = page.read_text()
+        facts = html.split('<dl class="facts">', 1)[1].split("</dl>", 1)[0]
+        assert f"<dt>images from</dt><dd><code>{where}</code></dd>" in facts
+        stamp = datetime.fromisoformat(re.search(r'<dt>generated</dt><dd><time datetime="([^"]+)">', facts).group(1))
+        assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 3600
+        assert "<dt>model</dt><dd>fashion, version 1</dd>" in facts
+    assert f"<dt>predictions</dt><dd><code>{scored[0] / 'p.jsonl'}</code></dd>" in (scored[0] / "r.html").read_text()
+
+
+def test_page_explains_true_to_predicted_and_draws_per_class_bars_in_the_table(scored):
+    """``A → B`` is explained where it is used; per-class precision/recall/F1 are bars in their table, not a
+    second, half-width chart that repeats it."""
+    out, _ = scored
+    html = (out / "r.html").read_text()
+    text = unescape(re.sub("<[^>]+>", "", html))
+    mistakes = text.split("Most confident mistakes", 1)[1]
+    assert mistakes.lstrip().startswith("Under each image: true class → predicted class (score of the prediction)")
+    assert "A → B: images of class A predicted as B (true → predicted)" in text
+    assert "plot-per_class" not in html
+    report = json.loads((out / "r.json").read_text())
+    bars = re.findall(r'<td class="n bar" style="--v:([\d.]+)%">([\d.]+)</td>', html.split('id="per-class"', 1)[1])
+    expected = [(m[name]) for m in report["per_class"] for name in ("precision", "recall", "f1")]
+    assert [float(v) for _, v in bars] == pytest.approx(expected, abs=5e-5)
+    assert [float(w) for w, _ in bars] == pytest.approx([100 * v for v in expected], abs=0.05)
+
+
+def test_plot_legends_sit_outside_what_they_explain(scored):
+    """A legend inside the axes covers bars (the reliability diagram's used to hide a full bin at the top left)."""
+    from tfclassify.client.quality.plots import confusion_figure, reliability_figure
+    from tfclassify.client.quality.report import report_from_rows, summarize_rows
+
+    out, _ = scored
+    rows = [json.loads(line) for line in (out / "p.jsonl").read_text().splitlines()]
+    report = report_from_rows(summarize_rows(rows), FASHION_LABELS)
+    for figure in (reliability_figure(report), confusion_figure(report)):
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        for ax in figure.axes:
+            if ax.get_legend() is None:
+                continue
+            legend, area = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert not legend.overlaps(area), (legend, area)
+            assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)
