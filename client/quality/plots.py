@@ -136,6 +136,10 @@ def reliability_figure(report: AccuracyReport):
               handlelength=1.5, columnspacing=1.2)
     counts_ax.bar(centres, [b.count for b in bins], width * 0.95, color="#8c8c8c")
     counts_ax.set_yscale("symlog")
+    # Decades only: symlog's own "0" tick sits on top of "10^0" in a panel this short.
+    decades = len(str(max(b.count for b in bins)))
+    counts_ax.set_yticks([10 ** k for k in range(0, decades, 1 if decades <= 4 else 2)])
+    counts_ax.set_ylim(0, 10 ** decades)
     counts_ax.set_xlabel("confidence (score of the predicted class)")
     counts_ax.set_ylabel("images")
     return fig
