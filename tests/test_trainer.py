@@ -158,6 +158,7 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     (("--arch", "resnet"), "invalid choice: 'resnet'"),
     (("--npz", "nowhere.npz"), "nowhere.npz: no such file"),
     (("--npz", "{tmp}/short.npz"), "99 labels for 100 images"),
+    (("--npz", "{tmp}/tiny.npz"), "1 label for 2 images"),
     (("--npz", "{tmp}/one-class.npz", "--class-names", "only"), "needs at least 2 classes, got 1"),
     (("--images", "{tmp}/single"), "expected images in at least 2 class folders"),
     (("--dataset", "fashion_mnist", "--images", "{tmp}/single"), "give exactly one of --dataset"),
@@ -169,6 +170,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (100, 28, 28), dtype=np.uint8)
     np.savez(tmp_path / "short.npz", x_train=images, y_train=np.zeros(99, np.int64))
+    np.savez(tmp_path / "tiny.npz", x_train=images[:2], y_train=np.zeros(1, np.int64))
     np.savez(tmp_path / "one-class.npz", x_train=images, y_train=np.zeros(100, np.int64))
     np.savez(tmp_path / "floats.npz", x_train=images / 255.0, y_train=np.arange(100) % 10)
     (tmp_path / "single" / "Shirt").mkdir(parents=True)

@@ -15,6 +15,7 @@ from tfclassify.client.inputs.decode import ConversionSpec
 from tfclassify.client.inputs.labels import NOT_IN_CLASS_FOLDER, folder_label
 from tfclassify.client.inputs.sources import InputError, open_input
 from tfclassify.client.inputs.workers import decode_files
+from tfclassify.common.text import counted
 
 IMAGE_SHAPE = (28, 28)
 
@@ -177,7 +178,7 @@ def _checked_labels(y: np.ndarray, n: int, origin: str) -> np.ndarray:
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{origin}: expected integer class labels [N], got {y.dtype} {list(y.shape)}")
     if len(y) != n:
-        raise DataError(f"{origin}: {len(y)} labels for {n} images")
+        raise DataError(f"{origin}: {counted(len(y), 'label')} for {counted(n, 'image')}")
     if y.min() < 0:
         raise DataError(f"{origin}: negative label {int(y.min())}")
     return y.astype(np.int64)
@@ -189,7 +190,8 @@ def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * fraction))
     if n_test >= len(x):
-        raise DataError(f"{len(x)} images are too few to hold out {fraction:.0%} as a test set")
+        raise DataError(f"{counted(len(x), 'image')} {'is' if len(x) == 1 else 'are'} too few to hold out "
+                        f"{fraction:.0%} as a test set")
     test, train = order[:n_test], order[n_test:]
     return x[train], y[train], x[test], y[test], f"{fraction:.0%} held out at random (seed {seed})"
 

@@ -21,6 +21,7 @@ from typing import NamedTuple, Union
 import numpy as np
 
 from tfclassify.client.inputs import zipindex
+from tfclassify.common.text import counted
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ARRAY_SUFFIXES = (".npz", "-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
@@ -149,7 +150,7 @@ class ArrayInput(Input):
         if images.dtype != np.uint8 or images.ndim not in (3, 4):
             raise InputError(f"{path}: expected uint8 images [N, H, W], got {images.dtype} {list(images.shape)}")
         if labels is not None and labels.shape != (len(images),):
-            raise InputError(f"{path}: {len(labels)} labels for {len(images)} images")
+            raise InputError(f"{path}: {counted(len(labels), 'label')} for {counted(len(images), 'image')}")
         self.images = images
         self.labels = None if labels is None else labels.astype(np.int64)
 
