@@ -272,6 +272,11 @@ def test_resuming_a_finished_run_changes_nothing_and_reports_it_again(suffix, se
     assert "was written by a different command (it differs in: top_k)" in result.stderr
     result = score("--server", "127.0.0.1:1", *command[:-1], "--resume", expect=3)  # as the run exits without --skipped-ok
     assert result.stdout.startswith(f"{out} is already complete: nothing to resume, nothing changed\n")
+    if suffix == ".jsonl":  # an output cut short after it finished is not reported as complete
+        out.write_bytes(out.read_bytes()[: out.read_bytes().rindex(b"\n", 0, -1) + 1])
+        result = score("--server", "127.0.0.1:1", *command, "--resume", expect=1)
+        assert result.stderr == (f"tfclassify: error: {out} holds 60 rows but its run record says 61: it was changed "
+                                 "after the run; start again with --overwrite\n")
 
 
 def test_classify_takes_files_folders_and_archives(server, png_zip, images, expected, tmp_path):
