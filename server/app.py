@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from tfclassify.inference import grpc_service_pb2
+from tfclassify.server import client_events
 from tfclassify.server.access_log import AccessLog
 from tfclassify.server.admission import Admission
 from tfclassify.server.auth import AuthInterceptor, TokenTable
@@ -87,6 +88,7 @@ class ClassifierServer:
         self.metrics_registry = CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
         self.registry = ModelRegistry()
+        self._remove_log_filter = client_events.install(self.metrics.undelivered_answers.inc)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         self.manager = ModelManager(
             settings.model_repo, settings.model_config, defaults, devices, self.registry, self.metrics,
@@ -203,6 +205,7 @@ class ClassifierServer:
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
         self.executor.shutdown(wait=True)
+        self._remove_log_filter()
 
     def is_ready(self) -> bool:
         """Whether every model has a version serving, there is one, and the server is not shutting down."""

@@ -159,6 +159,8 @@ class Batcher:
             for e in entries:  # the caller went away: let the scheduler skip what is still queued
                 if not e.future.done():
                     e.future.cancel()
+                elif not e.future.cancelled():
+                    e.future.exception()  # a part that failed after the first failure: already reported
                 if e.counted and e.future.cancelled():  # its slots are free at once (the scheduler drops it)
                     e.counted = False
                     released += len(e.images)

@@ -108,6 +108,11 @@ class ServerMetrics:
         self.config_errors = Counter(
             "tfclassify_model_config_errors", "Times the model config file could not be applied.", registry=registry
         )
+        self.undelivered_answers = Counter(
+            "tfclassify_undelivered_answers",
+            "Answers gRPC could not send because the client had gone away (cancelled, deadline passed, disconnected).",
+            registry=registry,
+        )
         self.build_info = Info("tfclassify_build", "Version of the tfclassify server.", registry=registry)
         self.build_info.info({"version": package_version()})
         self._request_children: dict[tuple[str, ...], tuple] = {}

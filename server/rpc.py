@@ -120,8 +120,10 @@ class RpcMeter:
             raise RpcFailure(code, clip(str(exc))) from exc
         except RpcFailure:
             raise
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED  # the client went away or its deadline passed
+        except asyncio.CancelledError:  # gRPC ends the handler: the client went away, or its deadline passed
+            remaining = context.time_remaining()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else \
+                grpc.StatusCode.CANCELLED
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
@@ -179,25 +181,42 @@ async def ordered_window(
 
     Reading ahead lets the next request queue for a batch while one runs;
     the consumer awaits each task (and decides what a failure means). When the
-    consumer stops, the reader and the tasks not yet yielded are cancelled.
+    consumer stops, the reader and every task it started are cancelled and
+    awaited. A task's failure is the consumer's to report: asyncio does not log
+    those it never awaited (the stream ended first) as unretrieved.
     """
-    pending: asyncio.Queue[asyncio.Future[T] | None] = asyncio.Queue(maxsize=window)
+    # Unbounded, so that the reader never waits to put (the end of the stream above all): ``room`` bounds it.
+    pending: asyncio.Queue[asyncio.Future[T] | None] = asyncio.Queue()
+    room = asyncio.Semaphore(window)
+    started: set[asyncio.Future[T]] = set()
+
+    def settled(task: asyncio.Future[T]) -> None:
+        started.discard(task)
+        if not task.cancelled():
+            task.exception()  # marks it retrieved; the consumer still gets it when it awaits the task
 
     async def read_ahead() -> None:
         try:
             async for request in requests:
-                await pending.put(asyncio.ensure_future(handle(request)))
+                await room.acquire()
+                task = asyncio.ensure_future(handle(request))
+                started.add(task)
+                task.add_done_callback(settled)
+                pending.put_nowait(task)
         finally:
-            await pending.put(None)
+            pending.put_nowait(None)
 
     reader = asyncio.create_task(read_ahead())
     try:
         while (task := await pending.get()) is not None:
+            room.release()
             yield task
     finally:
         reader.cancel()
-        while not pending.empty():
-            if (task := pending.get_nowait()) is not None:
-                if task.done() and not task.cancelled():
-                    task.exception()  # the stream already ended: retrieve it so asyncio does not log it
-                task.cancel()
+        for task in list(started):
+            task.cancel()
+        # Awaited, so that none is left pending for the garbage collector to find; a request stream that
+        # failed (the client went away) just ends the answers.
+        for outcome in await asyncio.gather(reader, *started, return_exceptions=True):
+            if isinstance(outcome, Exception) and not isinstance(outcome, (RpcFailure, grpc.RpcError)):
+                log.debug("stream ended early: %r", outcome)

@@ -5,19 +5,28 @@ restarted under a running scoring job leaves every image scored exactly once."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import shutil
 import subprocess
 import sys
 import time
 
+import grpc
 import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from archives import image_members, write_zip
 from conftest import FASHION_LABELS, ROOT, ServerProcess, metric_value, tfclassify_cmd, wait_until
 from tfclassify.client import TfclassifyError
 from tfclassify.client.aio import ClassifierClient as AsyncClient
+from tfclassify.client.requests import classify_request
+from tfclassify.inference import grpc_service_pb2 as oip
+from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
+from tfclassify.v1 import classifier_pb2 as pb
+from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
 SLOW = "slow"
 
@@ -139,3 +148,95 @@ def test_a_server_killed_and_restarted_under_a_scoring_job_leaves_every_image_sc
     assert killed_at < 3000, "the server died mid-run"
     indexes = [json.loads(line)["index"] for line in out.read_text().splitlines()]
     assert sorted(indexes) == list(range(3000)) and len(indexes) == 3000, "every image exactly once"
+
+
+async def short_deadlines_and_departures(address: str) -> collections.Counter:
+    """Requests whose deadline passes in the slow model's queue, through every image method and both streams,
+    and callers that cancel or close their connection; returns the outcomes the callers saw."""
+    images = np.zeros((64, 28, 28), np.uint8)
+
+    def classify() -> pb.ClassifyRequest:
+        return classify_request(images[:16], SLOW, None, None, 1, False, False)
+
+    def predict() -> predict_pb2.PredictRequest:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = SLOW
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+        return request
+
+    def infer(n: int = 16) -> oip.ModelInferRequest:
+        request = oip.ModelInferRequest(model_name=SLOW)
+        request.inputs.add(name="images", datatype="UINT8", shape=[n, 28, 28])
+        request.raw_input_contents.append(images[:n].tobytes())
+        return request
+
+    async def outcome(call) -> str:
+        try:
+            if hasattr(call, "__aiter__"):
+                async for _ in call:
+                    pass
+            else:
+                await call
+            return "OK"
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        except asyncio.CancelledError:
+            return "CANCELLED"
+
+    async def cancelled_after(call, seconds: float) -> str:
+        await asyncio.sleep(seconds)
+        call.cancel()
+        return await outcome(call)
+
+    async def requests(make, n):
+        for _ in range(n):
+            yield make()
+
+    outcomes: collections.Counter = collections.Counter()
+    async with grpc.aio.insecure_channel(address) as channel, grpc.aio.insecure_channel(address) as doomed:
+        ours, tfs = pb_grpc.ClassifierStub(channel), prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        triton = oip_grpc.GRPCInferenceServiceStub(channel)
+        calls = []
+        for _ in range(4):
+            calls.append(outcome(ours.ClassifyStream(requests(classify, 8), timeout=0.3)))
+            calls.append(outcome(triton.ModelStreamInfer(requests(infer, 8), timeout=0.3)))
+        for _ in range(6):
+            calls.append(outcome(ours.Classify(classify(), timeout=0.2)))
+            calls.append(outcome(tfs.Predict(predict(), timeout=0.2)))
+            calls.append(outcome(triton.ModelInfer(infer(64), timeout=0.2)))
+        for i in range(6):
+            calls.append(cancelled_after(ours.Classify(classify()), 0.02 * i))
+            calls.append(cancelled_after(ours.ClassifyStream(requests(classify, 8)), 0.02 * i))
+            calls.append(cancelled_after(triton.ModelStreamInfer(requests(infer, 8)), 0.02 * i))
+        leaving = [asyncio.ensure_future(outcome(pb_grpc.ClassifierStub(doomed).Classify(classify())))
+                   for _ in range(4)]
+        await asyncio.sleep(0.1)
+        await doomed.close()  # a client whose connection goes away with its calls in flight
+        for result in await asyncio.gather(*calls, *leaving):
+            outcomes[result] += 1
+    return outcomes
+
+
+def test_deadlines_cancellations_and_departures_are_counted_not_logged_as_errors(faulty):
+    start = len(faulty.log())
+    before = faulty.metrics_text()
+    outcomes = asyncio.run(short_deadlines_and_departures(faulty.address))
+    assert outcomes["DEADLINE_EXCEEDED"] >= 20 and outcomes["CANCELLED"] >= 18, outcomes
+    wait_until(lambda: queued(faulty) == 0, timeout=30, interval=0.05)
+    with faulty.client() as client:  # still serving; and a few allocations to let the garbage collector run
+        for _ in range(20):
+            assert len(client.classify(np.zeros((1, 28, 28), np.uint8), SLOW).classes) == 1
+    log = faulty.log()[start:]
+    noisy = [line for line in log.splitlines() if " ERROR " in line or " WARNING " in line or "Traceback" in line
+             or "never retrieved" in line or "destroyed" in line]
+    assert noisy == [], "\n".join(noisy[:20])
+    after = faulty.metrics_text()
+
+    def counted(code: str) -> float:
+        return (metric_value(after, "tfclassify_requests_total", model=SLOW, code=code)
+                - metric_value(before, "tfclassify_requests_total", model=SLOW, code=code))
+
+    # The calls the server took are in the metrics with their status (a stream's messages each count).
+    assert counted("DEADLINE_EXCEEDED") >= 20 and counted("CANCELLED") >= 18, outcomes
+    for method in ("ClassifyStream", "ModelStreamInfer"):
+        assert metric_value(after, "tfclassify_requests_total", method=method, code="DEADLINE_EXCEEDED") > 0, method
