@@ -69,6 +69,8 @@ def _pixels(feature: feature_pb2.Feature, height: int, width: int, what: str) ->
         values = np.asarray(getattr(feature, kind).value, np.float64 if kind == "float_list" else np.int64)
         if values.size != size:
             raise InvalidInputError(f"{what}: the image feature holds {values.size} values; expected {height}x{width}={size}")
+        if not np.isfinite(values).all():  # NaN passes the range check below: every comparison with it is false
+            raise InvalidInputError(f"{what}: pixel values hold NaN or infinity; send finite numbers (0-255)")
         if values.min() < 0 or values.max() > 255:
             raise InvalidInputError(
                 f"{what}: pixel values range from {values.min()} to {values.max()}; expected 0-255"

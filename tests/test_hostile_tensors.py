@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
@@ -126,6 +126,22 @@ def test_tensorflow_serving_predict_refuses_broadcasts_unknown_dtypes_and_out_of
         assert f"tensor_content is {size} bytes" in refused(predict, predict_request("fashion", short))
     infinite = tf.make_tensor_proto(np.full((1, 784), np.inf, np.float32))
     assert "NaN or infinite" in refused(predict, predict_request("digits", infinite, "keras_tensor"))
+
+
+def test_tensorflow_serving_classify_refuses_non_finite_pixels_in_examples(channel):
+    """Every path refuses NaN and infinite pixels, tf.train.Example's float_list too (NaN slipped through the
+    range check there and became black pixels)."""
+    classify = prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify
+    for bad in (np.nan, np.inf, -np.inf):
+        pixels = np.zeros(784, np.float32)
+        pixels[100] = bad
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name = "fashion"
+        example = request.input.example_list.examples.add()
+        example.features.feature["image"].float_list.value.extend(pixels.tolist())
+        request.input.example_list.examples.add().features.feature["image"].int64_list.value.extend([0] * 784)
+        details = refused(classify, request)
+        assert details == "example 0: pixel values hold NaN or infinity; send finite numbers (0-255)", details
 
 
 def test_an_answer_over_the_message_limit_is_refused_before_the_model_runs(model_repo, tmp_path):
