@@ -33,6 +33,7 @@ from tfclassify.client.requests import (
 )
 from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.client.tls import aio_token_interceptors
+from tfclassify.client.wrong_port import answers_http1, explain
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -77,12 +78,15 @@ class ClassifierClient:
 
     # -- health --------------------------------------------------------------
     async def is_server_ready(self, service: str = "", timeout: float | None = None) -> bool:
-        """Whether the health service reports ``service`` (default: the server) SERVING."""
+        """Whether the health service reports ``service`` (default: the server) SERVING; ``TfclassifyError``
+        when the address answers HTTP/1 rather than gRPC (a metrics port, say), which no wait would change."""
         try:
             reply = await self._health.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
             )
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            if answers_http1(exc.details() or ""):  # not a server that is not ready: not a gRPC server at all
+                raise await self._error(exc) from exc
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -175,4 +179,11 @@ class ClassifierClient:
         try:
             return await method(request, timeout=self._timeout(timeout))
         except grpc.RpcError as exc:
-            raise TfclassifyError.from_rpc_error(exc) from exc
+            raise await self._error(exc) from exc
+
+    async def _error(self, error: grpc.RpcError) -> TfclassifyError:
+        """``TfclassifyError.from_rpc_error``, asking an HTTP/1 server for the gRPC port off the event loop."""
+        details = error.details() or ""
+        if error.code() == grpc.StatusCode.UNAVAILABLE and answers_http1(details):
+            return TfclassifyError.wrapping(error, error.code(), await asyncio.to_thread(explain, self.address))
+        return TfclassifyError.from_rpc_error(error)

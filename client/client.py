@@ -21,6 +21,7 @@ from tfclassify.client.requests import (
 )
 from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.client.tls import TokenInterceptor
+from tfclassify.client.wrong_port import answers_http1
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -31,8 +32,9 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class ClassifyFuture:
     """A ``Classify`` call in flight; ``result()`` waits for it."""
 
-    def __init__(self, call: grpc.Future) -> None:
+    def __init__(self, call: grpc.Future, address: str | None = None) -> None:
         self._call = call
+        self._address = address
 
     def done(self) -> bool:
         return self._call.done()
@@ -45,7 +47,7 @@ class ClassifyFuture:
         try:
             return ClassifyResult.from_proto(self._call.result(timeout=timeout))
         except grpc.RpcError as exc:
-            raise TfclassifyError.from_rpc_error(exc) from exc
+            raise TfclassifyError.from_rpc_error(exc, self._address) from exc
 
 
 class ClassifierClient:
@@ -107,12 +109,15 @@ class ClassifierClient:
 
     # -- health --------------------------------------------------------------
     def is_server_ready(self, service: str = "", timeout: float | None = None) -> bool:
-        """Whether the health service reports ``service`` (default: the server) SERVING."""
+        """Whether the health service reports ``service`` (default: the server) SERVING; ``TfclassifyError``
+        when the address answers HTTP/1 rather than gRPC (a metrics port, say), which no wait would change."""
         try:
             reply = self._health.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
             )
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            if answers_http1(exc.details() or ""):  # not a server that is not ready: not a gRPC server at all
+                raise TfclassifyError.from_rpc_error(exc, self.address) from exc
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -183,7 +188,7 @@ class ClassifierClient:
         """
         request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels,
                                    true_classes, keep_for_feedback, request_id)
-        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)))
+        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)), self.address)
 
     def classify_encoded(
         self,
@@ -198,7 +203,7 @@ class ClassifierClient:
     ) -> ClassifyResult:
         """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
         request = encoded_request(images, model, version, version_label, top_k, return_probabilities)
-        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout))).result()
+        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)), self.address).result()
 
     # -- models --------------------------------------------------------------
     def get_model_metadata(
@@ -244,5 +249,5 @@ class ClassifierClient:
         try:
             return method(request, timeout=self._timeout(timeout))
         except grpc.RpcError as exc:
-            raise TfclassifyError.from_rpc_error(exc) from exc
+            raise TfclassifyError.from_rpc_error(exc, self.address) from exc
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import grpc
 
+from tfclassify.client.wrong_port import answers_http1, explain
+
 
 class TfclassifyError(Exception):
     """A call to the server failed.
@@ -18,10 +20,20 @@ class TfclassifyError(Exception):
         self.details = details
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> "TfclassifyError":
-        """Wrap a ``grpc.RpcError`` raised by a stub call."""
+    def from_rpc_error(cls, error: grpc.RpcError, address: str | None = None) -> "TfclassifyError":
+        """Wrap a ``grpc.RpcError`` raised by a stub call to ``address``. A call that reached an HTTP/1 server
+        (tfclassify's metrics port, say) gets a message that says so and names the gRPC port when it can: this
+        asks that server (a blocking GET of up to 2 s; asyncio code passes ``details`` from ``explain`` in a
+        thread instead)."""
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-        details = error.details() if hasattr(error, "details") else str(error)
-        exc = cls(code, details or "")
+        details = (error.details() if hasattr(error, "details") else str(error)) or ""
+        if address is not None and code == grpc.StatusCode.UNAVAILABLE and answers_http1(details):
+            details = explain(address)
+        return cls.wrapping(error, code, details)
+
+    @classmethod
+    def wrapping(cls, error: grpc.RpcError, code: grpc.StatusCode, details: str) -> "TfclassifyError":
+        """A ``TfclassifyError`` with ``code`` and ``details`` whose cause is ``error``."""
+        exc = cls(code, details)
         exc.__cause__ = error
         return exc

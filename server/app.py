@@ -168,7 +168,7 @@ class ClassifierServer:
         if settings.memory_trim_interval_s > 0:
             self._trimmer = asyncio.get_running_loop().create_task(trim_periodically(settings.memory_trim_interval_s))
         if settings.metrics_port >= 0:
-            app = make_app(self.metrics_registry, self.heartbeat, self.not_ready)
+            app = make_app(self.metrics_registry, self.heartbeat, self.not_ready, self.grpc_port)
             # A worker's HTTP port is for its supervisor only, which serves the merged one (with TLS if asked).
             http_host = "127.0.0.1" if self.place else settings.host
             tls = None if self.place else http_tls(settings)

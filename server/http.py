@@ -23,6 +23,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from tfclassify.common.ports import GRPC_PORT_HEADER
 from tfclassify.server.tls import ReloadingSslContext
 
 log = logging.getLogger(__name__)
@@ -71,10 +72,25 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_app(registry: CollectorRegistry, heartbeat: Heartbeat, not_ready: Callable[[], list[str]],
-             stall_s: float = DEFAULT_STALL_S):
-    """The WSGI app: ``/metrics``, ``/healthz``, ``/readyz``; ``not_ready()`` names what keeps the server unready."""
+             grpc_port: int | None = None, stall_s: float = DEFAULT_STALL_S):
+    """The WSGI app: ``/metrics``, ``/healthz``, ``/readyz``; ``not_ready()`` names what keeps the server unready.
+    Every answer names ``grpc_port`` in a header, so a gRPC client pointed here by mistake can say where to go."""
     metrics = make_wsgi_app(registry)
+    if grpc_port is None:
+        return _routes(metrics, heartbeat, not_ready, stall_s)
+    routes = _routes(metrics, heartbeat, not_ready, stall_s)
+    header = (GRPC_PORT_HEADER, str(grpc_port))
 
+    def app(environ: dict, start_response) -> Iterable[bytes]:
+        def start_with_header(status: str, headers: list, exc_info=None):
+            return start_response(status, [*headers, header], exc_info)
+
+        return routes(environ, start_with_header)
+
+    return app
+
+
+def _routes(metrics, heartbeat: Heartbeat, not_ready: Callable[[], list[str]], stall_s: float):
     def app(environ: dict, start_response) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":

@@ -12,6 +12,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tfclassify.common.ports import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT
+
 ENV_PREFIX = "TFCLASSIFY_"
 
 
@@ -33,8 +35,8 @@ class ServerSettings:
         5.0, help="how often to look for new, removed or changed versions and config (0: only at start)"
     )
     host: str = setting("0.0.0.0", help="address the gRPC and metrics servers bind to")
-    grpc_port: int = setting(8500, help="gRPC port (Classifier, health, reflection); 0 picks a free one")
-    metrics_port: int = setting(8502, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
+    grpc_port: int = setting(DEFAULT_GRPC_PORT, help="gRPC port (Classifier, health, reflection); 0 picks a free one")
+    metrics_port: int = setting(DEFAULT_METRICS_PORT, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
     tls_cert: Path | None = setting(
         None, help="PEM certificate (chain) for TLS on the gRPC port; reloaded when the file changes"
     )

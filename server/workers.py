@@ -202,7 +202,7 @@ class Supervisor:
                 registry.register(MergedWorkerMetrics(self._metrics_ports))
                 try:
                     http, _ = start_http_server(self.settings.host, self.settings.metrics_port,
-                                                make_app(registry, self.heartbeat, self.not_ready),
+                                                make_app(registry, self.heartbeat, self.not_ready, self.grpc_port),
                                                 http_tls(self.settings))
                 except OSError as exc:
                     raise BindError(bind_message(self.settings.host, self.settings.metrics_port, "metrics",

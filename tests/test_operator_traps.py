@@ -1,18 +1,27 @@
 """What an operator trips over, fixed: stray folders, an empty repository, the HTTP port's paths,
-process metrics, ports already in use, and TensorFlow's start-up noise."""
+process metrics, ports already in use or held by another server, a client pointed at the HTTP port, and
+TensorFlow's start-up noise."""
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import json
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
+import grpc
+import numpy as np
 import pytest
 
 from conftest import ServerProcess, http_get, metric_value, tfclassify_cmd
+from tfclassify.client import ClassifierClient, TfclassifyError
+from tfclassify.client.aio import ClassifierClient as AsyncClient
+from tfclassify.client.wrong_port import host_and_port
 
 
 @pytest.fixture()
@@ -149,3 +158,49 @@ def test_tensorflow_start_up_noise_is_filtered_and_json_logs_parse(model_repo, t
     # Which notices TensorFlow prints depends on the CPU (oneDNN's only on some); the absl one always comes.
     assert "All log messages before absl::InitializeLog() is called" in loud, "DEBUG shows TensorFlow's notices"
     assert re.search(r"heap trimmed: resident \d+\.\d -> \d+\.\d MiB", loud), "the freed heap is given back as it runs"
+
+
+def test_a_client_pointed_at_the_metrics_port_is_told_the_grpc_port(server):
+    address = f"127.0.0.1:{server.metrics_port}"
+    expected = (f"{address} answers HTTP/1, not gRPC: it is a tfclassify server's metrics/HTTP port; its gRPC port "
+                f"is {server.grpc_port} (use 127.0.0.1:{server.grpc_port})")
+    with ClassifierClient(address, retries=0) as client:
+        with pytest.raises(TfclassifyError) as info:
+            client.list_models()
+        assert (info.value.code, info.value.details) == (grpc.StatusCode.UNAVAILABLE, expected)
+        with pytest.raises(TfclassifyError) as info:  # no waiting would help: said at once
+            client.wait_for_ready(30)
+        assert info.value.details == expected
+
+    async def with_asyncio() -> str:
+        async with AsyncClient(address, retries=0) as client:
+            with pytest.raises(TfclassifyError) as info:
+                await client.classify(np.zeros((1, 28, 28), np.uint8), "fashion")
+            return info.value.details
+
+    assert asyncio.run(with_asyncio()) == expected
+    for command in (("models",), ("health", "--wait", "30")):
+        result = subprocess.run(tfclassify_cmd(*command, "--server", address), capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 1 and expected in result.stderr and len(result.stderr.splitlines()) == 1, result
+
+
+def test_a_client_pointed_at_another_http_server_is_told_it_is_not_grpc():
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        address = f"127.0.0.1:{other.server_address[1]}"
+        with ClassifierClient(address, retries=0) as client, pytest.raises(TfclassifyError) as info:
+            client.list_models(timeout=10)
+        other.shutdown()
+    assert info.value.details == (f"{address} answers HTTP/1, not gRPC: it looks like an HTTP port (a tfclassify "
+                                  "server's metrics port is 8502 by default); give the server's gRPC port (8500 by "
+                                  "default)")
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("localhost:8502", ("localhost", "8502")), ("[::1]:8502", ("[::1]", "8502")),
+    ("dns:///models.example:8502", ("models.example", "8502")), ("ipv4:10.0.0.1:8502", ("10.0.0.1", "8502")),
+    ("unix:/run/tfclassify.sock", None), ("localhost", None),
+])
+def test_addresses_are_split_for_the_http_question(address, expected):
+    assert host_and_port(address) == expected

@@ -1,0 +1,7 @@
+"""The ports of a tfclassify server as both sides know them: the defaults, and the header by which the HTTP port
+names the gRPC port (so a client pointed at the wrong one can say where to go)."""
+
+DEFAULT_GRPC_PORT = 8500
+DEFAULT_METRICS_PORT = 8502
+#: Header on every answer of a tfclassify server's HTTP port: the server's gRPC port.
+GRPC_PORT_HEADER = "Tfclassify-Grpc-Port"
