@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -43,6 +43,10 @@ bench-split: setup
 # The serving path's instructions per single-image request, under valgrind (steady where timings are not).
 bench-instructions: setup
 	$(PY) -m bench.instructions $(BENCH_ARGS)
+
+# The server's resident memory under 8 concurrent maximum-size (64 MiB) requests: warmed up, peak, a minute after.
+bench-memory: setup
+	$(PY) -m bench.memory $(BENCH_ARGS)
 
 # 10 minutes of mixed traffic at 80% of capacity through a hot reload, a rollback and a config change.
 soak: setup

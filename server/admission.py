@@ -12,6 +12,8 @@ streams hold no slot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 
 from tfclassify.server.auth import bearer_token
@@ -64,3 +66,39 @@ class Admission:
                 return "token:" + token
         # "ipv4:10.1.2.3:51234" or "ipv6:[::1]:51234": the address without the port (one client, many connections).
         return context.peer().rpartition(":")[0]
+
+
+class ByteBudget:
+    """Bytes of large request messages being decoded and answered at once.
+
+    A request message is decoded (protobuf makes a copy of the bytes gRPC received, reading a tensor another)
+    and held while its images are prepared and run: a 64 MiB message costs about 200 MB until it is answered.
+    Messages of ``large_bytes`` or more are counted against ``limit``: one that would pass it is refused at once
+    (RESOURCE_EXHAUSTED, before it is decoded) while others are in progress; alone, any message the size limit
+    lets through is admitted. Smaller messages pass uncounted: they are bounded by the request limit.
+    """
+
+    def __init__(self, limit: int, large_bytes: int = 1 << 20,
+                 on_change: Callable[[int], None] = lambda in_progress: None,
+                 on_refused: Callable[[], None] = lambda: None) -> None:
+        if limit < 1:
+            raise ValueError("the byte limit must be at least 1")
+        self.limit, self.large_bytes = limit, large_bytes
+        self.in_progress = 0
+        self._on_change, self._on_refused = on_change, on_refused
+
+    def admit(self, size: int) -> str | None:
+        """Count ``size`` bytes in; returns None, or why they are refused (nothing is counted then)."""
+        if self.in_progress and self.in_progress + size > self.limit:
+            self._on_refused()
+            return (f"the server is decoding and answering {self.in_progress / 2**20:.1f} MiB of large requests "
+                    f"(limit {self.limit / 2**20:.0f} MiB, --max-request-bytes-in-progress); this "
+                    f"{size / 2**20:.1f} MiB request would pass it: retry with backoff, or send smaller requests")
+        self.in_progress += size
+        self._on_change(self.in_progress)
+        return None
+
+    def release(self, size: int) -> None:
+        """Count ``size`` bytes admitted with ``admit`` out."""
+        self.in_progress -= size
+        self._on_change(self.in_progress)

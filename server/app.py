@@ -21,7 +21,7 @@ from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 from tfclassify.inference import grpc_service_pb2
 from tfclassify.server import client_events
 from tfclassify.server.access_log import AccessLog
-from tfclassify.server.admission import Admission
+from tfclassify.server.admission import Admission, ByteBudget
 from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.batching import BatchingOptions
 from tfclassify.server.dataplane import DataPlane
@@ -30,7 +30,7 @@ from tfclassify.server.feedback import FeedbackStore
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
 from tfclassify.server.logs import configure_logging
 from tfclassify.server.manager import ModelManager
-from tfclassify.server.memory import trim_periodically
+from tfclassify.server.memory import Trimmer, trim_periodically
 from tfclassify.server.metrics import ServerMetrics
 from tfclassify.server.oip import InferenceServicer
 from tfclassify.server.ports import BindError, bind_message, check_port_free, write_port_file
@@ -147,8 +147,13 @@ class ClassifierServer:
              InferenceServicer(self.dataplane, metering, self.is_ready)),
             (health_pb2.DESCRIPTOR.services_by_name["Health"], self.health),
         )
-        # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT.
-        register_services(self._server, services)
+        # Large requests leave megabytes of freed receive buffers in malloc's heap: given back soon after each.
+        self._heap_trimmer = Trimmer() if settings.memory_trim_interval_s > 0 else None
+        self.request_bytes = ByteBudget(settings.max_request_bytes_in_progress, on_change=self._large_request_bytes,
+                                        on_refused=self._large_request_refused)
+        # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT, a large
+        # one past the byte budget RESOURCE_EXHAUSTED.
+        register_services(self._server, services, budget=self.request_bytes)
         if settings.reflection:
             reflection.enable_server_reflection(
                 (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -206,6 +211,16 @@ class ClassifierServer:
             self._metrics_http.shutdown()
         self.executor.shutdown(wait=True)
         self._remove_log_filter()
+
+    def _large_request_bytes(self, in_progress: int) -> None:
+        self.metrics.large_request_bytes.set(in_progress)
+        if self._heap_trimmer is not None:
+            self._heap_trimmer.soon()
+
+    def _large_request_refused(self) -> None:
+        self.metrics.large_requests_refused.inc()
+        if self._heap_trimmer is not None:
+            self._heap_trimmer.soon()
 
     def is_ready(self) -> bool:
         """Whether every model has a version serving, there is one, and the server is not shutting down."""

@@ -48,3 +48,31 @@ def resident_mib(pid: int | str = "self") -> float:
     where it cannot be read: the process is gone, or this is not Linux)."""
     with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class Trimmer:
+    """Releases the heap's free pages soon after something freed a lot (a large request's receive buffers), at
+    most once per ``min_interval_s``, in a thread (``soon`` is called on the event loop)."""
+
+    def __init__(self, min_interval_s: float = 0.05) -> None:
+        self._trim = malloc_trim()
+        self._min_interval_s = min_interval_s
+        self._pending = False
+        self._last = 0.0
+
+    def soon(self) -> None:
+        """Trim once the event loop comes round, unless a trim is pending or ran less than the interval ago."""
+        if self._trim is None or self._pending:
+            return
+        loop = asyncio.get_running_loop()
+        self._pending = True
+        delay = max(0.0, self._last + self._min_interval_s - loop.time())
+        loop.call_later(delay, self._start, loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        future = loop.run_in_executor(None, self._trim)
+        future.add_done_callback(lambda _: self._done(loop))
+
+    def _done(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._pending = False
+        self._last = loop.time()

@@ -108,6 +108,15 @@ class ServerMetrics:
         self.config_errors = Counter(
             "tfclassify_model_config_errors", "Times the model config file could not be applied.", registry=registry
         )
+        self.large_request_bytes = Gauge(
+            "tfclassify_large_request_bytes_in_progress",
+            "Bytes of large request messages (1 MiB or more) being decoded and answered.", registry=registry,
+        )
+        self.large_requests_refused = Counter(
+            "tfclassify_large_requests_refused",
+            "Large requests refused (RESOURCE_EXHAUSTED) before decoding: --max-request-bytes-in-progress was held.",
+            registry=registry,
+        )
         self.undelivered_answers = Counter(
             "tfclassify_undelivered_answers",
             "Answers gRPC could not send because the client had gone away (cancelled, deadline passed, disconnected).",

@@ -59,6 +59,11 @@ class ServerSettings:
         1024, help="requests worked on at once (each stream message counts while it is answered); past it a "
         "request gets RESOURCE_EXHAUSTED at once instead of queueing; 0: no limit"
     )
+    max_request_bytes_in_progress: int = setting(
+        64 * 1024 * 1024, help="bytes of large request messages (1 MiB or more) decoded and answered at once; "
+        "past it such a request gets RESOURCE_EXHAUSTED before it is decoded (one alone is always admitted), which "
+        "bounds the memory that a burst of maximum-size requests takes (about 3x their size while answered)"
+    )
     max_requests_per_client: int = setting(
         0, help="of those, the most one client may hold (a client: its bearer token, else its IP address); "
         "0: no per-client share"

@@ -6,6 +6,11 @@ requests). ``register_services`` builds the same handlers from each service's de
 that turns a parse failure into a ``MalformedRequest`` value; the call is then refused with
 INVALID_ARGUMENT and a message, and a stream ends with that status after answering what came before.
 
+Large messages (``ByteBudget.large_bytes`` or more) are decoded by the handler, not by gRPC's deserializer,
+once the byte budget admits them: past it they are refused with RESOURCE_EXHAUSTED before being decoded. And
+the handlers clear the variables of the frames an error passed through (``forget_locals``), so that nothing a
+refused request decoded outlives it.
+
 The methods that carry images are *registered* with gRPC (``IMAGE_METHODS``), the rest share one generic
 handler. grpc.aio keeps one call request outstanding in gRPC core per registered method and one for
 all generic ones, and each accepted call waits for the event loop to come round before the next is
@@ -19,12 +24,16 @@ accepted call (``asyncio.wait``): 46 us per call with all 24 methods, 22 us with
 from __future__ import annotations
 
 import inspect
+import traceback
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
+
+from tfclassify.server.admission import ByteBudget
 
 
 class MalformedRequest:
@@ -36,7 +45,16 @@ class MalformedRequest:
         self.message = message
 
 
-def _decoder(message_class) -> Callable[[bytes], object]:
+class LargeRequest:
+    """The bytes of a large request message, decoded by the handler once the byte budget admits them."""
+
+    __slots__ = ("data", "decode")
+
+    def __init__(self, data: bytes, decode: Callable[[bytes], object]) -> None:
+        self.data, self.decode = data, decode
+
+
+def _decoder(message_class, budget: ByteBudget | None) -> Callable[[bytes], object]:
     name = message_class.DESCRIPTOR.full_name
 
     def decode(data: bytes) -> object:
@@ -45,61 +63,155 @@ def _decoder(message_class) -> Callable[[bytes], object]:
         except DecodeError:
             return MalformedRequest(f"the request is not a valid {name} message ({len(data)} bytes)")
 
-    return decode
+    if budget is None:
+        return decode
+    large = budget.large_bytes
+
+    def decode_or_defer(data: bytes) -> object:
+        return LargeRequest(data, decode) if len(data) >= large else decode(data)
+
+    return decode_or_defer
 
 
 def _serialize(message) -> bytes:
     return message.SerializeToString()
 
 
-def _unary_request(behavior):
+def forget_locals(error: BaseException) -> None:
+    """Clear the variables of the finished frames in the tracebacks of ``error`` and of the errors it chains.
+
+    grpc.aio keeps an aborted call's ``AbortError`` in the call's state, which the ``context`` variable of every
+    frame in its traceback references: a reference cycle, freed only by a full garbage collection, that held
+    each refused request alive with everything its frames decoded (a 64 MiB request: about 200 MB, for minutes).
+    """
+    pending, seen = [error], set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # frames still running are left as they are
+        pending += (current.__cause__, current.__context__)
+
+
+def _unary_request(behavior, budget: ByteBudget | None):
     async def handle(request, context: grpc.aio.ServicerContext):
-        if type(request) is MalformedRequest:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        return await behavior(request, context)
+        admitted = 0
+        try:
+            if type(request) is LargeRequest:
+                refused = budget.admit(len(request.data))
+                if refused is not None:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+                admitted = len(request.data)
+                request = request.decode(request.data)
+            if type(request) is MalformedRequest:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return await behavior(request, context)
+        except BaseException as error:
+            request = None  # this frame stays in the traceback: it must not hold the request either
+            forget_locals(error)
+            raise
+        finally:
+            if admitted:
+                budget.release(admitted)
 
     return handle
 
 
-def _unary_request_stream_response(behavior):
+def _unary_request_stream_response(behavior, budget: ByteBudget | None):
     if not inspect.isasyncgenfunction(behavior):  # a coroutine that answers with context.write (grpc_health's Watch)
-        return _unary_request(behavior)
+        return _unary_request(behavior, budget)
 
     async def handle(request, context: grpc.aio.ServicerContext):
-        if type(request) is MalformedRequest:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
-        async for response in behavior(request, context):
-            yield response
+        admitted = 0
+        try:
+            if type(request) is LargeRequest:
+                refused = budget.admit(len(request.data))
+                if refused is not None:
+                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+                admitted = len(request.data)
+                request = request.decode(request.data)
+            if type(request) is MalformedRequest:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            async for response in behavior(request, context):
+                yield response
+        except BaseException as error:
+            request = None  # as in _unary_request
+            forget_locals(error)
+            raise
+        finally:
+            if admitted:
+                budget.release(admitted)
 
     return handle
 
 
-def _stream_request(behavior, stream_response: bool):
-    async def requests(iterator: AsyncIterator, malformed: list[str]) -> AsyncIterator:
+class _StreamedRequests:
+    """A stream's request messages as the servicer reads them: large ones admitted by the byte budget and
+    decoded, the first that is malformed or refused ending the stream (``ending``: its status and message).
+    ``admitted`` holds the sizes admitted, oldest first: each is released when the stream answers its request."""
+
+    def __init__(self, budget: ByteBudget | None) -> None:
+        self.budget = budget
+        self.ending: tuple[grpc.StatusCode, str] | None = None
+        self.admitted: deque[int] = deque()
+
+    async def read(self, iterator: AsyncIterator) -> AsyncIterator:
         index = 0
         async for request in iterator:
+            if type(request) is LargeRequest:
+                refused = self.budget.admit(len(request.data))
+                if refused is not None:
+                    self.ending = (grpc.StatusCode.RESOURCE_EXHAUSTED, f"request {index} of the stream: {refused}")
+                    return
+                self.admitted.append(len(request.data))
+                request = request.decode(request.data)
             if type(request) is MalformedRequest:
-                malformed.append(f"request {index} of the stream: {request.message}")
+                self.ending = (grpc.StatusCode.INVALID_ARGUMENT, f"request {index} of the stream: {request.message}")
                 return  # the servicer answers what came before; the call then ends with the error
             index += 1
             yield request
 
+    def answered(self) -> None:
+        """One more request answered: the oldest admitted bytes are free."""
+        if self.admitted:
+            self.budget.release(self.admitted.popleft())
+
+    def release_all(self) -> None:
+        while self.admitted:
+            self.budget.release(self.admitted.popleft())
+
+
+def _stream_request(behavior, stream_response: bool, budget: ByteBudget | None):
     if stream_response:
         async def handle_stream(iterator, context: grpc.aio.ServicerContext):
-            malformed: list[str] = []
-            async for response in behavior(requests(iterator, malformed), context):
-                yield response
-            if malformed:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed[0])
+            requests = _StreamedRequests(budget)
+            try:
+                async for response in behavior(requests.read(iterator), context):
+                    yield response
+                    requests.answered()
+                if requests.ending is not None:
+                    await context.abort(*requests.ending)
+            except BaseException as error:
+                forget_locals(error)  # as in _unary_request
+                raise
+            finally:
+                requests.release_all()
 
         return handle_stream
 
     async def handle(iterator, context: grpc.aio.ServicerContext):
-        malformed: list[str] = []
-        response = await behavior(requests(iterator, malformed), context)
-        if malformed:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed[0])
-        return response
+        requests = _StreamedRequests(budget)
+        try:
+            response = await behavior(requests.read(iterator), context)
+            if requests.ending is not None:
+                await context.abort(*requests.ending)
+            return response
+        except BaseException as error:
+            forget_locals(error)  # as in _unary_request
+            raise
+        finally:
+            requests.release_all()
 
     return handle
 
@@ -131,12 +243,13 @@ IMAGE_METHODS = frozenset({
 
 
 def register_services(server: grpc.aio.Server, services: Iterable[tuple[ServiceDescriptor, object]],
-                      registered: Collection[str] = IMAGE_METHODS) -> None:
+                      registered: Collection[str] = IMAGE_METHODS, budget: ByteBudget | None = None) -> None:
     """Add every method of each (service descriptor, servicer) pair to ``server``, before it starts: those named
-    in ``registered`` ("package.Service/Method") as registered methods, the others in one generic handler."""
+    in ``registered`` ("package.Service/Method") as registered methods, the others in one generic handler; with
+    ``budget``, large request messages are decoded once it admits them."""
     generic = []
     for service, servicer in services:
-        handlers = method_handlers(service, servicer)
+        handlers = method_handlers(service, servicer, budget)
         own = {name: h for name, h in handlers.items() if f"{service.full_name}/{name}" in registered}
         if own:
             server.add_registered_method_handlers(service.full_name, own)
@@ -146,25 +259,29 @@ def register_services(server: grpc.aio.Server, services: Iterable[tuple[ServiceD
     server.add_generic_rpc_handlers(tuple(generic))
 
 
-def method_handlers(service: ServiceDescriptor, servicer: object) -> dict[str, grpc.RpcMethodHandler]:
+def method_handlers(service: ServiceDescriptor, servicer: object,
+                    budget: ByteBudget | None = None) -> dict[str, grpc.RpcMethodHandler]:
     """The handlers of ``service`` (every method the descriptor lists) on ``servicer``'s async methods, with
-    undecodable requests refused as INVALID_ARGUMENT, and the methods it does not implement as UNIMPLEMENTED
-    (without the traceback the generated base class's stub logs)."""
+    undecodable requests refused as INVALID_ARGUMENT, large ones past ``budget`` as RESOURCE_EXHAUSTED, and the
+    methods it does not implement as UNIMPLEMENTED (without the traceback the generated base class's stub
+    logs)."""
     handlers = {}
     for method in service.methods:
         behavior = getattr(servicer, method.name)
         if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
             # The generated base class's stub: it would log a traceback per call.
             behavior = _unimplemented(f"{service.full_name}.{method.name}", method.server_streaming)
-        decode = _decoder(GetMessageClass(method.input_type))
+        decode = _decoder(GetMessageClass(method.input_type), budget)
         if not method.client_streaming and not method.server_streaming:
-            handler = grpc.unary_unary_rpc_method_handler(_unary_request(behavior), decode, _serialize)
+            handler = grpc.unary_unary_rpc_method_handler(_unary_request(behavior, budget), decode, _serialize)
         elif not method.client_streaming:
-            handler = grpc.unary_stream_rpc_method_handler(_unary_request_stream_response(behavior), decode,
+            handler = grpc.unary_stream_rpc_method_handler(_unary_request_stream_response(behavior, budget), decode,
                                                            _serialize)
         elif not method.server_streaming:
-            handler = grpc.stream_unary_rpc_method_handler(_stream_request(behavior, False), decode, _serialize)
+            handler = grpc.stream_unary_rpc_method_handler(_stream_request(behavior, False, budget), decode,
+                                                           _serialize)
         else:
-            handler = grpc.stream_stream_rpc_method_handler(_stream_request(behavior, True), decode, _serialize)
+            handler = grpc.stream_stream_rpc_method_handler(_stream_request(behavior, True, budget), decode,
+                                                            _serialize)
         handlers[method.name] = handler
     return handlers
