@@ -63,12 +63,14 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:
         return _supervise(settings)
-    from tfclassify.server.ports import BindError, check_port_free  # no TensorFlow in it
+    from tfclassify.server.ports import BindError, check_port_free  # no TensorFlow in either
+    from tfclassify.server.workers import WorkerPlace
 
-    try:  # before TensorFlow's seconds of start-up; the server checks again when it binds
-        check_port_free(settings.host, settings.grpc_port)
-    except BindError as exc:
-        raise CliError(str(exc)) from None
+    if WorkerPlace.from_environment() is None:  # a --workers worker shares its supervisor's port on purpose
+        try:  # before TensorFlow's seconds of start-up; the server checks again when it binds
+            check_port_free(settings.host, settings.grpc_port)
+        except BindError as exc:
+            raise CliError(str(exc)) from None
     # TensorFlow's start-up notices (and, without an NVIDIA driver, its cuInit "error") are dropped
     # while it is imported and the devices are set up; --log-level DEBUG shows them.
     noise = StartupNoiseFilter(gpu_lines_are_noise=not nvidia_driver_present(),
