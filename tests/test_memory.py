@@ -66,7 +66,7 @@ def memory_server(model_repo, tmp_path):
 def test_concurrent_maximum_size_requests_stay_bounded_and_leave_nothing_behind(memory_server):
     """8 concurrent 64 MiB requests of every kind (valid PNG files, too many images, float pixels through two
     APIs, bytes that are not a message): the large ones past the byte budget are refused at once; the resident
-    size peaks far below the 2 GiB the Deployment allows, and returns to its warmed-up level in seconds (it
+    size peaks well below the 3 GiB the Deployment allows, and returns to its warmed-up level in seconds (it
     had stayed 1 GB above it: refused requests were held by reference cycles until a full garbage collection)."""
     pid, address = memory_server.proc.pid, memory_server.address
     warm_up(address, "fashion")

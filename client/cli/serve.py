@@ -63,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--workers must be 1 or more, not {settings.workers}")
     if settings.workers > 1:
         return _supervise(settings)
-    from tfclassify.server.ports import BindError, check_port_free  # no TensorFlow in either
-    from tfclassify.server.workers import WorkerPlace
+    try:
+        from tfclassify.server.ports import BindError, check_port_free  # no TensorFlow in either
+        from tfclassify.server.workers import WorkerPlace
+    except ImportError as exc:
+        raise CliError(f"tfclassify serve needs the server extra ({exc}): pip install 'tfclassify[server]'") from exc
 
     if WorkerPlace.from_environment() is None:  # a --workers worker shares its supervisor's port on purpose
         try:  # before TensorFlow's seconds of start-up; the server checks again when it binds
