@@ -23,11 +23,17 @@ def answers_http1(details: str) -> bool:
 
 
 def host_and_port(address: str) -> tuple[str, str] | None:
-    """``(host, port)`` of ``HOST:PORT``, ``[V6]:PORT`` or ``dns:///HOST:PORT``; None for other targets."""
-    target = address.split("///", 1)[-1] if address.startswith(("dns:", "ipv4:", "ipv6:")) else address
-    target = target.removeprefix("ipv4:").removeprefix("ipv6:")
+    """``(host, port)`` of ``HOST:PORT``, ``[V6]:PORT``, ``dns:HOST:PORT``, ``dns:///HOST:PORT`` or
+    ``dns://RESOLVER/HOST:PORT``; None for other targets (``unix:``, a bare IPv6 address, no port)."""
+    target = address
+    for scheme in ("dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme):]
+            if target.startswith("//"):  # an authority (a DNS resolver), possibly empty, then the name
+                target = target[2:].partition("/")[2]
+            break
     host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not port.isdigit() or not host or (":" in host and not host.startswith("[")):
         return None
     return host, port
 
@@ -48,7 +54,8 @@ def explain(address: str, timeout_s: float = 2.0) -> str:
         except (OSError, ValueError):
             pass
     if grpc_port and grpc_port.isdigit() and parts is not None:
-        return (f"{address} answers HTTP/1, not gRPC: it is a tfclassify server's metrics/HTTP port; "
-                f"its gRPC port is {grpc_port} (use {parts[0]}:{grpc_port})")
+        return (f"{address} answers HTTP/1, not gRPC: it is a tfclassify server's metrics/HTTP port, and that server "
+                f"listens for gRPC on port {grpc_port} (try {parts[0]}:{grpc_port}, unless a proxy or port mapping "
+                "publishes it elsewhere)")
     return (f"{address} answers HTTP/1, not gRPC: it looks like an HTTP port (a tfclassify server's metrics port "
             f"is {DEFAULT_METRICS_PORT} by default); give the server's gRPC port ({DEFAULT_GRPC_PORT} by default)")

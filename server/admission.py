@@ -74,8 +74,9 @@ class ByteBudget:
     A request message is decoded (protobuf makes a copy of the bytes gRPC received, reading a tensor another)
     and held while its images are prepared and run: a 64 MiB message costs about 200 MB until it is answered.
     Messages of ``large_bytes`` or more are counted against ``limit``: one that would pass it is refused at once
-    (RESOURCE_EXHAUSTED, before it is decoded) while others are in progress; alone, any message the size limit
-    lets through is admitted. Smaller messages pass uncounted: they are bounded by the request limit.
+    (RESOURCE_EXHAUSTED, before it is decoded) while other calls' messages are in progress; alone, any message
+    the size limit lets through is admitted (a stream's own earlier messages do not count as others). Smaller
+    messages pass uncounted: they are bounded by the request limit.
     """
 
     def __init__(self, limit: int, large_bytes: int = 1 << 20,
@@ -87,12 +88,13 @@ class ByteBudget:
         self.in_progress = 0
         self._on_change, self._on_refused = on_change, on_refused
 
-    def admit(self, size: int) -> str | None:
-        """Count ``size`` bytes in; returns None, or why they are refused (nothing is counted then)."""
-        if self.in_progress and self.in_progress + size > self.limit:
+    def admit(self, size: int, own: int = 0) -> str | None:
+        """Count ``size`` bytes in; returns None, or why they are refused (nothing is counted then). ``own``: bytes
+        the same call already holds (a stream's earlier messages), which do not count as others in progress."""
+        if self.in_progress > own and self.in_progress + size > self.limit:
             self._on_refused()
             return (f"the server is decoding and answering {self.in_progress / 2**20:.1f} MiB of large requests "
-                    f"(limit {self.limit / 2**20:.0f} MiB, --max-request-bytes-in-progress); this "
+                    f"(limit {self.limit / 2**20:.1f} MiB, --max-request-bytes-in-progress); this "
                     f"{size / 2**20:.1f} MiB request would pass it: retry with backoff, or send smaller requests")
         self.in_progress += size
         self._on_change(self.in_progress)

@@ -203,6 +203,15 @@ async def ordered_window(
                 started.add(task)
                 task.add_done_callback(settled)
                 pending.put_nowait(task)
+        except grpc.RpcError:
+            pass  # the client went away: the stream ends with what it has
+        except Exception:  # a bug: the stream ends with INTERNAL after the answers before it
+            log.exception("reading a stream's requests failed")
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(RpcFailure(grpc.StatusCode.INTERNAL,
+                                            "internal error reading the stream; the server log has the details"))
+            failed.exception()  # retrieved: the consumer still gets it, and nobody is told if it never asks
+            pending.put_nowait(failed)
         finally:
             pending.put_nowait(None)
 
@@ -215,8 +224,6 @@ async def ordered_window(
         reader.cancel()
         for task in list(started):
             task.cancel()
-        # Awaited, so that none is left pending for the garbage collector to find; a request stream that
-        # failed (the client went away) just ends the answers.
-        for outcome in await asyncio.gather(reader, *started, return_exceptions=True):
-            if isinstance(outcome, Exception) and not isinstance(outcome, (RpcFailure, grpc.RpcError)):
-                log.debug("stream ended early: %r", outcome)
+        # Awaited, so that none is left pending for the garbage collector to find (their failures are the
+        # consumer's to report, or nobody's once the stream has ended).
+        await asyncio.gather(reader, *started, return_exceptions=True)

@@ -60,7 +60,7 @@ class ServerSettings:
         "request gets RESOURCE_EXHAUSTED at once instead of queueing; 0: no limit"
     )
     max_request_bytes_in_progress: int = setting(
-        64 * 1024 * 1024, help="bytes of large request messages (1 MiB or more) decoded and answered at once; "
+        128 * 1024 * 1024, help="bytes of large request messages (1 MiB or more) decoded and answered at once; "
         "past it such a request gets RESOURCE_EXHAUSTED before it is decoded (one alone is always admitted), which "
         "bounds the memory that a burst of maximum-size requests takes (about 3x their size while answered)"
     )

@@ -94,18 +94,32 @@ def forget_locals(error: BaseException) -> None:
         pending += (current.__cause__, current.__context__)
 
 
+async def _admitted(request, context: grpc.aio.ServicerContext, budget: ByteBudget | None) -> tuple[object, int]:
+    """``(request, bytes admitted)``: a large request decoded once the budget admits it (else the call is
+    refused with RESOURCE_EXHAUSTED); a malformed one refused with INVALID_ARGUMENT."""
+    admitted = 0
+    if type(request) is LargeRequest:
+        refused = budget.admit(len(request.data))
+        if refused is not None:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+        admitted = len(request.data)
+        try:
+            request = request.decode(request.data)
+        except BaseException:
+            budget.release(admitted)
+            raise
+    if type(request) is MalformedRequest:
+        if admitted:
+            budget.release(admitted)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+    return request, admitted
+
+
 def _unary_request(behavior, budget: ByteBudget | None):
     async def handle(request, context: grpc.aio.ServicerContext):
         admitted = 0
         try:
-            if type(request) is LargeRequest:
-                refused = budget.admit(len(request.data))
-                if refused is not None:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-                admitted = len(request.data)
-                request = request.decode(request.data)
-            if type(request) is MalformedRequest:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            request, admitted = await _admitted(request, context, budget)
             return await behavior(request, context)
         except BaseException as error:
             request = None  # this frame stays in the traceback: it must not hold the request either
@@ -125,14 +139,7 @@ def _unary_request_stream_response(behavior, budget: ByteBudget | None):
     async def handle(request, context: grpc.aio.ServicerContext):
         admitted = 0
         try:
-            if type(request) is LargeRequest:
-                refused = budget.admit(len(request.data))
-                if refused is not None:
-                    await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-                admitted = len(request.data)
-                request = request.decode(request.data)
-            if type(request) is MalformedRequest:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            request, admitted = await _admitted(request, context, budget)
             async for response in behavior(request, context):
                 yield response
         except BaseException as error:
@@ -149,23 +156,28 @@ def _unary_request_stream_response(behavior, budget: ByteBudget | None):
 class _StreamedRequests:
     """A stream's request messages as the servicer reads them: large ones admitted by the byte budget and
     decoded, the first that is malformed or refused ending the stream (``ending``: its status and message).
-    ``admitted`` holds the sizes admitted, oldest first: each is released when the stream answers its request."""
+    ``sizes`` holds, oldest first, the bytes admitted for each request read (0 for small ones): each is
+    released when the stream answers its request (the servicers answer each request once, in order)."""
 
     def __init__(self, budget: ByteBudget | None) -> None:
         self.budget = budget
         self.ending: tuple[grpc.StatusCode, str] | None = None
-        self.admitted: deque[int] = deque()
+        self.sizes: deque[int] = deque()
+        self.held = 0
 
     async def read(self, iterator: AsyncIterator) -> AsyncIterator:
         index = 0
         async for request in iterator:
+            size = 0
             if type(request) is LargeRequest:
-                refused = self.budget.admit(len(request.data))
+                refused = self.budget.admit(len(request.data), own=self.held)
                 if refused is not None:
                     self.ending = (grpc.StatusCode.RESOURCE_EXHAUSTED, f"request {index} of the stream: {refused}")
                     return
-                self.admitted.append(len(request.data))
+                size = len(request.data)
+                self.held += size
                 request = request.decode(request.data)
+            self.sizes.append(size)
             if type(request) is MalformedRequest:
                 self.ending = (grpc.StatusCode.INVALID_ARGUMENT, f"request {index} of the stream: {request.message}")
                 return  # the servicer answers what came before; the call then ends with the error
@@ -173,13 +185,18 @@ class _StreamedRequests:
             yield request
 
     def answered(self) -> None:
-        """One more request answered: the oldest admitted bytes are free."""
-        if self.admitted:
-            self.budget.release(self.admitted.popleft())
+        """One more request answered: the bytes of the oldest one are free."""
+        if self.sizes:
+            self._release(self.sizes.popleft())
 
     def release_all(self) -> None:
-        while self.admitted:
-            self.budget.release(self.admitted.popleft())
+        while self.sizes:
+            self._release(self.sizes.popleft())
+
+    def _release(self, size: int) -> None:
+        if size:
+            self.held -= size
+            self.budget.release(size)
 
 
 def _stream_request(behavior, stream_response: bool, budget: ByteBudget | None):
@@ -271,17 +288,20 @@ def method_handlers(service: ServiceDescriptor, servicer: object,
         if not (inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior)):
             # The generated base class's stub: it would log a traceback per call.
             behavior = _unimplemented(f"{service.full_name}.{method.name}", method.server_streaming)
-        decode = _decoder(GetMessageClass(method.input_type), budget)
+        # Only the methods that carry images are budgeted: a long-lived call of another (health's Watch, say)
+        # must not hold the budget while it waits.
+        method_budget = budget if f"{service.full_name}/{method.name}" in IMAGE_METHODS else None
+        decode = _decoder(GetMessageClass(method.input_type), method_budget)
         if not method.client_streaming and not method.server_streaming:
-            handler = grpc.unary_unary_rpc_method_handler(_unary_request(behavior, budget), decode, _serialize)
+            handler = grpc.unary_unary_rpc_method_handler(_unary_request(behavior, method_budget), decode, _serialize)
         elif not method.client_streaming:
-            handler = grpc.unary_stream_rpc_method_handler(_unary_request_stream_response(behavior, budget), decode,
+            handler = grpc.unary_stream_rpc_method_handler(_unary_request_stream_response(behavior, method_budget), decode,
                                                            _serialize)
         elif not method.server_streaming:
-            handler = grpc.stream_unary_rpc_method_handler(_stream_request(behavior, False, budget), decode,
+            handler = grpc.stream_unary_rpc_method_handler(_stream_request(behavior, False, method_budget), decode,
                                                            _serialize)
         else:
-            handler = grpc.stream_stream_rpc_method_handler(_stream_request(behavior, True, budget), decode,
+            handler = grpc.stream_stream_rpc_method_handler(_stream_request(behavior, True, method_budget), decode,
                                                             _serialize)
         handlers[method.name] = handler
     return handlers

@@ -162,8 +162,9 @@ def test_tensorflow_start_up_noise_is_filtered_and_json_logs_parse(model_repo, t
 
 def test_a_client_pointed_at_the_metrics_port_is_told_the_grpc_port(server):
     address = f"127.0.0.1:{server.metrics_port}"
-    expected = (f"{address} answers HTTP/1, not gRPC: it is a tfclassify server's metrics/HTTP port; its gRPC port "
-                f"is {server.grpc_port} (use 127.0.0.1:{server.grpc_port})")
+    expected = (f"{address} answers HTTP/1, not gRPC: it is a tfclassify server's metrics/HTTP port, and that server "
+                f"listens for gRPC on port {server.grpc_port} (try 127.0.0.1:{server.grpc_port}, unless a proxy or "
+                "port mapping publishes it elsewhere)")
     with ClassifierClient(address, retries=0) as client:
         with pytest.raises(TfclassifyError) as info:
             client.list_models()
@@ -200,7 +201,9 @@ def test_a_client_pointed_at_another_http_server_is_told_it_is_not_grpc():
 @pytest.mark.parametrize("address, expected", [
     ("localhost:8502", ("localhost", "8502")), ("[::1]:8502", ("[::1]", "8502")),
     ("dns:///models.example:8502", ("models.example", "8502")), ("ipv4:10.0.0.1:8502", ("10.0.0.1", "8502")),
-    ("unix:/run/tfclassify.sock", None), ("localhost", None),
+    ("dns:models.example:8502", ("models.example", "8502")), ("dns://8.8.8.8/models.example:8502",
+                                                               ("models.example", "8502")),
+    ("unix:/run/tfclassify.sock", None), ("localhost", None), ("::1", None),
 ])
 def test_addresses_are_split_for_the_http_question(address, expected):
     assert host_and_port(address) == expected
