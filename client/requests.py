@@ -69,13 +69,13 @@ def model_spec(name: str, version: int | None = None, version_label: str | None 
 def as_image_batch(images: object) -> np.ndarray:
     """Check that ``images`` is a batch the API carries and return it as an array.
 
-    A batch is ``[N, H, W]``, ``[N, H, W, 1]`` or flattened ``[N, H*W]``, of
-    uint8 pixels (float32 for float-input models). Nothing is guessed: a
-    single image is a batch of one (``image[np.newaxis]``).
+    A batch is ``[N, H, W]`` (grayscale), ``[N, H, W, C]`` (C = 1, 3 or 4 channels) or flattened
+    ``[N, H*W*C]``, of uint8 pixels (float32 for float-input models). Nothing is guessed: a single image is a
+    batch of one (``image[np.newaxis]``). The server checks the size and channels against the model.
     """
     if not isinstance(images, np.ndarray):
         raise invalid(
-            f"images must be a numpy array of uint8 pixels [N, H, W], got {type(images).__name__}: "
+            f"images must be a numpy array of uint8 pixels [N, H, W] or [N, H, W, C], got {type(images).__name__}: "
             "convert with np.asarray(images, dtype=np.uint8)"
         )
     if images.dtype != np.uint8 and images.dtype != np.float32:
@@ -86,13 +86,14 @@ def as_image_batch(images: object) -> np.ndarray:
     shape = list(images.shape)
     if images.ndim == 1:
         raise invalid(f"images {shape} is one flattened image; send a batch: images[np.newaxis] ([1, {shape[0]}])")
-    if images.ndim == 2 and math.isqrt(shape[1]) ** 2 != shape[1]:
+    if images.ndim == 2 and not any(shape[1] % c == 0 and math.isqrt(shape[1] // c) ** 2 * c == shape[1]
+                                    for c in (1, 3)):
         raise invalid(
-            f"a 2-D array is a batch of flattened square images [N, H*W], but {shape} rows of {shape[1]} pixels "
+            f"a 2-D array is a batch of flattened square images [N, H*W*C], but {shape} rows of {shape[1]} pixels "
             "are not square images; to send one image [H, W], send image[np.newaxis]"
         )
-    if images.ndim not in (2, 3, 4) or (images.ndim == 4 and shape[3] != 1):
-        raise invalid(f"images must be a batch [N, H, W], [N, H, W, 1] or [N, H*W], got shape {shape}")
+    if images.ndim not in (2, 3, 4) or (images.ndim == 4 and shape[3] not in (1, 3, 4)):
+        raise invalid(f"images must be a batch [N, H, W], [N, H, W, C] (C = 1, 3 or 4) or [N, H*W*C], got shape {shape}")
     if shape[0] == 0:
         raise invalid("images is an empty batch: send 1 or more images")
     return images

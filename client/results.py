@@ -112,6 +112,11 @@ class ModelInfo:
     signature_name: str
     training_metadata: dict
     device: str
+    #: How the server runs the version: "session" or "function" (a SavedModel a session cannot run).
+    runtime: str = "session"
+    #: Channels of one image: 1 (grayscale), 3 (RGB) or 4 (RGBA); 0 for a model that takes encoded files
+    #: (``input_dtype`` STRING) and decodes them in its graph.
+    channels: int = 1
 
     @classmethod
     def from_proto(cls, m: pb.ModelMetadata) -> "ModelInfo":
@@ -128,6 +133,8 @@ class ModelInfo:
             signature_name=m.signature_name,
             training_metadata=json.loads(m.training_metadata_json or "{}"),
             device=m.device,
+            runtime=m.runtime or "session",
+            channels=m.channels,
         )
 
     @property

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tfclassify.server.batching import Outputs, RequestTiming
-from tfclassify.server.errors import InvalidInputError
+from tfclassify.server.errors import InvalidInputError, ModelUnavailableError
 from tfclassify.server.feedback import FeedbackStore, check_true_classes
-from tfclassify.server.images import check_batch_size, check_image_batch, decode_images
+from tfclassify.server.images import check_batch_size, check_encoded_images, check_image_batch, decode_images
 from tfclassify.server.registry import ModelRegistry, ServedVersion
 from tfclassify.server.rpc import RpcCall
 
@@ -103,7 +103,7 @@ class DataPlane:
 
     async def infer(self, call: RpcCall, images: np.ndarray, deadline: float | None,
                     truth: Truth | None = None) -> tuple[Outputs, np.ndarray]:
-        """Run validated ``images`` ``[N, H, W]`` through the queue of the version ``call`` runs on
+        """Run validated ``images`` ``[N, H, W, C]`` through the queue of the version ``call`` runs on
         (``call.infer(served)``); returns the model's outputs and each image's predicted class, which are
         counted in the metrics. Timings go to ``call``, for the version's statistics. ``truth`` (optional):
         true classes to count in the live-accuracy metrics, or a request id to keep the predictions under.
@@ -157,19 +157,37 @@ class DataPlane:
         label = 0 if request.omit_labels else runtime.mean_label_bytes + 2
         answer_bytes = 6 + label + request.top_k * (6 + label) + (
             4 * runtime.num_classes if request.return_probabilities else 0)
-        if request.encoded is not None:
+        if runtime.takes_encoded:
+            images = await self._encoded_for_graph(runtime, request, answer_bytes)
+            served = call.infer(self.resolve(*spec))  # as below: checking let the event loop run
+            if not served.runtime.takes_encoded:
+                raise ModelUnavailableError(f"model {runtime.name!r} changed to a version that takes pixels while "
+                                            "this request was checked; retry")
+            runtime = served.runtime
+        elif request.encoded is not None:
             check_batch_size(len(request.encoded), self.max_images_per_request)
             self.check_response_size(len(request.encoded), answer_bytes)  # before decoding
-            images = await self.decode(decode_images, request.encoded, *runtime.image_size, self.max_images_per_request)
+            images = await self.decode(decode_images, request.encoded, runtime.image_shape, self.max_images_per_request)
             # Decoding let the event loop run: take the version serving now (the one before may be unloading).
             served = call.infer(self.resolve(*spec))
             runtime = served.runtime
-            images = check_image_batch(images, *runtime.image_size, self.max_images_per_request)
+            images = check_image_batch(images, runtime.image_shape, self.max_images_per_request)
         else:
             images = self._prepare(runtime, request)
             self.check_response_size(len(images), answer_bytes)
         outputs, classes = await self.infer(call, images, request.deadline, request.truth)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
+
+    async def _encoded_for_graph(self, runtime: ModelRuntime, request: ClassifyInput, answer_bytes: int) -> np.ndarray:
+        """The request's files for a model that decodes them in its graph: headers checked, bytes untouched."""
+        if request.encoded is None:
+            raise InvalidInputError(
+                f"model {runtime.name!r} version {runtime.version} takes encoded images (PNG/JPEG files, decoded "
+                "in its graph); send the files (`encoded`), not pixels"
+            )
+        check_batch_size(len(request.encoded), self.max_images_per_request)
+        self.check_response_size(len(request.encoded), answer_bytes)
+        return await self.decode(check_encoded_images, request.encoded, self.max_images_per_request)
 
     def check_response_size(self, images: int, bytes_per_image: int) -> None:
         """Refuse, before any work, a request whose answer would pass the send limit (gRPC would fail it only
@@ -189,7 +207,6 @@ class DataPlane:
         check_batch_size(n, self.max_images_per_request)
 
     def _prepare(self, runtime: ModelRuntime, request: ClassifyInput) -> np.ndarray:
-        height, width = runtime.image_size
         if request.images is None:
             raise InvalidInputError("the request carries no images: set `tensor` or `encoded`")
         images = request.images
@@ -197,7 +214,7 @@ class DataPlane:
             raise InvalidInputError(
                 f"model {runtime.name!r} version {runtime.version} takes uint8 pixels; got FLOAT32 (send UINT8)"
             )
-        return check_image_batch(images, height, width, self.max_images_per_request)
+        return check_image_batch(images, runtime.image_shape, self.max_images_per_request)
 
 
 def rank(

@@ -3,9 +3,9 @@
 Each example carries one image in a feature named ``image`` or
 ``image/encoded`` (the TFRecord convention), holding one of:
 
-- an ``int64_list`` of H*W pixel values 0-255, row by row;
-- a ``float_list`` of H*W pixel values 0.0-255.0 (rounded to 8 bits);
-- a ``bytes_list`` with one value: a PNG or JPEG file, or H*W raw pixel bytes.
+- an ``int64_list`` of H*W*C pixel values 0-255, row by row (C channels per pixel);
+- a ``float_list`` of H*W*C pixel values 0.0-255.0 (rounded to 8 bits);
+- a ``bytes_list`` with one value: a PNG or JPEG file, or H*W*C raw pixel bytes.
 
 Features of the ``context`` example (``example_list_with_context``) apply to
 every example that does not set them itself.
@@ -26,13 +26,13 @@ IMAGE_FEATURES = ("image", "image/encoded")
 
 
 def images_from_examples(
-    examples: Sequence[example_pb2.Example], context: example_pb2.Example | None, height: int, width: int
+    examples: Sequence[example_pb2.Example], context: example_pb2.Example | None, shape: tuple[int, int, int]
 ) -> np.ndarray:
-    """The images of ``examples`` as a uint8 batch ``[N, height, width]``."""
-    batch = np.empty((len(examples), height, width), np.uint8)
+    """The images of ``examples`` as a uint8 batch ``[N, height, width, channels]`` (``shape``)."""
+    batch = np.empty((len(examples), *shape), np.uint8)
     for i, example in enumerate(examples):
         feature = _image_feature(example, context, i)
-        batch[i] = _pixels(feature, height, width, f"example {i}")
+        batch[i] = _pixels(feature, shape, f"example {i}")
     return batch
 
 
@@ -50,8 +50,10 @@ def _image_feature(
     )
 
 
-def _pixels(feature: feature_pb2.Feature, height: int, width: int, what: str) -> np.ndarray:
-    size = height * width
+def _pixels(feature: feature_pb2.Feature, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    height, width, channels = shape
+    size = height * width * channels
+    described = f"{height}x{width}" if channels == 1 else f"{height}x{width}x{channels}"
     kind = feature.WhichOneof("kind")
     if kind == "bytes_list":
         values = feature.bytes_list.value
@@ -59,21 +61,21 @@ def _pixels(feature: feature_pb2.Feature, height: int, width: int, what: str) ->
             raise InvalidInputError(f"{what}: the image bytes feature holds {len(values)} values; expected 1")
         data = values[0]
         if is_encoded_image(data):
-            return decode_image(data, height, width, what)
+            return decode_image(data, shape, what)
         if len(data) == size:
-            return np.frombuffer(data, np.uint8).reshape(height, width)
+            return np.frombuffer(data, np.uint8).reshape(shape)
         raise InvalidInputError(
             f"{what}: the image bytes are neither a PNG/JPEG file nor {size} raw pixels ({len(data)} bytes)"
         )
     if kind in ("int64_list", "float_list"):
         values = np.asarray(getattr(feature, kind).value, np.float64 if kind == "float_list" else np.int64)
         if values.size != size:
-            raise InvalidInputError(f"{what}: the image feature holds {values.size} values; expected {height}x{width}={size}")
+            raise InvalidInputError(f"{what}: the image feature holds {values.size} values; expected {described}={size}")
         if not np.isfinite(values).all():  # NaN passes the range check below: every comparison with it is false
-            raise InvalidInputError(f"{what}: pixel values hold NaN or infinity; send finite numbers (0-255)")
+            raise InvalidInputError(f"{what}: pixel values are NaN or infinite; send finite numbers (0-255)")
         if values.min() < 0 or values.max() > 255:
             raise InvalidInputError(
                 f"{what}: pixel values range from {values.min()} to {values.max()}; expected 0-255"
             )
-        return np.rint(values).astype(np.uint8).reshape(height, width)
+        return np.rint(values).astype(np.uint8).reshape(shape)
     raise InvalidInputError(f"{what}: the image feature is empty; expected int64, float or bytes values")

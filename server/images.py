@@ -23,18 +23,38 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
-def check_image_batch(images: np.ndarray, height: int, width: int, max_images: int) -> np.ndarray:
-    """Validate ``images`` and return it as ``[N, height, width]`` (a view, no copy).
+#: Pillow's mode for each number of channels.
+PILLOW_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
-    Accepts ``[N, H, W]``, ``[N, H, W, 1]`` and ``[N, H*W]``.
+
+def describe_layouts(shape: tuple[int, int, int]) -> str:
+    """The batch layouts accepted for images of ``shape`` (height, width, channels), for error messages."""
+    height, width, channels = shape
+    flat = f"[N, {height * width * channels}]"
+    if channels == 1:
+        return f"[N, {height}, {width}], [N, {height}, {width}, 1] or {flat}"
+    return f"[N, {height}, {width}, {channels}] or {flat}"
+
+
+def check_image_batch(images: np.ndarray, shape: tuple[int, int, int], max_images: int) -> np.ndarray:
+    """Validate ``images`` for a model taking images of ``shape`` (height, width, channels) and return them as
+    ``[N, height, width, channels]`` (a view, no copy).
+
+    Accepts ``[N, H, W, C]`` and flattened ``[N, H*W*C]``, and for grayscale models also ``[N, H, W]``.
     """
-    shape = images.shape
-    n = shape[0] if images.ndim >= 1 else 0
-    accepted = f"[N, {height}, {width}], [N, {height}, {width}, 1] or [N, {height * width}]"
-    if shape not in ((n, height, width), (n, height, width, 1), (n, height * width)):
-        raise InvalidInputError(f"images have shape {list(shape)}; expected {accepted}")
+    height, width, channels = shape
+    got = images.shape
+    n = got[0] if images.ndim >= 1 else 0
+    accepted = [(n, height, width, channels), (n, height * width * channels)]
+    if channels == 1:
+        accepted.append((n, height, width))
+    if got not in accepted:
+        hint = ""
+        if images.ndim == 4 and got[1:3] == (height, width) and got[3] in (1, 3, 4):
+            hint = f" (the model takes {channels}-channel images; these have {got[3]})"
+        raise InvalidInputError(f"images have shape {list(got)}; expected {describe_layouts(shape)}{hint}")
     check_batch_size(n, max_images)
-    return images.reshape(n, height, width)
+    return images.reshape(n, height, width, channels)
 
 
 def check_batch_size(n: int, max_images: int) -> None:
@@ -48,28 +68,30 @@ def check_batch_size(n: int, max_images: int) -> None:
         )
 
 
-def decode_images(encoded: list[bytes], height: int, width: int, max_images: int) -> np.ndarray:
-    """Decode PNG/JPEG files into a uint8 batch ``[N, height, width]`` (grayscale)."""
+def decode_images(encoded: list[bytes], shape: tuple[int, int, int], max_images: int) -> np.ndarray:
+    """Decode PNG/JPEG files into a uint8 batch ``[N, height, width, channels]`` (``shape``)."""
     check_batch_size(len(encoded), max_images)
-    batch = np.empty((len(encoded), height, width), dtype=np.uint8)
+    batch = np.empty((len(encoded), *shape), dtype=np.uint8)
     for i, data in enumerate(encoded):
-        batch[i] = decode_image(data, height, width, f"image {i}")
+        batch[i] = decode_image(data, shape, f"image {i}")
     return batch
 
 
-def decode_image(data: bytes, height: int, width: int, what: str = "image") -> np.ndarray:
-    """Decode one PNG/JPEG file into uint8 pixels ``[height, width]`` (grayscale); ``what`` names it in errors.
+def decode_image(data: bytes, shape: tuple[int, int, int], what: str = "image") -> np.ndarray:
+    """Decode one PNG/JPEG file into uint8 pixels ``[height, width, channels]`` (``shape``: grayscale, RGB or
+    RGBA, converted as Pillow does); ``what`` names it in errors.
 
     Only PNG and JPEG are opened, and the size the file declares is checked before any pixel is decoded:
     a decompression bomb (a small file declaring a huge image) costs a header read, not its pixels.
     """
+    height, width, channels = shape
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
             if img.size != (width, height):
                 raise InvalidInputError(
                     f"{what} is {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
                 )
-            gray = img.convert("L")
+            pixels = img.convert(PILLOW_MODES[channels])
     except InvalidInputError:
         raise
     except Image.DecompressionBombError as exc:  # raised while reading the header, before any pixel
@@ -78,7 +100,38 @@ def decode_image(data: bytes, height: int, width: int, what: str = "image") -> n
         raise InvalidInputError(f"{what}: {len(data)} bytes are not a PNG or JPEG file (the formats accepted)") from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed files; each is the client's input
         raise InvalidInputError(f"{what}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from None
-    return np.asarray(gray, dtype=np.uint8)
+    return np.asarray(pixels, dtype=np.uint8).reshape(shape)
+
+
+def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int | None = None) -> np.ndarray:
+    """Check files for a model that decodes them in its graph, reading only their headers: each must be a PNG
+    or JPEG whose declared size is within ``max_pixels`` (Pillow's decompression-bomb bound by default).
+    Returns them untouched, as an object array ``[N]``."""
+    check_batch_size(len(encoded), max_images)
+    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    for i, data in enumerate(encoded):
+        try:
+            with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
+                width, height = img.size
+        except Image.DecompressionBombError as exc:
+            raise InvalidInputError(f"image {i}: {exc}") from None
+        except UnidentifiedImageError:
+            raise InvalidInputError(f"image {i}: {len(data)} bytes are not a PNG or JPEG file (the formats "
+                                    "accepted)") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
+            raise InvalidInputError(f"image {i}: cannot read {len(data)} bytes as PNG/JPEG: {exc}") from None
+        if width * height > limit:
+            raise InvalidInputError(f"image {i} declares {width}x{height} pixels, over the {limit:,} accepted")
+    batch = np.empty(len(encoded), dtype=object)
+    batch[:] = list(encoded)
+    return batch
+
+
+def sample_png(pixels: np.ndarray) -> bytes:
+    """``pixels`` (uint8 ``[H, W]`` or ``[H, W, C]``) as a PNG file, for probing models that take files."""
+    out = io.BytesIO()
+    Image.fromarray(pixels.squeeze(-1) if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels).save(out, "PNG")
+    return out.getvalue()
 
 
 def is_encoded_image(data: bytes) -> bool:

@@ -181,9 +181,11 @@ class ModelManager:
         self.metrics.model_load_duration.labels(source.name, str(version_dir.version)).set(status.load_seconds)
         first = replicas[0]
         log.info(
-            "model %s version %d available on %s after %.2f s (%s input %s, %d classes, %s, XLA batch sizes %s)",
+            "model %s version %d available on %s after %.2f s (%s input %s, %d classes, %s, %s runtime, "
+            "XLA batch sizes %s)",
             source.name, first.version, ", ".join(status.devices), status.load_seconds, first.input_dtype.name,
-            list(first.input_shape), first.num_classes, first.output_kind, list(first.xla_batch_sizes) or "off",
+            list(first.input_shape), first.num_classes, first.output_kind, first.runtime_kind,
+            list(first.xla_batch_sizes) or "off",
         )
         return True
 
@@ -209,7 +211,8 @@ class ModelManager:
 
     def _serve(self, source: ModelSource, replicas: list[ModelRuntime]) -> ServedVersion:
         first = replicas[0]
-        metrics = self.metrics.for_version(first.name, first.version, first.labels, [r.device for r in replicas])
+        metrics = self.metrics.for_version(first.name, first.version, first.labels, [r.device for r in replicas],
+                                           first.runtime_kind)
         batcher = Batcher(
             f"{first.name}:{first.version}",
             [Replica(r.device, r.run) for r in replicas],

@@ -90,8 +90,9 @@ class ServerMetrics:
             ["model", "version", "class"], registry=registry,
         )
         self.replica_info = Gauge(
-            "tfclassify_model_replica_info", "1 for each device holding a replica of a model version.",
-            ["model", "version", "device"], registry=registry,
+            "tfclassify_model_replica_info",
+            "1 for each device holding a replica of a model version, and how it runs (session or function).",
+            ["model", "version", "device", "runtime"], registry=registry,
         )
         self.model_state = Gauge(
             "tfclassify_model_version_state",
@@ -156,9 +157,10 @@ class ServerMetrics:
             else:
                 self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
 
-    def for_version(self, model: str, version: int, labels: list[str], devices: list[str]) -> "VersionMetrics":
-        """The cached children of one served version."""
-        return VersionMetrics(self, model, str(version), labels, devices)
+    def for_version(self, model: str, version: int, labels: list[str], devices: list[str],
+                    runtime: str = "session") -> "VersionMetrics":
+        """The cached children of one served version (``runtime``: how it runs, "session" or "function")."""
+        return VersionMetrics(self, model, str(version), labels, devices, runtime)
 
     def statistics(self, model: str, version: int) -> InferenceStatistics | None:
         """The request statistics of a loaded version (None: not loaded)."""
@@ -168,8 +170,9 @@ class ServerMetrics:
 class VersionMetrics:
     """Metric children of one model version, and the batcher's observer feeding them."""
 
-    def __init__(self, m: ServerMetrics, model: str, version: str, labels: list[str], devices: list[str]) -> None:
-        self._m, self._key = m, (model, version)
+    def __init__(self, m: ServerMetrics, model: str, version: str, labels: list[str], devices: list[str],
+                 runtime: str = "session") -> None:
+        self._m, self._key, self._runtime = m, (model, version), runtime
         self.statistics = m._statistics.setdefault((model, version), InferenceStatistics())
         self._images = m.images.labels(model, version)
         self._predictions = [m.predictions.labels(model, version, label) for label in labels]
@@ -181,7 +184,7 @@ class VersionMetrics:
         self._in_flight = m.batches_in_flight.labels(model, version)
         self._inference = {d: m.inference_duration.labels(model, version, d) for d in devices}
         for d in devices:
-            m.replica_info.labels(model, version, d).set(1)
+            m.replica_info.labels(model, version, d, runtime).set(1)
         self._devices = devices
 
     def watch(self, batcher: Batcher) -> None:
@@ -230,7 +233,7 @@ class VersionMetrics:
         _remove(m.queued_images, model, version)
         _remove(m.batches_in_flight, model, version)
         for d in self._devices:
-            _remove(m.replica_info, model, version, d)
+            _remove(m.replica_info, model, version, d, self._runtime)
 
 
 def _remove(metric, *labels: str) -> None:

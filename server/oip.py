@@ -27,13 +27,14 @@ from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
 from tfclassify.server.dataplane import DataPlane, Truth
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
-from tfclassify.server.images import check_image_batch
+from tfclassify.server.images import check_encoded_images, check_image_batch
 from tfclassify.server.oip_tensors import (
     CONFIG_TYPES,
     classification_raw,
     datatype_of,
     from_contents,
     from_raw,
+    from_raw_bytes,
     to_raw,
 )
 from tfclassify.server.registry import ServedVersion
@@ -168,7 +169,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInputError(
                 f"unexpected inference input '{tensor.name}' for model '{runtime.name}'; its input is '{runtime.input_key}'"
             )
-        accepted = ("UINT8", "FP32") if runtime.takes_float else ("UINT8",)
+        accepted = ("BYTES",) if runtime.takes_encoded else ("UINT8", "FP32") if runtime.takes_float else ("UINT8",)
         if tensor.datatype not in accepted:
             raise InvalidInputError(
                 f"unexpected datatype {tensor.datatype or '(none)'} for inference input '{tensor.name}', "
@@ -182,10 +183,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 raise InvalidInputError(
                     "raw_input_contents must hold exactly one entry per input, and inputs then carry no contents"
                 )
-            array = from_raw(request.raw_input_contents[0], tensor.datatype, shape, tensor.name)
+            raw = request.raw_input_contents[0]
+            array = (from_raw_bytes(raw, shape, tensor.name) if tensor.datatype == "BYTES"
+                     else from_raw(raw, tensor.datatype, shape, tensor.name))
         else:
             array = from_contents(tensor.contents, tensor.datatype, shape, tensor.name)
-        return check_image_batch(array, *runtime.image_size, self._dataplane.max_images_per_request)
+        if runtime.takes_encoded:  # files the model decodes in its graph: headers checked, bytes untouched
+            if array.ndim != 1:
+                raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; model '{runtime.name}' "
+                                        "takes a batch [N] of encoded images")
+            return check_encoded_images(list(array), self._dataplane.max_images_per_request)
+        return check_image_batch(array, runtime.image_shape, self._dataplane.max_images_per_request)
 
     def _config(self, served: ServedVersion) -> config_pb.ModelConfig:
         runtime = served.runtime
@@ -296,7 +304,7 @@ def _truth(request: pb.ModelInferRequest) -> Truth | None:
 
 
 def _input_datatype(runtime: ModelRuntime) -> str:
-    return "FP32" if runtime.takes_float else "UINT8"
+    return "BYTES" if runtime.takes_encoded else "FP32" if runtime.takes_float else "UINT8"
 
 
 def _requested_outputs(runtime: ModelRuntime, request: pb.ModelInferRequest) -> list[tuple[str, int]]:

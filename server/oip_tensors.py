@@ -53,8 +53,31 @@ def from_raw(data: bytes, datatype: str, shape: tuple[int, ...], name: str) -> n
     return np.frombuffer(data, dtype).reshape(shape)
 
 
+def from_raw_bytes(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """Decode a BYTES input's ``raw_input_contents`` entry: each element a 4-byte little-endian length, then
+    that many bytes (the protocol's encoding), into an object array of ``shape``."""
+    count = math.prod(shape)
+    items, offset = [], 0
+    while offset < len(data) and len(items) < count:
+        if offset + 4 > len(data):
+            break
+        (length,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if offset + length > len(data):
+            raise InvalidInputError(f"input '{name}': element {len(items)} declares {length} bytes but only "
+                                    f"{len(data) - offset} remain in the raw contents")
+        items.append(data[offset:offset + length])
+        offset += length
+    if len(items) != count or offset != len(data):
+        raise InvalidInputError(f"input '{name}': the raw BYTES contents do not hold exactly {count} length-prefixed "
+                                f"elements for shape {list(shape)}")
+    array = np.empty(count, dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
 def from_contents(contents, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
-    """Decode one input's typed ``contents`` (numeric datatypes)."""
+    """Decode one input's typed ``contents`` (BYTES into an object array of ``bytes``)."""
     field = CONTENTS_FIELDS.get(datatype)
     if field is None:
         raise InvalidInputError(f"input '{name}': {datatype} data must be sent in raw_input_contents")
@@ -65,6 +88,10 @@ def from_contents(contents, datatype: str, shape: tuple[int, ...], name: str) ->
             f"input '{name}': {len(values)} values in contents.{field}; shape {list(shape)} needs {count}"
         )
     dtype = DTYPES[datatype]
+    if datatype == "BYTES":  # not np.asarray: its fixed-width bytes dtype drops trailing zero bytes
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
     array = np.asarray(values)
     if array.size and dtype.kind in "iu":
         info = np.iinfo(dtype)

@@ -1,10 +1,16 @@
 """One loaded SavedModel version, run the way TensorFlow Serving runs it: its graph in a session.
 
-Any SavedModel whose serving signature takes one batch of 28x28-style images
-(uint8 or float; ``[N, H, W]``, ``[N, H, W, 1]`` or ``[N, H*W]``) and returns
-class scores is served: our trainer's exports, a Keras ``Model.export()`` or
-a ``tf.saved_model.save`` of a classifier. Outputs that are not probabilities
-(logits) are turned into probabilities with a softmax.
+Any SavedModel whose serving signature takes one batch of images of a fixed size, grayscale or colour
+(uint8, another integer type or float; ``[N, H, W]``, ``[N, H, W, C]`` with C = 1, 3 or 4, or flattened
+``[N, H*W]`` / ``[N, H*W*3]``), and returns class scores is served: our trainer's exports, a Keras
+``Model.export()``, ``keras.applications`` networks, or a ``tf.saved_model.save`` of a classifier. Outputs
+that are not probabilities (logits) are turned into probabilities with a softmax. Inside the server an
+image is ``[H, W, C]`` (``image_shape``); ``run`` reshapes a batch to the signature's own layout.
+
+Two runtimes run a version. The session runtime (below) is the default; a SavedModel it cannot run (a Keras
+model held in a ``tf.Module`` and saved with ``tf.saved_model.save`` leaves variables a TF1 session sees as
+uninitialized, say) is served by the signature-function runtime: ``tf.saved_model.load`` and the signature's
+concrete function, as TensorFlow 2 runs it. ``runtime_kind`` says which; the load log says why once.
 
 Why a session and not ``tf.saved_model.load``'s signature function: for the
 small batches a server mostly runs, TensorFlow's fixed cost per call is most of
@@ -27,17 +33,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from tfclassify.server.errors import ModelLoadError
+from tfclassify.server.images import sample_png
 from tfclassify.server.repository import GOLDEN_FILE, VersionDir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
+SESSION, FUNCTION = "session", "function"
 #: Output names tried first, in order, when a signature returns several tensors.
 _PREFERRED_OUTPUTS = ("probabilities", "probs", "predictions", "scores", "logits", "output_0")
 _FLOAT_DTYPES = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+#: Pixel dtypes a signature may take: uint8 pixels are fed to integer inputs as they are (cast), and as float32
+#: times ``input_scale`` to float inputs.
+_PIXEL_DTYPES = (tf.uint8, tf.uint16, tf.int16, tf.int32, tf.int64, *_FLOAT_DTYPES)
+#: Channels an image may have: grayscale, RGB, RGBA.
+CHANNELS = (1, 3, 4)
 #: Batches up to this size run their graph in the calling thread (``inter_op_thread_pool=-1``): for them the
 #: hand-off to TensorFlow's inter-op pool costs more than it saves. Larger batches run on the pool, so the
 #: independent branches of a graph can still run at once.
@@ -73,20 +87,40 @@ class ModelRuntime:
     load_seconds: float = 0.0
     #: Padded batch sizes with an XLA-compiled program, ascending (empty: XLA off).
     xla_batch_sizes: tuple[int, ...] = ()
+    #: "session" (the graph in a TF1 session) or "function" (``tf.saved_model.load``'s signature function).
+    runtime_kind: str = SESSION
+    #: Why the session runtime could not serve this version ("" for session versions).
+    fallback_reason: str = ""
     _session: tf.compat.v1.Session | None = field(default=None, repr=False)
     _signature: meta_graph_pb2.SignatureDef | None = field(default=None, repr=False)
     #: (output names, the session callable fetching them): every output until ``outputs`` is known.
     _fetch: tuple[list[str], object] | None = field(default=None, repr=False)
     _compiled: object = field(default=None, repr=False)
-    _loaded: object = field(default=None, repr=False)  # XLA only: the TF2 object whose variables it reads
+    _loaded: object = field(default=None, repr=False)  # function runtime: the TF2 object whose variables it reads
+    _xla_loaded: object = field(default=None, repr=False)  # XLA: its own load of the version, likewise
+    _function: object = field(default=None, repr=False)  # the signature function (function runtime)
 
     @functools.cached_property  # read per request; the signature does not change
+    def takes_encoded(self) -> bool:
+        """Whether the signature takes encoded image files (``tf.string [N]``) and decodes them in its graph."""
+        return self.input_dtype == tf.string
+
+    @functools.cached_property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one image (not for models that take encoded images)."""
+        if self.takes_encoded:
+            raise ValueError(f"model {self.name!r} takes encoded images: their size is the file's")
+        return image_shape_of(self.input_shape)
+
+    @functools.cached_property
     def image_size(self) -> tuple[int, int]:
         """(height, width) of one image."""
-        if len(self.input_shape) == 1:
-            side = math.isqrt(self.input_shape[0])
-            return side, side
-        return self.input_shape[0], self.input_shape[1]
+        return self.image_shape[:2]
+
+    @property
+    def channels(self) -> int:
+        """1 (grayscale), 3 (RGB) or 4 (RGBA); 0 for a model that takes encoded images (its graph decides)."""
+        return 0 if self.takes_encoded else self.image_shape[2]
 
     @functools.cached_property
     def label_array(self) -> np.ndarray:
@@ -100,8 +134,8 @@ class ModelRuntime:
 
     @functools.cached_property  # read per request, and comparing tf.DTypes takes microseconds
     def takes_float(self) -> bool:
-        """Whether the signature takes float pixels (else uint8)."""
-        return self.input_dtype != tf.uint8
+        """Whether the signature takes float pixels (else uint8 pixels, cast to its integer type)."""
+        return self.input_dtype.is_floating
 
     @functools.cached_property
     def _numpy_input_dtype(self) -> np.dtype:
@@ -112,7 +146,8 @@ class ModelRuntime:
         return len(self.labels)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities ``[N, C]`` (float32) for uint8 or float32 images ``[N, H, W]``."""
+        """Probabilities ``[N, C]`` (float32) for uint8 or float32 images ``[N, H, W, C]`` (or any layout of
+        the same pixels)."""
         return self.probabilities(self.run(self.as_model_input(images)))
 
     def as_model_input(self, images: np.ndarray) -> np.ndarray:
@@ -124,11 +159,11 @@ class ModelRuntime:
         """
         if self.takes_float and images.dtype == np.uint8:
             return images.astype(np.float32) * np.float32(self.input_scale)
-        return images
+        return images  # uint8 for integer models, encoded files (an object array) for string models
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The signature's per-image outputs (``outputs``) for a batch ``[N, H, W]``
-        already in the model's input dtype (see ``as_model_input``)."""
+        """The signature's per-image outputs (``outputs``) for a batch ``[N, H, W, C]`` (or any layout of the
+        same pixels) already in the model's input dtype (see ``as_model_input``)."""
         n = len(images)
         x = images.reshape((n, *self.input_shape)).astype(self._numpy_input_dtype, copy=False)
         sizes = self.xla_batch_sizes
@@ -139,6 +174,10 @@ class ModelRuntime:
             with tf.device(self.device):
                 results = self._compiled(tf.constant(x))
             return {k: results[k].numpy()[:n] for k in self.outputs}
+        if self._function is not None:
+            with tf.device(self.device):
+                results = self._function(**{self.input_key: tf.constant(x)})
+            return {k: results[k].numpy() for k in (self.outputs or results)}
         names, fetch = self._fetch
         values = fetch(x, options=_IN_CALLER_THREAD if n <= CALLER_THREAD_MAX_BATCH else _ON_THREAD_POOL)
         return dict(zip(names, values))
@@ -147,6 +186,7 @@ class ModelRuntime:
         """Free the session (the version is unloaded; ``run`` may not be called again)."""
         if self._session is not None:
             self._session.close()
+        self._function = self._loaded = self._compiled = self._xla_loaded = None
 
     def probabilities(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """Class probabilities ``[N, C]`` (float32) from the outputs of ``run``."""
@@ -182,21 +222,91 @@ class ModelRuntime:
         except Exception as exc:  # an op XLA cannot compile, say: serve without it
             log.warning("%s version %d: XLA compilation failed, serving without it: %s", self.name, self.version, exc)
             return False
-        self._compiled, self._loaded, self.xla_batch_sizes = compiled, loaded, sizes
+        self._compiled, self._xla_loaded, self.xla_batch_sizes = compiled, loaded, sizes
         return True
 
 
+class SessionRuntimeError(ModelLoadError):
+    """The session runtime cannot load or run a version that may still be served by the function runtime."""
+
+
 def load_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntime:
-    """Load and check one version folder; raises ``ModelLoadError`` with the reason."""
+    """Load and check one version folder: with the session runtime, else the signature-function runtime (see
+    the module's docstring); raises ``ModelLoadError`` with the reason."""
     started = time.monotonic()
-    session, meta_graph = _open_session(version_dir, device)
     try:
-        runtime = _build_runtime(version_dir, device, session, meta_graph)
-    except BaseException:
-        session.close()
-        raise
+        session, meta_graph = _open_session(version_dir, device)
+        try:
+            runtime = _build_runtime(version_dir, device, meta_graph, _SessionRunner(session))
+        except BaseException:
+            session.close()
+            raise
+    except SessionRuntimeError as session_failure:
+        try:
+            runtime = _load_function_runtime(version_dir, device)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{exc} (the session runtime failed too: {session_failure})") from exc
+        runtime.fallback_reason = str(session_failure)
+        log.warning("%s version %d: served by the signature-function runtime, as the session runtime cannot run "
+                    "it: %s", runtime.name, runtime.version, session_failure)
     runtime.load_seconds = time.monotonic() - started
     return runtime
+
+
+def _load_function_runtime(version_dir: VersionDir, device: str = "/CPU:0") -> ModelRuntime:
+    """The version as TensorFlow 2 runs it: ``tf.saved_model.load`` and its serving signature's function."""
+    try:
+        with tf.device(device):
+            loaded = tf.saved_model.load(str(version_dir.path), tags=[tf.saved_model.SERVING])
+    except Exception as exc:  # TensorFlow raises many types for a SavedModel it cannot load
+        raise ModelLoadError(f"{version_dir.path}: not a loadable SavedModel: {exc}") from exc
+    meta_graph = _read_meta_graph(version_dir)
+    return _build_runtime(version_dir, device, meta_graph, _FunctionRunner(loaded))
+
+
+def _read_meta_graph(version_dir: VersionDir) -> meta_graph_pb2.MetaGraphDef:
+    """The ``serve`` MetaGraphDef of the version's ``saved_model.pb`` (its signatures, as the session sees them)."""
+    try:
+        saved = saved_model_pb2.SavedModel.FromString((version_dir.path / "saved_model.pb").read_bytes())
+    except (OSError, DecodeError) as exc:
+        raise ModelLoadError(f"{version_dir.path}: unreadable saved_model.pb: {exc}") from exc
+    for meta_graph in saved.meta_graphs:
+        if tf.saved_model.SERVING in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise ModelLoadError(f"{version_dir.path}: no MetaGraph tagged {tf.saved_model.SERVING!r}")
+
+
+@dataclass
+class _SessionRunner:
+    """Makes a runtime run its graph in ``session``."""
+
+    session: tf.compat.v1.Session
+
+    def attach(self, runtime: ModelRuntime) -> None:
+        runtime._session = self.session
+        runtime._fetch = _fetcher(runtime, list(runtime._signature.outputs))
+
+    def fetch_only(self, runtime: ModelRuntime) -> None:
+        """From now on compute only ``runtime.outputs``."""
+        runtime._fetch = _fetcher(runtime, list(runtime.outputs))
+
+
+@dataclass
+class _FunctionRunner:
+    """Makes a runtime call its signature's function on ``loaded``."""
+
+    loaded: object
+
+    def attach(self, runtime: ModelRuntime) -> None:
+        try:
+            function = self.loaded.signatures[runtime.signature_name]
+        except KeyError as exc:
+            raise ModelLoadError(f"{runtime.path}: tf.saved_model.load finds no signature "
+                                 f"{runtime.signature_name!r}") from exc
+        runtime._loaded, runtime._function, runtime.runtime_kind = self.loaded, function, FUNCTION
+
+    def fetch_only(self, runtime: ModelRuntime) -> None:
+        """The function computes every output; ``run`` returns only ``runtime.outputs``."""
 
 
 def _open_session(version_dir: VersionDir, device: str) -> tuple[tf.compat.v1.Session, meta_graph_pb2.MetaGraphDef]:
@@ -219,7 +329,7 @@ def _open_session(version_dir: VersionDir, device: str) -> tuple[tf.compat.v1.Se
             )
     except Exception as exc:  # TensorFlow raises many types for a corrupt SavedModel
         session.close()
-        raise ModelLoadError(f"{version_dir.path}: not a loadable SavedModel: {exc}") from exc
+        raise SessionRuntimeError(f"{version_dir.path}: not a loadable SavedModel: {exc}") from exc
     return session, meta_graph
 
 
@@ -238,9 +348,11 @@ def _mirror_gpu_settings(options: config_pb2.GPUOptions) -> None:
 
 
 def _build_runtime(
-    version_dir: VersionDir, device: str, session: tf.compat.v1.Session, meta_graph: meta_graph_pb2.MetaGraphDef
+    version_dir: VersionDir, device: str, meta_graph: meta_graph_pb2.MetaGraphDef,
+    runner: _SessionRunner | _FunctionRunner,
 ) -> ModelRuntime:
-    """The runtime of a loaded session: its signature checked, its classes and outputs probed, its labels read."""
+    """The runtime of a loaded version: its signature checked, its classes and outputs probed (run by
+    ``runner``), its labels read."""
     signature_name, signature = _pick_signature(meta_graph, version_dir)
     input_key, input_dtype, input_dims = _pick_input(signature, version_dir, signature_name)
     output_key = _pick_output(signature, version_dir, signature_name)
@@ -265,12 +377,11 @@ def _build_runtime(
         labels=[],
         training_metadata=metadata,
         signature_def=signature.SerializeToString(),
-        _session=session,
         _signature=signature,
     )
-    runtime._fetch = _fetcher(runtime, list(signature.outputs))
+    runner.attach(runtime)
     num_classes, runtime.output_kind, runtime.outputs = _probe(runtime, metadata.get("output_kind"))
-    runtime._fetch = _fetcher(runtime, list(runtime.outputs))  # from now on only these are computed
+    runner.fetch_only(runtime)
     runtime.labels = labels if labels is not None else [str(i) for i in range(num_classes)]
     if len(runtime.labels) != num_classes:
         raise ModelLoadError(
@@ -320,9 +431,9 @@ _quiet_v1_loader = _QuietV1Loader()
 def warm_up(runtime: ModelRuntime, batch_sizes: tuple[int, ...], repeats: int = 3) -> None:
     """Run a few batches of each size, so the first real request does not pay
     for TensorFlow's lazy initialisation (kernel selection, thread pools, memory)."""
-    height, width = runtime.image_size
     for size in batch_sizes:
-        images = np.zeros((size, height, width), np.uint8)
+        images = (np.array([sample_png(np.zeros((32, 32, 3), np.uint8))] * size, dtype=object)
+                  if runtime.takes_encoded else np.zeros((size, *runtime.image_shape), np.uint8))
         for _ in range(repeats):
             runtime.predict(images)
 
@@ -346,6 +457,15 @@ def check_golden_set(runtime: ModelRuntime, version_dir: VersionDir) -> None:
             f"{path}: the model classifies {correct} of {len(labels)} golden images correctly; "
             f"at least {min_accuracy:.0%} are required"
         )
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The line of an exception's message that says what went wrong, without TensorFlow's "Graph execution
+    error:" heading and op traces."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    useful = [line for line in lines if line and not line.endswith("execution error:") and not line.startswith("[[")]
+    text = useful[0] if useful else type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -374,8 +494,23 @@ def _dims(info: meta_graph_pb2.TensorInfo) -> list[int | None] | None:
     return None if shape.unknown_rank else [d.size if d.size >= 0 else None for d in shape.dim]
 
 
+def image_shape_of(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(height, width, channels) of one image a signature takes as ``input_shape`` (without the batch
+    dimension): ``(H, W)``, ``(H, W, C)``, or flattened ``(H*W,)`` (grayscale) / ``(H*W*3,)`` (RGB), square."""
+    if len(input_shape) == 3:
+        return input_shape[0], input_shape[1], input_shape[2]
+    if len(input_shape) == 2:
+        return input_shape[0], input_shape[1], 1
+    (flat,) = input_shape
+    for channels in (1, 3):
+        side = math.isqrt(flat // channels)
+        if flat % channels == 0 and side * side * channels == flat:
+            return side, side, channels
+    raise ValueError(f"{flat} values are neither a square grayscale image nor a square RGB image")
+
+
 def _pick_input(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir, signature_name: str):
-    """The one input's key, dtype and dimensions ([None, H, W], say)."""
+    """The one input's key, dtype and dimensions ([None, H, W, C], say)."""
     if len(signature.inputs) != 1:
         raise ModelLoadError(
             f"{version_dir.path}: signature {signature_name!r} takes {len(signature.inputs)} inputs "
@@ -383,17 +518,31 @@ def _pick_input(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir,
         )
     key, info = next(iter(signature.inputs.items()))
     dtype, dims = tf.dtypes.as_dtype(info.dtype), _dims(info)
-    ok_rank = dims is not None and (
-        (len(dims) == 2 and dims[1] and math.isqrt(dims[1]) ** 2 == dims[1])
+    if dtype == tf.string and dims is not None and len(dims) == 1:  # encoded files, decoded in the graph
+        return key, dtype, dims
+    ok = dims is not None and dtype in _PIXEL_DTYPES and (
+        (len(dims) == 2 and bool(dims[1]) and _flat_image(dims[1]))
         or (len(dims) == 3 and all(dims[1:]))
-        or (len(dims) == 4 and all(dims[1:3]) and dims[3] == 1)
+        or (len(dims) == 4 and all(dims[1:3]) and dims[3] in CHANNELS)
     )
-    if not ok_rank or (dtype != tf.uint8 and dtype not in _FLOAT_DTYPES):
+    if not ok:
+        unknown_size = dims is not None and len(dims) in (3, 4) and not all(dims[1:3])
+        hint = (" (an image size the signature leaves open is not served yet: export the model with a fixed "
+                "size)" if unknown_size else "")
         raise ModelLoadError(
             f"{version_dir.path}: signature {signature_name!r} input {key!r} is {dtype.name} {dims}; "
-            "expected uint8 or float images [N, H, W], [N, H, W, 1] or [N, H*W]"
+            "expected numeric images [N, H, W], [N, H, W, C] with C = 1, 3 or 4, flattened square images "
+            f"[N, H*W] or [N, H*W*3], or encoded image files (string [N]){hint}"
         )
     return key, dtype, dims
+
+
+def _flat_image(values: int) -> bool:
+    try:
+        image_shape_of((values,))
+    except ValueError:
+        return False
+    return True
 
 
 def _pick_output(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir, signature_name: str) -> str:
@@ -420,17 +569,20 @@ def _probe(
     """Run a small batch: checks the model works, counts its classes, tells
     probabilities from logits (unless the version's metadata declares it) and
     finds the outputs with one row per image."""
-    height, width = runtime.image_size
+    shape = (32, 32, 3) if runtime.takes_encoded else runtime.image_shape
     rng = np.random.default_rng(0)
     probe = np.concatenate(
-        [np.zeros((1, height, width), np.uint8), np.full((1, height, width), 255, np.uint8),
-         rng.integers(0, 256, (6, height, width), dtype=np.uint8)]
+        [np.zeros((1, *shape), np.uint8), np.full((1, *shape), 255, np.uint8),
+         rng.integers(0, 256, (6, *shape), dtype=np.uint8)]
     )
+    if runtime.takes_encoded:  # PNG files of those pixels: the model decodes (and resizes) them itself
+        probe = np.array([sample_png(image) for image in probe], dtype=object)
     runtime.output_kind = "probabilities"
     try:
         outputs = runtime.run(runtime.as_model_input(probe))
     except Exception as exc:
-        raise ModelLoadError(f"{runtime.path}: a test batch of {len(probe)} images failed: {exc}") from exc
+        error = SessionRuntimeError if runtime.runtime_kind == SESSION else ModelLoadError
+        raise error(f"{runtime.path}: a test batch of {len(probe)} images failed: {_first_line(exc)}") from exc
     scores = outputs[runtime.output_key]
     if scores.ndim != 2 or scores.shape[0] != len(probe):
         raise ModelLoadError(f"{runtime.path}: output has shape {list(scores.shape)} for {len(probe)} images")

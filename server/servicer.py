@@ -163,13 +163,15 @@ def metadata_proto(served: ServedVersion, versions: list[int]) -> pb.ModelMetada
         model_spec=pb.ModelSpec(name=runtime.name, version=runtime.version),
         versions=versions,
         input_shape=list(runtime.input_shape),
-        input_dtype=pb.FLOAT32 if runtime.takes_float else pb.UINT8,
+        input_dtype=pb.STRING if runtime.takes_encoded else pb.FLOAT32 if runtime.takes_float else pb.UINT8,
         input_scale=runtime.input_scale,
         labels=runtime.labels,
         output_kind=runtime.output_kind,
         signature_name=runtime.signature_name,
         training_metadata_json=json.dumps(runtime.training_metadata, sort_keys=True),
         device=",".join(served.devices),
+        runtime=runtime.runtime_kind,
+        channels=runtime.channels,
     )
 
 

@@ -36,7 +36,7 @@ from tfclassify.server.errors import (
     VersionLabelNotFoundError,
 )
 from tfclassify.server.examples import images_from_examples
-from tfclassify.server.images import check_image_batch
+from tfclassify.server.images import check_encoded_images, check_image_batch
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.registry import ServedVersion
 from tfclassify.server.rpc import RpcCall, Metering, RpcMeter, deadline_of
@@ -110,11 +110,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._dataplane.check_batch_size(len(examples))
         # Each image's answer: one Class (label and score) per class.
         self._dataplane.check_response_size(len(examples), 4 + runtime.num_classes * (runtime.mean_label_bytes + 12))
-        images = await self._dataplane.decode(images_from_examples, examples, example_context, *runtime.image_size)
+        images = await self._dataplane.decode(images_from_examples, examples, example_context, runtime.image_shape)
         # Decoding let the event loop run: take the version serving now (the one before may be unloading).
         served = call.infer(self._resolve(request.model_spec))
         runtime = served.runtime
-        images = check_image_batch(images, *runtime.image_size, self._dataplane.max_images_per_request)
+        images = check_image_batch(images, runtime.image_shape, self._dataplane.max_images_per_request)
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
         response = classification_pb2.ClassificationResponse(model_spec=_spec(runtime))
         labels = runtime.labels
@@ -163,6 +163,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"{[-1, *runtime.input_shape]} (a batch of images)"
             )
         self._dataplane.check_batch_size(shape[0])
+        if runtime.takes_encoded:  # files the model decodes in its graph: headers checked, bytes untouched
+            if len(proto.string_val) != shape[0]:
+                raise InvalidInputError(f"input {runtime.input_key!r} holds {len(proto.string_val)} string values "
+                                        f"for shape {shape}: send one encoded image per row")
+            return check_encoded_images(list(proto.string_val), self._dataplane.max_images_per_request)
         content = proto.tensor_content  # each access of a bytes field copies it: once only
         if content:  # what clients send (make_tensor_proto packs arrays so): read in place, 4x cheaper
             dtype = np.dtype(expected.as_numpy_dtype)
@@ -179,7 +184,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 raise InvalidInputError(f"tensor parsing error: {runtime.input_key}: {exc}") from None
         if array.dtype != np.uint8:
             array = array.astype(np.float32, copy=False)
-        return array.reshape(len(array), *runtime.image_size)
+        return array.reshape(len(array), *runtime.image_shape)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):

@@ -141,7 +141,7 @@ def test_tensorflow_serving_classify_refuses_non_finite_pixels_in_examples(chann
         example.features.feature["image"].float_list.value.extend(pixels.tolist())
         request.input.example_list.examples.add().features.feature["image"].int64_list.value.extend([0] * 784)
         details = refused(classify, request)
-        assert details == "example 0: pixel values hold NaN or infinity; send finite numbers (0-255)", details
+        assert details == "example 0: pixel values are NaN or infinite; send finite numbers (0-255)", details
 
 
 def test_an_answer_over_the_message_limit_is_refused_before_the_model_runs(model_repo, tmp_path):

@@ -36,15 +36,15 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(dataclasses.asdict(info), indent=2, ensure_ascii=False))
             return 0
         models = client.list_models()
-    print(f"{'MODEL':<20} {'VERSION':>7} {'VERSIONS':<12} {'INPUT':<16} {'CLASSES':>7} {'ARCH':<15} "
-          f"{'ACCURACY':>8}  DEVICE")
+    print(f"{'MODEL':<20} {'VERSION':>7} {'VERSIONS':<12} {'INPUT':<20} {'CLASSES':>7} {'ARCH':<15} "
+          f"{'ACCURACY':>8}  {'RUNTIME':<8} DEVICE")
     for m in models:
         # From the version's model card (tfclassify.json); '-' for models trained elsewhere.
         arch = m.training_metadata.get("architecture") or "-"
         print(
             f"{m.name:<20} {m.version:>7} {','.join(map(str, m.versions)):<12} "
-            f"{m.input_dtype + str(list(m.input_shape)):<16} {m.num_classes:>7} {arch:<15} "
-            f"{_accuracy(m.training_metadata.get('test_accuracy')):>8}  {m.device}"
+            f"{m.input_dtype + str(list(m.input_shape)):<20} {m.num_classes:>7} {arch:<15} "
+            f"{_accuracy(m.training_metadata.get('test_accuracy')):>8}  {m.runtime:<8} {m.device}"
         )
     return 0
 

@@ -12,9 +12,11 @@ class DataType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DATA_TYPE_UNSPECIFIED: _ClassVar[DataType]
     UINT8: _ClassVar[DataType]
     FLOAT32: _ClassVar[DataType]
+    STRING: _ClassVar[DataType]
 DATA_TYPE_UNSPECIFIED: DataType
 UINT8: DataType
 FLOAT32: DataType
+STRING: DataType
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "content")
@@ -95,7 +97,7 @@ class GetModelMetadataRequest(_message.Message):
     def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("model_spec", "versions", "input_shape", "input_dtype", "input_scale", "labels", "output_kind", "signature_name", "training_metadata_json", "device")
+    __slots__ = ("model_spec", "versions", "input_shape", "input_dtype", "input_scale", "labels", "output_kind", "signature_name", "training_metadata_json", "device", "runtime", "channels")
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +108,8 @@ class ModelMetadata(_message.Message):
     SIGNATURE_NAME_FIELD_NUMBER: _ClassVar[int]
     TRAINING_METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     versions: _containers.RepeatedScalarFieldContainer[int]
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -116,7 +120,9 @@ class ModelMetadata(_message.Message):
     signature_name: str
     training_metadata_json: str
     device: str
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DataType, str]] = ..., input_scale: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[str] = ..., signature_name: _Optional[str] = ..., training_metadata_json: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    runtime: str
+    channels: int
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DataType, str]] = ..., input_scale: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[str] = ..., signature_name: _Optional[str] = ..., training_metadata_json: _Optional[str] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
