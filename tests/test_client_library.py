@@ -22,12 +22,15 @@ def test_every_bad_argument_raises_the_library_error(client):
     cases = [
         (lambda: client.classify(ZEROS.astype(np.float64), "fashion"), "got float64: convert with images.astype"),
         (lambda: client.classify(ZEROS.astype(np.int64), "fashion"), "got int64"),
-        (lambda: client.classify(ZEROS.tolist(), "fashion"), "a numpy array of uint8 pixels [N, H, W], got list"),
+        (lambda: client.classify(ZEROS.tolist(), "fashion"), "a numpy array of uint8 pixels [N, H, W] or [N, H, W, C], got list"),
         (lambda: client.classify(np.zeros(784, np.uint8), "fashion"), "is one flattened image; send a batch"),
         (lambda: client.classify(np.zeros((28, 28), np.uint8), "fashion"), "to send one image [H, W], send "
                                                                             "image[np.newaxis]"),
         (lambda: client.classify(np.zeros((0, 28, 28), np.uint8), "fashion"), "empty batch"),
-        (lambda: client.classify(np.zeros((2, 28, 28, 3), np.uint8), "fashion"), "got shape [2, 28, 28, 3]"),
+        (lambda: client.classify(np.zeros((2, 28, 28, 3), np.uint8), "fashion"),
+         "images have shape [2, 28, 28, 3]; expected [N, 28, 28], [N, 28, 28, 1] or [N, 784] (the model takes "
+         "1-channel images; these have 3)"),
+        (lambda: client.classify(np.zeros((2, 28, 28, 2), np.uint8), "fashion"), "got shape [2, 28, 28, 2]"),
         (lambda: client.classify(ZEROS, "fashion", top_k=-1), "top_k must be an integer >= 0"),
         (lambda: client.classify(ZEROS, "fashion", version=1, version_label="stable"), "not both"),
         (lambda: client.classify(ZEROS, ""), "non-empty model name"),

@@ -64,3 +64,34 @@ def test_the_graph_runs_on_the_replica_device_and_agrees_with_the_signature_func
     assert result["outputs"] == ["classes", "probabilities"]
     assert result["small_max_diff"] < 1e-6 and result["large_max_diff"] < 1e-6, result
 
+
+
+BOTH_RUNTIMES = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from tfclassify.server.repository import VersionDir
+    from tfclassify.server.runtime import _load_function_runtime, load_runtime
+
+    path = Path(sys.argv[1])
+    version = VersionDir(path.parent.name, int(path.name), path)
+    session, function = load_runtime(version), _load_function_runtime(version)
+    images = np.random.default_rng(1).integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    print(json.dumps({"kinds": [session.runtime_kind, function.runtime_kind],
+                      "shapes": [list(session.image_shape), list(function.image_shape)],
+                      "outputs": [list(session.outputs), list(function.outputs)],
+                      "difference": float(np.abs(session.predict(images) - function.predict(images)).max())}))
+""")
+
+
+def test_the_session_and_the_signature_function_give_the_same_answers(model_repo):
+    """Both runtimes on the same version (our trainer's export and a plain Keras export): the same outputs,
+    probabilities equal to float32 rounding."""
+    for model in ("fashion", "digits"):
+        out = subprocess.run([sys.executable, "-c", BOTH_RUNTIMES, str(model_repo / model / "1")],
+                             capture_output=True, text=True, timeout=300, check=True)
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert result["kinds"] == ["session", "function"], model
+        assert result["shapes"][0] == result["shapes"][1] == [28, 28, 1], model
+        assert result["outputs"][0] == result["outputs"][1], model
+        assert result["difference"] < 1e-5, (model, result["difference"])

@@ -1,0 +1,158 @@
+"""Colour image classifiers from outside the project, served through all three APIs with the answers they give
+in process: a Keras RGB CNN (uint8 [N, 32, 32, 3]), keras.applications' MobileNetV3Small (float [N, 96, 96, 3]),
+a Keras model in a tf.Module that only the signature-function runtime can run, a model that decodes JPEG/PNG
+files in its graph (tf.string [N]), and one with several outputs (tests/make_colour_models.py builds them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from conftest import ROOT, ServerProcess, metric_value
+from make_colour_models import LABELS, load_answers
+from tfclassify.client import TfclassifyError
+
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def colour(tmp_path_factory):
+    """(server, answers): the colour models served, and their answers in process."""
+    folder = tmp_path_factory.mktemp("colour")
+    repo = folder / "repo"
+    subprocess.run([sys.executable, str(ROOT / "tests" / "make_colour_models.py"), str(repo)], check=True,
+                   capture_output=True)
+    answers = {key.removeprefix("answer."): value for key, value in load_answers(repo).items()}
+    (repo / "answers.npz").rename(folder / "answers.npz")
+    # MobileNetV3 rescales 0..255 pixels itself: declared, as a model trained elsewhere must be.
+    (repo / "mobilenet" / "1" / "tfclassify.json").write_text(json.dumps({"input_scale": 1.0}))
+    proc = ServerProcess(repo, folder)
+    with proc.client() as client:
+        client.wait_for_ready(120)
+    yield proc, answers
+    assert proc.stop() == 0, proc.log()
+
+
+@pytest.mark.parametrize("model, images", [("rgb_cnn", "images"), ("mobilenet", "images96"),
+                                           ("module_keras", "images"), ("rgb_logits_multi", "images")])
+def test_colour_pixels_get_the_answers_the_model_gives_in_process(colour, model, images):
+    proc, answers = colour
+    with proc.client() as client:
+        result = client.classify(answers[images], model, return_probabilities=True, top_k=2)
+    np.testing.assert_allclose(result.probabilities, answers[model], atol=ATOL)
+    assert result.labels[:3] == [LABELS[c] for c in answers[model].argmax(1)[:3]]
+    if model == "rgb_cnn":
+        assert np.mean(result.classes == answers["labels"]) > 0.9
+
+
+def test_encoded_files_are_decoded_in_colour_for_pixel_models(colour):
+    proc, answers = colour
+    with proc.client() as client:
+        from_png = client.classify_encoded(list(answers["png"]), "rgb_cnn", return_probabilities=True)
+    np.testing.assert_allclose(from_png.probabilities, answers["rgb_cnn"], atol=ATOL)
+
+
+def test_a_model_a_session_cannot_run_is_served_by_the_signature_function(colour):
+    proc, _ = colour
+    with proc.client() as client:
+        assert client.get_model_metadata("module_keras").runtime == "function"
+        info = client.get_model_metadata("rgb_cnn")
+        assert (info.runtime, info.channels, info.input_shape) == ("session", 3, (32, 32, 3))
+    text = proc.metrics_text()
+    assert metric_value(text, "tfclassify_model_replica_info", model="module_keras", runtime="function") == 1
+    assert metric_value(text, "tfclassify_model_replica_info", model="rgb_cnn", runtime="session") == 1
+    log = proc.log()
+    assert log.count("module_keras version 1: served by the signature-function runtime") == 1
+    assert "Could not find variable" in log
+
+
+def test_a_model_that_decodes_files_in_its_graph_gets_them_untouched(colour):
+    proc, answers = colour
+    with proc.client() as client:
+        jpeg = client.classify_encoded(list(answers["jpeg"]), "jpeg_input", return_probabilities=True)
+        png = client.classify_encoded(list(answers["png"]), "jpeg_input", return_probabilities=True)
+        info = client.get_model_metadata("jpeg_input")
+        assert (info.channels, info.input_dtype, info.input_shape) == (0, "STRING", ())
+        with pytest.raises(TfclassifyError) as info:
+            client.classify(answers["images"], "jpeg_input")
+    np.testing.assert_allclose(jpeg.probabilities, answers["jpeg_input"], atol=ATOL)
+    np.testing.assert_allclose(png.probabilities, answers["jpeg_input.png"], atol=ATOL)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details == ("model 'jpeg_input' version 1 takes encoded images (PNG/JPEG files, decoded in "
+                                  "its graph); send the files (`encoded`), not pixels")
+
+
+def test_tensorflow_serving_predict_takes_colour_tensors_and_strings(colour):
+    proc, answers = colour
+    with grpc.insecure_channel(proc.address) as channel:
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "rgb_cnn"
+        request.inputs["images"].CopyFrom(tf.make_tensor_proto(answers["images"]))
+        scores = tf.make_ndarray(predict(request, timeout=60).outputs["output_0"])
+        files = predict_pb2.PredictRequest()
+        files.model_spec.name = "jpeg_input"
+        files.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(list(answers["jpeg"])))
+        from_files = tf.make_ndarray(predict(files, timeout=60).outputs["probabilities"])
+        multi = predict_pb2.PredictRequest()
+        multi.model_spec.name = "rgb_logits_multi"
+        multi.inputs["images"].CopyFrom(tf.make_tensor_proto(answers["images"].astype(np.float32) / 255))
+        outputs = predict(multi, timeout=60).outputs
+    np.testing.assert_allclose(scores, answers["rgb_cnn"], atol=ATOL)
+    np.testing.assert_allclose(from_files, answers["jpeg_input"], atol=ATOL)
+    np.testing.assert_allclose(tf.make_ndarray(outputs["logits"]), answers["rgb_logits_multi.logits"], atol=ATOL)
+    np.testing.assert_allclose(tf.make_ndarray(outputs["embedding"]), answers["rgb_logits_multi.embedding"],
+                               atol=ATOL)
+
+
+TRITON_CHECKS = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tritonclient.grpc as triton
+    
+    address, answers_path = sys.argv[1], sys.argv[2]
+    with np.load(answers_path) as data:
+        images, jpeg = data["images"], data["jpeg"]
+    with triton.InferenceServerClient(address) as client:
+        pixels = triton.InferInput("images", list(images.shape), "UINT8")
+        pixels.set_data_from_numpy(images)
+        result = client.infer("rgb_cnn", [pixels])
+        # Plain bytes: tritonclient serializes numpy.bytes_ items by their repr.
+        files = np.array([bytes(f) for f in jpeg], dtype=object)
+        encoded = triton.InferInput("image_bytes", [len(files)], "BYTES")
+        encoded.set_data_from_numpy(files)
+        from_files = client.infer("jpeg_input", [encoded])
+        metadata = client.get_model_metadata("jpeg_input")
+    print(json.dumps({"rgb_cnn": result.as_numpy("output_0").tolist(),
+                      "jpeg_input": from_files.as_numpy("probabilities").tolist(),
+                      "inputs": [[i.name, i.datatype, list(i.shape)] for i in metadata.inputs]}))
+""")
+
+
+def test_tritonclient_infers_colour_pixels_and_bytes(colour, tmp_path):
+    """With Triton's own client, in a process of its own (its protobuf package is ours: one pool each)."""
+    proc, answers = colour
+    np.savez(tmp_path / "batch.npz", images=answers["images"], jpeg=answers["jpeg"])
+    out = subprocess.run([sys.executable, "-c", TRITON_CHECKS, proc.address, str(tmp_path / "batch.npz")],
+                         capture_output=True, text=True, timeout=120, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["rgb_cnn"], answers["rgb_cnn"], atol=ATOL)
+    np.testing.assert_allclose(result["jpeg_input"], answers["jpeg_input"], atol=ATOL)
+    assert result["inputs"] == [["image_bytes", "BYTES", [-1]]]
+
+
+def test_colour_tensors_of_the_wrong_layout_say_what_the_model_takes(colour):
+    proc, answers = colour
+    with proc.client() as client:
+        with pytest.raises(TfclassifyError) as info:
+            client.classify(answers["images"][..., :1], "rgb_cnn")
+    assert info.value.details == ("images have shape [64, 32, 32, 1]; expected [N, 32, 32, 3] or [N, 3072] (the "
+                                  "model takes 3-channel images; these have 1)")
