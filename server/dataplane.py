@@ -167,16 +167,26 @@ class DataPlane:
         elif request.encoded is not None:
             check_batch_size(len(request.encoded), self.max_images_per_request)
             self.check_response_size(len(request.encoded), answer_bytes)  # before decoding
-            images = await self.decode(decode_images, request.encoded, runtime.image_shape, self.max_images_per_request)
-            # Decoding let the event loop run: take the version serving now (the one before may be unloading).
-            served = call.infer(self.resolve(*spec))
+            served, images = await self.files_as_pixels(call, lambda: self.resolve(*spec), request.encoded)
             runtime = served.runtime
-            images = check_image_batch(images, runtime.image_shape, self.max_images_per_request)
         else:
             images = self._prepare(runtime, request)
             self.check_response_size(len(images), answer_bytes)
         outputs, classes = await self.infer(call, images, request.deadline, request.truth)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
+
+    async def files_as_pixels(self, call: RpcCall, resolve: Callable[[], ServedVersion],
+                              files: list[bytes]) -> tuple[ServedVersion, np.ndarray]:
+        """PNG/JPEG ``files`` decoded, off the event loop, to the size and channels of the version ``call`` runs;
+        returns the version serving once they are (``resolve()``: decoding let the event loop run, and the version
+        before may be unloading) and the pixels checked against it."""
+        runtime = call.served.runtime
+        images = await self.decode(decode_images, files, runtime.image_shape, self.max_images_per_request)
+        served = call.infer(resolve())
+        if served.runtime.takes_encoded:
+            raise ModelUnavailableError(f"model {runtime.name!r} changed to a version that takes files while this "
+                                        "request was decoded; retry")
+        return served, check_image_batch(images, served.runtime.image_shape, self.max_images_per_request)
 
     async def _encoded_for_graph(self, runtime: ModelRuntime, request: ClassifyInput, answer_bytes: int) -> np.ndarray:
         """The request's files for a model that decodes them in its graph: headers checked, bytes untouched."""

@@ -131,6 +131,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         requested = _requested_outputs(runtime, request)
         call.infer(served)  # from here on, a failure counts in the version's statistics (Triton counts them alike)
         images = self._input_images(runtime, request)
+        if images.dtype == object and not runtime.takes_encoded:  # PNG/JPEG files for a pixel model
+            served, images = await self._dataplane.files_as_pixels(
+                call, lambda: self._resolve(request.model_name, request.model_version), list(images))
+            runtime = served.runtime
         per_image = 0
         for name, top_k in requested:
             dtype, shape = runtime.outputs[name]
@@ -169,7 +173,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             raise InvalidInputError(
                 f"unexpected inference input '{tensor.name}' for model '{runtime.name}'; its input is '{runtime.input_key}'"
             )
-        accepted = ("BYTES",) if runtime.takes_encoded else ("UINT8", "FP32") if runtime.takes_float else ("UINT8",)
+        # BYTES: PNG/JPEG files, decoded to a pixel model's size and channels, or passed to a model that takes files.
+        accepted = ("BYTES",) if runtime.takes_encoded else ("UINT8", "FP32", "BYTES") if runtime.takes_float else (
+            "UINT8", "BYTES")
         if tensor.datatype not in accepted:
             raise InvalidInputError(
                 f"unexpected datatype {tensor.datatype or '(none)'} for inference input '{tensor.name}', "
@@ -188,10 +194,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                      else from_raw(raw, tensor.datatype, shape, tensor.name))
         else:
             array = from_contents(tensor.contents, tensor.datatype, shape, tensor.name)
-        if runtime.takes_encoded:  # files the model decodes in its graph: headers checked, bytes untouched
+        if tensor.datatype == "BYTES":  # files
             if array.ndim != 1:
-                raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; model '{runtime.name}' "
-                                        "takes a batch [N] of encoded images")
+                raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; BYTES inputs are a batch [N] "
+                                        "of encoded images (PNG/JPEG files)")
+            if not runtime.takes_encoded:
+                self._dataplane.check_batch_size(len(array))
+                return array  # decoded by the caller, off the event loop
             return check_encoded_images(list(array), self._dataplane.max_images_per_request)
         return check_image_batch(array, runtime.image_shape, self._dataplane.max_images_per_request)
 

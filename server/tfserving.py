@@ -82,6 +82,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         output_names = _output_names(runtime, list(request.output_filter))
         call.infer(served)
         images = self._input_images(runtime, request.inputs[runtime.input_key])
+        if images.dtype == object and not runtime.takes_encoded:  # PNG/JPEG files for a pixel model
+            served, images = await self._dataplane.files_as_pixels(
+                call, lambda: self._resolve(request.model_spec), list(images))
+            runtime = served.runtime
         self._dataplane.check_response_size(len(images), sum(
             runtime.outputs[name][0].itemsize * math.prod(runtime.outputs[name][1]) for name in output_names))
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
@@ -150,7 +154,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._dataplane.resolve(spec.name, version, label)
 
     def _input_images(self, runtime: ModelRuntime, proto) -> np.ndarray:
+        """The images of a Predict input: pixels checked against the signature, or PNG/JPEG files (``DT_STRING``
+        [N]) as an object array: untouched for a model that takes files, to decode for a pixel model."""
         expected = runtime.input_dtype
+        if proto.dtype == tf.string.as_datatype_enum and not runtime.takes_encoded:
+            shape = [d.size for d in proto.tensor_shape.dim]
+            if len(shape) != 1 or shape[0] < 0 or len(proto.string_val) != shape[0]:
+                raise InvalidInputError(f"input {runtime.input_key!r}: a string tensor is a batch [N] of PNG/JPEG "
+                                        f"files, one value each; got shape {shape} with {len(proto.string_val)} values")
+            self._dataplane.check_batch_size(shape[0])
+            files = np.empty(shape[0], dtype=object)
+            files[:] = list(proto.string_val)
+            return files
         if proto.dtype != expected.as_datatype_enum:
             raise InvalidInputError(
                 f"input {runtime.input_key!r} must be {expected.name} (the signature's dtype); got {_dtype_name(proto.dtype)}"

@@ -90,7 +90,7 @@ def test_a_model_that_decodes_files_in_its_graph_gets_them_untouched(colour):
                                   "its graph); send the files (`encoded`), not pixels")
 
 
-def test_tensorflow_serving_predict_takes_colour_tensors_and_strings(colour):
+def test_tensorflow_serving_predict_takes_colour_tensors_and_files(colour):
     proc, answers = colour
     with grpc.insecure_channel(proc.address) as channel:
         predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
@@ -102,12 +102,17 @@ def test_tensorflow_serving_predict_takes_colour_tensors_and_strings(colour):
         files.model_spec.name = "jpeg_input"
         files.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(list(answers["jpeg"])))
         from_files = tf.make_ndarray(predict(files, timeout=60).outputs["probabilities"])
+        pngs = predict_pb2.PredictRequest()  # files for a pixel model: decoded by the server
+        pngs.model_spec.name = "rgb_cnn"
+        pngs.inputs["images"].CopyFrom(tf.make_tensor_proto(list(answers["png"])))
+        from_pngs = tf.make_ndarray(predict(pngs, timeout=60).outputs["output_0"])
         multi = predict_pb2.PredictRequest()
         multi.model_spec.name = "rgb_logits_multi"
         multi.inputs["images"].CopyFrom(tf.make_tensor_proto(answers["images"].astype(np.float32) / 255))
         outputs = predict(multi, timeout=60).outputs
     np.testing.assert_allclose(scores, answers["rgb_cnn"], atol=ATOL)
     np.testing.assert_allclose(from_files, answers["jpeg_input"], atol=ATOL)
+    np.testing.assert_allclose(from_pngs, answers["rgb_cnn"], atol=ATOL)
     np.testing.assert_allclose(tf.make_ndarray(outputs["logits"]), answers["rgb_logits_multi.logits"], atol=ATOL)
     np.testing.assert_allclose(tf.make_ndarray(outputs["embedding"]), answers["rgb_logits_multi.embedding"],
                                atol=ATOL)
@@ -120,7 +125,7 @@ TRITON_CHECKS = textwrap.dedent("""
     
     address, answers_path = sys.argv[1], sys.argv[2]
     with np.load(answers_path) as data:
-        images, jpeg = data["images"], data["jpeg"]
+        images, jpeg, png = data["images"], data["jpeg"], data["png"]
     with triton.InferenceServerClient(address) as client:
         pixels = triton.InferInput("images", list(images.shape), "UINT8")
         pixels.set_data_from_numpy(images)
@@ -130,22 +135,28 @@ TRITON_CHECKS = textwrap.dedent("""
         encoded = triton.InferInput("image_bytes", [len(files)], "BYTES")
         encoded.set_data_from_numpy(files)
         from_files = client.infer("jpeg_input", [encoded])
+        pngs = np.array([bytes(f) for f in png], dtype=object)
+        png_input = triton.InferInput("images", [len(pngs)], "BYTES")
+        png_input.set_data_from_numpy(pngs)
+        from_pngs = client.infer("rgb_cnn", [png_input])
         metadata = client.get_model_metadata("jpeg_input")
     print(json.dumps({"rgb_cnn": result.as_numpy("output_0").tolist(),
                       "jpeg_input": from_files.as_numpy("probabilities").tolist(),
+                      "rgb_cnn_png": from_pngs.as_numpy("output_0").tolist(),
                       "inputs": [[i.name, i.datatype, list(i.shape)] for i in metadata.inputs]}))
 """)
 
 
-def test_tritonclient_infers_colour_pixels_and_bytes(colour, tmp_path):
+def test_tritonclient_infers_colour_pixels_and_files(colour, tmp_path):
     """With Triton's own client, in a process of its own (its protobuf package is ours: one pool each)."""
     proc, answers = colour
-    np.savez(tmp_path / "batch.npz", images=answers["images"], jpeg=answers["jpeg"])
+    np.savez(tmp_path / "batch.npz", images=answers["images"], jpeg=answers["jpeg"], png=answers["png"])
     out = subprocess.run([sys.executable, "-c", TRITON_CHECKS, proc.address, str(tmp_path / "batch.npz")],
                          capture_output=True, text=True, timeout=120, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(result["rgb_cnn"], answers["rgb_cnn"], atol=ATOL)
     np.testing.assert_allclose(result["jpeg_input"], answers["jpeg_input"], atol=ATOL)
+    np.testing.assert_allclose(result["rgb_cnn_png"], answers["rgb_cnn"], atol=ATOL)  # files decoded by the server
     assert result["inputs"] == [["image_bytes", "BYTES", [-1]]]
 
 
