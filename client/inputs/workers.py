@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, apply_invert, decode_image
+from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, apply_invert, check_encoded, decode_image
 from tfclassify.client.inputs.sources import FileRef, format_hint, read_file_ref
 from tfclassify.client.inputs.zipindex import ZipFormatError
 
@@ -32,20 +32,25 @@ _local = threading.local()
 
 
 def decode_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Read and decode ``refs``; returns the pixels of those that decoded ``[n_ok, H, W]``, in order,
-    and ``(position, reason)`` for each that did not."""
-    pixels = np.empty((len(refs), spec.height, spec.width), dtype=np.uint8)
+    """Read and decode ``refs``; returns the pixels of those that decoded ``[n_ok, *spec.shape]``, in order,
+    and ``(position, reason)`` for each that did not. For a model that decodes files itself (``spec.channels``
+    0) the "pixels" are the files' bytes, untouched, in an object array ``[n_ok]``."""
+    encoded = spec.channels == 0
+    pixels = np.empty(len(refs), dtype=object) if encoded else np.empty((len(refs), *spec.shape), dtype=np.uint8)
     files = _open_files()
     decoded = 0
     failed: list[tuple[int, str]] = []
     for position, ref in enumerate(refs):
         try:
-            pixels[decoded] = decode_image(read_file_ref(ref, files), spec, format_hint(ref))
+            data = read_file_ref(ref, files)
+            pixels[decoded] = check_encoded(data, spec) if encoded else decode_image(data, spec, format_hint(ref))
             decoded += 1
         except (ImageDecodeError, ZipFormatError) as exc:
             failed.append((position, str(exc)))
         except OSError as exc:
             failed.append((position, f"cannot read: {exc.strerror or exc}"))
+    if spec.channels != 1:  # inverting is for one-channel (MNIST-style) models
+        return pixels[:decoded], failed
     return apply_invert(pixels[:decoded], spec.invert), failed
 
 
