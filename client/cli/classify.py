@@ -14,6 +14,7 @@ from tfclassify.client.cli.common import (
     credentials_from,
     token_from,
 )
+from tfclassify.client.cli.score import add_resize_argument
 from tfclassify.client.inputs.decode import INVERT_CHOICES
 from tfclassify.client.scoring.api import ImageResult, score_files_async
 
@@ -23,7 +24,8 @@ def add_parser(sub) -> None:
         "classify",
         help="classify image files, folders or archives",
         description="Classify image files (any format Pillow reads), folders and archives (.zip, .tar[.gz|.bz2|.xz]) "
-        "and print each prediction. Images are converted to grayscale and resized to the model's input. "
+        "and print each prediction. Images are converted to the model's input (its channels: grayscale, RGB or RGBA; "
+        "its size, per --resize); a model that decodes files itself gets them untouched. "
         "Exit status: 0, 1 failure, 3 when some files could not be classified (each is named).",
     )
     add_server_arguments(parser)
@@ -31,7 +33,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--version", type=int, help="model version (default: latest)")
     parser.add_argument("--top-k", type=int, default=3, help="ranked classes to show [default: %(default)s]")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
-                        help="light-on-dark conversion, as for score [default: %(default)s]")
+                        help="light-on-dark conversion for one-channel models, as for score [default: %(default)s]")
+    add_resize_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files, folders or archives")
     parser.set_defaults(run=run)
@@ -45,7 +48,7 @@ async def _classify(args: argparse.Namespace) -> int:
     skipped = 0
     async for result in score_files_async(
         args.paths, model=args.model, servers=[args.server], version=args.version, top_k=args.top_k,
-        invert=args.invert, timeout=args.timeout, credentials=credentials_from(args),
+        invert=args.invert, resize=args.resize, timeout=args.timeout, credentials=credentials_from(args),
         token=token_from(args),
     ):
         skipped += result.skipped is not None

@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _score(plan, args: argparse.Namespace, version: int, output: Path) -> JobResult:
     options = ScoringOptions(model=args.model, version=version, batch_size=args.batch_size, invert=args.invert,
+                             resize=args.resize,
                              timeout=args.timeout, credentials=credentials_from(args), token=token_from(args))
     print(f"scoring {args.model} version {version} ...")
     return asyncio.run(run_job(plan, [args.server], options, output, overwrite=True, progress=not args.no_progress))

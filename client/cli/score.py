@@ -22,7 +22,7 @@ from tfclassify.client.cli.common import (
 )
 from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.inputs.decode import INVERT_CHOICES
+from tfclassify.client.inputs.decode import INVERT_CHOICES, RESIZE_CHOICES
 from tfclassify.client.inputs.labels import FOLDER
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard
 from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
@@ -98,9 +98,19 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--npz-images", metavar="KEY", help="array of images in a .npz [default: images, x_SPLIT or x]")
     parser.add_argument("--npz-labels", metavar="KEY", help="array of labels in a .npz [default: labels, y_SPLIT or y]")
     parser.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
-                        help="make image files light-on-dark as MNIST-family models expect: auto decides per "
-                        "image from its border [default: %(default)s]")
+                        help="one-channel (MNIST-style) models only: make image files light-on-dark as they "
+                        "expect; auto decides per image from its border; colour models are never inverted "
+                        "[default: %(default)s]")
+    add_resize_argument(parser)
     parser.add_argument("--limit", type=int, help="score only the first N images")
+
+
+def add_resize_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--resize", choices=RESIZE_CHOICES, default="stretch",
+                        help="how image files meet the model's input size: stretch (each side scaled, the aspect "
+                        "ratio not kept, as Keras' image_dataset_from_directory does), crop (the largest centred "
+                        "region with the model's aspect ratio, then scaled) or pad (black borders up to that "
+                        "aspect ratio, then scaled) [default: %(default)s]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
     options = ScoringOptions(
         model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
         batch_size=args.batch_size, in_flight=args.in_flight, decode_workers=args.decode_workers,
-        invert=args.invert, timeout=args.timeout, retry=RetryPolicy(max_retries=args.max_retries),
+        invert=args.invert, resize=args.resize, timeout=args.timeout,
+        retry=RetryPolicy(max_retries=args.max_retries),
         credentials=credentials_from(args), token=token_from(args), send_labels=args.send_labels,
     )
     servers = args.server or [args.default_server]

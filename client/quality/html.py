@@ -118,9 +118,11 @@ def png_data_uri(png: bytes) -> str:
 
 
 def thumbnail_png(pixels: np.ndarray) -> bytes:
-    """One image as a PNG, enlarged THUMBNAIL_SCALE times without smoothing."""
-    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="L")
-    image = image.resize((image.width * THUMBNAIL_SCALE, image.height * THUMBNAIL_SCALE), Image.NEAREST)
+    """One image (``[H, W]`` grayscale, ``[H, W, 3]`` RGB or ``[H, W, 4]`` RGBA) as a PNG, enlarged THUMBNAIL_SCALE
+    times without smoothing (fewer for large inputs)."""
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
+    scale = max(1, min(THUMBNAIL_SCALE, 96 // max(image.size)))  # a 96-pixel model input is shown as it is
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()

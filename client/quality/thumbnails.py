@@ -2,8 +2,10 @@
 
 Each prediction row names its image by ``source`` (``"photos.zip/Shirt/0001.png"``,
 ``"fashion_mnist-test[41]"``); the run record's ``inputs`` say how each input
-was opened. Files are decoded exactly as the scorer decoded them (same size
-and inversion rule), so a thumbnail is what the model saw. Only the wanted
+was opened. Files are decoded exactly as the scorer decoded them (same size,
+channels, resize and inversion rule, from the record), so a thumbnail is what
+the model saw; the files of a model that decodes them itself are shown in
+colour at ``ENCODED_THUMBNAIL`` pixels. Only the wanted
 images are decoded; a tar archive is read through once.
 """
 
@@ -19,6 +21,9 @@ from tfclassify.client.inputs.decode import ConversionSpec
 from tfclassify.client.inputs.sources import FileRef, InputError, open_input
 from tfclassify.client.inputs.workers import decode_files
 
+#: The thumbnail size (height, width) of files scored by a model that decodes them in its graph.
+ENCODED_THUMBNAIL = (64, 64)
+
 
 @dataclass
 class Thumbnails:
@@ -29,7 +34,7 @@ class Thumbnails:
 
 
 def read_back(record: dict, sources: list[str], data_dir: Path | None = None) -> Thumbnails:
-    """The pixels (uint8 ``[H, W]``) of ``sources`` from the inputs of the run ``record``.
+    """The pixels (uint8 ``[H, W]`` or ``[H, W, C]``) of ``sources`` from the inputs of the run ``record``.
 
     Never raises for an input that moved or changed: its images are left out
     and ``problems`` says why (the report is still written).
@@ -41,7 +46,7 @@ def read_back(record: dict, sources: list[str], data_dir: Path | None = None) ->
         found.problems.append("the run record does not say where the images came from (written before "
                               "tfclassify recorded it): no thumbnails")
         return found
-    invert = record.get("identity", {}).get("invert", "auto")
+    spec = _conversion_spec(record)
     for described in inputs:
         name = described["name"]
         mine = {s for s in wanted if s.startswith(name + "/") or s.startswith(name + "[") or s == described["path"]}
@@ -51,7 +56,7 @@ def read_back(record: dict, sources: list[str], data_dir: Path | None = None) ->
             if described["kind"] == "ArrayInput":
                 found.pixels.update(_from_arrays(described, mine, data_dir))
             else:
-                found.pixels.update(_from_files(described, mine, invert))
+                found.pixels.update(_from_files(described, mine, spec))
         except (OSError, InputError, DatasetNotFoundError, IdxFormatError, NpzFormatError, ValueError) as exc:
             found.problems.append(f"{name}: images not read back ({exc})")
     missing = wanted - found.pixels.keys()
@@ -80,7 +85,18 @@ def _from_arrays(described: dict, sources: set[str], data_dir: Path | None) -> d
     return pixels
 
 
-def _from_files(described: dict, sources: set[str], invert: str) -> dict[str, np.ndarray]:
+def _conversion_spec(record: dict) -> ConversionSpec:
+    """How the run decoded its files: the model's input in the record (28 x 28 grayscale in records from before)."""
+    invert = record.get("identity", {}).get("invert", "auto")
+    given = (record.get("model") or {}).get("input") or {}
+    channels, resize = given.get("channels", 1), given.get("resize", "stretch")
+    if channels == 0:
+        return ConversionSpec(*ENCODED_THUMBNAIL, "no", channels=3, resize=resize)
+    return ConversionSpec(given.get("height", 28), given.get("width", 28), invert if channels == 1 else "no",
+                          channels=channels, resize=resize)
+
+
+def _from_files(described: dict, sources: set[str], spec: ConversionSpec) -> dict[str, np.ndarray]:
     source_input = open_input(Path(described["path"]))
     refs: list[FileRef] = []
     names: list[str] = []
@@ -92,7 +108,7 @@ def _from_files(described: dict, sources: set[str], invert: str) -> dict[str, np
             names.append(item.source)
             if not remaining:
                 break
-    pixels, failed = decode_files(refs, ConversionSpec(invert=invert))
+    pixels, failed = decode_files(refs, spec)
     bad = {position for position, _ in failed}
     good = [name for position, name in enumerate(names) if position not in bad]
     return dict(zip(good, pixels))

@@ -47,7 +47,11 @@ class ScoringOptions:
     in_flight: int = 4
     #: Decoding processes; None: one per CPU for large runs, threads for small ones; 0: threads.
     decode_workers: int | None = None
+    #: For one-channel (MNIST-style) models: make images light-on-dark (``auto``, ``yes``, ``no``). Colour models
+    #: are never inverted: ``auto`` and ``no`` mean the same for them, and ``yes`` is refused.
     invert: str = "auto"
+    #: How files meet the model's size: ``stretch``, ``crop`` or ``pad`` (``decode.RESIZE_CHOICES``).
+    resize: str = "stretch"
     timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: TLS credentials for the servers (``tfclassify.client.tls.channel_credentials``); None: plain text.
@@ -63,8 +67,11 @@ class ScoringOptions:
 
     def identity(self) -> dict:
         """The options that change the output's rows (a resumed run must share them)."""
-        return {"model": self.model, "version": self.version, "version_label": self.version_label,
-                "top_k": self.top_k, "invert": self.invert}
+        identity = {"model": self.model, "version": self.version, "version_label": self.version_label,
+                    "top_k": self.top_k, "invert": self.invert}
+        if self.resize != "stretch":  # absent for the default, so that runs written before --resize still resume
+            identity["resize"] = self.resize
+        return identity
 
 
 @dataclass
@@ -114,6 +121,11 @@ class Scorer:
         self._spec: ConversionSpec | None = None
 
     @property
+    def spec(self) -> ConversionSpec | None:
+        """How files are turned into this model's input (after ``start``)."""
+        return self._spec
+
+    @property
     def decoder_kind(self) -> str:
         return self._decoder.kind if self._decoder else "none"
 
@@ -124,8 +136,7 @@ class Scorer:
         self._resolver = LabelResolver(self.model.labels)
         self._plan = plan
         self.survey = await asyncio.to_thread(plan.survey, self._resolver)
-        height, width = _image_size(self.model)
-        self._spec = ConversionSpec(height, width, o.invert)
+        self._spec = conversion_spec(self.model, o.invert, o.resize)
         shard_size = self.survey.shard_sizes[plan.shard]
         self.batch_size = o.batch_size or auto_batch_size(shard_size)
         if any(not i.is_array for i in plan.inputs):
@@ -202,9 +213,13 @@ class Scorer:
             if o.send_labels:
                 known = [result.chunk.true[p] for p in positions]
                 truth = [-1 if t is None else t for t in known] if any(t is not None for t in known) else None
-            answer: ClassifyResult = await self.servers.classify(
-                pixels, o.model, version=o.version, version_label=o.version_label, top_k=o.top_k, true_classes=truth
-            )
+            if pixels.dtype == object:  # files for a model that decodes them in its graph
+                answer: ClassifyResult = await self.servers.classify_encoded(
+                    list(pixels), o.model, version=o.version, version_label=o.version_label, top_k=o.top_k)
+            else:
+                answer = await self.servers.classify(
+                    pixels, o.model, version=o.version, version_label=o.version_label, top_k=o.top_k,
+                    true_classes=truth)
         except TfclassifyError as exc:
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
                 first, last = result.chunk.indices[positions[0]], result.chunk.indices[positions[-1]]
@@ -229,13 +244,29 @@ class Scorer:
             result.top_k_scores[at] = answer.top_k_scores
 
 
-def _image_size(model: ModelInfo) -> tuple[int, int]:
-    """(height, width) of the model's images, from one image's shape ([H, W], [H, W, 1] or [H*W])."""
+def conversion_spec(model: ModelInfo, invert: str = "auto", resize: str = "stretch") -> ConversionSpec:
+    """How files become ``model``'s input, from its metadata: its size and channels (0: files sent untouched)."""
+    channels = model.channels
+    if channels == 0 and model.input_dtype != "STRING":
+        channels = 1  # a server from before colour models: they were all one-channel
+    if channels == 0:
+        return ConversionSpec(0, 0, "no", channels=0, resize=resize)
+    if channels != 1 and invert == "yes":
+        raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"--invert yes is for one-channel (MNIST-style) models; model {model.name!r} takes "
+                              f"colour images {list(model.input_shape)}, which are never inverted")
+    height, width = _image_size(model, channels)
+    return ConversionSpec(height, width, invert if channels == 1 else "no", channels=channels, resize=resize)
+
+
+def _image_size(model: ModelInfo, channels: int) -> tuple[int, int]:
+    """(height, width) of the model's images, from one image's shape ([H, W], [H, W, C] or [H*W*C])."""
     dims = model.input_shape
-    if len(dims) >= 2:
+    if len(dims) >= 2 and all(d > 0 for d in dims[:2]):
         return dims[0], dims[1]
-    side = math.isqrt(dims[0]) if dims else 0
-    if side * side != (dims[0] if dims else -1):
+    pixels = dims[0] // channels if len(dims) == 1 and dims[0] > 0 else 0
+    side = math.isqrt(pixels)
+    if side == 0 or side * side != pixels:
         raise TfclassifyError(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"model {model.name!r} takes input {list(dims)}, not square images")
+                              f"model {model.name!r} takes input {list(dims)}, not images of a known square size")
     return side, side

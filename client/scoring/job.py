@@ -85,7 +85,8 @@ async def run_job(
         identity = {**plan.identity(), **options.identity()}
         record = {
             "format": FORMAT, "complete": False, "identity": identity,
-            "model": {"name": scorer.model.name, "labels": list(scorer.model.labels)},
+            "model": {"name": scorer.model.name, "labels": list(scorer.model.labels),
+                      "input": scorer.spec.describe() if scorer.spec is not None else None},
             "shard": [plan.shard, plan.num_shards], "survey": survey.to_dict(),
             "inputs": [i.describe() for i in plan.inputs],
             "tfclassify": package_version(), "started": _now(),

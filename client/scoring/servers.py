@@ -76,6 +76,12 @@ class ServerPool:
             lambda client: client.classify(pixels, model, omit_labels=True, **kwargs), f"{len(pixels)} images"
         )
 
+    async def classify_encoded(self, files: list[bytes], model: str, **kwargs) -> ClassifyResult:
+        """Classify encoded files (for a model that decodes them in its graph), with the retries of ``classify``."""
+        return await self._with_retries(
+            lambda client: client.classify_encoded(files, model, **kwargs), f"{len(files)} files"
+        )
+
     async def _with_retries(self, call, what: str):
         attempt = 0
         while True:
