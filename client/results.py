@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -117,6 +117,9 @@ class ModelInfo:
     #: Channels of one image: 1 (grayscale), 3 (RGB) or 4 (RGBA); 0 for a model that takes encoded files
     #: (``input_dtype`` STRING) and decodes them in its graph.
     channels: int = 1
+    #: What a float-input model gets of uint8 pixels: ``scale``, ``offset``, ``mean``, ``std`` (per channel,
+    #: or one value; empty: 0 and 1) and ``channel_order`` ("RGB" or "BGR"). Clients sending float32 apply it.
+    preprocessing: dict = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, m: pb.ModelMetadata) -> "ModelInfo":
@@ -135,6 +138,9 @@ class ModelInfo:
             device=m.device,
             runtime=m.runtime or "session",
             channels=m.channels,
+            preprocessing={"scale": m.preprocessing.scale, "offset": m.preprocessing.offset,
+                           "mean": list(m.preprocessing.mean), "std": list(m.preprocessing.std),
+                           "channel_order": m.preprocessing.channel_order or "RGB"},
         )
 
     @property

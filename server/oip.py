@@ -240,6 +240,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 max_queue_delay_microseconds=int(options.batch_timeout_s * 1e6),
                 preserve_ordering=True,
             ),
+            parameters={"preprocessing": config_pb.ModelParameter(string_value=runtime.preprocessing.as_json())},
         )
 
     async def _statistics(

@@ -38,6 +38,7 @@ from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from tfclassify.server.errors import ModelLoadError
 from tfclassify.server.images import sample_png
+from tfclassify.server.preprocessing import Preprocessing
 from tfclassify.server.repository import GOLDEN_FILE, VersionDir
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ class ModelRuntime:
     #: Shape of one image as the signature takes it, e.g. (28, 28) or (784,).
     input_shape: tuple[int, ...]
     input_dtype: tf.DType
-    #: Factor applied to uint8 pixels fed to a float-input model.
-    input_scale: float
+    #: What a float-input model gets of uint8 pixels (declared in tfclassify.json; 1/255 scaling by default).
+    preprocessing: Preprocessing
     output_key: str
     #: "probabilities" or "logits".
     output_kind: str
@@ -122,6 +123,11 @@ class ModelRuntime:
         """1 (grayscale), 3 (RGB) or 4 (RGBA); 0 for a model that takes encoded images (its graph decides)."""
         return 0 if self.takes_encoded else self.image_shape[2]
 
+    @property
+    def input_scale(self) -> float:
+        """Factor applied to uint8 pixels fed to a float-input model (1 for integer inputs)."""
+        return self.preprocessing.scale if self.takes_float else 1.0
+
     @functools.cached_property
     def label_array(self) -> np.ndarray:
         """``labels`` as a numpy object array, for indexing by class arrays."""
@@ -153,12 +159,12 @@ class ModelRuntime:
     def as_model_input(self, images: np.ndarray) -> np.ndarray:
         """``images`` in the dtype the batching queue holds for this model.
 
-        uint8 pixels stay uint8 for uint8 models and become float32 times
-        ``input_scale`` for float models; float32 images go to float models
-        as they are. Converting before queueing keeps every batch one dtype.
+        uint8 pixels stay uint8 for integer models and become float32 as
+        ``preprocessing`` declares for float models; float32 images go to float
+        models as they are. Converting before queueing keeps every batch one dtype.
         """
         if self.takes_float and images.dtype == np.uint8:
-            return images.astype(np.float32) * np.float32(self.input_scale)
+            return self.preprocessing.apply(images)
         return images  # uint8 for integer models, encoded files (an object array) for string models
 
     def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -370,7 +376,7 @@ def _build_runtime(
         input_key=input_key,
         input_shape=tuple(input_dims[1:]),
         input_dtype=input_dtype,
-        input_scale=float(metadata.get("input_scale", 1.0 if input_dtype == tf.uint8 else 1.0 / 255)),
+        preprocessing=_declared_preprocessing(metadata, input_dims, version_dir),
         output_key=output_key,
         output_kind="probabilities",
         outputs={},
@@ -388,6 +394,14 @@ def _build_runtime(
             f"{version_dir.path}: labels.txt names {len(runtime.labels)} classes but the model outputs {num_classes}"
         )
     return runtime
+
+
+def _declared_preprocessing(metadata: dict, input_dims: list, version_dir: VersionDir) -> Preprocessing:
+    channels = 0 if len(input_dims) == 1 else image_shape_of(tuple(input_dims[1:]))[2]
+    try:
+        return Preprocessing.declared(metadata, channels or 3, 1.0 / 255)
+    except (ValueError, TypeError) as exc:
+        raise ModelLoadError(f"{version_dir.path}: {exc}") from exc
 
 
 def _fetcher(runtime: ModelRuntime, names: list[str]) -> tuple[list[str], object]:

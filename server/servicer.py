@@ -172,6 +172,9 @@ def metadata_proto(served: ServedVersion, versions: list[int]) -> pb.ModelMetada
         device=",".join(served.devices),
         runtime=runtime.runtime_kind,
         channels=runtime.channels,
+        preprocessing=pb.Preprocessing(
+            scale=runtime.input_scale, offset=runtime.preprocessing.offset, mean=runtime.preprocessing.mean,
+            std=runtime.preprocessing.std, channel_order=runtime.preprocessing.channel_order),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import grpc
+from google.protobuf import wrappers_pb2
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
@@ -44,6 +45,8 @@ from tfclassify.server.runtime import DEFAULT_SIGNATURE, ModelRuntime
 
 API = "tensorflow_serving"
 SIGNATURE_DEF_FIELD = "signature_def"
+#: Our own metadata field: the model's declared preprocessing as JSON, in a google.protobuf.StringValue.
+PREPROCESSING_FIELD = "preprocessing"
 #: Our version states as TensorFlow Serving's ``ModelVersionStatus.State`` (a failed load ends, with its error).
 _STATES = {
     "LOADING": get_model_status_pb2.ModelVersionStatus.LOADING,
@@ -134,15 +137,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if not request.metadata_field:
             raise InvalidInputError("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
-            if field != SIGNATURE_DEF_FIELD:
-                raise InvalidInputError(f"Metadata field {field} is not supported (supported: {SIGNATURE_DEF_FIELD})")
+            if field not in (SIGNATURE_DEF_FIELD, PREPROCESSING_FIELD):
+                raise InvalidInputError(f"Metadata field {field} is not supported (supported: {SIGNATURE_DEF_FIELD}, "
+                                        f"{PREPROCESSING_FIELD})")
         runtime = call.resolved(self._resolve(request.model_spec)).runtime
-        signatures = get_model_metadata_pb2.SignatureDefMap()
-        signatures.signature_def[runtime.signature_name].CopyFrom(meta_graph_pb2.SignatureDef.FromString(runtime.signature_def))
         response = get_model_metadata_pb2.GetModelMetadataResponse(
             model_spec=model_pb2.ModelSpec(name=runtime.name, version={"value": runtime.version})
         )
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
+        if SIGNATURE_DEF_FIELD in request.metadata_field:
+            signatures = get_model_metadata_pb2.SignatureDefMap()
+            signatures.signature_def[runtime.signature_name].CopyFrom(
+                meta_graph_pb2.SignatureDef.FromString(runtime.signature_def))
+            response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
+        if PREPROCESSING_FIELD in request.metadata_field:
+            response.metadata[PREPROCESSING_FIELD].Pack(wrappers_pb2.StringValue(value=runtime.preprocessing.as_json()))
         return response
 
     # -- helpers ------------------------------------------------------------------

@@ -6,21 +6,27 @@ files in its graph (tf.string [N]), and one with several outputs (tests/make_col
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from google.protobuf import wrappers_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from conftest import ROOT, ServerProcess, metric_value
 from make_colour_models import LABELS, load_answers
 from tfclassify.client import TfclassifyError
+from tfclassify.inference import grpc_service_pb2 as oip
+from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
 
 ATOL = 1e-4
+DECLARED = {"scale": 1 / 255, "offset": 0.1, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "channel_order": "BGR"}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +40,9 @@ def colour(tmp_path_factory):
     (repo / "answers.npz").rename(folder / "answers.npz")
     # MobileNetV3 rescales 0..255 pixels itself: declared, as a model trained elsewhere must be.
     (repo / "mobilenet" / "1" / "tfclassify.json").write_text(json.dumps({"input_scale": 1.0}))
+    # The same float model with preprocessing declared that it is not built for: the server must apply exactly it.
+    shutil.copytree(repo / "rgb_logits_multi", repo / "declared")
+    (repo / "declared" / "1" / "tfclassify.json").write_text(json.dumps({"preprocessing": DECLARED}))
     proc = ServerProcess(repo, folder)
     with proc.client() as client:
         client.wait_for_ready(120)
@@ -167,3 +176,35 @@ def test_colour_tensors_of_the_wrong_layout_say_what_the_model_takes(colour):
             client.classify(answers["images"][..., :1], "rgb_cnn")
     assert info.value.details == ("images have shape [64, 32, 32, 1]; expected [N, 32, 32, 3] or [N, 3072] (the "
                                   "model takes 3-channel images; these have 1)")
+
+
+def test_declared_preprocessing_is_applied_and_returned_by_every_api(colour):
+    proc, answers = colour
+    images = answers["images"]
+    expected_input = ((images[..., ::-1].astype(np.float32) * DECLARED["scale"] + DECLARED["offset"])
+                      - np.float32(DECLARED["mean"])) / np.float32(DECLARED["std"])
+    model = tf.saved_model.load(str(proc_repo(proc) / "declared" / "1")).signatures["serving_default"]
+    expected = model(images=tf.constant(expected_input, tf.float32))["probabilities"].numpy()
+    with proc.client() as client:
+        served = client.classify(images, "declared", return_probabilities=True).probabilities
+        ours = client.get_model_metadata("declared").preprocessing
+    np.testing.assert_allclose(served, expected, atol=ATOL)
+    assert ours["channel_order"] == "BGR" and ours["mean"] == pytest.approx(DECLARED["mean"])
+    assert ours["scale"] == pytest.approx(1 / 255) and ours["offset"] == pytest.approx(0.1)
+    with grpc.insecure_channel(proc.address) as channel:
+        config = oip_grpc.GRPCInferenceServiceStub(channel).ModelConfig(
+            oip.ModelConfigRequest(name="declared"), timeout=30).config
+        metadata = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(
+            get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": "declared"},
+                                                           metadata_field=["preprocessing"]), timeout=30)
+    declared = json.loads(config.parameters["preprocessing"].string_value)
+    value = wrappers_pb2.StringValue()
+    assert metadata.metadata["preprocessing"].Unpack(value)
+    assert json.loads(value.value) == declared
+    assert declared["std"] == pytest.approx(DECLARED["std"]) and declared["channel_order"] == "BGR"
+
+
+def proc_repo(proc: ServerProcess):
+    """The model repository a server process serves (from its command line)."""
+    args = proc.proc.args
+    return Path(args[args.index("--model-repo") + 1])

@@ -97,7 +97,7 @@ class GetModelMetadataRequest(_message.Message):
     def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ...) -> None: ...
 
 class ModelMetadata(_message.Message):
-    __slots__ = ("model_spec", "versions", "input_shape", "input_dtype", "input_scale", "labels", "output_kind", "signature_name", "training_metadata_json", "device", "runtime", "channels")
+    __slots__ = ("model_spec", "versions", "input_shape", "input_dtype", "input_scale", "labels", "output_kind", "signature_name", "training_metadata_json", "device", "runtime", "channels", "preprocessing")
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +110,7 @@ class ModelMetadata(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
     model_spec: ModelSpec
     versions: _containers.RepeatedScalarFieldContainer[int]
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -122,7 +123,22 @@ class ModelMetadata(_message.Message):
     device: str
     runtime: str
     channels: int
-    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DataType, str]] = ..., input_scale: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[str] = ..., signature_name: _Optional[str] = ..., training_metadata_json: _Optional[str] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., channels: _Optional[int] = ...) -> None: ...
+    preprocessing: Preprocessing
+    def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DataType, str]] = ..., input_scale: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[str] = ..., signature_name: _Optional[str] = ..., training_metadata_json: _Optional[str] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., channels: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...
+
+class Preprocessing(_message.Message):
+    __slots__ = ("scale", "offset", "mean", "std", "channel_order")
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ORDER_FIELD_NUMBER: _ClassVar[int]
+    scale: float
+    offset: float
+    mean: _containers.RepeatedScalarFieldContainer[float]
+    std: _containers.RepeatedScalarFieldContainer[float]
+    channel_order: str
+    def __init__(self, scale: _Optional[float] = ..., offset: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., channel_order: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
