@@ -37,6 +37,8 @@ Models that decode files in their graph (``channels`` 0) get the files' bytes un
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,23 +119,20 @@ def check_encoded(data: bytes, spec: ConversionSpec) -> bytes:
     return data
 
 
-class _pillow_errors:
+@contextmanager
+def _pillow_errors() -> Iterator[None]:
     """Pillow's exceptions as ``ImageDecodeError`` with the reason recorded for the file."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or isinstance(exc, ImageDecodeError):
-            return False
-        if isinstance(exc, Image.DecompressionBombError):  # Pillow's own limit, checked inside open()
-            raise ImageDecodeError(f"image declares too many pixels (a decompression bomb?): not decoded ({exc})") from exc
-        if isinstance(exc, UnidentifiedImageError):
-            raise ImageDecodeError("not an image (no format that Pillow reads recognises it)") from None
-        if isinstance(exc, (OSError, ValueError, SyntaxError, EOFError)):
-            # Pillow signals truncated and corrupt files with these.
-            raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
-        return False
+    try:
+        yield
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, checked inside open()
+        raise ImageDecodeError(f"image declares too many pixels (a decompression bomb?): not decoded ({exc})") from exc
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image (no format that Pillow reads recognises it)") from None
+    except ImageDecodeError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        # Pillow signals truncated and corrupt files with these.
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 
 
 def _open(data: bytes, spec: ConversionSpec, formats: tuple[str, ...] | None) -> Image.Image:
