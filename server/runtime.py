@@ -359,14 +359,15 @@ def _build_runtime(
 ) -> ModelRuntime:
     """The runtime of a loaded version: its signature checked, its classes and outputs probed (run by
     ``runner``), its labels read."""
-    signature_name, signature = _pick_signature(meta_graph, version_dir)
-    input_key, input_dtype, input_dims = _pick_input(signature, version_dir, signature_name)
-    output_key = _pick_output(signature, version_dir, signature_name)
     try:
         metadata = version_dir.metadata()
         labels = version_dir.labels()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{version_dir.path}: {exc}") from exc
+    signature_name, signature = _pick_signature(meta_graph, version_dir)
+    input_key, input_dtype, input_dims = _pick_input(signature, version_dir, signature_name,
+                                                     _declared_size(metadata, version_dir))
+    output_key = _pick_output(signature, version_dir, signature_name)
     runtime = ModelRuntime(
         name=version_dir.model,
         version=version_dir.version,
@@ -523,8 +524,23 @@ def image_shape_of(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     raise ValueError(f"{flat} values are neither a square grayscale image nor a square RGB image")
 
 
-def _pick_input(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir, signature_name: str):
-    """The one input's key, dtype and dimensions ([None, H, W, C], say)."""
+def _declared_size(metadata: dict, version_dir: VersionDir) -> tuple[int, int] | None:
+    """``image_size`` [height, width] from tfclassify.json: the size clients resize to for a signature that leaves
+    it open (None when not declared)."""
+    size = metadata.get("image_size")
+    if size is None:
+        return None
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise ModelLoadError(f"{version_dir.path}: tfclassify.json: image_size must be [height, width] in pixels, "
+                             f"not {size!r}")
+    return size[0], size[1]
+
+
+def _pick_input(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir, signature_name: str,
+                declared_size: tuple[int, int] | None = None):
+    """The one input's key, dtype and dimensions ([None, H, W, C], say): an image size the signature leaves open
+    (``None``) is ``declared_size``."""
     if len(signature.inputs) != 1:
         raise ModelLoadError(
             f"{version_dir.path}: signature {signature_name!r} takes {len(signature.inputs)} inputs "
@@ -534,6 +550,12 @@ def _pick_input(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir,
     dtype, dims = tf.dtypes.as_dtype(info.dtype), _dims(info)
     if dtype == tf.string and dims is not None and len(dims) == 1:  # encoded files, decoded in the graph
         return key, dtype, dims
+    if declared_size is not None and dims is not None and len(dims) in (3, 4):
+        declared = list(declared_size)
+        if any(d is not None and d != want for d, want in zip(dims[1:3], declared)):
+            raise ModelLoadError(f"{version_dir.path}: tfclassify.json declares image_size {declared}, but signature "
+                                 f"{signature_name!r} input {key!r} is fixed at {dims[1:3]}")
+        dims = [dims[0], *declared, *dims[3:]]
     ok = dims is not None and dtype in _PIXEL_DTYPES and (
         (len(dims) == 2 and bool(dims[1]) and _flat_image(dims[1]))
         or (len(dims) == 3 and all(dims[1:]))
@@ -541,8 +563,8 @@ def _pick_input(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir,
     )
     if not ok:
         unknown_size = dims is not None and len(dims) in (3, 4) and not all(dims[1:3])
-        hint = (" (an image size the signature leaves open is not served yet: export the model with a fixed "
-                "size)" if unknown_size else "")
+        hint = (" (the signature leaves the image size open: declare the size clients resize to in "
+                "tfclassify.json, \"image_size\": [height, width])" if unknown_size else "")
         raise ModelLoadError(
             f"{version_dir.path}: signature {signature_name!r} input {key!r} is {dtype.name} {dims}; "
             "expected numeric images [N, H, W], [N, H, W, C] with C = 1, 3 or 4, flattened square images "

@@ -29,6 +29,28 @@ ATOL = 1e-4
 DECLARED = {"scale": 1 / 255, "offset": 0.1, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "channel_order": "BGR"}
 
 
+#: A CNN whose signature leaves the image size open (uint8 [None, None, None, 3]), exported with the size its
+#: clients resize to declared in tfclassify.json; writes its answers in process on the test batch.
+OPEN_SIZE_MODEL = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    import keras, numpy as np, tensorflow as tf
+    out, batch, answers = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3), dtype="uint8", name="images")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    model.export(str(out), verbose=False)
+    (out / "labels.txt").write_text("red\\ngreen\\nblue\\nyellow\\n")
+    (out / "tfclassify.json").write_text(json.dumps({"image_size": [32, 32]}))
+    with np.load(batch) as data:
+        images = data["images"]
+    np.save(answers, tf.saved_model.load(str(out)).signatures["serving_default"](images=tf.constant(images))["output_0"].numpy())
+""")
+
+
 @pytest.fixture(scope="module")
 def colour(tmp_path_factory):
     """(server, answers): the colour models served, and their answers in process."""
@@ -43,6 +65,9 @@ def colour(tmp_path_factory):
     # The same float model with preprocessing declared that it is not built for: the server must apply exactly it.
     shutil.copytree(repo / "rgb_logits_multi", repo / "declared")
     (repo / "declared" / "1" / "tfclassify.json").write_text(json.dumps({"preprocessing": DECLARED}))
+    subprocess.run([sys.executable, "-c", OPEN_SIZE_MODEL, str(repo / "open_size" / "1"), str(folder / "answers.npz"),
+                    str(folder / "open_size.npy")], check=True, capture_output=True)
+    answers["open_size"] = np.load(folder / "open_size.npy")
     proc = ServerProcess(repo, folder)
     with proc.client() as client:
         client.wait_for_ready(120)
@@ -208,3 +233,12 @@ def proc_repo(proc: ServerProcess):
     """The model repository a server process serves (from its command line)."""
     args = proc.proc.args
     return Path(args[args.index("--model-repo") + 1])
+
+
+def test_an_open_image_size_is_served_at_the_size_declared(colour):
+    proc, answers = colour
+    with proc.client() as client:
+        info = client.get_model_metadata("open_size")
+        result = client.classify(answers["images"], "open_size", return_probabilities=True)
+    assert info.input_shape == (32, 32, 3)
+    np.testing.assert_allclose(result.probabilities, answers["open_size"], atol=ATOL)
