@@ -92,7 +92,7 @@ class ClassifierServer:
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         self.manager = ModelManager(
             settings.model_repo, settings.model_config, defaults, devices, self.registry, self.metrics,
-            self.executor, self._update_health, settings.xla_max_batch_size,
+            self.executor, self._update_health, settings.xla_max_batch_size, settings.max_batch_bytes,
         )
         self.dataplane = DataPlane(self.registry, settings.max_images_per_request,
                                    FeedbackStore(settings.feedback_capacity, settings.feedback_ttl_s),

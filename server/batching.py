@@ -15,6 +15,7 @@ split into several queue entries and reassembled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -50,6 +51,19 @@ class BatchingOptions:
             )
         if self.batch_timeout_s < 0:
             raise ValueError("batch_timeout must not be negative")
+
+    def fitted(self, image_bytes: int, max_batch_bytes: int) -> BatchingOptions:
+        """These options for images of ``image_bytes`` each (as the model takes them): at most
+        ``max_batch_bytes`` in one TensorFlow call, the queue as many batches deep as before and no warm-up
+        batch larger. A 224x224x3 float image is 588 KiB: 4,096 of them would be a 2.3 GiB call."""
+        most = max(1, max_batch_bytes // max(1, image_bytes))
+        if self.max_batch_size <= most:
+            return self
+        return dataclasses.replace(
+            self, max_batch_size=most,
+            max_enqueued_images=max(most, self.max_enqueued_images * most // self.max_batch_size),
+            warmup_batch_sizes=tuple(sorted({min(s, most) for s in self.warmup_batch_sizes})),
+        )
 
 
 Outputs = dict[str, np.ndarray]

@@ -11,12 +11,15 @@ working one; it is tried again only when its files change.
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from tfclassify.common.model_config import ModelConfigError
 from tfclassify.server.batching import Batcher, BatchingOptions, Replica
@@ -60,9 +63,11 @@ class ModelManager:
         inference_executor: Executor,
         on_change: Callable[[], Awaitable[None]],
         xla_max_batch_size: int = 0,
+        max_batch_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.repo, self.config_file, self.defaults, self.devices = repo, config_file, defaults, devices
         self.xla_max_batch_size = xla_max_batch_size
+        self.max_batch_bytes = max_batch_bytes
         self.registry, self.metrics = registry, metrics
         self.sources: dict[str, ModelSource] = {}
         #: Entries of the repository that are not models (without a config file).
@@ -137,7 +142,7 @@ class ModelManager:
             served = self.registry.get(source.name, version)
             if served is None:
                 await self._load_if_new(source, on_disk[version])
-            elif served.batcher.options != source.batching:
+            elif served.batcher.options != self._batching_for(source.batching, served.runtime):
                 await self._swap_batcher(source, served)
         available = set(self.registry.versions(source.name))
         if not available & wanted:
@@ -196,6 +201,7 @@ class ModelManager:
             for device in self.devices:
                 replicas.append(load_runtime(version_dir, device))
             check_golden_set(replicas[0], version_dir)
+            batching = self._batching_for(batching, replicas[0])
             sizes = tuple(sorted({min(s, batching.max_batch_size) for s in batching.warmup_batch_sizes}))
             for replica in replicas:
                 replica.compile_small_batches(min(self.xla_max_batch_size, batching.max_batch_size))
@@ -216,18 +222,26 @@ class ModelManager:
         batcher = Batcher(
             f"{first.name}:{first.version}",
             [Replica(r.device, r.run) for r in replicas],
-            source.batching,
+            self._batching_for(source.batching, first),
             self._inference_executor,
             metrics.observer(),
         )
         metrics.watch(batcher)
         return ServedVersion(replicas, batcher, metrics)
 
+    def _batching_for(self, batching: BatchingOptions, runtime: ModelRuntime) -> BatchingOptions:
+        """``batching`` with batches of at most ``max_batch_bytes`` of the model's input (files: as configured)."""
+        if runtime.takes_encoded:
+            return batching
+        itemsize = 4 if runtime.takes_float else np.dtype(runtime.input_dtype.as_numpy_dtype).itemsize
+        return batching.fitted(math.prod(runtime.image_shape) * itemsize, self.max_batch_bytes)
+
     async def _swap_batcher(self, source: ModelSource, served: ServedVersion) -> None:
         """Apply changed batching settings: new requests go to a new queue, the old one drains."""
         self.registry.add(self._serve(source, served.replicas))
         await served.batcher.close()
-        log.info("model %s version %d: batching now %s", source.name, served.runtime.version, source.batching)
+        log.info("model %s version %d: batching now %s", source.name, served.runtime.version,
+                 self._batching_for(source.batching, served.runtime))
 
     async def _unload(self, name: str, version: int) -> None:
         status = self._status.get((name, version)) or VersionStatus(name, version, UNLOADING)

@@ -78,6 +78,10 @@ class ServerSettings:
         64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"
     )
     max_batch_size: int = setting(4096, help="most images in one TensorFlow call (larger requests are split)")
+    max_batch_bytes: int = setting(
+        64 * 1024 * 1024, help="most bytes of model input in one TensorFlow call: caps --max-batch-size for large "
+        "images (a 224x224x3 float image is 588 KiB), with the queue and the warm-up scaled alike"
+    )
     batch_timeout_micros: int = setting(
         5000, help="how long a partial batch waits for more images while another batch runs (idle: no wait)"
     )

@@ -252,3 +252,11 @@ def test_a_request_that_makes_the_model_fail_fails_alone():
     assert results[1]["ids"].tolist() == [2, 3] and results[3]["ids"].tolist() == [4]
     assert isinstance(results[2], InferenceError) and "failed on this request of 1 images (ValueError)" in str(results[2])
     assert batches == [[1], [2, 3, 13, 4], [2, 3], [13], [4]], "the failed batch, then each request alone"
+
+
+def test_options_fitted_to_large_images_keep_the_queue_depth_and_cap_the_warm_up():
+    options = BatchingOptions(max_batch_size=4096, max_enqueued_images=65536, warmup_batch_sizes=(1, 32, 4096))
+    assert options.fitted(784, 64 * 2**20) is options  # 28x28 uint8: 85,598 would fit
+    fitted = options.fitted(224 * 224 * 3 * 4, 64 * 2**20)
+    assert (fitted.max_batch_size, fitted.max_enqueued_images, fitted.warmup_batch_sizes) == (111, 1776, (1, 32, 111))
+    assert options.fitted(10**9, 64 * 2**20).max_batch_size == 1

@@ -242,3 +242,19 @@ def test_an_open_image_size_is_served_at_the_size_declared(colour):
         result = client.classify(answers["images"], "open_size", return_probabilities=True)
     assert info.input_shape == (32, 32, 3)
     np.testing.assert_allclose(result.probabilities, answers["open_size"], atol=ATOL)
+
+
+def test_batches_of_large_images_are_bounded_by_bytes(colour):
+    """MobileNet's 96x96x3 float input is 108 KiB an image: 606 fit the 64 MiB a TensorFlow call may take, so
+    its batches (and warm-up) stop there rather than at 4,096 images (432 MiB); 32x32 uint8 images keep 4,096."""
+    proc, answers = colour
+    with grpc.insecure_channel(proc.address) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        mobilenet = stub.ModelConfig(oip.ModelConfigRequest(name="mobilenet"), timeout=30).config
+        small = stub.ModelConfig(oip.ModelConfigRequest(name="rgb_cnn"), timeout=30).config
+    assert list(mobilenet.dynamic_batching.preferred_batch_size) == [64 * 2**20 // (96 * 96 * 3 * 4)] == [606]
+    assert list(small.dynamic_batching.preferred_batch_size) == [4096]
+    with proc.client() as client:  # a request larger than one batch is split and answered whole
+        images = np.concatenate([answers["images96"]] * 10)
+        result = client.classify(images, "mobilenet", return_probabilities=True, timeout=120)
+    np.testing.assert_allclose(result.probabilities, np.concatenate([answers["mobilenet"]] * 10), atol=ATOL)

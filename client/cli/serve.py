@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     if settings.max_requests_in_progress < 0 or settings.max_requests_per_client < 0:
         raise CliError("--max-requests-in-progress and --max-requests-per-client must not be negative")
+    if settings.max_batch_bytes < 1:
+        raise CliError(f"--max-batch-bytes must be 1 or more, not {settings.max_batch_bytes}")
     if settings.max_request_bytes_in_progress < 1:
         raise CliError(f"--max-request-bytes-in-progress must be 1 or more, not {settings.max_request_bytes_in_progress}")
     if settings.max_pending_calls < 2:
