@@ -29,10 +29,11 @@ def export_version(
     version: int | None = None,
     extra_files: dict[str, Callable[[int], bytes]] | None = None,
     softmax: bool = False,
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
 ) -> Path:
     """Write ``model`` as ``<model_dir>/<version>/`` and return that folder.
 
-    The serving signature takes uint8 ``images [N, 28, 28]`` and returns
+    The serving signature takes uint8 ``images [N, *input_shape]`` (``[N, H, W]`` or ``[N, H, W, C]``) and returns
     ``probabilities [N, C]`` and ``classes [N]`` (``softmax``: the model
     returns logits, and the signature applies the softmax). ``extra_files``
     maps file names to their contents, made from the version number.
@@ -47,7 +48,7 @@ def export_version(
         raise FileExistsError(f"{final} already exists: versions are never overwritten")
     tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        _write_saved_model(model, tmp, softmax)
+        _write_saved_model(model, tmp, softmax, input_shape)
         (tmp / LABELS_FILE).write_text("\n".join(labels) + "\n", encoding="utf-8")
         (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "version": version}, indent=2, ensure_ascii=False)
                                          + "\n", encoding="utf-8")
@@ -62,8 +63,8 @@ def export_version(
     return final
 
 
-def _write_saved_model(model: keras.Model, path: Path, softmax: bool) -> None:
-    input_spec = tf.TensorSpec([None, *IMAGE_SHAPE], tf.uint8, name="images")
+def _write_saved_model(model: keras.Model, path: Path, softmax: bool, input_shape: tuple[int, ...]) -> None:
+    input_spec = tf.TensorSpec([None, *input_shape], tf.uint8, name="images")
 
     @tf.function(input_signature=[input_spec])
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:

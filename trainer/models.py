@@ -1,5 +1,8 @@
 """Keras builders for the architectures of ``trainer.catalog``. Preprocessing (uint8 -> [0, 1]) is a layer of
-every model, so the exported SavedModel takes raw pixels and training and serving cannot disagree."""
+every model, so the exported SavedModel takes raw pixels and training and serving cannot disagree.
+
+Every architecture takes any image size: grayscale ``[N, H, W]`` or colour ``[N, H, W, 3]``. The CNN convolves
+over the channels; the MLPs flatten the ``H * W * C`` pixels (so their first layer grows with the image)."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from tfclassify.trainer.catalog import ArchitectureSpec
 from tfclassify.trainer.data import IMAGE_SHAPE
 
 
-def build_model(spec: ArchitectureSpec, num_classes: int, dropout: float | None = None, l2: float = 0.0) -> keras.Model:
-    """A classifier taking uint8 ``[N, 28, 28]``: probabilities out, or logits for a ``low_level`` spec.
+def build_model(spec: ArchitectureSpec, num_classes: int, dropout: float | None = None, l2: float = 0.0,
+                input_shape: tuple[int, ...] = IMAGE_SHAPE) -> keras.Model:
+    """A classifier taking uint8 ``[N, *input_shape]`` (``(H, W)`` grayscale or ``(H, W, C)``): probabilities out,
+    or logits for a ``low_level`` spec.
 
     ``dropout`` replaces the architecture's own rate (ignored by architectures without dropout); ``l2``
     adds weight decay to every dense and convolution kernel.
@@ -21,8 +26,10 @@ def build_model(spec: ArchitectureSpec, num_classes: int, dropout: float | None 
         raise ValueError(f"{spec.name} needs at least 2 classes, got {num_classes}")
     rate = spec.defaults.dropout if dropout is None else dropout
     regularizer = keras.regularizers.L2(l2) if l2 > 0 else None
-    model = _BUILDERS[spec.name](num_classes, rate, regularizer)
-    model(keras.ops.zeros((1, *IMAGE_SHAPE), dtype="uint8"))  # builds the subclassed one too
+    if len(input_shape) not in (2, 3):
+        raise ValueError(f"{spec.name}: expected an image shape (H, W) or (H, W, C), got {input_shape}")
+    model = _BUILDERS[spec.name](tuple(input_shape), num_classes, rate, regularizer)
+    model(keras.ops.zeros((1, *input_shape), dtype="uint8"))  # builds the subclassed one too
     return model
 
 
@@ -30,23 +37,24 @@ def _dense(units: int, regularizer, name: str, activation: str | None = "relu") 
     return keras.layers.Dense(units, activation=activation, kernel_regularizer=regularizer, name=name)
 
 
-def _functional(name: str, layers: list[keras.layers.Layer]) -> keras.Model:
-    images = keras.Input(IMAGE_SHAPE, dtype="uint8", name="images")
+def _functional(name: str, shape: tuple[int, ...], layers: list[keras.layers.Layer]) -> keras.Model:
+    images = keras.Input(shape, dtype="uint8", name="images")
     x = keras.layers.Rescaling(1.0 / 255, name="scale")(images)
     for layer in layers:
         x = layer(x)
     return keras.Model(images, x, name=name)
 
 
-def _mlp512(num_classes: int, rate: float | None, regularizer) -> keras.Model:
-    return _functional("mlp512", [keras.layers.Flatten(name="flatten"), _dense(512, regularizer, "hidden"),
+def _mlp512(shape: tuple[int, ...], num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return _functional("mlp512", shape, [keras.layers.Flatten(name="flatten"), _dense(512, regularizer, "hidden"),
                                   _dense(num_classes, regularizer, "probabilities", "softmax")])
 
 
-def _mlp128_dropout(num_classes: int, rate: float | None, regularizer) -> keras.Model:
-    return _functional("mlp128_dropout", [keras.layers.Flatten(name="flatten"), _dense(128, regularizer, "hidden"),
-                                          keras.layers.Dropout(rate or 0.0, name="dropout"),
-                                          _dense(num_classes, regularizer, "probabilities", "softmax")])
+def _mlp128_dropout(shape: tuple[int, ...], num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return _functional("mlp128_dropout", shape, [keras.layers.Flatten(name="flatten"),
+                                                 _dense(128, regularizer, "hidden"),
+                                                 keras.layers.Dropout(rate or 0.0, name="dropout"),
+                                                 _dense(num_classes, regularizer, "probabilities", "softmax")])
 
 
 class DeepMLP(keras.Model):
@@ -66,23 +74,23 @@ class DeepMLP(keras.Model):
         return self.out(x)
 
 
-def _mlp_deep(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+def _mlp_deep(shape: tuple[int, ...], num_classes: int, rate: float | None, regularizer) -> keras.Model:
     return DeepMLP(num_classes, regularizer)
 
 
-def _mlp128_256(num_classes: int, rate: float | None, regularizer) -> keras.Model:
-    return _functional("mlp128_256", [keras.layers.Flatten(name="flatten"), _dense(128, regularizer, "hidden1"),
+def _mlp128_256(shape: tuple[int, ...], num_classes: int, rate: float | None, regularizer) -> keras.Model:
+    return _functional("mlp128_256", shape, [keras.layers.Flatten(name="flatten"), _dense(128, regularizer, "hidden1"),
                                       _dense(256, regularizer, "hidden2"),
                                       _dense(num_classes, regularizer, "logits", activation=None)])
 
 
-def _cnn(num_classes: int, rate: float | None, regularizer) -> keras.Model:
+def _cnn(shape: tuple[int, ...], num_classes: int, rate: float | None, regularizer) -> keras.Model:
     def conv(filters: int, name: str) -> keras.layers.Conv2D:
         return keras.layers.Conv2D(filters, 3, activation="relu", padding="same", kernel_regularizer=regularizer,
                                    name=name)
 
-    return _functional("cnn", [
-        keras.layers.Reshape((*IMAGE_SHAPE, 1), name="channel"),
+    return _functional("cnn", shape, [
+        *([keras.layers.Reshape((*shape, 1), name="channel")] if len(shape) == 2 else []),
         conv(32, "conv1"), keras.layers.MaxPooling2D(name="pool1"),
         conv(64, "conv2"), keras.layers.MaxPooling2D(name="pool2"),
         keras.layers.Dropout(rate or 0.0, name="dropout1"),
@@ -93,7 +101,7 @@ def _cnn(num_classes: int, rate: float | None, regularizer) -> keras.Model:
     ])
 
 
-_BUILDERS: dict[str, Callable[[int, float | None, object], keras.Model]] = {
+_BUILDERS: dict[str, Callable[[tuple[int, ...], int, float | None, object], keras.Model]] = {
     "mlp512": _mlp512,
     "mlp128-dropout": _mlp128_dropout,
     "mlp-deep": _mlp_deep,
