@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import hashlib
 import dataclasses
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from tfclassify.client.datasets import DATASETS, load_dataset, read_array
 from tfclassify.client.inputs.decode import ConversionSpec
 from tfclassify.client.inputs.labels import NOT_IN_CLASS_FOLDER, folder_label
-from tfclassify.client.inputs.sources import InputError, open_input
+from tfclassify.client.inputs.sources import FileRef, InputError, open_input, read_file_ref
 from tfclassify.client.inputs.workers import decode_files
 from tfclassify.common.text import counted
 
 IMAGE_SHAPE = (28, 28)
+#: Pillow modes that hold grey pixels only; a file in any other mode (RGB, RGBA, P, CMYK, ...) counts as colour.
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
 class DataError(ValueError):
@@ -39,6 +43,10 @@ class DataSource:
     test_images: Path | None = None
     test_labels: Path | None = None
     images: Path | None = None
+    #: ``images`` only: the size files are resized to, (height, width).
+    image_size: tuple[int, int] = IMAGE_SHAPE
+    #: ``images`` only: 1 (grayscale), 3 (RGB), or None: 3 when any file is colour (``GREY_MODES``), else 1.
+    channels: int | None = None
     #: Class names for array data (default: the label numbers).
     class_names: tuple[str, ...] | None = None
     #: Share of the training images held out as the test set when the data has no test split.
@@ -48,7 +56,8 @@ class DataSource:
 
 @dataclass
 class TrainingData:
-    """Train and test splits, uint8 ``[N, 28, 28]`` images and int labels, with class names and checksums."""
+    """Train and test splits, uint8 images (``[N, 28, 28]``; from files ``[N, H, W]`` or ``[N, H, W, 3]``) and int
+    labels, with class names and checksums."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -59,6 +68,13 @@ class TrainingData:
     #: How the test set was made ("the dataset's test split", "20% held out (seed 0)").
     test_split: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: How image files were decoded (``ConversionSpec.describe()`` and the inversion rule); None for arrays.
+    conversion: dict | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One image's shape: ``(H, W)`` grayscale or ``(H, W, C)``."""
+        return tuple(self.x_train.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -205,7 +221,9 @@ def _from_image_files(source: DataSource) -> TrainingData:
     labelled = [(item, folder_label(item.member)) for item in items]
     skipped = [(item.source, NOT_IN_CLASS_FOLDER) for item, label in labelled if label is None]
     labelled = [(item, label) for item, label in labelled if label is not None]
-    spec = ConversionSpec()
+    height, width = source.image_size
+    channels = source.channels or image_channels([item.ref for item, _ in labelled])
+    spec = ConversionSpec(height, width, channels=channels)
     # The scorer's own decoding (formats, pixel limits, inversion), with its reasons for what it skips.
     x, failed = decode_files([item.ref for item, _ in labelled], spec)
     unreadable = {position for position, _ in failed}
@@ -218,4 +236,24 @@ def _from_image_files(source: DataSource) -> TrainingData:
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
     xs, ys, xt, yt, how = _hold_out(x, y, source.test_fraction, source.seed)
-    return TrainingData(xs, ys, xt, yt, names, str(source.images), how, skipped)
+    conversion = {**spec.describe(), "invert": spec.invert if channels == 1 else "no",
+                  "channels_from": "--channels" if source.channels else "auto (3 if any file is colour)"}
+    return TrainingData(xs, ys, xt, yt, names, str(source.images), how, skipped, conversion)
+
+
+def image_channels(refs: list[FileRef]) -> int:
+    """3 when any of the files is colour (its Pillow mode is not one of ``GREY_MODES``), else 1. Reads headers only,
+    stops at the first colour file; files that cannot be read are left to the decoder to report."""
+    files: dict[str, object] = {}
+    try:
+        for ref in refs:
+            try:
+                with Image.open(io.BytesIO(read_file_ref(ref, files))) as img:
+                    if img.mode not in GREY_MODES:
+                        return 3
+            except Exception:  # noqa: BLE001 - not an image, unreadable: decode_files says why, once
+                continue
+        return 1
+    finally:
+        for f in files.values():  # zip archives read_file_ref opened
+            f.close()

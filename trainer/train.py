@@ -63,7 +63,7 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     epochs = hp.epochs or max(1, math.ceil(hp.steps / steps_per_epoch))
     total_steps = hp.steps or epochs * steps_per_epoch
     with strategy.scope():
-        model = build_model(spec, data.num_classes, hp.dropout, hp.l2)
+        model = build_model(spec, data.num_classes, hp.dropout, hp.l2, data.input_shape)
         optimizer = _optimizer(hp, total_steps)
     log.info("training %s (%s parameters) on %d images of %s for %s", spec.name, f"{model.count_params():,}",
              len(x_fit), data.source, f"{hp.steps:,} steps" if hp.steps else f"{epochs} epochs")
@@ -98,7 +98,7 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
             model, target, data.class_names, card, config.version,
             extra_files={"model_card.md": lambda v: render_markdown({**card, "version": v}).encode(),
                          HISTORY_PLOT: lambda v: plot.read_bytes()},
-            softmax=spec.low_level,
+            softmax=spec.low_level, input_shape=data.input_shape,
         )
     return TrainResult(version_dir, int(version_dir.name), results["test_accuracy"], test_loss, train_seconds,
                        card["training"]["seconds_per_epoch"], int(model.count_params()), card)
@@ -210,8 +210,18 @@ def _card(config: TrainConfig, data: TrainingData, hp: Hyperparameters, model: k
                      "history": {k: [round(v, 6) for v in vs] for k, vs in history.items()}},
         "evaluation": results,
         "environment": environment(),
-        "input": {"dtype": "uint8", "shape": [28, 28]},
+        "input": _input(data),
     }
+
+
+def _input(data: TrainingData) -> dict:
+    """The exported signature's input, and for image files how they were decoded (as the scorer decodes them)."""
+    shape = data.input_shape
+    described = {"dtype": "uint8", "shape": list(shape), "height": shape[0], "width": shape[1],
+                 "channels": shape[2] if len(shape) == 3 else 1, "rescaling": "x / 255, inside the model"}
+    if data.conversion is not None:
+        described["decoded"] = data.conversion
+    return described
 
 
 __all__ = ["TrainResult", "train"]
