@@ -35,6 +35,13 @@ def add_parser(sub) -> None:
     data.add_argument("--test-labels", type=Path, help="test labels")
     data.add_argument("--images", type=Path,
                       help="folder, .zip or .tar of image files in one folder per class (Shirt/0001.png)")
+    data.add_argument("--image-size", metavar="H[,W]",
+                      help="--images: the size files are resized to (as the scorer resizes them: colour bilinear, "
+                      "grayscale Lanczos, aspect ratio not kept) [default: 28]")
+    data.add_argument("--channels", choices=("auto", "1", "3"),
+                      help="--images: 1 (grayscale, inverted to light-on-dark when the border is light, as the "
+                      "scorer does), 3 (RGB), or auto: 3 when any file is colour (any Pillow mode but grayscale "
+                      "1, L, LA, I, I;16, F: palette images count as colour), else 1 [default: auto]")
     data.add_argument("--class-names", help="class names of array data, comma-separated, or @FILE (one per line)")
     data.add_argument("--test-fraction", type=float, default=0.2,
                       help="share held out as the test set when the data has none [default: %(default)s]")
@@ -89,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, data_dir=args.data_dir, npz=args.npz, npz_keys=keys, train_images=args.train_images,
         train_labels=args.train_labels, test_images=args.test_images, test_labels=args.test_labels,
         images=args.images, class_names=_class_names(args.class_names), test_fraction=args.test_fraction,
-        seed=args.seed,
+        seed=args.seed, **_image_options(args),
     )
     config = TrainConfig(
         source=source, model_repo=args.model_repo, model_name=args.name, arch=args.arch, recipe=args.recipe,
@@ -145,6 +152,31 @@ def _print_skipped(skipped: list[tuple[str, str]], show: int = 10) -> None:
         print(f"  {source}: {reason}")
     if len(skipped) > show:
         print(f"  ... and {len(skipped) - show:,} more")
+
+
+def _image_options(args: argparse.Namespace) -> dict:
+    """``image_size`` and ``channels`` of a ``DataSource`` from --image-size and --channels (--images only)."""
+    options: dict = {}
+    if args.image_size is None and args.channels is None:
+        return options
+    if args.images is None:
+        raise CliError("--image-size and --channels apply to --images only (other data is 28 x 28 grayscale)")
+    if args.image_size is not None:
+        options["image_size"] = _image_size(args.image_size)
+    if args.channels not in (None, "auto"):
+        options["channels"] = int(args.channels)
+    return options
+
+
+def _image_size(value: str) -> tuple[int, int]:
+    parts = value.split(",")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2) or min(sides) < 1 or max(sides) > 4096:
+        raise CliError(f"--image-size: expected H or H,W in pixels (1 to 4096), got {value!r}")
+    return (sides[0], sides[-1])
 
 
 def _class_names(value: str | None) -> tuple[str, ...] | None:
