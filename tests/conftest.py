@@ -185,6 +185,19 @@ def model_repo(tmp_path_factory, mnist_test) -> Path:
 
 
 @pytest.fixture(scope="session")
+def colour_repo(tmp_path_factory) -> Path:
+    """A repository of the colour models ``tests/make_colour_models.py`` builds (their answers in process in
+    ``answers.npz`` beside it, not in it), MobileNetV3's 0..255 input scale declared as its users would."""
+    folder = tmp_path_factory.mktemp("colour")
+    repo = folder / "repo"
+    subprocess.run([sys.executable, str(ROOT / "tests" / "make_colour_models.py"), str(repo)], check=True,
+                   capture_output=True)
+    (repo / "answers.npz").rename(folder / "answers.npz")
+    (repo / "mobilenet" / "1" / "tfclassify.json").write_text(json.dumps({"input_scale": 1.0}))
+    return repo
+
+
+@pytest.fixture(scope="session")
 def server(model_repo, tmp_path_factory) -> Iterator[ServerProcess]:
     """One server for the whole session, serving ``model_repo``."""
     proc = ServerProcess(model_repo, tmp_path_factory.mktemp("server"), "--max-images-per-request", "4096")

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import ROOT, ServerProcess, tfclassify_cmd
+from conftest import ServerProcess, tfclassify_cmd
 from make_colour_models import LABELS, colour_images
 from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, decode_image
 
@@ -34,14 +34,10 @@ def save(image: Image.Image, fmt: str, **params) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def colour(tmp_path_factory):
+def colour(colour_repo, tmp_path_factory):
     """(server, repo): the colour models served."""
-    folder = tmp_path_factory.mktemp("colour")
-    repo = folder / "repo"
-    subprocess.run([sys.executable, str(ROOT / "tests" / "make_colour_models.py"), str(repo)], check=True,
-                   capture_output=True)
-    (repo / "mobilenet" / "1" / "tfclassify.json").write_text(json.dumps({"input_scale": 1.0}))
-    proc = ServerProcess(repo, folder)
+    repo = colour_repo
+    proc = ServerProcess(repo, tmp_path_factory.mktemp("colour-scoring"))
     with proc.client() as client:
         client.wait_for_ready(120)
     yield proc, repo

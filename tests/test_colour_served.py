@@ -19,7 +19,7 @@ import tensorflow as tf
 from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from conftest import ROOT, ServerProcess, metric_value
+from conftest import ServerProcess, metric_value
 from make_colour_models import LABELS, load_answers
 from tfclassify.client import TfclassifyError
 from tfclassify.inference import grpc_service_pb2 as oip
@@ -52,16 +52,13 @@ OPEN_SIZE_MODEL = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def colour(tmp_path_factory):
-    """(server, answers): the colour models served, and their answers in process."""
-    folder = tmp_path_factory.mktemp("colour")
+def colour(colour_repo, tmp_path_factory):
+    """(server, answers): the colour models served, two more beside them, and their answers in process."""
+    folder = tmp_path_factory.mktemp("colour-served")
     repo = folder / "repo"
-    subprocess.run([sys.executable, str(ROOT / "tests" / "make_colour_models.py"), str(repo)], check=True,
-                   capture_output=True)
-    answers = {key.removeprefix("answer."): value for key, value in load_answers(repo).items()}
-    (repo / "answers.npz").rename(folder / "answers.npz")
-    # MobileNetV3 rescales 0..255 pixels itself: declared, as a model trained elsewhere must be.
-    (repo / "mobilenet" / "1" / "tfclassify.json").write_text(json.dumps({"input_scale": 1.0}))
+    shutil.copytree(colour_repo, repo)
+    answers = {key.removeprefix("answer."): value for key, value in load_answers(colour_repo.parent).items()}
+    shutil.copy(colour_repo.parent / "answers.npz", folder / "answers.npz")
     # The same float model with preprocessing declared that it is not built for: the server must apply exactly it.
     shutil.copytree(repo / "rgb_logits_multi", repo / "declared")
     (repo / "declared" / "1" / "tfclassify.json").write_text(json.dumps({"preprocessing": DECLARED}))
