@@ -165,6 +165,8 @@ def test_mirrored_over_two_logical_cpus(tmp_path):
     (("--npz", "{tmp}/short.npz", "--early-stopping", "2"), "give --validation-split too"),
     (("--npz", "{tmp}/floats.npz"), "expected uint8 pixels 0..255"),
     (("--npz", "{tmp}/short.npz", "--arch", "mlp128-256", "--devices", "CPU:0,CPU:1"), "own loop on one device"),
+    (("--images", "{tmp}/single", "--image-size", "0,32"), "--image-size: expected H or H,W in pixels"),
+    (("--npz", "{tmp}/short.npz", "--channels", "3"), "--image-size and --channels apply to --images only"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     rng = np.random.default_rng(0)
