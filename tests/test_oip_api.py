@@ -115,7 +115,7 @@ def test_errors_have_the_protocols_status_codes(sync_results):
     assert errors["unknown_model"][0] == "StatusCode.NOT_FOUND"
     assert errors["unknown_version"][0] == "StatusCode.NOT_FOUND"
     assert errors["wrong_datatype"] == [
-        "StatusCode.INVALID_ARGUMENT", "unexpected datatype FP32 for inference input 'images', expecting UINT8"
+        "StatusCode.INVALID_ARGUMENT", "unexpected datatype FP32 for inference input 'images', expecting UINT8 or BYTES"
     ]
     assert errors["wrong_input_name"][0] == "StatusCode.INVALID_ARGUMENT"
     assert "unexpected inference input 'pixels'" in errors["wrong_input_name"][1]
