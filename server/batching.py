@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfclassify.server.errors import DeadlineExceededError, InferenceError, ModelUnavailableError, QueueFullError
+from tfclassify.server.errors import (
+    DeadlineExceededError,
+    InferenceError,
+    InvalidInputError,
+    ModelUnavailableError,
+    QueueFullError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +284,9 @@ class Batcher:
                 # A TensorFlow failure fails only the requests that cause it, not the server. Requests batched
                 # together are independent: run each alone, so one whose images make the model fail does not
                 # take the others down with it. The replica counts as busy until they have run.
-                log.warning("%s: a batch of %d requests failed on %s (%s); running them one by one", self.name,
-                            len(batch), replica.device, type(exc).__name__)
+                log.log(logging.DEBUG if isinstance(exc, InvalidInputError) else logging.WARNING,
+                        "%s: a batch of %d requests failed on %s (%s); running them one by one", self.name,
+                        len(batch), replica.device, type(exc).__name__)
                 task = self._loop.create_task(self._rerun_each(replica, batch))
                 self._reruns.add(task)
                 task.add_done_callback(self._reruns.discard)
@@ -336,6 +343,10 @@ class Batcher:
 
     def _fail(self, replica: Replica, entry: _Entry, exc: BaseException) -> None:
         n = len(entry.images)
+        if isinstance(exc, InvalidInputError):  # the request's own input (a file the graph cannot decode)
+            if not entry.future.done():
+                entry.future.set_exception(exc)
+            return
         # Logged here, once, with the traceback: the RPC answers INTERNAL without a second one.
         log.error("%s: the model failed on a request of %d images on %s", self.name, n, replica.device,
                   exc_info=exc)

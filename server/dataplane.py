@@ -113,6 +113,8 @@ class DataPlane:
         """
         served = call.served
         runtime = served.runtime
+        if not runtime.takes_encoded:
+            self.check_fits(served, len(images))
         if images.dtype.kind == "f" and not np.isfinite(images).all():
             raise InvalidInputError("images hold NaN or infinite pixel values; send finite numbers (0-255)")
         if truth is not None:  # checked before any work
@@ -157,17 +159,15 @@ class DataPlane:
         label = 0 if request.omit_labels else runtime.mean_label_bytes + 2
         answer_bytes = 6 + label + request.top_k * (6 + label) + (
             4 * runtime.num_classes if request.return_probabilities else 0)
-        if runtime.takes_encoded:
-            images = await self._encoded_for_graph(runtime, request, answer_bytes)
-            served = call.infer(self.resolve(*spec))  # as below: checking let the event loop run
-            if not served.runtime.takes_encoded:
-                raise ModelUnavailableError(f"model {runtime.name!r} changed to a version that takes pixels while "
-                                            "this request was checked; retry")
-            runtime = served.runtime
-        elif request.encoded is not None:
+        if request.encoded is not None or runtime.takes_encoded:
+            if request.encoded is None:
+                raise InvalidInputError(
+                    f"model {runtime.name!r} version {runtime.version} takes encoded images (PNG/JPEG files, "
+                    "decoded in its graph); send the files (`encoded`), not pixels"
+                )
             check_batch_size(len(request.encoded), self.max_images_per_request)
             self.check_response_size(len(request.encoded), answer_bytes)  # before decoding
-            served, images = await self.files_as_pixels(call, lambda: self.resolve(*spec), request.encoded)
+            served, images = await self.files_for(call, lambda: self.resolve(*spec), request.encoded)
             runtime = served.runtime
         else:
             images = self._prepare(runtime, request)
@@ -175,29 +175,36 @@ class DataPlane:
         outputs, classes = await self.infer(call, images, request.deadline, request.truth)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
 
-    async def files_as_pixels(self, call: RpcCall, resolve: Callable[[], ServedVersion],
-                              files: list[bytes]) -> tuple[ServedVersion, np.ndarray]:
-        """PNG/JPEG ``files`` decoded, off the event loop, to the size and channels of the version ``call`` runs;
-        returns the version serving once they are (``resolve()``: decoding let the event loop run, and the version
-        before may be unloading) and the pixels checked against it."""
-        runtime = call.served.runtime
-        images = await self.decode(decode_images, files, runtime.image_shape, self.max_images_per_request)
+    async def files_for(self, call: RpcCall, resolve: Callable[[], ServedVersion],
+                        files: list[bytes]) -> tuple[ServedVersion, np.ndarray]:
+        """PNG/JPEG ``files`` for the version ``call`` runs, off the event loop: decoded to its size and channels,
+        or, for a model that decodes files in its graph, checked (headers) and left untouched. Returns the
+        version serving once they are (``resolve()``: the version before may be unloading) and the images."""
+        served = call.served
+        runtime = served.runtime
+        if runtime.takes_encoded:
+            images = await self.decode(check_encoded_images, files, self.max_images_per_request)
+        else:
+            self.check_fits(served, len(files))  # before decoding: pixels take far more room than files
+            images = await self.decode(decode_images, files, runtime.image_shape, self.max_images_per_request)
         served = call.infer(resolve())
-        if served.runtime.takes_encoded:
-            raise ModelUnavailableError(f"model {runtime.name!r} changed to a version that takes files while this "
-                                        "request was decoded; retry")
-        return served, check_image_batch(images, served.runtime.image_shape, self.max_images_per_request)
+        now = served.runtime
+        if (now.takes_encoded != runtime.takes_encoded or list(now.outputs) != list(runtime.outputs)
+                or (not now.takes_encoded and now.image_shape != runtime.image_shape)):
+            raise ModelUnavailableError(f"model {runtime.name!r} changed to a version that takes other input while "
+                                        "this request's files were read; retry")
+        return served, images
 
-    async def _encoded_for_graph(self, runtime: ModelRuntime, request: ClassifyInput, answer_bytes: int) -> np.ndarray:
-        """The request's files for a model that decodes them in its graph: headers checked, bytes untouched."""
-        if request.encoded is None:
+    def check_fits(self, served: ServedVersion, n: int) -> None:
+        """Refuse a request of more images than the version's queue can ever hold (its batches are fitted to the
+        size of its images, ``--max-batch-bytes``): no retry would help."""
+        most = served.batcher.options.max_enqueued_images
+        if n > most:
+            height, width, channels = served.runtime.image_shape
             raise InvalidInputError(
-                f"model {runtime.name!r} version {runtime.version} takes encoded images (PNG/JPEG files, decoded "
-                "in its graph); send the files (`encoded`), not pixels"
-            )
-        check_batch_size(len(request.encoded), self.max_images_per_request)
-        self.check_response_size(len(request.encoded), answer_bytes)
-        return await self.decode(check_encoded_images, request.encoded, self.max_images_per_request)
+                f"the request holds {n} images of {height}x{width}x{channels}; model {served.runtime.name!r} "
+                f"queues at most {most} images of that size (--max-batch-bytes, max_enqueued_images): send at most "
+                f"{most} per request")
 
     def check_response_size(self, images: int, bytes_per_image: int) -> None:
         """Refuse, before any work, a request whose answer would pass the send limit (gRPC would fail it only

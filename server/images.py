@@ -103,12 +103,19 @@ def decode_image(data: bytes, shape: tuple[int, int, int], what: str = "image") 
     return np.asarray(pixels, dtype=np.uint8).reshape(shape)
 
 
-def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int | None = None) -> np.ndarray:
+#: The most pixels one file for a model that decodes files in its graph may declare (4096 x 4096), and all the
+#: files of one request together (five 12-megapixel photos; 1,300 of 224 x 224): the graph decodes them whole.
+MAX_FILE_PIXELS = 2**24
+MAX_REQUEST_FILE_PIXELS = 2**26
+
+
+def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int = MAX_FILE_PIXELS,
+                         max_total_pixels: int = MAX_REQUEST_FILE_PIXELS) -> np.ndarray:
     """Check files for a model that decodes them in its graph, reading only their headers: each must be a PNG
-    or JPEG whose declared size is within ``max_pixels`` (Pillow's decompression-bomb bound by default).
-    Returns them untouched, as an object array ``[N]``."""
+    or JPEG declaring at most ``max_pixels`` pixels, and all of them at most ``max_total_pixels``. Returns them
+    untouched, as an object array ``[N]``."""
     check_batch_size(len(encoded), max_images)
-    limit = max_pixels or Image.MAX_IMAGE_PIXELS
+    limit, total = max_pixels, 0
     for i, data in enumerate(encoded):
         try:
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
@@ -122,6 +129,10 @@ def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int 
             raise InvalidInputError(f"image {i}: cannot read {len(data)} bytes as PNG/JPEG: {exc}") from None
         if width * height > limit:
             raise InvalidInputError(f"image {i} declares {width}x{height} pixels, over the {limit:,} accepted")
+        total += width * height
+        if total > max_total_pixels:
+            raise InvalidInputError(f"the first {i + 1} images declare {total:,} pixels, over the {max_total_pixels:,} "
+                                    f"one request may hold: send at most {i} of these per request")
     batch = np.empty(len(encoded), dtype=object)
     batch[:] = list(encoded)
     return batch

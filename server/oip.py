@@ -27,7 +27,7 @@ from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
 from tfclassify.server.dataplane import DataPlane, Truth
 from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
-from tfclassify.server.images import check_encoded_images, check_image_batch
+from tfclassify.server.images import check_image_batch
 from tfclassify.server.oip_tensors import (
     CONFIG_TYPES,
     classification_raw,
@@ -131,16 +131,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         requested = _requested_outputs(runtime, request)
         call.infer(served)  # from here on, a failure counts in the version's statistics (Triton counts them alike)
         images = self._input_images(runtime, request)
-        if images.dtype == object and not runtime.takes_encoded:  # PNG/JPEG files for a pixel model
-            served, images = await self._dataplane.files_as_pixels(
-                call, lambda: self._resolve(request.model_name, request.model_version), list(images))
-            runtime = served.runtime
         per_image = 0
         for name, top_k in requested:
             dtype, shape = runtime.outputs[name]
             # Raw: the tensor's bytes; classification: top_k length-prefixed "score:index:label" strings.
             per_image += top_k * (4 + 12 + runtime.mean_label_bytes) if top_k else dtype.itemsize * math.prod(shape)
         self._dataplane.check_response_size(len(images), per_image)
+        if images.dtype == object:  # PNG/JPEG files: decoded, or checked for a model that decodes them
+            served, images = await self._dataplane.files_for(
+                call, lambda: self._resolve(request.model_name, request.model_version), list(images))
+            runtime = served.runtime
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context), _truth(request))
         response = pb.ModelInferResponse(model_name=runtime.name, model_version=served.version_label, id=request.id)
         for name, top_k in requested:
@@ -184,6 +184,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         shape = tuple(tensor.shape)
         if any(d < 0 for d in shape):
             raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; dimensions must not be negative")
+        if tensor.datatype == "BYTES":  # files: counted before any is parsed
+            if len(shape) != 1:
+                raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; BYTES inputs are a batch [N] "
+                                        "of encoded images (PNG/JPEG files)")
+            self._dataplane.check_batch_size(shape[0])
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1 or tensor.HasField("contents"):
                 raise InvalidInputError(
@@ -194,14 +199,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                      else from_raw(raw, tensor.datatype, shape, tensor.name))
         else:
             array = from_contents(tensor.contents, tensor.datatype, shape, tensor.name)
-        if tensor.datatype == "BYTES":  # files
-            if array.ndim != 1:
-                raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; BYTES inputs are a batch [N] "
-                                        "of encoded images (PNG/JPEG files)")
-            if not runtime.takes_encoded:
-                self._dataplane.check_batch_size(len(array))
-                return array  # decoded by the caller, off the event loop
-            return check_encoded_images(list(array), self._dataplane.max_images_per_request)
+        if tensor.datatype == "BYTES":  # files: decoded or checked by the caller, off the event loop
+            return array
         return check_image_batch(array, runtime.image_shape, self._dataplane.max_images_per_request)
 
     def _config(self, served: ServedVersion) -> config_pb.ModelConfig:

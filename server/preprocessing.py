@@ -8,13 +8,14 @@
 
 A float-input model gets ``((pixels in channel_order) * scale + offset - mean) / std``, per channel; every key
 is optional (``scale``: the older ``input_scale`` key, else 1/255; ``offset`` 0; ``mean`` 0; ``std`` 1; ``RGB``).
-Integer-input models get the pixels as they are. Every API's metadata returns it, so a client can prepare
+Integer-input models get the pixels as they are: they may declare none of it. Every API's metadata returns it, so a client can prepare
 float inputs itself.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -46,17 +47,19 @@ class Preprocessing:
             raise ValueError(f"tfclassify.json: unknown preprocessing keys {sorted(unknown)} "
                              "(known: scale, offset, mean, std, channel_order)")
         scale = float(block.get("scale", metadata.get("input_scale", default_scale)))
-        mean = tuple(float(v) for v in block.get("mean", ()))
-        std = tuple(float(v) for v in block.get("std", ()))
+        mean, std = _numbers(block.get("mean", ()), "mean"), _numbers(block.get("std", ()), "std")
         order = str(block.get("channel_order", "RGB")).upper()
+        if not (math.isfinite(scale) and scale != 0 and math.isfinite(float(block.get("offset", 0.0)))):
+            raise ValueError("tfclassify.json: preprocessing scale must be a finite number other than 0, and offset "
+                             "a finite number")
         for name, values in (("mean", mean), ("std", std)):
             if values and len(values) not in (1, channels):
                 raise ValueError(f"tfclassify.json: preprocessing {name} has {len(values)} values; the model's "
                                  f"images have {channels} channels")
-        if any(s == 0 for s in std):
-            raise ValueError("tfclassify.json: preprocessing std must not be 0")
-        if order not in CHANNEL_ORDERS or (order == "BGR" and channels < 3):
-            raise ValueError(f"tfclassify.json: channel_order {order!r}: expected RGB or BGR (BGR for colour models)")
+        if any(s <= 0 for s in std):
+            raise ValueError("tfclassify.json: preprocessing std must be positive")
+        if order not in CHANNEL_ORDERS or (order == "BGR" and channels != 3):
+            raise ValueError(f"tfclassify.json: channel_order {order!r}: expected RGB or BGR (BGR for RGB models)")
         return cls(scale, float(block.get("offset", 0.0)), mean, std, order)
 
     def __post_init__(self) -> None:
@@ -65,14 +68,20 @@ class Preprocessing:
         # ((x * scale + offset) - mean) / std == x * (scale / std) + (offset - mean) / std
         object.__setattr__(self, "_affine", (np.float32(self.scale) / std, (np.float32(self.offset) - mean) / std))
 
+    @property
+    def is_scaling_only(self) -> bool:
+        """Whether this is a plain factor (what most models declare, or get by default)."""
+        return not self.mean and not self.std and self.offset == 0 and self.channel_order == "RGB"
+
     def apply(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 pixels ``[N, H, W, C]`` (or any layout of one channel) as float32 model input."""
+        if self.is_scaling_only:  # per request: the cheapest form
+            return pixels.astype(np.float32) * np.float32(self.scale)
         if self.channel_order == "BGR":
             pixels = pixels[..., ::-1]
         multiplier, addend = self._affine
         out = pixels.astype(np.float32) * multiplier
-        if addend.any():
-            out += addend
+        out += addend
         return out
 
     def as_dict(self) -> dict:
@@ -81,3 +90,10 @@ class Preprocessing:
 
     def as_json(self) -> str:
         return json.dumps(self.as_dict(), sort_keys=True)
+
+
+def _numbers(values: object, name: str) -> tuple[float, ...]:
+    if not isinstance(values, (list, tuple)) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ValueError(f"tfclassify.json: preprocessing {name} must be a list of finite numbers, not {values!r}")
+    return tuple(float(v) for v in values)

@@ -36,7 +36,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
-from tfclassify.server.errors import ModelLoadError
+from tfclassify.server.errors import InvalidInputError, ModelLoadError
 from tfclassify.server.images import sample_png
 from tfclassify.server.preprocessing import Preprocessing
 from tfclassify.server.repository import GOLDEN_FILE, VersionDir
@@ -180,13 +180,19 @@ class ModelRuntime:
             with tf.device(self.device):
                 results = self._compiled(tf.constant(x))
             return {k: results[k].numpy()[:n] for k in self.outputs}
-        if self._function is not None:
-            with tf.device(self.device):
-                results = self._function(**{self.input_key: tf.constant(x)})
-            return {k: results[k].numpy() for k in (self.outputs or results)}
-        names, fetch = self._fetch
-        values = fetch(x, options=_IN_CALLER_THREAD if n <= CALLER_THREAD_MAX_BATCH else _ON_THREAD_POOL)
-        return dict(zip(names, values))
+        try:
+            if self._function is not None:
+                with tf.device(self.device):
+                    results = self._function(**{self.input_key: tf.constant(x)})
+                return {k: results[k].numpy() for k in (self.outputs or results)}
+            names, fetch = self._fetch
+            values = fetch(x, options=_IN_CALLER_THREAD if n <= CALLER_THREAD_MAX_BATCH else _ON_THREAD_POOL)
+            return dict(zip(names, values))
+        except tf.errors.InvalidArgumentError as exc:
+            if not self.takes_encoded:
+                raise
+            # A file its graph cannot decode (truncated, corrupt): the client's input, not a server failure.
+            raise InvalidInputError(f"model {self.name!r} could not decode a file: {_first_line(exc)}") from None
 
     def close(self) -> None:
         """Free the session (the version is unloaded; ``run`` may not be called again)."""
@@ -209,7 +215,7 @@ class ModelRuntime:
         0.45 ms), so it is for GPUs, where it is not yet measured. Returns
         False (and keeps the plain path) when the model does not compile.
         """
-        if max_batch_size < 1:
+        if max_batch_size < 1 or self.takes_encoded:  # XLA has no kernels for decoding files
             return False
         sizes = tuple(2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size)
         try:
@@ -377,7 +383,7 @@ def _build_runtime(
         input_key=input_key,
         input_shape=tuple(input_dims[1:]),
         input_dtype=input_dtype,
-        preprocessing=_declared_preprocessing(metadata, input_dims, version_dir),
+        preprocessing=_declared_preprocessing(metadata, input_dims, input_dtype, version_dir),
         output_key=output_key,
         output_kind="probabilities",
         outputs={},
@@ -397,8 +403,13 @@ def _build_runtime(
     return runtime
 
 
-def _declared_preprocessing(metadata: dict, input_dims: list, version_dir: VersionDir) -> Preprocessing:
+def _declared_preprocessing(metadata: dict, input_dims: list, input_dtype: tf.DType,
+                            version_dir: VersionDir) -> Preprocessing:
     channels = 0 if len(input_dims) == 1 else image_shape_of(tuple(input_dims[1:]))[2]
+    if metadata.get("preprocessing") and not input_dtype.is_floating:
+        raise ModelLoadError(f"{version_dir.path}: tfclassify.json declares preprocessing, but the signature takes "
+                             f"{input_dtype.name} pixels, which get the pixels as they are: declare it for float "
+                             "inputs only")
     try:
         return Preprocessing.declared(metadata, channels or 3, 1.0 / 255)
     except (ValueError, TypeError) as exc:

@@ -37,7 +37,7 @@ from tfclassify.server.errors import (
     VersionLabelNotFoundError,
 )
 from tfclassify.server.examples import images_from_examples
-from tfclassify.server.images import check_encoded_images, check_image_batch
+from tfclassify.server.images import check_image_batch
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.registry import ServedVersion
 from tfclassify.server.rpc import RpcCall, Metering, RpcMeter, deadline_of
@@ -85,12 +85,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         output_names = _output_names(runtime, list(request.output_filter))
         call.infer(served)
         images = self._input_images(runtime, request.inputs[runtime.input_key])
-        if images.dtype == object and not runtime.takes_encoded:  # PNG/JPEG files for a pixel model
-            served, images = await self._dataplane.files_as_pixels(
-                call, lambda: self._resolve(request.model_spec), list(images))
-            runtime = served.runtime
         self._dataplane.check_response_size(len(images), sum(
             runtime.outputs[name][0].itemsize * math.prod(runtime.outputs[name][1]) for name in output_names))
+        if images.dtype == object:  # PNG/JPEG files: decoded, or checked for a model that decodes them
+            served, images = await self._dataplane.files_for(call, lambda: self._resolve(request.model_spec),
+                                                             list(images))
+            runtime = served.runtime
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
         response = predict_pb2.PredictResponse(model_spec=_spec(runtime))
         for name in output_names:
@@ -186,11 +186,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"{[-1, *runtime.input_shape]} (a batch of images)"
             )
         self._dataplane.check_batch_size(shape[0])
-        if runtime.takes_encoded:  # files the model decodes in its graph: headers checked, bytes untouched
+        if runtime.takes_encoded:  # files the model decodes in its graph: checked by the caller, off the loop
             if len(proto.string_val) != shape[0]:
                 raise InvalidInputError(f"input {runtime.input_key!r} holds {len(proto.string_val)} string values "
                                         f"for shape {shape}: send one encoded image per row")
-            return check_encoded_images(list(proto.string_val), self._dataplane.max_images_per_request)
+            files = np.empty(shape[0], dtype=object)
+            files[:] = list(proto.string_val)
+            return files
         content = proto.tensor_content  # each access of a bytes field copies it: once only
         if content:  # what clients send (make_tensor_proto packs arrays so): read in place, 4x cheaper
             dtype = np.dtype(expected.as_numpy_dtype)

@@ -260,3 +260,21 @@ def test_options_fitted_to_large_images_keep_the_queue_depth_and_cap_the_warm_up
     fitted = options.fitted(224 * 224 * 3 * 4, 64 * 2**20)
     assert (fitted.max_batch_size, fitted.max_enqueued_images, fitted.warmup_batch_sizes) == (111, 1776, (1, 32, 111))
     assert options.fitted(10**9, 64 * 2**20).max_batch_size == 1
+
+
+def test_a_request_larger_than_the_fitted_queue_is_refused_with_the_size_that_fits():
+    from types import SimpleNamespace
+
+    from tfclassify.server.dataplane import DataPlane
+    from tfclassify.server.errors import InvalidInputError
+    from tfclassify.server.feedback import FeedbackStore
+
+    plane = DataPlane(None, 16384, FeedbackStore(10, 60))
+    served = SimpleNamespace(batcher=SimpleNamespace(options=BatchingOptions().fitted(224 * 224 * 3 * 4, 64 * 2**20)),
+                             runtime=SimpleNamespace(name="big", image_shape=(224, 224, 3)))
+    plane.check_fits(served, 1776)
+    with pytest.raises(InvalidInputError) as info:
+        plane.check_fits(served, 1777)
+    plane.close()
+    assert str(info.value) == ("the request holds 1777 images of 224x224x3; model 'big' queues at most 1776 images of "
+                               "that size (--max-batch-bytes, max_enqueued_images): send at most 1776 per request")

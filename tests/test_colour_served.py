@@ -5,17 +5,20 @@ files in its graph (tf.string [N]), and one with several outputs (tests/make_col
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from google.protobuf import wrappers_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
@@ -255,3 +258,25 @@ def test_batches_of_large_images_are_bounded_by_bytes(colour):
         images = np.concatenate([answers["images96"]] * 10)
         result = client.classify(images, "mobilenet", return_probabilities=True, timeout=120)
     np.testing.assert_allclose(result.probabilities, np.concatenate([answers["mobilenet"]] * 10), atol=ATOL)
+
+
+def test_files_a_graph_cannot_decode_or_that_declare_too_many_pixels_are_the_clients_fault(colour):
+    proc, answers = colour
+    good = [bytes(f) for f in answers["png"][:3]]
+    truncated = good[0][: len(good[0]) // 2]  # a valid header: only the model's graph finds it broken
+    bomb = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(bomb, "PNG")  # 25 megapixels in a few kilobytes
+    start = len(proc.log())
+    with proc.client() as client, ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(client.classify_encoded, good, "jpeg_input") for _ in range(3)]  # batched alongside
+        with pytest.raises(TfclassifyError) as broken:
+            client.classify_encoded([*good, truncated], "jpeg_input")
+        with pytest.raises(TfclassifyError) as huge:
+            client.classify_encoded([bomb.getvalue()], "jpeg_input")
+        assert [len(call.result().classes) for call in calls] == [3, 3, 3]
+    assert broken.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert broken.value.details.startswith("model 'jpeg_input' could not decode a file:")
+    assert huge.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert huge.value.details == "image 0 declares 5000x5000 pixels, over the 16,777,216 accepted"
+    noisy = [line for line in proc.log()[start:].splitlines() if " ERROR " in line or "Traceback" in line]
+    assert noisy == []

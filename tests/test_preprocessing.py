@@ -27,8 +27,13 @@ def test_mean_std_offset_and_channel_order_apply_per_channel():
 
 @pytest.mark.parametrize("block, channels, message", [
     ({"mean": [0.1, 0.2, 0.3]}, 1, "mean has 3 values; the model's images have 1 channels"),
-    ({"std": [1, 0, 1]}, 3, "std must not be 0"),
-    ({"channel_order": "BGR"}, 1, "channel_order 'BGR': expected RGB or BGR (BGR for colour models)"),
+    ({"std": [1, 0, 1]}, 3, "std must be positive"),
+    ({"std": [1, -2, 1]}, 3, "std must be positive"),
+    ({"mean": "0"}, 3, "mean must be a list of finite numbers, not '0'"),
+    ({"mean": [float("nan")]}, 3, "mean must be a list of finite numbers"),
+    ({"scale": 0}, 3, "scale must be a finite number other than 0"),
+    ({"channel_order": "BGR"}, 1, "channel_order 'BGR': expected RGB or BGR (BGR for RGB models)"),
+    ({"channel_order": "BGR"}, 4, "channel_order 'BGR'"),
     ({"channel_order": "GBR"}, 3, "channel_order 'GBR'"),
     ({"normalise": True}, 3, "unknown preprocessing keys ['normalise']"),
 ])
