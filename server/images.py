@@ -115,7 +115,7 @@ def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int 
     or JPEG declaring at most ``max_pixels`` pixels, and all of them at most ``max_total_pixels``. Returns them
     untouched, as an object array ``[N]``."""
     check_batch_size(len(encoded), max_images)
-    limit, total = max_pixels, 0
+    total = 0
     for i, data in enumerate(encoded):
         try:
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
@@ -127,15 +127,21 @@ def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int 
                                     "accepted)") from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
             raise InvalidInputError(f"image {i}: cannot read {len(data)} bytes as PNG/JPEG: {exc}") from None
-        if width * height > limit:
-            raise InvalidInputError(f"image {i} declares {width}x{height} pixels, over the {limit:,} accepted")
+        if width * height > max_pixels:
+            raise InvalidInputError(f"image {i} declares {width}x{height} pixels, over the {max_pixels:,} accepted")
         total += width * height
         if total > max_total_pixels:
             raise InvalidInputError(f"the first {i + 1} images declare {total:,} pixels, over the {max_total_pixels:,} "
                                     f"one request may hold: send at most {i} of these per request")
-    batch = np.empty(len(encoded), dtype=object)
-    batch[:] = list(encoded)
-    return batch
+    return files_array(encoded)
+
+
+def files_array(files) -> np.ndarray:
+    """``files`` (bytes objects) as a 1-D object array: ``np.asarray`` would make fixed-width bytes, which drop
+    trailing zero bytes, or a 2-D array of equal-length files."""
+    array = np.empty(len(files), dtype=object)
+    array[:] = list(files)
+    return array
 
 
 def sample_png(pixels: np.ndarray) -> bytes:

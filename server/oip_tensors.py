@@ -9,6 +9,7 @@ import struct
 import numpy as np
 
 from tfclassify.server.errors import InvalidInputError
+from tfclassify.server.images import files_array
 
 #: Protocol datatype -> numpy dtype (little-endian, as the protocol's raw contents are).
 DTYPES: dict[str, np.dtype] = {
@@ -71,9 +72,7 @@ def from_raw_bytes(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray
     if len(items) != count or offset != len(data):
         raise InvalidInputError(f"input '{name}': the raw BYTES contents do not hold exactly {count} length-prefixed "
                                 f"elements for shape {list(shape)}")
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array.reshape(shape)
+    return files_array(items).reshape(shape)
 
 
 def from_contents(contents, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -88,10 +87,8 @@ def from_contents(contents, datatype: str, shape: tuple[int, ...], name: str) ->
             f"input '{name}': {len(values)} values in contents.{field}; shape {list(shape)} needs {count}"
         )
     dtype = DTYPES[datatype]
-    if datatype == "BYTES":  # not np.asarray: its fixed-width bytes dtype drops trailing zero bytes
-        array = np.empty(count, dtype=object)
-        array[:] = list(values)
-        return array.reshape(shape)
+    if datatype == "BYTES":
+        return files_array(values).reshape(shape)
     array = np.asarray(values)
     if array.size and dtype.kind in "iu":
         info = np.iinfo(dtype)

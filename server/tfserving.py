@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 
 import grpc
-from google.protobuf import wrappers_pb2
 import numpy as np
 import tensorflow as tf
+from google.protobuf import wrappers_pb2
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
@@ -37,7 +37,7 @@ from tfclassify.server.errors import (
     VersionLabelNotFoundError,
 )
 from tfclassify.server.examples import images_from_examples
-from tfclassify.server.images import check_image_batch
+from tfclassify.server.images import check_image_batch, files_array
 from tfclassify.server.manager import ModelManager
 from tfclassify.server.registry import ServedVersion
 from tfclassify.server.rpc import RpcCall, Metering, RpcMeter, deadline_of
@@ -165,15 +165,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """The images of a Predict input: pixels checked against the signature, or PNG/JPEG files (``DT_STRING``
         [N]) as an object array: untouched for a model that takes files, to decode for a pixel model."""
         expected = runtime.input_dtype
-        if proto.dtype == tf.string.as_datatype_enum and not runtime.takes_encoded:
+        if proto.dtype == tf.string.as_datatype_enum:  # files, for either kind of model: checked by the caller
             shape = [d.size for d in proto.tensor_shape.dim]
             if len(shape) != 1 or shape[0] < 0 or len(proto.string_val) != shape[0]:
                 raise InvalidInputError(f"input {runtime.input_key!r}: a string tensor is a batch [N] of PNG/JPEG "
                                         f"files, one value each; got shape {shape} with {len(proto.string_val)} values")
             self._dataplane.check_batch_size(shape[0])
-            files = np.empty(shape[0], dtype=object)
-            files[:] = list(proto.string_val)
-            return files
+            return files_array(proto.string_val)
         if proto.dtype != expected.as_datatype_enum:
             raise InvalidInputError(
                 f"input {runtime.input_key!r} must be {expected.name} (the signature's dtype); got {_dtype_name(proto.dtype)}"
@@ -186,13 +184,6 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 f"{[-1, *runtime.input_shape]} (a batch of images)"
             )
         self._dataplane.check_batch_size(shape[0])
-        if runtime.takes_encoded:  # files the model decodes in its graph: checked by the caller, off the loop
-            if len(proto.string_val) != shape[0]:
-                raise InvalidInputError(f"input {runtime.input_key!r} holds {len(proto.string_val)} string values "
-                                        f"for shape {shape}: send one encoded image per row")
-            files = np.empty(shape[0], dtype=object)
-            files[:] = list(proto.string_val)
-            return files
         content = proto.tensor_content  # each access of a bytes field copies it: once only
         if content:  # what clients send (make_tensor_proto packs arrays so): read in place, 4x cheaper
             dtype = np.dtype(expected.as_numpy_dtype)
