@@ -117,8 +117,11 @@ class ModelInfo:
     #: Channels of one image: 1 (grayscale), 3 (RGB) or 4 (RGBA); 0 for a model that takes encoded files
     #: (``input_dtype`` STRING) and decodes them in its graph.
     channels: int = 1
-    #: What a float-input model gets of uint8 pixels: ``scale``, ``offset``, ``mean``, ``std`` (per channel,
-    #: or one value; empty: 0 and 1) and ``channel_order`` ("RGB" or "BGR"). Clients sending float32 apply it.
+    #: What the model expects of images. How files of another size are resized to it: ``resize`` ("stretch",
+    #: "crop" or "pad"), ``crop_fraction`` (the central share of each side kept) and ``interpolation`` ("":
+    #: bilinear for colour, Lanczos for one channel); what a float-input model gets of uint8 pixels: ``scale``,
+    #: ``offset``, ``mean``, ``std`` (per channel, or one value; empty: 0 and 1) and ``channel_order`` ("RGB" or
+    #: "BGR"). Clients preparing files, or sending float32, apply it.
     preprocessing: dict = field(default_factory=dict)
 
     @classmethod
@@ -140,7 +143,11 @@ class ModelInfo:
             channels=m.channels,
             preprocessing={"scale": m.preprocessing.scale, "offset": m.preprocessing.offset,
                            "mean": list(m.preprocessing.mean), "std": list(m.preprocessing.std),
-                           "channel_order": m.preprocessing.channel_order or "RGB"},
+                           "channel_order": m.preprocessing.channel_order or "RGB",
+                           # A server from before these were declared sends none: its files were stretched.
+                           "resize": m.preprocessing.resize or "stretch",
+                           "crop_fraction": m.preprocessing.crop_fraction or 1.0,
+                           "interpolation": m.preprocessing.interpolation},
         )
 
     @property

@@ -186,11 +186,11 @@ class DataPlane:
             images = await self.decode(check_encoded_images, files, self.max_images_per_request)
         else:
             self.check_fits(served, len(files))  # before decoding: pixels take far more room than files
-            images = await self.decode(decode_images, files, runtime.image_shape, self.max_images_per_request)
+            images = await self.decode(decode_images, files, runtime.file_spec, self.max_images_per_request)
         served = call.infer(resolve())
         now = served.runtime
         if (now.takes_encoded != runtime.takes_encoded or list(now.outputs) != list(runtime.outputs)
-                or (not now.takes_encoded and now.image_shape != runtime.image_shape)):
+                or (not now.takes_encoded and now.file_spec != runtime.file_spec)):
             raise ModelUnavailableError(f"model {runtime.name!r} changed to a version that takes other input while "
                                         "this request's files were read; retry")
         return served, images

@@ -18,21 +18,29 @@ from collections.abc import Sequence
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
+from tfclassify.common.image_files import ConversionSpec
 from tfclassify.server.errors import InvalidInputError
-from tfclassify.server.images import decode_image, is_encoded_image
+from tfclassify.server.images import MAX_REQUEST_FILE_PIXELS, check_file_headers, decode_image, is_encoded_image
 
 #: Feature names looked up for the image, in this order.
 IMAGE_FEATURES = ("image", "image/encoded")
 
 
 def images_from_examples(
-    examples: Sequence[example_pb2.Example], context: example_pb2.Example | None, shape: tuple[int, int, int]
+    examples: Sequence[example_pb2.Example], context: example_pb2.Example | None, spec: ConversionSpec
 ) -> np.ndarray:
-    """The images of ``examples`` as a uint8 batch ``[N, height, width, channels]`` (``shape``)."""
-    batch = np.empty((len(examples), *shape), np.uint8)
-    for i, example in enumerate(examples):
-        feature = _image_feature(example, context, i)
-        batch[i] = _pixels(feature, shape, f"example {i}")
+    """The images of ``examples`` as a uint8 batch ``[N, height, width, channels]`` of ``spec`` (PNG/JPEG files
+    in them decoded as ``spec`` says)."""
+    features = [_image_feature(example, context, i) for i, example in enumerate(examples)]
+    files = {i: f.bytes_list.value[0] for i, f in enumerate(features)
+             if f.WhichOneof("kind") == "bytes_list" and len(f.bytes_list.value) == 1
+             and is_encoded_image(f.bytes_list.value[0])}
+    if files:  # resized files: their headers first, so that many large ones cost nothing before they are refused
+        check_file_headers(list(files.values()), len(files), spec.max_pixels, MAX_REQUEST_FILE_PIXELS,
+                           [f"example {i}" for i in files])
+    batch = np.empty((len(examples), spec.height, spec.width, spec.channels), np.uint8)
+    for i, feature in enumerate(features):
+        batch[i] = _pixels(feature, spec, f"example {i}")
     return batch
 
 
@@ -50,8 +58,8 @@ def _image_feature(
     )
 
 
-def _pixels(feature: feature_pb2.Feature, shape: tuple[int, int, int], what: str) -> np.ndarray:
-    height, width, channels = shape
+def _pixels(feature: feature_pb2.Feature, spec: ConversionSpec, what: str) -> np.ndarray:
+    height, width, channels = shape = spec.height, spec.width, spec.channels
     size = height * width * channels
     described = f"{height}x{width}" if channels == 1 else f"{height}x{width}x{channels}"
     kind = feature.WhichOneof("kind")
@@ -61,7 +69,7 @@ def _pixels(feature: feature_pb2.Feature, shape: tuple[int, int, int], what: str
             raise InvalidInputError(f"{what}: the image bytes feature holds {len(values)} values; expected 1")
         data = values[0]
         if is_encoded_image(data):
-            return decode_image(data, shape, what)
+            return decode_image(data, spec, what)
         if len(data) == size:
             return np.frombuffer(data, np.uint8).reshape(shape)
         raise InvalidInputError(

@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from tfclassify.common.image_files import ConversionSpec, ImageDecodeError
+from tfclassify.common.image_files import decode_image as decode_file
 from tfclassify.server.errors import InvalidInputError
 
 #: The encoded formats requests may carry; Pillow opens many more, each one more parser facing the network.
@@ -21,10 +23,6 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 # Files declaring more than Pillow's MAX_IMAGE_PIXELS warn when opened; the declared size is refused before
 # any decoding here, so the warning would only let clients fill the server's log.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
-#: Pillow's mode for each number of channels.
-PILLOW_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
 def describe_layouts(shape: tuple[int, int, int]) -> str:
@@ -68,72 +66,73 @@ def check_batch_size(n: int, max_images: int) -> None:
         )
 
 
-def decode_images(encoded: list[bytes], shape: tuple[int, int, int], max_images: int) -> np.ndarray:
-    """Decode PNG/JPEG files into a uint8 batch ``[N, height, width, channels]`` (``shape``)."""
-    check_batch_size(len(encoded), max_images)
-    batch = np.empty((len(encoded), *shape), dtype=np.uint8)
+def decode_images(encoded: list[bytes], spec: ConversionSpec, max_images: int,
+                  max_total_pixels: int = None) -> np.ndarray:
+    """Decode PNG/JPEG files into a uint8 batch ``[N, height, width, channels]`` as ``spec`` says (resized to the
+    model's size as it declares), after checking every file's header against the pixel limits."""
+    check_file_headers(encoded, max_images, spec.max_pixels,
+                       MAX_REQUEST_FILE_PIXELS if max_total_pixels is None else max_total_pixels)
+    batch = np.empty((len(encoded), spec.height, spec.width, spec.channels), dtype=np.uint8)
     for i, data in enumerate(encoded):
-        batch[i] = decode_image(data, shape, f"image {i}")
+        batch[i] = decode_image(data, spec, f"image {i}")
     return batch
 
 
-def decode_image(data: bytes, shape: tuple[int, int, int], what: str = "image") -> np.ndarray:
-    """Decode one PNG/JPEG file into uint8 pixels ``[height, width, channels]`` (``shape``: grayscale, RGB or
-    RGBA, converted as Pillow does); ``what`` names it in errors.
+def decode_image(data: bytes, spec: ConversionSpec, what: str = "image") -> np.ndarray:
+    """Decode one PNG/JPEG file into uint8 pixels ``[height, width, channels]`` of ``spec``, as clients convert files
+    (``tfclassify.common.image_files``: EXIF orientation, transparency on white, 16-bit and CMYK converted, resized
+    per the model's declared preprocessing); ``what`` names it in errors.
 
     Only PNG and JPEG are opened, and the size the file declares is checked before any pixel is decoded:
     a decompression bomb (a small file declaring a huge image) costs a header read, not its pixels.
     """
-    height, width, channels = shape
     try:
-        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
-            if img.size != (width, height):
-                raise InvalidInputError(
-                    f"{what} is {img.size[0]}x{img.size[1]} pixels; the model takes {width}x{height} (no resizing is done)"
-                )
-            pixels = img.convert(PILLOW_MODES[channels])
-    except InvalidInputError:
-        raise
-    except Image.DecompressionBombError as exc:  # raised while reading the header, before any pixel
-        raise InvalidInputError(f"{what}: {exc}; the model takes {width}x{height} pixels (no resizing is done)") from None
-    except UnidentifiedImageError:
-        raise InvalidInputError(f"{what}: {len(data)} bytes are not a PNG or JPEG file (the formats accepted)") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed files; each is the client's input
-        raise InvalidInputError(f"{what}: cannot decode {len(data)} bytes as PNG/JPEG: {exc}") from None
-    return np.asarray(pixels, dtype=np.uint8).reshape(shape)
+        pixels = decode_file(data, spec, only=ACCEPTED_FORMATS)
+    except ImageDecodeError as exc:
+        raise InvalidInputError(f"{what}: {exc}") from None
+    return pixels.reshape(spec.height, spec.width, spec.channels)
 
 
-#: The most pixels one file for a model that decodes files in its graph may declare (4096 x 4096), and all the
-#: files of one request together (five 12-megapixel photos; 1,300 of 224 x 224): the graph decodes them whole.
+#: The most pixels one file sent whole may declare (4096 x 4096), and all the files of one request together (five
+#: 12-megapixel photos; 1,300 of 224 x 224): whether the server decodes and resizes them or the model's graph does,
+#: each is decoded whole.
 MAX_FILE_PIXELS = 2**24
 MAX_REQUEST_FILE_PIXELS = 2**26
 
 
 def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int = MAX_FILE_PIXELS,
                          max_total_pixels: int = MAX_REQUEST_FILE_PIXELS) -> np.ndarray:
-    """Check files for a model that decodes them in its graph, reading only their headers: each must be a PNG
-    or JPEG declaring at most ``max_pixels`` pixels, and all of them at most ``max_total_pixels``. Returns them
-    untouched, as an object array ``[N]``."""
+    """Check files for a model that decodes them in its graph, reading only their headers (``check_file_headers``).
+    Returns them untouched, as an object array ``[N]``."""
+    check_file_headers(encoded, max_images, max_pixels, max_total_pixels)
+    return files_array(encoded)
+
+
+def check_file_headers(encoded: list[bytes], max_images: int, max_pixels: int, max_total_pixels: int,
+                       names: list[str] | None = None) -> None:
+    """Refuse, from their headers only, files that are not PNG or JPEG, that declare more than ``max_pixels``
+    pixels each, or more than ``max_total_pixels`` together (``names``: what errors call them; "image i")."""
     check_batch_size(len(encoded), max_images)
     total = 0
     for i, data in enumerate(encoded):
+        what = names[i] if names else f"image {i}"
         try:
             with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as img:
                 width, height = img.size
         except Image.DecompressionBombError as exc:
-            raise InvalidInputError(f"image {i}: {exc}") from None
+            raise InvalidInputError(f"{what}: {exc}") from None
         except UnidentifiedImageError:
-            raise InvalidInputError(f"image {i}: {len(data)} bytes are not a PNG or JPEG file (the formats "
+            raise InvalidInputError(f"{what}: {len(data)} bytes are not a PNG or JPEG file (the formats "
                                     "accepted)") from None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types on malformed headers
-            raise InvalidInputError(f"image {i}: cannot read {len(data)} bytes as PNG/JPEG: {exc}") from None
+            raise InvalidInputError(f"{what}: cannot read {len(data)} bytes as PNG/JPEG: {exc}") from None
         if width * height > max_pixels:
-            raise InvalidInputError(f"image {i} declares {width}x{height} pixels, over the {max_pixels:,} accepted")
+            raise InvalidInputError(f"{what} declares {width}x{height} pixels, over the {max_pixels:,} accepted "
+                                    "per file")
         total += width * height
         if total > max_total_pixels:
             raise InvalidInputError(f"the first {i + 1} images declare {total:,} pixels, over the {max_total_pixels:,} "
-                                    f"one request may hold: send at most {i} of these per request")
-    return files_array(encoded)
+                                    f"one request may hold: send at most {max(i, 1)} of these per request")
 
 
 def files_array(files) -> np.ndarray:

@@ -1,15 +1,19 @@
-"""What a model expects of uint8 pixels when it does not do it in its graph, as declared in ``tfclassify.json``.
+"""What a model expects of its images when it does not do it in its graph, as declared in ``tfclassify.json``.
 
 ::
 
-    {"preprocessing": {"scale": 0.00392156862745098, "offset": 0.0,
+    {"preprocessing": {"resize": "crop", "crop_fraction": 0.875, "interpolation": "bilinear",
+                       "scale": 0.00392156862745098, "offset": 0.0,
                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
                        "channel_order": "RGB"}}
 
-A float-input model gets ``((pixels in channel_order) * scale + offset - mean) / std``, per channel; every key
-is optional (``scale``: the older ``input_scale`` key, else 1/255; ``offset`` 0; ``mean`` 0; ``std`` 1; ``RGB``).
-Integer-input models get the pixels as they are: they may declare none of it. Every API's metadata returns it, so a client can prepare
-float inputs itself.
+Geometry, for any model taking pixels: how a file of another size becomes the model's size (``resize``:
+stretch, crop or pad to the model's aspect ratio; then the central ``crop_fraction`` of each side; resized with
+``interpolation``), applied by the server to the files it decodes and by clients to the files they prepare
+(``tfclassify.common.image_files``). Arithmetic, for float-input models only: they get
+``((pixels in channel_order) * scale + offset - mean) / std`` of uint8 pixels, per channel. Every key is optional
+(``stretch``; 1; the channel's default filter; ``scale``: the older ``input_scale`` key, else 1/255; ``offset`` 0;
+``mean`` 0; ``std`` 1; ``RGB``). Every API's metadata returns it, so a client can prepare inputs itself.
 """
 
 from __future__ import annotations
@@ -20,18 +24,27 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from tfclassify.common.image_files import INTERPOLATIONS, RESIZE_CHOICES
+
 CHANNEL_ORDERS = ("RGB", "BGR")
+#: Keys that change the pixels' values: only float inputs can take them (integer inputs get the pixels as sent).
+ARITHMETIC_KEYS = ("scale", "offset", "mean", "std", "channel_order")
+GEOMETRY_KEYS = ("resize", "crop_fraction", "interpolation")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Declared preprocessing of uint8 pixels for a float-input model (see the module's docstring)."""
+    """A model's declared preprocessing (see the module's docstring)."""
 
     scale: float = 1.0 / 255
     offset: float = 0.0
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     channel_order: str = "RGB"
+    resize: str = "stretch"
+    crop_fraction: float = 1.0
+    #: "" (not declared): bilinear for colour, Lanczos for one channel.
+    interpolation: str = ""
     #: The arrays ``apply`` uses, computed once: (multiplier, addend) per channel, or scalars.
     _affine: tuple[np.ndarray, np.ndarray] = field(default=None, repr=False, compare=False)
 
@@ -42,10 +55,22 @@ class Preprocessing:
         block = metadata.get("preprocessing") or {}
         if not isinstance(block, dict):
             raise ValueError("tfclassify.json: preprocessing must be an object")
-        unknown = set(block) - {"scale", "offset", "mean", "std", "channel_order"}
+        unknown = set(block) - {*ARITHMETIC_KEYS, *GEOMETRY_KEYS}
         if unknown:
             raise ValueError(f"tfclassify.json: unknown preprocessing keys {sorted(unknown)} "
-                             "(known: scale, offset, mean, std, channel_order)")
+                             f"(known: {', '.join((*GEOMETRY_KEYS, *ARITHMETIC_KEYS))})")
+        resize = str(block.get("resize", "stretch"))
+        interpolation = str(block.get("interpolation", ""))
+        crop_fraction = block.get("crop_fraction", 1.0)
+        if resize not in RESIZE_CHOICES:
+            raise ValueError(f"tfclassify.json: preprocessing resize {resize!r}: expected {', '.join(RESIZE_CHOICES)}")
+        if interpolation and interpolation not in INTERPOLATIONS:
+            raise ValueError(f"tfclassify.json: preprocessing interpolation {interpolation!r}: expected "
+                             f"{', '.join(INTERPOLATIONS)}")
+        if (not isinstance(crop_fraction, (int, float)) or isinstance(crop_fraction, bool)
+                or not 0 < crop_fraction <= 1):
+            raise ValueError(f"tfclassify.json: preprocessing crop_fraction {crop_fraction!r}: expected a number "
+                             "above 0 and at most 1 (the central share of each side kept)")
         scale = float(block.get("scale", metadata.get("input_scale", default_scale)))
         mean, std = _numbers(block.get("mean", ()), "mean"), _numbers(block.get("std", ()), "std")
         order = str(block.get("channel_order", "RGB")).upper()
@@ -60,7 +85,8 @@ class Preprocessing:
             raise ValueError("tfclassify.json: preprocessing std must be positive")
         if order not in CHANNEL_ORDERS or (order == "BGR" and channels != 3):
             raise ValueError(f"tfclassify.json: channel_order {order!r}: expected RGB or BGR (BGR for RGB models)")
-        return cls(scale, float(block.get("offset", 0.0)), mean, std, order)
+        return cls(scale, float(block.get("offset", 0.0)), mean, std, order, resize, float(crop_fraction),
+                   interpolation)
 
     def __post_init__(self) -> None:
         mean = np.asarray(self.mean or (0.0,), np.float32)

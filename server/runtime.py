@@ -36,9 +36,10 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
+from tfclassify.common.image_files import ConversionSpec
 from tfclassify.server.errors import InvalidInputError, ModelLoadError
-from tfclassify.server.images import sample_png
-from tfclassify.server.preprocessing import Preprocessing
+from tfclassify.server.images import MAX_FILE_PIXELS, sample_png
+from tfclassify.server.preprocessing import ARITHMETIC_KEYS, Preprocessing
 from tfclassify.server.repository import GOLDEN_FILE, VersionDir
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,15 @@ class ModelRuntime:
     def image_size(self) -> tuple[int, int]:
         """(height, width) of one image."""
         return self.image_shape[:2]
+
+    @functools.cached_property
+    def file_spec(self) -> ConversionSpec:
+        """How the server decodes a PNG/JPEG file sent for this pixel model: to its size and channels, resized as its
+        preprocessing declares (the clients' own conversion, ``tfclassify.common.image_files``)."""
+        height, width, channels = self.image_shape
+        p = self.preprocessing
+        return ConversionSpec(height, width, "no", MAX_FILE_PIXELS, channels, p.resize, p.interpolation or None,
+                              p.crop_fraction)
 
     @property
     def channels(self) -> int:
@@ -373,7 +383,7 @@ def _build_runtime(
     signature_name, signature = _pick_signature(meta_graph, version_dir)
     input_key, input_dtype, input_dims = _pick_input(signature, version_dir, signature_name,
                                                      _declared_size(metadata, version_dir))
-    output_key = _pick_output(signature, version_dir, signature_name)
+    output_key = _pick_output(signature, version_dir, signature_name, metadata.get("scores_output"))
     runtime = ModelRuntime(
         name=version_dir.model,
         version=version_dir.version,
@@ -405,11 +415,17 @@ def _build_runtime(
 
 def _declared_preprocessing(metadata: dict, input_dims: list, input_dtype: tf.DType,
                             version_dir: VersionDir) -> Preprocessing:
-    channels = 0 if len(input_dims) == 1 else image_shape_of(tuple(input_dims[1:]))[2]
-    if metadata.get("preprocessing") and not input_dtype.is_floating:
+    block = metadata.get("preprocessing") or {}
+    declared = set(block) if isinstance(block, dict) else set()
+    if input_dtype == tf.string and declared:
         raise ModelLoadError(f"{version_dir.path}: tfclassify.json declares preprocessing, but the signature takes "
-                             f"{input_dtype.name} pixels, which get the pixels as they are: declare it for float "
-                             "inputs only")
+                             "encoded files and decodes them in its graph: declare none")
+    channels = 0 if len(input_dims) == 1 else image_shape_of(tuple(input_dims[1:]))[2]
+    arithmetic = sorted(declared & set(ARITHMETIC_KEYS))
+    if arithmetic and not input_dtype.is_floating:
+        raise ModelLoadError(f"{version_dir.path}: tfclassify.json declares preprocessing {', '.join(arithmetic)}, "
+                             f"but the signature takes {input_dtype.name} pixels, which get the pixels as they are: "
+                             f"declare {', '.join(ARITHMETIC_KEYS)} for float inputs only")
     try:
         return Preprocessing.declared(metadata, channels or 3, 1.0 / 255)
     except (ValueError, TypeError) as exc:
@@ -592,21 +608,32 @@ def _flat_image(values: int) -> bool:
     return True
 
 
-def _pick_output(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir, signature_name: str) -> str:
+def _pick_output(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir, signature_name: str,
+                 declared: str | None = None) -> str:
+    """The output holding the class scores: the one tfclassify.json names (``scores_output``), else the first of
+    ``_PREFERRED_OUTPUTS`` that is a float ``[N, C]``, else the only float ``[N, C]``."""
     candidates = []
     for key, info in signature.outputs.items():
         dims = _dims(info)
         if tf.dtypes.as_dtype(info.dtype) in _FLOAT_DTYPES and dims is not None and len(dims) == 2 and (dims[1] or 0) >= 2:
             candidates.append(key)
+    described = {k: f"{tf.dtypes.as_dtype(v.dtype).name} {_dims(v)}" for k, v in signature.outputs.items()}
+    if declared is not None:
+        if declared in candidates:
+            return declared
+        what = (f"is {described[declared]}, not a float tensor of class scores [N, C]" if declared in described
+                else f"is not one of its outputs {described}")
+        raise ModelLoadError(f"{version_dir.path}: tfclassify.json names scores_output {declared!r}, which in "
+                             f"signature {signature_name!r} {what}")
     for key in _PREFERRED_OUTPUTS:
         if key in candidates:
             return key
     if len(candidates) == 1:
         return candidates[0]
-    described = {k: f"{tf.dtypes.as_dtype(v.dtype).name} {_dims(v)}" for k, v in signature.outputs.items()}
     raise ModelLoadError(
         f"{version_dir.path}: signature {signature_name!r} outputs {described}; "
-        "expected one float tensor of class scores [N, C] (or one named 'probabilities' or 'logits')"
+        "expected one float tensor of class scores [N, C] (or one named 'probabilities' or 'logits', or name it in "
+        "tfclassify.json: \"scores_output\": \"<output>\")"
     )
 
 

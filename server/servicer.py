@@ -174,7 +174,9 @@ def metadata_proto(served: ServedVersion, versions: list[int]) -> pb.ModelMetada
         channels=runtime.channels,
         preprocessing=pb.Preprocessing(
             scale=runtime.input_scale, offset=runtime.preprocessing.offset, mean=runtime.preprocessing.mean,
-            std=runtime.preprocessing.std, channel_order=runtime.preprocessing.channel_order),
+            std=runtime.preprocessing.std, channel_order=runtime.preprocessing.channel_order,
+            resize=runtime.preprocessing.resize, crop_fraction=runtime.preprocessing.crop_fraction,
+            interpolation=runtime.preprocessing.interpolation),
     )
 
 

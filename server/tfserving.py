@@ -117,7 +117,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._dataplane.check_batch_size(len(examples))
         # Each image's answer: one Class (label and score) per class.
         self._dataplane.check_response_size(len(examples), 4 + runtime.num_classes * (runtime.mean_label_bytes + 12))
-        images = await self._dataplane.decode(images_from_examples, examples, example_context, runtime.image_shape)
+        images = await self._dataplane.decode(images_from_examples, examples, example_context, runtime.file_spec)
         # Decoding let the event loop run: take the version serving now (the one before may be unloading).
         served = call.infer(self._resolve(request.model_spec))
         runtime = served.runtime

@@ -30,6 +30,8 @@ from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
 
 ATOL = 1e-4
 DECLARED = {"scale": 1 / 255, "offset": 0.1, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "channel_order": "BGR"}
+#: What the ``cropped`` copy of rgb_cnn declares: ImageNet evaluation's centre crop, with another filter.
+GEOMETRY = {"resize": "crop", "crop_fraction": 0.875, "interpolation": "nearest"}
 
 
 #: A CNN whose signature leaves the image size open (uint8 [None, None, None, 3]), exported with the size its
@@ -65,6 +67,10 @@ def colour(colour_repo, tmp_path_factory):
     # The same float model with preprocessing declared that it is not built for: the server must apply exactly it.
     shutil.copytree(repo / "rgb_logits_multi", repo / "declared")
     (repo / "declared" / "1" / "tfclassify.json").write_text(json.dumps({"preprocessing": DECLARED}))
+    shutil.copytree(repo / "rgb_cnn", repo / "cropped")
+    (repo / "cropped" / "1" / "tfclassify.json").write_text(json.dumps({"preprocessing": GEOMETRY}))
+    shutil.copytree(repo / "rgb_logits_multi", repo / "logits_chosen")
+    (repo / "logits_chosen" / "1" / "tfclassify.json").write_text(json.dumps({"scores_output": "logits"}))
     subprocess.run([sys.executable, "-c", OPEN_SIZE_MODEL, str(repo / "open_size" / "1"), str(folder / "answers.npz"),
                     str(folder / "open_size.npy")], check=True, capture_output=True)
     answers["open_size"] = np.load(folder / "open_size.npy")
@@ -277,6 +283,115 @@ def test_files_a_graph_cannot_decode_or_that_declare_too_many_pixels_are_the_cli
     assert broken.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert broken.value.details.startswith("model 'jpeg_input' could not decode a file:")
     assert huge.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert huge.value.details == "image 0 declares 5000x5000 pixels, over the 16,777,216 accepted"
+    assert huge.value.details == "image 0 declares 5000x5000 pixels, over the 16,777,216 accepted per file"
     noisy = [line for line in proc.log()[start:].splitlines() if " ERROR " in line or "Traceback" in line]
     assert noisy == []
+
+
+def photos(images: np.ndarray) -> list[bytes]:
+    """``images`` as the files people score: larger than the model's size and of other aspect ratios, in the
+    formats and modes the server decodes (RGB and CMYK JPEG, EXIF-rotated JPEG, RGBA, palette and 16-bit PNG)."""
+    files = []
+    for i, image in enumerate(images):
+        img = Image.fromarray(image).resize((80 + 8 * (i % 3), 50 + 10 * (i % 4)), Image.Resampling.BICUBIC)
+        out = io.BytesIO()
+        kind = i % 6
+        if kind == 0:
+            img.save(out, "JPEG", quality=92)
+        elif kind == 1:
+            img.convert("CMYK").save(out, "JPEG", quality=92)
+        elif kind == 2:  # stored on its side, upright per its EXIF orientation (6: rotate 90 clockwise to view)
+            exif = Image.Exif()
+            exif[0x0112] = 6
+            img.transpose(Image.Transpose.ROTATE_90).save(out, "JPEG", quality=92, exif=exif)
+        elif kind == 3:
+            rgba = img.convert("RGBA")
+            rgba.putalpha(200)
+            rgba.save(out, "PNG")
+        elif kind == 4:
+            img.convert("P", palette=Image.Palette.ADAPTIVE).save(out, "PNG")
+        else:
+            gray16 = (np.asarray(img.convert("L"), np.uint16) * 257)
+            Image.fromarray(gray16).save(out, "PNG")
+        files.append(out.getvalue())
+    return files
+
+
+@pytest.mark.parametrize("model", ["rgb_cnn", "cropped"])
+def test_files_of_any_size_are_decoded_by_the_server_as_clients_prepare_them(colour, model):
+    """The server resizes files per the model's declared geometry (stretch by default) with the clients' own
+    conversion: the same pixels, so the same answers, as when the client prepares them."""
+    from tfclassify.common.image_files import ConversionSpec, decode_image
+
+    proc, answers = colour
+    files = photos(answers["images"][:24])
+    with proc.client() as client:
+        info = client.get_model_metadata(model)
+        geometry = {key: info.preprocessing[key] for key in GEOMETRY}
+        spec = ConversionSpec(32, 32, "no", channels=3, resize=geometry["resize"],
+                              interpolation=geometry["interpolation"] or None,
+                              crop_fraction=geometry["crop_fraction"])
+        prepared = np.stack([decode_image(f, spec) for f in files])
+        by_client = client.classify(prepared, model, return_probabilities=True)
+        by_server = client.classify_encoded(files, model, return_probabilities=True)
+    expected = GEOMETRY if model == "cropped" else {"resize": "stretch", "crop_fraction": 1.0, "interpolation": ""}
+    assert geometry == expected
+    np.testing.assert_array_equal(by_server.probabilities, by_client.probabilities)
+    rgb = [i for i in range(24) if i % 6 != 5]  # the 16-bit files are grayscale: no colour left to classify
+    assert np.mean(by_server.classes[rgb] == answers["labels"][:24][rgb]) >= 0.9
+    if model == "cropped":  # the declaration travels in every API's metadata
+        with grpc.insecure_channel(proc.address) as channel:
+            config = oip_grpc.GRPCInferenceServiceStub(channel).ModelConfig(
+                oip.ModelConfigRequest(name=model), timeout=30).config
+        assert {k: json.loads(config.parameters["preprocessing"].string_value)[k] for k in GEOMETRY} == GEOMETRY
+
+
+def test_the_scores_output_can_be_named_in_tfclassify_json(colour):
+    proc, answers = colour
+    with proc.client() as client:
+        info = client.get_model_metadata("logits_chosen")
+        result = client.classify(answers["images"], "logits_chosen", return_probabilities=True)
+    assert info.output_kind == "logits"  # "probabilities" would be picked by the rule; tfclassify.json named logits
+    np.testing.assert_allclose(result.probabilities, answers["rgb_logits_multi"], atol=1e-5)
+
+
+#: Loads copies of the test models with declarations that do not fit them; prints each load's error.
+LOAD_ERRORS = textwrap.dedent("""
+    import json, sys
+    from pathlib import Path
+    from tfclassify.server.errors import ModelLoadError
+    from tfclassify.server.repository import VersionDir
+    from tfclassify.server.runtime import load_runtime
+    errors = {}
+    for folder in sys.argv[1:]:
+        path = Path(folder)
+        try:
+            load_runtime(VersionDir(path.parent.name, 1, path)).close()
+            errors[path.parent.name] = None
+        except ModelLoadError as exc:
+            errors[path.parent.name] = str(exc).split(": ", 1)[1]
+    print(json.dumps(errors))
+""")
+
+
+def test_declarations_that_do_not_fit_the_model_fail_its_load_saying_why(colour_repo, tmp_path):
+    cases = {
+        "scores_unknown": ("rgb_logits_multi", {"scores_output": "scores"}),
+        "scores_not_scores": ("rgb_logits_multi", {"scores_output": "embedding", "output_kind": "logits"}),
+        "mean_for_uint8": ("rgb_cnn", {"preprocessing": {"mean": [1, 2, 3], "resize": "pad"}}),
+        "crop_for_files": ("jpeg_input", {"preprocessing": {"resize": "crop"}}),
+    }
+    for name, (model, declared) in cases.items():
+        shutil.copytree(colour_repo / model / "1", tmp_path / name / "1")
+        (tmp_path / name / "1" / "tfclassify.json").write_text(json.dumps(declared))
+    out = subprocess.run([sys.executable, "-c", LOAD_ERRORS, *(str(tmp_path / n / "1") for n in cases)],
+                         check=True, capture_output=True, text=True, timeout=300)
+    errors = json.loads(out.stdout.splitlines()[-1])
+    assert errors["scores_unknown"].startswith("tfclassify.json names scores_output 'scores', which in signature "
+                                               "'serving_default' is not one of its outputs {")
+    assert errors["scores_not_scores"] == ("labels.txt names 4 classes but the model outputs 16")
+    assert errors["mean_for_uint8"] == ("tfclassify.json declares preprocessing mean, but the signature takes uint8 "
+                                        "pixels, which get the pixels as they are: declare scale, offset, mean, std, "
+                                        "channel_order for float inputs only")
+    assert errors["crop_for_files"] == ("tfclassify.json declares preprocessing, but the signature takes encoded "
+                                        "files and decodes them in its graph: declare none")

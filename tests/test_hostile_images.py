@@ -60,7 +60,7 @@ def test_bombs_are_refused_from_their_header_without_decoding(client, server, bo
             client.classify_encoded([data], "fashion")
         seconds = time.perf_counter() - started
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT, (name, info.value)
-        assert "the model takes 28x28" in info.value.details and "pixels" in info.value.details, info.value.details
+        assert "pixels" in info.value.details, info.value.details  # declared over our limit, or over Pillow's
         assert seconds < 0.5, f"{name}: {seconds:.2f} s, decoded rather than refused from its header"
     rss_after = metric_value(server.metrics_text(), "process_resident_memory_bytes")
     assert rss_after - rss_before < 100e6, f"RSS grew {(rss_after - rss_before) / 1e6:.0f} MB"

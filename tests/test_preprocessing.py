@@ -22,7 +22,15 @@ def test_mean_std_offset_and_channel_order_apply_per_channel():
     # BGR: 30, 20, 10; x * 0.5 + 1 = 16, 11, 6; minus the means 15, 9, 3; over the stds 7.5, 2.25, 0.375
     np.testing.assert_allclose(declared.apply(pixels), [[[[7.5, 2.25, 0.375]]]], rtol=1e-6)
     assert declared.as_dict() == {"scale": 0.5, "offset": 1.0, "mean": [1.0, 2.0, 3.0], "std": [2.0, 4.0, 8.0],
-                                  "channel_order": "BGR"}
+                                  "channel_order": "BGR", "resize": "stretch", "crop_fraction": 1.0,
+                                  "interpolation": ""}
+
+
+def test_geometry_is_read_with_its_defaults():
+    declared = Preprocessing.declared({"preprocessing": {"resize": "crop", "crop_fraction": 0.875,
+                                                         "interpolation": "bicubic"}}, 3, 1 / 255)
+    assert (declared.resize, declared.crop_fraction, declared.interpolation) == ("crop", 0.875, "bicubic")
+    assert declared.is_scaling_only and declared.scale == 1 / 255
 
 
 @pytest.mark.parametrize("block, channels, message", [
@@ -36,6 +44,12 @@ def test_mean_std_offset_and_channel_order_apply_per_channel():
     ({"channel_order": "BGR"}, 4, "channel_order 'BGR'"),
     ({"channel_order": "GBR"}, 3, "channel_order 'GBR'"),
     ({"normalise": True}, 3, "unknown preprocessing keys ['normalise']"),
+    ({"resize": "squash"}, 3, "preprocessing resize 'squash': expected stretch, crop, pad"),
+    ({"interpolation": "cubic"}, 3, "preprocessing interpolation 'cubic': expected bilinear, nearest, bicubic, area, "
+                                    "lanczos3"),
+    ({"crop_fraction": 0}, 3, "preprocessing crop_fraction 0: expected a number above 0 and at most 1"),
+    ({"crop_fraction": 1.5}, 3, "preprocessing crop_fraction 1.5"),
+    ({"crop_fraction": True}, 3, "preprocessing crop_fraction True"),
 ])
 def test_a_declaration_that_does_not_fit_the_model_says_why(block, channels, message):
     with pytest.raises(ValueError) as info:

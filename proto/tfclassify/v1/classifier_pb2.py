@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etfclassify/v1/classifier.proto\x12\rtfclassify.v1\"P\n\x06Tensor\x12&\n\x05\x64type\x18\x01 \x01(\x0e\x32\x17.tfclassify.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x1f\n\rEncodedImages\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"W\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x42\x10\n\x0eversion_choice\"\xa9\x02\n\x0f\x43lassifyRequest\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\'\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.tfclassify.v1.TensorH\x00\x12/\n\x07\x65ncoded\x18\x03 \x01(\x0b\x32\x1c.tfclassify.v1.EncodedImagesH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x1c\n\x14return_probabilities\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x13\n\x0bomit_labels\x18\x07 \x01(\x08\x12\x14\n\x0ctrue_classes\x18\x08 \x03(\x05\x12\x19\n\x11keep_for_feedback\x18\t \x01(\x08\x42\x07\n\x05input\"\x85\x02\n\x10\x43lassifyResponse\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\x05\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x15\n\rtop_k_classes\x18\x06 \x03(\x05\x12\x14\n\x0ctop_k_scores\x18\x07 \x03(\x02\x12\x14\n\x0ctop_k_labels\x18\x08 \x03(\t\x12,\n\rprobabilities\x18\t \x01(\x0b\x32\x15.tfclassify.v1.Tensor\x12\x12\n\nrequest_id\x18\n \x01(\t\"G\n\x17GetModelMetadataRequest\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\"\xec\x02\n\rModelMetadata\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\x13\n\x0binput_shape\x18\x03 \x03(\x03\x12,\n\x0binput_dtype\x18\x04 \x01(\x0e\x32\x17.tfclassify.v1.DataType\x12\x13\n\x0binput_scale\x18\x05 \x01(\x02\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x13\n\x0boutput_kind\x18\x07 \x01(\t\x12\x16\n\x0esignature_name\x18\x08 \x01(\t\x12\x1e\n\x16training_metadata_json\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x0f\n\x07runtime\x18\x0b \x01(\t\x12\x10\n\x08\x63hannels\x18\x0c \x01(\x05\x12\x33\n\rpreprocessing\x18\r \x01(\x0b\x32\x1c.tfclassify.v1.Preprocessing\"`\n\rPreprocessing\x12\r\n\x05scale\x18\x01 \x01(\x02\x12\x0e\n\x06offset\x18\x02 \x01(\x02\x12\x0c\n\x04mean\x18\x03 \x03(\x02\x12\x0b\n\x03std\x18\x04 \x03(\x02\x12\x15\n\rchannel_order\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.tfclassify.v1.ModelMetadata\"%\n\x15GetModelStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x02\n\x12ModelVersionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x36\n\x05state\x18\x03 \x01(\x0e\x32\'.tfclassify.v1.ModelVersionStatus.State\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x05 \x03(\t\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x14\n\x0cload_seconds\x18\x07 \x01(\x01\"U\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\r\n\tUNLOADING\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\"\x84\x01\n\x16GetModelStatusResponse\x12\x33\n\x08versions\x18\x01 \x03(\x0b\x32!.tfclassify.v1.ModelVersionStatus\x12\x35\n\x0fignored_folders\x18\x02 \x03(\x0b\x32\x1c.tfclassify.v1.IgnoredFolder\"O\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x14\n\x0ctrue_classes\x18\x03 \x03(\x05\"c\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\x10\n\x08labelled\x18\x02 \x01(\r\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\r\"-\n\rIgnoredFolder\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*I\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05UINT8\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\n\n\x06STRING\x10\x03\x32\x89\x04\n\nClassifier\x12K\n\x08\x43lassify\x12\x1e.tfclassify.v1.ClassifyRequest\x1a\x1f.tfclassify.v1.ClassifyResponse\x12U\n\x0e\x43lassifyStream\x12\x1e.tfclassify.v1.ClassifyRequest\x1a\x1f.tfclassify.v1.ClassifyResponse(\x01\x30\x01\x12X\n\x10GetModelMetadata\x12&.tfclassify.v1.GetModelMetadataRequest\x1a\x1c.tfclassify.v1.ModelMetadata\x12Q\n\nListModels\x12 .tfclassify.v1.ListModelsRequest\x1a!.tfclassify.v1.ListModelsResponse\x12]\n\x0eGetModelStatus\x12$.tfclassify.v1.GetModelStatusRequest\x1a%.tfclassify.v1.GetModelStatusResponse\x12K\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1e.tfclassify.v1.FeedbackRequest\x1a\x1f.tfclassify.v1.FeedbackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etfclassify/v1/classifier.proto\x12\rtfclassify.v1\"P\n\x06Tensor\x12&\n\x05\x64type\x18\x01 \x01(\x0e\x32\x17.tfclassify.v1.DataType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x1f\n\rEncodedImages\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"W\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\x07version\x18\x02 \x01(\x03H\x00\x12\x17\n\rversion_label\x18\x03 \x01(\tH\x00\x42\x10\n\x0eversion_choice\"\xa9\x02\n\x0f\x43lassifyRequest\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\'\n\x06tensor\x18\x02 \x01(\x0b\x32\x15.tfclassify.v1.TensorH\x00\x12/\n\x07\x65ncoded\x18\x03 \x01(\x0b\x32\x1c.tfclassify.v1.EncodedImagesH\x00\x12\r\n\x05top_k\x18\x04 \x01(\r\x12\x1c\n\x14return_probabilities\x18\x05 \x01(\x08\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x13\n\x0bomit_labels\x18\x07 \x01(\x08\x12\x14\n\x0ctrue_classes\x18\x08 \x03(\x05\x12\x19\n\x11keep_for_feedback\x18\t \x01(\x08\x42\x07\n\x05input\"\x85\x02\n\x10\x43lassifyResponse\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\x05\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\r\n\x05top_k\x18\x05 \x01(\r\x12\x15\n\rtop_k_classes\x18\x06 \x03(\x05\x12\x14\n\x0ctop_k_scores\x18\x07 \x03(\x02\x12\x14\n\x0ctop_k_labels\x18\x08 \x03(\t\x12,\n\rprobabilities\x18\t \x01(\x0b\x32\x15.tfclassify.v1.Tensor\x12\x12\n\nrequest_id\x18\n \x01(\t\"G\n\x17GetModelMetadataRequest\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\"\xec\x02\n\rModelMetadata\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\x10\n\x08versions\x18\x02 \x03(\x03\x12\x13\n\x0binput_shape\x18\x03 \x03(\x03\x12,\n\x0binput_dtype\x18\x04 \x01(\x0e\x32\x17.tfclassify.v1.DataType\x12\x13\n\x0binput_scale\x18\x05 \x01(\x02\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x13\n\x0boutput_kind\x18\x07 \x01(\t\x12\x16\n\x0esignature_name\x18\x08 \x01(\t\x12\x1e\n\x16training_metadata_json\x18\t \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\n \x01(\t\x12\x0f\n\x07runtime\x18\x0b \x01(\t\x12\x10\n\x08\x63hannels\x18\x0c \x01(\x05\x12\x33\n\rpreprocessing\x18\r \x01(\x0b\x32\x1c.tfclassify.v1.Preprocessing\"\x9e\x01\n\rPreprocessing\x12\r\n\x05scale\x18\x01 \x01(\x02\x12\x0e\n\x06offset\x18\x02 \x01(\x02\x12\x0c\n\x04mean\x18\x03 \x03(\x02\x12\x0b\n\x03std\x18\x04 \x03(\x02\x12\x15\n\rchannel_order\x18\x05 \x01(\t\x12\x0e\n\x06resize\x18\x06 \x01(\t\x12\x15\n\rcrop_fraction\x18\x07 \x01(\x02\x12\x15\n\rinterpolation\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.tfclassify.v1.ModelMetadata\"%\n\x15GetModelStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x88\x02\n\x12ModelVersionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x36\n\x05state\x18\x03 \x01(\x0e\x32\'.tfclassify.v1.ModelVersionStatus.State\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x05 \x03(\t\x12\x0e\n\x06labels\x18\x06 \x03(\t\x12\x14\n\x0cload_seconds\x18\x07 \x01(\x01\"U\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07LOADING\x10\x01\x12\r\n\tAVAILABLE\x10\x02\x12\r\n\tUNLOADING\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\"\x84\x01\n\x16GetModelStatusResponse\x12\x33\n\x08versions\x18\x01 \x03(\x0b\x32!.tfclassify.v1.ModelVersionStatus\x12\x35\n\x0fignored_folders\x18\x02 \x03(\x0b\x32\x1c.tfclassify.v1.IgnoredFolder\"O\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x14\n\x0ctrue_classes\x18\x03 \x03(\x05\"c\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12,\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x18.tfclassify.v1.ModelSpec\x12\x10\n\x08labelled\x18\x02 \x01(\r\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\r\"-\n\rIgnoredFolder\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t*I\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\t\n\x05UINT8\x10\x01\x12\x0b\n\x07\x46LOAT32\x10\x02\x12\n\n\x06STRING\x10\x03\x32\x89\x04\n\nClassifier\x12K\n\x08\x43lassify\x12\x1e.tfclassify.v1.ClassifyRequest\x1a\x1f.tfclassify.v1.ClassifyResponse\x12U\n\x0e\x43lassifyStream\x12\x1e.tfclassify.v1.ClassifyRequest\x1a\x1f.tfclassify.v1.ClassifyResponse(\x01\x30\x01\x12X\n\x10GetModelMetadata\x12&.tfclassify.v1.GetModelMetadataRequest\x1a\x1c.tfclassify.v1.ModelMetadata\x12Q\n\nListModels\x12 .tfclassify.v1.ListModelsRequest\x1a!.tfclassify.v1.ListModelsResponse\x12]\n\x0eGetModelStatus\x12$.tfclassify.v1.GetModelStatusRequest\x1a%.tfclassify.v1.GetModelStatusResponse\x12K\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1e.tfclassify.v1.FeedbackRequest\x1a\x1f.tfclassify.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tfclassify.v1.classifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATATYPE']._serialized_start=2114
-  _globals['_DATATYPE']._serialized_end=2187
+  _globals['_DATATYPE']._serialized_start=2177
+  _globals['_DATATYPE']._serialized_end=2250
   _globals['_TENSOR']._serialized_start=49
   _globals['_TENSOR']._serialized_end=129
   _globals['_ENCODEDIMAGES']._serialized_start=131
@@ -47,26 +47,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELMETADATAREQUEST']._serialized_end=888
   _globals['_MODELMETADATA']._serialized_start=891
   _globals['_MODELMETADATA']._serialized_end=1255
-  _globals['_PREPROCESSING']._serialized_start=1257
-  _globals['_PREPROCESSING']._serialized_end=1353
-  _globals['_LISTMODELSREQUEST']._serialized_start=1355
-  _globals['_LISTMODELSREQUEST']._serialized_end=1374
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1376
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1442
-  _globals['_GETMODELSTATUSREQUEST']._serialized_start=1444
-  _globals['_GETMODELSTATUSREQUEST']._serialized_end=1481
-  _globals['_MODELVERSIONSTATUS']._serialized_start=1484
-  _globals['_MODELVERSIONSTATUS']._serialized_end=1748
-  _globals['_MODELVERSIONSTATUS_STATE']._serialized_start=1663
-  _globals['_MODELVERSIONSTATUS_STATE']._serialized_end=1748
-  _globals['_GETMODELSTATUSRESPONSE']._serialized_start=1751
-  _globals['_GETMODELSTATUSRESPONSE']._serialized_end=1883
-  _globals['_FEEDBACKREQUEST']._serialized_start=1885
-  _globals['_FEEDBACKREQUEST']._serialized_end=1964
-  _globals['_FEEDBACKRESPONSE']._serialized_start=1966
-  _globals['_FEEDBACKRESPONSE']._serialized_end=2065
-  _globals['_IGNOREDFOLDER']._serialized_start=2067
-  _globals['_IGNOREDFOLDER']._serialized_end=2112
-  _globals['_CLASSIFIER']._serialized_start=2190
-  _globals['_CLASSIFIER']._serialized_end=2711
+  _globals['_PREPROCESSING']._serialized_start=1258
+  _globals['_PREPROCESSING']._serialized_end=1416
+  _globals['_LISTMODELSREQUEST']._serialized_start=1418
+  _globals['_LISTMODELSREQUEST']._serialized_end=1437
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1439
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1505
+  _globals['_GETMODELSTATUSREQUEST']._serialized_start=1507
+  _globals['_GETMODELSTATUSREQUEST']._serialized_end=1544
+  _globals['_MODELVERSIONSTATUS']._serialized_start=1547
+  _globals['_MODELVERSIONSTATUS']._serialized_end=1811
+  _globals['_MODELVERSIONSTATUS_STATE']._serialized_start=1726
+  _globals['_MODELVERSIONSTATUS_STATE']._serialized_end=1811
+  _globals['_GETMODELSTATUSRESPONSE']._serialized_start=1814
+  _globals['_GETMODELSTATUSRESPONSE']._serialized_end=1946
+  _globals['_FEEDBACKREQUEST']._serialized_start=1948
+  _globals['_FEEDBACKREQUEST']._serialized_end=2027
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2029
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2128
+  _globals['_IGNOREDFOLDER']._serialized_start=2130
+  _globals['_IGNOREDFOLDER']._serialized_end=2175
+  _globals['_CLASSIFIER']._serialized_start=2253
+  _globals['_CLASSIFIER']._serialized_end=2774
 # @@protoc_insertion_point(module_scope)

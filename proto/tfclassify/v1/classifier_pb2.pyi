@@ -127,18 +127,24 @@ class ModelMetadata(_message.Message):
     def __init__(self, model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., versions: _Optional[_Iterable[int]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[DataType, str]] = ..., input_scale: _Optional[float] = ..., labels: _Optional[_Iterable[str]] = ..., output_kind: _Optional[str] = ..., signature_name: _Optional[str] = ..., training_metadata_json: _Optional[str] = ..., device: _Optional[str] = ..., runtime: _Optional[str] = ..., channels: _Optional[int] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
-    __slots__ = ("scale", "offset", "mean", "std", "channel_order")
+    __slots__ = ("scale", "offset", "mean", "std", "channel_order", "resize", "crop_fraction", "interpolation")
     SCALE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_ORDER_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
+    CROP_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    INTERPOLATION_FIELD_NUMBER: _ClassVar[int]
     scale: float
     offset: float
     mean: _containers.RepeatedScalarFieldContainer[float]
     std: _containers.RepeatedScalarFieldContainer[float]
     channel_order: str
-    def __init__(self, scale: _Optional[float] = ..., offset: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., channel_order: _Optional[str] = ...) -> None: ...
+    resize: str
+    crop_fraction: float
+    interpolation: str
+    def __init__(self, scale: _Optional[float] = ..., offset: _Optional[float] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., channel_order: _Optional[str] = ..., resize: _Optional[str] = ..., crop_fraction: _Optional[float] = ..., interpolation: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
