@@ -22,6 +22,7 @@ from html import escape
 import numpy as np
 from PIL import Image
 
+from tfclassify.client.quality.classes import ClassTables, class_tables, heatmap_classes
 from tfclassify.client.quality.plots import INSTALL_HINT
 from tfclassify.client.quality.report import AccuracyReport, Example
 
@@ -58,6 +59,9 @@ td.bar { min-width: 7em; padding-bottom: 0.7em; background-repeat: no-repeat; ba
 .plots img { display: block; min-width: 0; height: auto; }
 #plot-confusion { flex: 3 1 420px; max-width: min(100%, 900px); }
 #plot-reliability { flex: 2 1 300px; max-width: min(100%, 560px); }
+#plot-classes { max-width: min(100%, 650px); }
+h3 { margin: 1em 0 0.3em; font-size: 1.05em; }
+details > summary { cursor: pointer; margin: 0.5em 0; }
 .grid { display: flex; flex-wrap: wrap; gap: 0.8em; }
 .grid figure { margin: 0; width: 110px; text-align: center; font-size: 0.75em; line-height: 1.3; }
 .grid img { width: 84px; height: 84px; image-rendering: pixelated; border: 1px solid #ccc; background: #000; }
@@ -97,12 +101,14 @@ def render_html(
     parts += [f'<p class="note">{escape(note)}</p>' for note in notes]
     parts.append(_cards(report))
     parts += _skipped_section(report)
-    parts += _plots_section(plots, ("confusion", "reliability"), "Confusion and calibration")
+    parts += _plots_section(plots, ("confusion", "reliability"), "Confusion and calibration",
+                            _heatmap_caption(report))
     parts += _example_section(
         "Most confident mistakes", "misclassified", report.misclassified, thumbnails,
         f'Under each image: {label_html("true class")} → {label_html("predicted class", wrong=True)} '
         '<span class="score">(score of the prediction)</span>, most confident first.', mistake_caption)
-    parts += _per_class_table(report)
+    parts += _per_class_section(report, plots)
+    parts += _top_confusions_table(report)
     parts += _confused_table(report)
     parts += _example_section(
         "Least confident correct answers", "unsure-correct", report.unsure_correct, thumbnails,
@@ -225,13 +231,31 @@ def _skipped_section(report: AccuracyReport) -> list[str]:
             "</section>"]
 
 
-def _plots_section(plots: dict[str, bytes] | None, keys: tuple[str, ...], title: str) -> list[str]:
+def _plots_section(plots: dict[str, bytes] | None, keys: tuple[str, ...], title: str, key: str) -> list[str]:
     if plots is None:
         return [f'<p class="note">Plots need matplotlib: {escape(INSTALL_HINT)}.</p>']
-    names = {"confusion": "Confusion matrix", "reliability": "Reliability diagram"}
-    images = "".join(f'<img id="plot-{key}" src="{png_data_uri(plots[key])}" alt="{escape(names[key])}" '
-                     f'width="{_png_size(plots[key])[0]}" height="{_png_size(plots[key])[1]}">' for key in keys)
-    return [f"<h2>{escape(title)}</h2>", f'<div class="plots">{images}</div>']
+    images = "".join(_plot_img(plots, name) for name in keys)
+    return [f"<h2>{escape(title)}</h2>", f'<p class="key" id="confusion-caption">{key}</p>',
+            f'<div class="plots">{images}</div>']
+
+
+PLOT_NAMES = {"confusion": "Confusion matrix", "reliability": "Reliability diagram",
+              "classes": "Histogram of per-class recall and F1"}
+
+
+def _plot_img(plots: dict[str, bytes], key: str) -> str:
+    width, height = _png_size(plots[key])
+    return (f'<img id="plot-{key}" src="{png_data_uri(plots[key])}" alt="{escape(PLOT_NAMES[key])}" '
+            f'width="{width}" height="{height}">')
+
+
+def _heatmap_caption(report: AccuracyReport) -> str:
+    """What the heatmap shows; for a part of the classes, which rule chose them and their whole names."""
+    shown = heatmap_classes(np.asarray(report.confusion_matrix))
+    text = f"Heatmap: {escape(shown.rule())}"
+    if not shown.complete:
+        text += " Shown: " + ", ".join(label_html(report.labels[i]) for i in shown.indices) + "."
+    return text
 
 
 def _png_size(png: bytes) -> tuple[int, int]:
@@ -251,13 +275,54 @@ def _bar(value: float) -> str:
     return f'<td class="n bar" style="--v:{100 * value:.1f}%">{value:.4f}</td>'
 
 
-def _per_class_table(report: AccuracyReport) -> list[str]:
-    rows = [(label_html(m.label), _bar(m.precision), _bar(m.recall), _bar(m.f1), f"{m.support:,}")
-            for m in report.per_class]
-    return ["<h2>Precision, recall and F1 by class</h2>",
-            '<p class="key">The bar under each value draws it on a scale from 0 to 1. Support: the images of the class.</p>',
-            '<div class="scroll" id="per-class">'
-            + table_html(("class", "precision", "recall", "F1", "support"), rows, numeric=(1, 2, 3, 4)) + "</div>"]
+def _class_rows(metrics: list) -> list[tuple[str, ...]]:
+    return [(label_html(m.label), _bar(m.precision), _bar(m.recall), _bar(m.f1), f"{m.support:,}") for m in metrics]
+
+
+def _class_table(metrics: list, css_id: str, css_class: str = "scroll") -> str:
+    return (f'<div class="{css_class}" id="{css_id}">' + table_html(
+        ("class", "precision", "recall", "F1", "support"), _class_rows(metrics), numeric=(1, 2, 3, 4)) + "</div>")
+
+
+def _per_class_section(report: AccuracyReport, plots: dict[str, bytes] | None) -> list[str]:
+    """Every class in class order; for many, the lowest and highest F1, a histogram, and every class in a
+    collapsed table, lowest F1 first (one self-contained page: no file beside it)."""
+    tables = class_tables(report.per_class)
+    parts = ["<h2>Precision, recall and F1 by class</h2>"]
+    bars = "The bar under each value draws it on a scale from 0 to 1. Support: the images of the class."
+    if not tables.condensed:
+        return parts + [f'<p class="key">{bars}</p>', _class_table(tables.full, "per-class")]
+    parts.append(f'<p class="key">{_condensed_key(report, tables)} {bars}</p>')
+    if plots and "classes" in plots:
+        parts.append(f'<div class="plots">{_plot_img(plots, "classes")}</div>')
+    return parts + [
+        f"<h3>Lowest F1 ({len(tables.worst)})</h3>", _class_table(tables.worst, "per-class-worst"),
+        f"<h3>Highest F1 ({len(tables.best)})</h3>", _class_table(tables.best, "per-class-best"),
+        f'<details id="per-class-all"><summary>All {len(tables.full):,} classes, lowest F1 first</summary>',
+        _class_table(tables.full, "per-class", "scroll tall"), "</details>",
+    ]
+
+
+def _condensed_key(report: AccuracyReport, tables: ClassTables) -> str:
+    absent = sum(1 for m in report.per_class if not m.support)
+    text = (f"{len(tables.full):,} classes, too many for one open table: the {len(tables.worst)} with the lowest "
+            f"F1 and the {len(tables.best)} with the highest (ties: more images first), then all of them in the "
+            "collapsed table below (click to open), lowest F1 first; the JSON report has them too.")
+    if absent:
+        text += f" Classes without images in the truth ({absent:,}) come last."
+    return text
+
+
+def _top_confusions_table(report: AccuracyReport) -> list[str]:
+    if not report.top_confusions:
+        return []
+    rows = [(f"{label_html(c.true)} → {label_html(c.predicted, wrong=True)}", f"{c.count:,}", f"{c.share:.1%}")
+            for c in report.top_confusions]
+    return ["<h2>Top confusions</h2>",
+            f'<p class="key">The {len(rows)} most frequent mistakes, true class → predicted class; share: their '
+            "part of the true class's images.</p>",
+            '<div class="scroll" id="top-confusions">'
+            + table_html(("true → predicted", "images", "share of the true class"), rows, numeric=(1, 2)) + "</div>"]
 
 
 def _confused_table(report: AccuracyReport) -> list[str]:

@@ -1,15 +1,24 @@
-"""An accuracy report as Markdown: for a pull request, a wiki page or a CI summary."""
+"""An accuracy report as Markdown: for a pull request, a wiki page or a CI summary.
+
+With more classes than one table shows (``FULL_TABLE_MAX_CLASSES``), the page has the classes with the lowest
+and highest F1, and the whole per-class table goes to a CSV file beside it, which the page names: a
+1,000-row table would overrun a pull-request comment (GitHub cuts them at 65,536 characters).
+"""
 
 from __future__ import annotations
 
+import numpy as np
+
+from tfclassify.client.quality.classes import class_tables, heatmap_classes
 from tfclassify.client.quality.report import AccuracyReport, Example
 
 #: Show the confusion matrix as a table up to this many classes (49 columns do not read as Markdown).
 MAX_TABLE_CLASSES = 20
 
 
-def render_markdown(report: AccuracyReport, title: str = "Accuracy report") -> str:
-    """The whole report as GitHub-flavoured Markdown."""
+def render_markdown(report: AccuracyReport, title: str = "Accuracy report", class_csv: str | None = None) -> str:
+    """The whole report as GitHub-flavoured Markdown; ``class_csv``: the name of the CSV file beside it that
+    holds every class (written by ``outputs.write_reports`` when there are too many for the page)."""
     lo, hi = report.accuracy_ci95
     lines = [f"# {_cell(title)}", ""]
     summary = report.run_summary()
@@ -30,9 +39,8 @@ def render_markdown(report: AccuracyReport, title: str = "Accuracy report") -> s
     if report.unlabelled:
         lines.append(f"| scored without a true label | {report.unlabelled:,} |")
     lines.append(f"| skipped files | {report.skipped:,} |")
-    lines += ["", "## Per class", "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {_cell(m.label)} | {m.precision:.4f} | {m.recall:.4f} | {m.f1:.4f} | {m.support:,} |"
-              for m in report.per_class]
+    lines += _per_class_lines(report, class_csv)
+    lines += _top_confusion_lines(report)
     lines += ["", "## Most confused pairs", ""]
     if report.most_confused:
         lines += ["| classes | total | a as b | b as a |", "|---|---:|---:|---:|"]
@@ -57,11 +65,45 @@ def render_markdown(report: AccuracyReport, title: str = "Accuracy report") -> s
     return "\n".join(lines) + "\n"
 
 
+CLASS_HEADER = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+
+
+def _class_rows(metrics: list) -> list[str]:
+    return [f"| {_cell(m.label)} | {m.precision:.4f} | {m.recall:.4f} | {m.f1:.4f} | {m.support:,} |" for m in metrics]
+
+
+def _per_class_lines(report: AccuracyReport, class_csv: str | None) -> list[str]:
+    tables = class_tables(report.per_class)
+    lines = ["", "## Per class", ""]
+    if not tables.condensed:
+        return lines + CLASS_HEADER + _class_rows(tables.full)
+    where = f"the CSV file `{class_csv}` beside this one and " if class_csv else ""
+    lines += [f"{len(tables.full):,} classes, too many for one table: the {len(tables.worst)} with the lowest F1 "
+              f"and the {len(tables.best)} with the highest (ties: more images first). All of them, lowest F1 "
+              f"first, are in {where}the JSON report (`per_class`)."]
+    lines += ["", f"### Lowest F1 ({len(tables.worst)})", ""] + CLASS_HEADER + _class_rows(tables.worst)
+    return lines + ["", f"### Highest F1 ({len(tables.best)})", ""] + CLASS_HEADER + _class_rows(tables.best)
+
+
+def _top_confusion_lines(report: AccuracyReport) -> list[str]:
+    if not report.top_confusions:
+        return []
+    lines = ["", "## Top confusions", "",
+             f"The {len(report.top_confusions)} most frequent mistakes; share: their part of the true class's images.",
+             "", "| true → predicted | images | share of the true class |", "|---|---:|---:|"]
+    return lines + [f"| {_cell(c.true)} → {_cell(c.predicted)} | {c.count:,} | {c.share:.1%} |"
+                    for c in report.top_confusions]
+
+
 def _confusion_lines(report: AccuracyReport) -> list[str]:
     n = len(report.labels)
     lines = ["", "## Confusion matrix", ""]
     if n > MAX_TABLE_CLASSES:
-        return lines + [f"{n} classes: see the JSON report (`confusion_matrix`) or the HTML heatmap."]
+        shown = heatmap_classes(np.asarray(report.confusion_matrix))
+        most = ("" if shown.complete else f" (the {len(shown.indices)} most confused classes, "
+                + ", ".join(_cell(report.labels[i]) for i in shown.indices) + ")")
+        return lines + [f"{n} classes, too many for a table: see the top confusions above, the HTML report's "
+                        f"heatmap{most} or the JSON report (`confusion_matrix`)."]
     lines.append("Rows: true class; columns: predicted class (indices as in the first column).")
     lines += ["", "| true \\ predicted | " + " | ".join(str(i) for i in range(n)) + " |",
               "|---|" + "---:|" * n]

@@ -1,4 +1,8 @@
-"""Writing a report in the formats its file names ask for: ``.json``, ``.md``, ``.html``."""
+"""Writing a report in the formats its file names ask for: ``.json``, ``.md``, ``.html``.
+
+A Markdown report of more classes than its page shows gets the whole per-class table beside it as
+``NAME.classes.csv`` (lowest F1 first); the HTML page keeps it, collapsed, in itself.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import sys
 from pathlib import Path
 
 from tfclassify.client.atomic import write_atomic
+from tfclassify.client.quality.classes import class_csv, class_tables
 from tfclassify.client.quality.html import render_html
 from tfclassify.client.quality.markdown import render_markdown
 from tfclassify.client.quality.plots import INSTALL_HINT, plots_available, report_plots
@@ -38,7 +43,13 @@ def write_reports(
         if suffix == ".json":
             report.write_json(path)
         elif suffix == ".md":
-            write_atomic(path, render_markdown(report, title))
+            csv_path = None
+            if class_tables(report.per_class).condensed:
+                csv_path = class_csv_path(path)
+                write_atomic(csv_path, class_csv(report.per_class))
+                notes.append(f"{csv_path}: all {len(report.per_class):,} classes, lowest F1 first "
+                             f"({path.name} shows the lowest and highest)")
+            write_atomic(path, render_markdown(report, title, csv_path.name if csv_path else None))
         else:
             page_notes = []
             plots = report_plots(report) if plots_available() else None
@@ -51,6 +62,11 @@ def write_reports(
                                            title=title, inputs=input_locations(record or {})))
             notes += page_notes
     return notes
+
+
+def class_csv_path(markdown: Path) -> Path:
+    """Where the per-class CSV of the Markdown report ``markdown`` goes: ``r.md`` -> ``r.classes.csv``."""
+    return markdown.with_suffix(".classes.csv")
 
 
 def input_locations(record: dict) -> list[str]:

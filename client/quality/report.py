@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from tfclassify.client.atomic import write_atomic
+from tfclassify.client.quality.classes import Confusion, class_tables, top_confusions
 from tfclassify.client.quality.stats import CalibrationBin, calibration_bins, expected_calibration_error, wilson_interval
 
 #: The JSON schema of a report; its major number changes only when a field changes meaning or goes away.
@@ -25,6 +26,10 @@ SCHEMA = "tfclassify-report/1"
 MAX_SKIPPED_LISTED = 100
 #: Confidence bins of the calibration (reliability diagram).
 CALIBRATION_BINS = 10
+#: The fields written a row to a line in the JSON file (a 1,000-class matrix is a million numbers).
+MATRICES = ("confusion_matrix", "confusion_matrix_normalized")
+#: The terminal summary prints the confusion matrix up to this many classes (beyond, the top confusions).
+TEXT_MATRIX_MAX_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -112,16 +117,27 @@ class AccuracyReport:
     skipped: int = 0  # files not scored (corrupt, not an image, refused)
     skipped_files: list[SkippedFile] = field(default_factory=list)  # the first MAX_SKIPPED_LISTED
     unlabelled: int = 0  # scored images without a true label (not in the accuracy)
+    top_confusions: list[Confusion] = field(default_factory=list)  # true -> predicted, the largest first
 
     def to_dict(self) -> dict:
-        d = {"schema": SCHEMA, **asdict(self)}
+        # The matrices are copied by hand: asdict's deep copy of 1,000 x 1,000 cells takes seconds.
+        d = {"schema": SCHEMA, **asdict(replace(self, confusion_matrix=[], confusion_matrix_normalized=[]))}
+        for key in MATRICES:
+            d[key] = [list(row) for row in getattr(self, key)]
         for pair, src in zip(d["most_confused"], self.most_confused):
             pair["total"] = src.total
         return d
 
     def write_json(self, path: str | Path) -> None:
-        """Write the report as JSON (written whole or not at all)."""
-        write_atomic(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        """Write the report as JSON (written whole or not at all): indented, a matrix row to a line."""
+        fields = []
+        for key, value in self.to_dict().items():
+            if key in MATRICES:
+                text = "[\n" + ",\n".join(f"    {json.dumps(row)}" for row in value) + "\n  ]"
+            else:  # a newline in json.dumps's output is never inside a string: re-indenting is safe
+                text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            fields.append(f"  {json.dumps(key)}: {text}")
+        write_atomic(path, "{\n" + ",\n".join(fields) + "\n}\n")
 
     def run_summary(self) -> str:
         """One line on the run: model and versions, data, throughput (what it has of them)."""
@@ -136,7 +152,8 @@ class AccuracyReport:
 
     def format_text(self) -> str:
         """A human-readable summary for the terminal."""
-        width = max(len(m.label) for m in self.per_class)
+        tables = class_tables(self.per_class)
+        width = max(len(m.label) for m in tables.worst or tables.full)
         lo, hi = self.accuracy_ci95
         lines = [
             f"accuracy {self.accuracy:.4f} on {self.num_images} images  (macro F1 {self.macro_f1:.4f})",
@@ -144,17 +161,22 @@ class AccuracyReport:
             f"expected calibration error {self.calibration.ece:.4f}",
         ]
         lines += [f"  top-{t.k} accuracy {t.accuracy:.4f} ({t.ci95[0]:.4f}..{t.ci95[1]:.4f})" for t in self.top_k_accuracy]
-        lines += [
-            "",
-            f"{'class':<{width}}  precision  recall     f1  support",
-        ]
-        for m in self.per_class:
+        lines += [""]
+        if tables.condensed:
+            lines.append(f"{len(self.per_class)} classes; the {len(tables.worst)} with the lowest F1 "
+                         "(all of them: the JSON or Markdown report)")
+        lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+        for m in tables.worst or tables.full:
             lines.append(f"{m.label:<{width}}  {m.precision:9.4f}  {m.recall:6.4f}  {m.f1:5.4f}  {m.support:7d}")
-        lines += ["", "confusion matrix (rows: true, columns: predicted)"]
-        cell = max(5, len(str(max(max(r) for r in self.confusion_matrix))) + 1)
-        lines.append(" " * width + "".join(f"{i:>{cell}}" for i in range(len(self.labels))))
-        for label, row in zip(self.labels, self.confusion_matrix):
-            lines.append(f"{label:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+        if len(self.labels) <= TEXT_MATRIX_MAX_CLASSES:
+            lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+            cell = max(5, len(str(max(max(r) for r in self.confusion_matrix))) + 1)
+            lines.append(" " * width + "".join(f"{i:>{cell}}" for i in range(len(self.labels))))
+            for label, row in zip(self.labels, self.confusion_matrix):
+                lines.append(f"{label:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+        elif self.top_confusions:
+            lines += ["", "top confusions (true -> predicted: images, share of the true class)"]
+            lines += [f"  {c.true} -> {c.predicted}: {c.count}  ({c.share:.1%})" for c in self.top_confusions[:10]]
         if self.most_confused:
             lines += ["", "most confused pairs"]
             for p in self.most_confused:
@@ -228,6 +250,7 @@ def build_report(
         calibration=Calibration(expected_calibration_error(bins), bins),
         top_k_accuracy=_top_k_accuracy(true, ranked),
         run=dict(run or {}),
+        top_confusions=top_confusions(confusion, labels),
     )
 
 
@@ -309,12 +332,13 @@ def report_from_rows(summary: RowSummary, labels: list[str], run: dict | None = 
 
 
 def _most_confused(confusion: np.ndarray, labels, top: int) -> list[ConfusedPair]:
-    pairs = []
-    n = len(labels)
-    for a in range(n):
-        for b in range(a + 1, n):
-            if confusion[a, b] + confusion[b, a]:
-                pairs.append(ConfusedPair(labels[a], labels[b], int(confusion[a, b]), int(confusion[b, a])))
+    """The ``top`` pairs most often mistaken for each other (both directions), ties by label."""
+    both = np.triu(confusion + confusion.T, k=1)  # vectorised: 1,000 classes are half a million pairs
+    a, b = np.nonzero(both)
+    if len(a) > top > 0:  # only the pairs that can make the list are named and sorted
+        keep = both[a, b] >= np.partition(both[a, b], -top)[-top]
+        a, b = a[keep], b[keep]
+    pairs = [ConfusedPair(labels[i], labels[j], int(confusion[i, j]), int(confusion[j, i])) for i, j in zip(a, b)]
     pairs.sort(key=lambda p: (-p.total, p.a, p.b))
     return pairs[:top]
 
