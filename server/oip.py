@@ -185,9 +185,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if any(d < 0 for d in shape):
             raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; dimensions must not be negative")
         if tensor.datatype == "BYTES":  # files: counted before any is parsed
-            if len(shape) != 1:
+            if len(shape) != 1 and shape[1:] != (1,):  # [N, 1]: Triton models' files carry dims [1]
                 raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; BYTES inputs are a batch [N] "
-                                        "of encoded images (PNG/JPEG files)")
+                                        "(or [N, 1]) of encoded images (PNG/JPEG files)")
             self._dataplane.check_batch_size(shape[0])
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1 or tensor.HasField("contents"):
@@ -200,7 +200,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             array = from_contents(tensor.contents, tensor.datatype, shape, tensor.name)
         if tensor.datatype == "BYTES":  # files: decoded or checked by the caller, off the event loop
-            return array
+            return array.reshape(-1)
         return check_image_batch(array, runtime.image_shape, self._dataplane.max_images_per_request)
 
     def _config(self, served: ServedVersion) -> config_pb.ModelConfig:

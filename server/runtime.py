@@ -399,7 +399,7 @@ def _build_runtime(
         outputs={},
         labels=[],
         training_metadata=metadata,
-        signature_def=signature.SerializeToString(),
+        signature_def=_as_served(signature, input_key, input_dims).SerializeToString(),
         _signature=signature,
     )
     runner.attach(runtime)
@@ -411,6 +411,19 @@ def _build_runtime(
             f"{version_dir.path}: labels.txt names {len(runtime.labels)} classes but the model outputs {num_classes}"
         )
     return runtime
+
+
+def _as_served(signature: meta_graph_pb2.SignatureDef, input_key: str, input_dims: list) -> meta_graph_pb2.SignatureDef:
+    """The signature as served: an image size the graph leaves open is the one tfclassify.json declares, the only
+    size requests may have."""
+    served = meta_graph_pb2.SignatureDef()
+    served.CopyFrom(signature)
+    dims = served.inputs[input_key].tensor_shape.dim
+    if not served.inputs[input_key].tensor_shape.unknown_rank and len(dims) == len(input_dims):
+        for dim, size in zip(dims[1:], input_dims[1:]):
+            if dim.size < 0 and size:
+                dim.size = size
+    return served
 
 
 def _declared_preprocessing(metadata: dict, input_dims: list, input_dtype: tf.DType,

@@ -175,8 +175,8 @@ TRITON_CHECKS = textwrap.dedent("""
         encoded = triton.InferInput("image_bytes", [len(files)], "BYTES")
         encoded.set_data_from_numpy(files)
         from_files = client.infer("jpeg_input", [encoded])
-        pngs = np.array([bytes(f) for f in png], dtype=object)
-        png_input = triton.InferInput("images", [len(pngs)], "BYTES")
+        pngs = np.array([bytes(f) for f in png], dtype=object).reshape(-1, 1)  # [N, 1]: Triton models' files
+        png_input = triton.InferInput("images", [len(pngs), 1], "BYTES")
         png_input.set_data_from_numpy(pngs)
         from_pngs = client.infer("rgb_cnn", [png_input])
         metadata = client.get_model_metadata("jpeg_input")
@@ -246,6 +246,14 @@ def test_an_open_image_size_is_served_at_the_size_declared(colour):
     with proc.client() as client:
         info = client.get_model_metadata("open_size")
         result = client.classify(answers["images"], "open_size", return_probabilities=True)
+    with grpc.insecure_channel(proc.address) as channel:
+        metadata = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(
+            get_model_metadata_pb2.GetModelMetadataRequest(model_spec={"name": "open_size"},
+                                                           metadata_field=["signature_def"]), timeout=30)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    assert metadata.metadata["signature_def"].Unpack(signatures)
+    served = signatures.signature_def["serving_default"].inputs["images"].tensor_shape
+    assert [d.size for d in served.dim] == [-1, 32, 32, 3]  # the graph's [-1, -1, -1, 3] at the declared size
     assert info.input_shape == (32, 32, 3)
     np.testing.assert_allclose(result.probabilities, answers["open_size"], atol=ATOL)
 
