@@ -229,3 +229,20 @@ def test_a_report_renders_1000_classes_in_a_few_seconds_including_plots(tmp_path
     report = build_report(true, predicted, np.full(len(true), 0.9), labels_of(1000))
     write_reports(report, [tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.html"], None)
     assert time.perf_counter() - started < 4.0
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_many_class_page_fits_the_window_in_chromium(many, width, tmp_path):
+    """The page of 120 or 1,000 classes, at a desktop and a phone width: nothing wider than the window (a long
+    class name once widened a phone's page from the heatmap's caption); a table wider than the window
+    scrolls inside its own box."""
+    from test_quality_report import CHROMIUM, measure
+
+    if CHROMIUM is None:
+        pytest.skip("chromium is installed by scripts/setup.sh (Debian package chromium)")
+    seen = measure(many[4] / "r.html", width, tmp_path)
+    assert seen["viewport"] == width and seen["page"] <= width, "the page scrolls sideways"
+    html = (many[4] / "r.html").read_text()
+    assert html.count("<table") == len(re.findall(r'<div class="scroll[^"]*"(?: id="[^"]+")?><table', html)) == 6
+    if width > 1000:
+        assert seen["tables_past_edge"] == []

@@ -254,7 +254,8 @@ def _heatmap_caption(report: AccuracyReport) -> str:
     shown = heatmap_classes(np.asarray(report.confusion_matrix))
     text = f"Heatmap: {escape(shown.rule())}"
     if not shown.complete:
-        text += " Shown: " + ", ".join(label_html(report.labels[i]) for i in shown.indices) + "."
+        # Plain text, not label_html: a long name may wrap here rather than widen a phone's page.
+        text += " Shown: " + ", ".join(escape(report.labels[i]) for i in shown.indices) + "."
     return text
 
 
