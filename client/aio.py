@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES
+from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES, split_requests
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import (
+    DEFAULT_MAX_REQUEST_BYTES,
     MAX_RETRIES,
+    SPLIT_IN_FLIGHT,
+    byte_slices,
     channel_options,
+    check_max_request_bytes,
     check_target,
-    classify_request,
     encoded_request,
+    explain_size_error,
     feedback_request,
+    merge_results,
     model_spec,
 )
 from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
@@ -53,7 +58,9 @@ class ClassifierClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
         retries: int = MAX_RETRIES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
+        self.max_request_bytes = check_max_request_bytes(max_request_bytes)
         opts = channel_options(max_message_bytes, check_target(address), options, retries)
         interceptors = aio_token_interceptors(token) if token else None
         if credentials is None:
@@ -117,10 +124,11 @@ class ClassifierClient:
         request_id: str = "",
     ) -> ClassifyResult:
         """Classify a batch of images with ``model`` (``omit_labels``: no label strings in the result;
-        ``true_classes``, ``keep_for_feedback``: as in the synchronous client)."""
-        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels,
-                                   true_classes, keep_for_feedback, request_id)
-        return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
+        ``true_classes``, ``keep_for_feedback``: as in the synchronous client). A batch over ``max_request_bytes``
+        goes as several requests, ``SPLIT_IN_FLIGHT`` at a time, answered as one result."""
+        requests = split_requests(self.max_request_bytes, images, model, version, version_label, top_k,
+                                  return_probabilities, omit_labels, true_classes, keep_for_feedback, request_id)
+        return await self._classify_all(requests, timeout)
 
     async def classify_encoded(
         self,
@@ -133,9 +141,11 @@ class ClassifierClient:
         return_probabilities: bool = False,
         timeout: float | None = None,
     ) -> ClassifyResult:
-        """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
-        request = encoded_request(images, model, version, version_label, top_k, return_probabilities)
-        return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
+        """Classify encoded PNG/JPEG files (one ``bytes`` per image), in requests of at most ``max_request_bytes``."""
+        encoded_request(images, model, version, version_label, top_k, return_probabilities)  # the checks, first
+        requests = (encoded_request(images[part], model, version, version_label, top_k, return_probabilities)
+                    for part in byte_slices([len(i) for i in images], self.max_request_bytes))
+        return await self._classify_all(requests, timeout)
 
     async def feedback(self, model: str, request_id: str, true_classes: Sequence[int] | np.ndarray, *,
                        timeout: float | None = None) -> FeedbackResult:
@@ -172,6 +182,29 @@ class ClassifierClient:
         return RepositoryStatus.from_proto(reply)
 
     # -- helpers -------------------------------------------------------------
+    async def _classify_all(self, requests: Iterator[pb.ClassifyRequest], timeout: float | None) -> ClassifyResult:
+        """The answers of ``requests`` (one batch, split by bytes) as one result; ``SPLIT_IN_FLIGHT`` at a time,
+        each request built only when a slot is free."""
+        slots = asyncio.Semaphore(SPLIT_IN_FLIGHT)
+
+        async def one(request: pb.ClassifyRequest) -> ClassifyResult:
+            try:
+                return ClassifyResult.from_proto(await self._call(self._stub.Classify, request, timeout))
+            finally:
+                slots.release()
+
+        tasks = []
+        try:
+            for request in requests:
+                await slots.acquire()
+                tasks.append(asyncio.ensure_future(one(request)))
+            return merge_results(await asyncio.gather(*tasks))
+        except TfclassifyError as exc:
+            raise explain_size_error(exc) from exc.__cause__
+        finally:
+            for task in tasks:
+                task.cancel()
+
     def _timeout(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
 

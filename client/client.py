@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import grpc
 import numpy as np
@@ -11,13 +11,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.requests import (
+    DEFAULT_MAX_REQUEST_BYTES,
     MAX_RETRIES,
+    SPLIT_IN_FLIGHT,
+    as_image_batch,
+    byte_slices,
     channel_options,
+    check_max_request_bytes,
     check_target,
+    check_true_classes,
     classify_request,
     encoded_request,
+    explain_size_error,
     feedback_request,
+    merge_results,
     model_spec,
+    pixel_slices,
 )
 from tfclassify.client.results import ClassifyResult, FeedbackResult, ModelInfo, RepositoryStatus, VersionStatus
 from tfclassify.client.tls import TokenInterceptor
@@ -30,24 +39,31 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class ClassifyFuture:
-    """A ``Classify`` call in flight; ``result()`` waits for it."""
+    """A ``Classify`` call in flight (or the calls of a batch split by bytes); ``result()`` waits for it."""
 
-    def __init__(self, call: grpc.Future, address: str | None = None) -> None:
-        self._call = call
+    def __init__(self, call: grpc.Future | Sequence[grpc.Future], address: str | None = None) -> None:
+        self._calls = list(call) if isinstance(call, (list, tuple)) else [call]
         self._address = address
 
     def done(self) -> bool:
-        return self._call.done()
+        return all(call.done() for call in self._calls)
 
     def cancel(self) -> bool:
-        return self._call.cancel()
+        return all([call.cancel() for call in self._calls])
 
     def result(self, timeout: float | None = None) -> ClassifyResult:
-        """The result; raises ``TfclassifyError`` when the call failed."""
+        """The result; raises ``TfclassifyError`` when a call failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        parts = []
         try:
-            return ClassifyResult.from_proto(self._call.result(timeout=timeout))
+            for call in self._calls:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                parts.append(ClassifyResult.from_proto(call.result(timeout=left)))
         except grpc.RpcError as exc:
-            raise TfclassifyError.from_rpc_error(exc, self._address) from exc
+            for call in self._calls:
+                call.cancel()
+            raise explain_size_error(TfclassifyError.from_rpc_error(exc, self._address)) from exc
+        return merge_results(parts)
 
 
 class ClassifierClient:
@@ -71,6 +87,13 @@ class ClassifierClient:
     times (0-4) with jittered exponential backoff, within the call's
     deadline; retries pause while most calls fail. Classify and the reads
     are retried, never ``feedback``.
+
+    A batch larger than ``max_request_bytes`` (16 MiB: 111 images of
+    224 x 224 x 3) is sent as several requests of at most that many bytes of
+    images each (an image larger than that alone), ``SPLIT_IN_FLIGHT`` at a
+    time, and answered as one result: gRPC's message limit (64 MiB on both
+    sides by default) never sees a request it refuses. Keep it below the
+    server's ``--max-message-bytes``.
     """
 
     def __init__(
@@ -83,7 +106,9 @@ class ClassifierClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         options: Sequence[tuple[str, object]] = (),
         retries: int = MAX_RETRIES,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
+        self.max_request_bytes = check_max_request_bytes(max_request_bytes)
         opts = channel_options(max_message_bytes, check_target(address), options, retries)
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=opts)
@@ -151,20 +176,19 @@ class ClassifierClient:
         ``true_classes`` (one class index per image, -1 where unknown), when the caller knows them, are
         counted by the server in its live-accuracy metrics; they never change the answer.
         ``keep_for_feedback`` keeps the predictions on the server under ``request_id`` until ``feedback``
-        brings the true classes.
+        brings the true classes (a batch over ``max_request_bytes`` cannot be kept: it takes several requests).
         """
-        return self.classify_async(
-            images,
-            model,
-            version=version,
-            version_label=version_label,
-            top_k=top_k,
-            return_probabilities=return_probabilities,
-            timeout=timeout,
-            true_classes=true_classes,
-            keep_for_feedback=keep_for_feedback,
-            request_id=request_id,
-        ).result()
+        requests = self._split_requests(images, model, version, version_label, top_k, return_probabilities, False,
+                                        true_classes, keep_for_feedback, request_id)
+        parts: list[ClassifyResult] = []
+        window: list[ClassifyFuture] = []
+        for request in requests:  # at most SPLIT_IN_FLIGHT requests built and in flight at once
+            window.append(ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)),
+                                         self.address))
+            if len(window) == SPLIT_IN_FLIGHT:
+                parts.append(window.pop(0).result())
+        parts.extend(future.result() for future in window)
+        return merge_results(parts)
 
     def classify_async(
         self,
@@ -184,11 +208,13 @@ class ClassifierClient:
         """Start a ``classify`` call and return at once; for pipelining many batches.
 
         ``omit_labels`` leaves label strings out of the result (``labels`` and
-        ``top_k_labels`` come back empty): less work for large batches.
+        ``top_k_labels`` come back empty): less work for large batches. A batch over ``max_request_bytes`` starts
+        all its requests at once.
         """
-        request = classify_request(images, model, version, version_label, top_k, return_probabilities, omit_labels,
-                                   true_classes, keep_for_feedback, request_id)
-        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)), self.address)
+        requests = self._split_requests(images, model, version, version_label, top_k, return_probabilities,
+                                        omit_labels, true_classes, keep_for_feedback, request_id)
+        return ClassifyFuture([self._stub.Classify.future(r, timeout=self._timeout(timeout)) for r in requests],
+                              self.address)
 
     def classify_encoded(
         self,
@@ -201,9 +227,14 @@ class ClassifierClient:
         return_probabilities: bool = False,
         timeout: float | None = None,
     ) -> ClassifyResult:
-        """Classify encoded PNG/JPEG files (one ``bytes`` per image)."""
-        request = encoded_request(images, model, version, version_label, top_k, return_probabilities)
-        return ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)), self.address).result()
+        """Classify encoded PNG/JPEG files (one ``bytes`` per image), in requests of at most ``max_request_bytes``."""
+        encoded_request(images, model, version, version_label, top_k, return_probabilities)  # the checks, first
+        parts = []
+        for part in byte_slices([len(i) for i in images], self.max_request_bytes):
+            request = encoded_request(images[part], model, version, version_label, top_k, return_probabilities)
+            parts.append(ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)),
+                                        self.address).result())
+        return merge_results(parts)
 
     # -- models --------------------------------------------------------------
     def get_model_metadata(
@@ -242,6 +273,11 @@ class ClassifierClient:
         return FeedbackResult.from_proto(self._call(self._stub.Feedback, request, timeout))
 
     # -- helpers -------------------------------------------------------------
+    def _split_requests(self, images, model, version, version_label, top_k, return_probabilities, omit_labels,
+                        true_classes, keep_for_feedback, request_id) -> Iterator[pb.ClassifyRequest]:
+        return split_requests(self.max_request_bytes, images, model, version, version_label, top_k,
+                              return_probabilities, omit_labels, true_classes, keep_for_feedback, request_id)
+
     def _timeout(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else timeout
 
@@ -250,4 +286,31 @@ class ClassifierClient:
             return method(request, timeout=self._timeout(timeout))
         except grpc.RpcError as exc:
             raise TfclassifyError.from_rpc_error(exc, self.address) from exc
+
+
+def split_requests(max_request_bytes: int, images, model, version, version_label, top_k, return_probabilities,
+                   omit_labels, true_classes, keep_for_feedback, request_id) -> Iterator[pb.ClassifyRequest]:
+    """The checked requests of a batch of pixels, at most ``max_request_bytes`` of images each: the first is
+    built (and every argument checked) before this returns, the others as they are taken."""
+    batch = as_image_batch(images)
+    parts = pixel_slices(batch, max_request_bytes)
+    if len(parts) > 1 and keep_for_feedback:
+        raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"keep_for_feedback: {len(batch):,} images of {batch[:1].nbytes:,} bytes are over "
+                              f"max_request_bytes ({max_request_bytes:,}) and would take {len(parts)} requests, "
+                              "each its own request_id; send at most "
+                              f"{parts[0].stop:,} images per call with keep_for_feedback")
+    truth = None
+    if true_classes is not None:
+        truth = np.asarray(check_true_classes(true_classes, len(batch)), dtype=np.int64)
+    first = classify_request(batch[parts[0]], model, version, version_label, top_k, return_probabilities,
+                             omit_labels, None if truth is None else truth[parts[0]], keep_for_feedback, request_id)
+
+    def requests() -> Iterator[pb.ClassifyRequest]:
+        yield first
+        for part in parts[1:]:
+            yield classify_request(batch[part], model, version, version_label, top_k, return_probabilities,
+                                   omit_labels, None if truth is None else truth[part], keep_for_feedback, request_id)
+
+    return requests()
 

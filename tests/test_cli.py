@@ -141,7 +141,7 @@ def test_the_summary_says_what_was_scored_and_skipped_once_in_good_english(serve
 def test_a_misspelt_option_gets_the_commands_own_usage_and_the_option_meant(tmp_path):
     result = run("score", "--model", "m", "--dataset", "mnist", "--lables", "folder", check=False)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("usage: tfclassify score ") and "[--labels folder|FILE]" in result.stderr
+    assert result.stderr.startswith("usage: tfclassify score ") and "[--labels auto|folder|none|FILE]" in result.stderr
     assert result.stderr.endswith(
         "tfclassify score: error: unrecognized arguments: --lables folder (did you mean --labels?)\n"), result.stderr
     result = run("report", str(tmp_path / "p.jsonl"), "--qiet", check=False)

@@ -23,11 +23,12 @@ from tfclassify.client.cli.common import (
 from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.decode import INVERT_CHOICES, RESIZE_CHOICES
-from tfclassify.client.inputs.labels import FOLDER
+from tfclassify.client.inputs.labels import AUTO, FOLDER, NONE
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard
 from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
 from tfclassify.client.quality.outputs import check_report_paths
-from tfclassify.client.scoring.engine import ScoringOptions
+from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
+from tfclassify.client.scoring.engine import DECODE_CHOICES, ScoringOptions
 from tfclassify.client.scoring.job import Interrupted, JobResult, resume_hint, run_job
 from tfclassify.client.scoring.servers import RetryPolicy
 from tfclassify.common.text import counted
@@ -65,7 +66,23 @@ def add_parser(sub) -> None:
     add_report_argument(parser)
     add_skipped_ok_argument(parser)
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="images per RPC [default: the largest power of two up to 4096 that makes 8 or more batches]")
+                        help="images per batch [default: the largest power of two up to 4096 that makes 8 or more "
+                        "batches and whose pixels fit --max-request-bytes: 4096 images of 28x28, 64 of 224x224x3]")
+    parser.add_argument("--max-request-bytes", type=_byte_size, default=DEFAULT_MAX_REQUEST_BYTES, metavar="BYTES",
+                        help="most bytes of images (pixels, or files with --decode server) in one request: a larger "
+                        "batch is sent as several requests, an image larger than this alone; keep it under the "
+                        "server's --max-message-bytes (64 MiB); K, M and G suffixes (MiB...) [default: 16M]")
+    parser.add_argument("--decode", choices=DECODE_CHOICES, default="auto",
+                        help="where image files are decoded: client (this machine's decoding workers send pixels), "
+                        "server (PNG and JPEG files are sent as they are and the server decodes and resizes them "
+                        "the same way; GIF, BMP, TIFF, WebP and other formats are still decoded here), or auto. "
+                        "Files are decoded here, whatever is asked, for one-channel models with --invert auto or "
+                        "yes (inverting needs the pixels: --invert no lets the server decode), with a --resize "
+                        "other than the model's declared one, and for servers that do not resize files; "
+                        "--decode server then says so in one line. auto sends the smaller: files to the server for "
+                        "models whose images are 64 KiB or more as pixels (224x224x3), pixels for smaller ones "
+                        "(32x32x3); a server older than --decode server takes files only at the model's size: "
+                        "use --decode client with it [default: %(default)s]")
     parser.add_argument("--in-flight", type=int, default=4, help="RPCs in flight at once [default: %(default)s]")
     parser.add_argument("--decode-workers", type=int, help="processes decoding image files (0: threads) "
                         "[default: one per CPU for 4096 or more files, else threads]")
@@ -90,10 +107,15 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         "[default: %(default)s]")
     parser.add_argument("--data-dir", type=Path, help="with --dataset: folder holding its files")
     parser.add_argument(
-        "--labels", metavar="folder|FILE",
+        "--labels", metavar="auto|folder|none|FILE", default=AUTO,
         help="true labels: 'folder' (each image's folder is named after its class, e.g. Shirt/0001.png or "
-        "7/0001.png), a manifest FILE (CSV with path,label columns, or JSONL), or an IDX/.npz labels file "
-        "for IDX images [default: none; IDX/.npz files and datasets carry their own]",
+        "7/0001.png; files outside a class folder are skipped), a manifest FILE (CSV with path,label columns, "
+        "or JSONL), an IDX/.npz labels file for IDX images, or 'none'. 'auto' takes the folders as labels when "
+        "every image file sits in a folder named after one of the model's classes (as Keras' "
+        "image_dataset_from_directory labels images by their folder, but only names of the model's classes "
+        "count, never a folder '3' for the model's fourth class), says so in one line, and otherwise scores "
+        "without labels, with a hint when some folders name classes [default: auto; IDX/.npz files and "
+        "datasets carry their own]",
     )
     parser.add_argument("--npz-images", metavar="KEY", help="array of images in a .npz [default: images, x_SPLIT or x]")
     parser.add_argument("--npz-labels", metavar="KEY", help="array of labels in a .npz [default: labels, y_SPLIT or y]")
@@ -106,11 +128,11 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_resize_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resize", choices=RESIZE_CHOICES, default="stretch",
+    parser.add_argument("--resize", choices=RESIZE_CHOICES, default=None,
                         help="how image files meet the model's input size: stretch (each side scaled, the aspect "
                         "ratio not kept, as Keras' image_dataset_from_directory does), crop (the largest centred "
                         "region with the model's aspect ratio, then scaled) or pad (black borders up to that "
-                        "aspect ratio, then scaled) [default: %(default)s]")
+                        "aspect ratio, then scaled) [default: the model's declared resize (tfclassify.json), else stretch]")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     options = ScoringOptions(
         model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
         batch_size=args.batch_size, in_flight=args.in_flight, decode_workers=args.decode_workers,
-        invert=args.invert, resize=args.resize, timeout=args.timeout,
+        invert=args.invert, resize=args.resize, decode=args.decode, max_request_bytes=args.max_request_bytes,
+        timeout=args.timeout,
         retry=RetryPolicy(max_retries=args.max_retries),
         credentials=credentials_from(args), token=token_from(args), send_labels=args.send_labels,
     )
@@ -144,24 +167,37 @@ def run(args: argparse.Namespace) -> int:
 def build_plan(args: argparse.Namespace) -> ScoringPlan:
     """The inputs, label source, shard and limit of the command line."""
     shard = parse_shard(args.shard) if getattr(args, "shard", None) else (0, 1)
-    labels = args.labels
+    labels = None if args.labels == NONE else args.labels
     if args.dataset:
         data = load_dataset(args.dataset, args.split, args.data_dir)
         reopen = {"dataset": data.name, "split": data.split,
                   "data_dir": str(args.data_dir.absolute()) if args.data_dir else None}
         inputs: list[Input] = [ArrayInput(Path(f"{data.name}-{data.split}"), f"{data.name}-{data.split}",
                                           data.images, data.labels, reopen)]
-        if labels is not None:
+        if labels not in (None, AUTO):
             raise CliError("--labels is for --images: a named dataset carries its own labels")
     else:
         # An IDX/.npz --labels file holds the labels of one IDX/.npz --images file; any other is a manifest.
         array_labels = None
-        if labels not in (None, FOLDER) and is_array_file(Path(labels)):
+        if labels not in (None, FOLDER, AUTO) and is_array_file(Path(labels)):
             if len(args.images) != 1 or not is_array_file(args.images[0]):
                 raise CliError("an IDX/.npz --labels file goes with exactly one IDX/.npz --images file")
             array_labels, labels = _array_labels(Path(labels), args), None
         inputs = [_array_input(p, args, array_labels) if is_array_file(p) else open_input(p) for p in args.images]
     return ScoringPlan(inputs, labels, shard, limit=args.limit)
+
+
+def _byte_size(text: str) -> int:
+    """``16777216``, ``16M``, ``16MiB``, ``512K`` ... as bytes (K, M, G: powers of 1024)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:], 1)
+    try:
+        size = int(float(value[:-1] if factor > 1 else value) * factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r} (e.g. 16M)") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size
 
 
 def _array_input(path: Path, args: argparse.Namespace, labels: np.ndarray | None) -> ArrayInput:
@@ -192,7 +228,8 @@ async def _run_cancellable(plan, servers, options, args) -> JobResult:
         loop.add_signal_handler(stop, task.cancel)
     try:
         return await run_job(plan, servers, options, args.output, resume=args.resume, overwrite=args.overwrite,
-                             progress=not args.no_progress, progress_interval=args.progress_interval)
+                             progress=not args.no_progress, progress_interval=args.progress_interval,
+                             on_note=lambda note: print(f"tfclassify: {note}", file=sys.stderr, flush=True))
     finally:
         for stop in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(stop)

@@ -16,6 +16,11 @@ from pathlib import Path, PurePosixPath
 
 #: ``--labels`` value that takes labels from the parent folder names.
 FOLDER = "folder"
+#: ``--labels`` value (the command's default) that takes labels from the parent folder names when every file sits
+#: in a folder named after one of the model's classes, and scores without true labels otherwise.
+AUTO = "auto"
+#: ``--labels`` value for no true labels at all (turns ``auto`` off).
+NONE = "none"
 #: Why a file outside every class folder (``README.md`` at the root) is skipped, by the scorer and the trainer alike.
 NOT_IN_CLASS_FOLDER = "not in a class folder"
 
@@ -75,6 +80,12 @@ class LabelResolver:
         if index is None and label.isdigit():
             index = int(label) if int(label) < len(self.class_names) else None
         return index
+
+    def names_class(self, label: str | None) -> bool:
+        """Whether ``label`` (a folder name) is one of the model's class names (``T-shirt_top`` for ``T-shirt/top``);
+        an index (``7``) only when it is the class's name too, as for digits: a folder named ``3`` is not taken to
+        mean the model's fourth class."""
+        return label is not None and label in self._by_name
 
     def check(self, labels: Iterable[str | int], origin: str) -> None:
         """``LabelError`` naming every label that is not a class, and listing the classes."""

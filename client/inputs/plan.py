@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tfclassify.client.inputs.labels import (
+    AUTO,
     FOLDER,
     NOT_IN_CLASS_FOLDER,
     LabelError,
@@ -57,6 +58,9 @@ class Survey:
     labelled: int = 0  # images of this shard with a true label
     #: Files outside every class folder (``--labels folder``), over all shards: each is skipped, not scored.
     unfiled: int = 0
+    #: Image files over all shards, and those that sit in a folder named after a class of the model.
+    files: int = 0
+    in_class_folders: int = 0
 
     def to_dict(self) -> dict:
         return {"total": self.total, "shard_sizes": self.shard_sizes, "digest": self.digest}
@@ -94,8 +98,12 @@ class ScoringPlan:
         self.shard, self.num_shards = shard
         self.labels_from = labels
         self.limit = limit
+        #: Where the true labels of files come from: ``labels``, with ``auto`` settled by ``survey``.
+        self._mode: str | None = None if labels == AUTO else labels
+        #: One-line notes for the user (``auto`` labels: what the survey found), after ``survey``.
+        self.notes: list[str] = []
         self._manifest: dict[str, str] | None = None
-        if labels is not None and str(labels) != FOLDER:
+        if labels is not None and str(labels) not in (FOLDER, AUTO):
             self._manifest = read_manifest(Path(labels))
 
     def identity(self) -> dict:
@@ -116,6 +124,9 @@ class ScoringPlan:
         survey = Survey(shard_sizes=[0] * self.num_shards)
         digest = 0
         unknown: set[str] = set()
+        if self.labels_from == AUTO:
+            self._mode = FOLDER  # tentatively, while the files are counted; settled below
+        auto_labelled = 0
         for source in self.inputs:
             if self._is_whole_array(source):
                 n = self._take(source, survey.total)
@@ -132,8 +143,13 @@ class ScoringPlan:
                 survey.shard_sizes[shard] += 1
                 if self.num_shards > 1:
                     digest = (digest + _hash64(item.source)) % (1 << 64)
-                if label is None and self.labels_from == FOLDER:
+                if label is None and self._mode == FOLDER:
                     survey.unfiled += 1
+                if self.labels_from == AUTO and not source.is_array:
+                    survey.files += 1
+                    survey.in_class_folders += resolver.names_class(label)
+                    auto_labelled += shard == self.shard
+                    continue
                 if shard != self.shard or label is None:
                     continue
                 survey.labelled += 1
@@ -144,8 +160,26 @@ class ScoringPlan:
             raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")
         if self.num_shards > 1:
             survey.digest = f"{digest:016x}"
+        if self.labels_from == AUTO:
+            survey.unfiled = 0
+            self._settle_auto(survey, auto_labelled)
         self._check_labels(resolver, unknown, survey)
         return survey
+
+    def _settle_auto(self, survey: Survey, labelled: int) -> None:
+        """``--labels auto``: folder labels when every file sits in a folder named after a class of the model,
+        none otherwise (with a hint when some do)."""
+        if survey.files and survey.in_class_folders == survey.files:
+            self._mode = FOLDER
+            survey.labelled += labelled
+            self.notes.append("true labels: the class folders (every file sits in a folder named after one of the "
+                              "model's classes); --labels none scores without them")
+            return
+        self._mode = None
+        if survey.in_class_folders:
+            self.notes.append(f"{survey.in_class_folders:,} of the {survey.files:,} files sit in folders named after "
+                              "the model's classes: --labels folder takes those as true labels (the others are "
+                              "skipped)")
 
     def chunks(self, resolver: LabelResolver, batch_size: int, skip: int = 0) -> Iterator[Chunk]:
         """This shard's images in order, ``batch_size`` at a time, after the first ``skip`` (a resumed run).
@@ -178,7 +212,7 @@ class ScoringPlan:
                     seq, chunk = seq + 1, None
                 if chunk is None:
                     chunk = Chunk(seq, [], [], [], [], source if isinstance(source, ArrayInput) else None)
-                if label is None and self.labels_from == FOLDER:
+                if label is None and self._mode == FOLDER:
                     chunk.skipped[len(chunk)] = NOT_IN_CLASS_FOLDER
                 chunk.indices.append(index - 1)
                 chunk.sources.append(item.source)
@@ -207,7 +241,7 @@ class ScoringPlan:
             remaining -= 1
             if item.label is not None:
                 label = item.label
-            elif self.labels_from == FOLDER:
+            elif self._mode == FOLDER:
                 label = folder_label(item.member)
             elif self._manifest is not None:
                 label = self._manifest.get(normalise_member(item.member))

@@ -10,6 +10,7 @@ They start with ``forkserver``, which is safe beside gRPC's threads (plain
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import signal
@@ -20,7 +21,14 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, apply_invert, check_encoded, decode_image
+from tfclassify.client.inputs.decode import (
+    ENCODED_FORMATS,
+    ConversionSpec,
+    ImageDecodeError,
+    apply_invert,
+    check_encoded,
+    decode_image,
+)
 from tfclassify.client.inputs.sources import FileRef, format_hint, read_file_ref
 from tfclassify.client.inputs.zipindex import ZipFormatError
 
@@ -52,6 +60,66 @@ def decode_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray,
     if spec.channels != 1:  # inverting is for one-channel (MNIST-style) models
         return pixels[:decoded], failed
     return apply_invert(pixels[:decoded], spec.invert), failed
+
+
+def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """For a server that decodes files (``--decode server``): the bytes of ``refs``, in an object array ``[n_ok]``
+    as ``decode_files`` returns them, and ``(position, reason)`` for each that could not be read. PNG and JPEG
+    files within ``spec.max_pixels`` go untouched (only their header is read); any other file (GIF, BMP, TIFF,
+    WebP, a corrupt file ...) is decoded here to ``spec``'s channels at its own size (upright, alpha composited,
+    16-bit converted) and sent as a PNG, which the server then resizes as it resizes every file (the model's
+    declared resize and crop applied once, there); a file that does not decode is skipped with the reason
+    ``decode_files`` gives."""
+    out = np.empty(len(refs), dtype=object)
+    files = _open_files()
+    sent = 0
+    failed: list[tuple[int, str]] = []
+    for position, ref in enumerate(refs):
+        try:
+            data = read_file_ref(ref, files)
+            if not _sendable(data, spec.max_pixels):
+                data = _png(decode_image(data, _own_size(data, spec), format_hint(ref)))
+            out[sent] = data
+            sent += 1
+        except (ImageDecodeError, ZipFormatError) as exc:
+            failed.append((position, str(exc)))
+        except OSError as exc:
+            failed.append((position, f"cannot read: {exc.strerror or exc}"))
+    return out[:sent], failed
+
+
+def _sendable(data: bytes, max_pixels: int) -> bool:
+    """Whether ``data`` is a PNG or JPEG file whose header reads and declares at most ``max_pixels`` pixels."""
+    if not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+        return False
+    try:
+        with Image.open(io.BytesIO(data), formats=ENCODED_FORMATS) as img:
+            width, height = img.size
+    except Exception:  # noqa: BLE001 - a broken header: decode_image says why, in its words
+        return False
+    return 0 < width * height <= max_pixels
+
+
+def _own_size(data: bytes, spec: ConversionSpec) -> ConversionSpec:
+    """``spec`` at the file's own upright size, nothing cropped (``spec`` itself when the header does not read:
+    ``decode_image`` then says why)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored on its side: upright, the sides swap
+                width, height = height, width
+    except Exception:  # noqa: BLE001 - any failure to read the header: decode_image reports it
+        return spec
+    if not 0 < width * height <= spec.max_pixels:
+        return spec
+    return ConversionSpec(height, width, "no", spec.max_pixels, spec.channels, "stretch")
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    """Decoded pixels ``[H, W]`` or ``[H, W, C]`` as a PNG file (lossless; fast, small at a model's size)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 def _ready() -> None:
@@ -111,14 +179,15 @@ class DecodePool:
     def kind(self) -> str:
         return f"{self.workers} processes" if self.workers else "threads"
 
-    def submit(self, refs: list[FileRef], spec: ConversionSpec) -> Future:
-        """Start decoding; the future's result is ``decode_files``'."""
-        return self._threads.submit(self._decode, refs, spec)
+    def submit(self, refs: list[FileRef], spec: ConversionSpec, send_files: bool = False) -> Future:
+        """Start decoding; the future's result is ``decode_files``' (``read_files``' when ``send_files``)."""
+        return self._threads.submit(self._decode, refs, spec, read_files if send_files else decode_files)
 
-    def _decode(self, refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    def _decode(self, refs: list[FileRef], spec: ConversionSpec, work=decode_files
+                ) -> tuple[np.ndarray, list[tuple[int, str]]]:
         if self._starting is not None and self._starting.done():
-            return self._starting.result().submit(decode_files, refs, spec).result()
-        return decode_files(refs, spec)
+            return self._starting.result().submit(work, refs, spec).result()
+        return work(refs, spec)
 
     def close(self) -> None:
         """Stop the workers (queued work is dropped)."""

@@ -8,6 +8,11 @@ chunk is yielded once, after its RPCs (retried as often as needed) have
 answered; a server that refuses an image (INVALID_ARGUMENT) gets the batch
 again in halves until the refused image is alone, and that image is
 recorded as skipped with the server's message while the rest are scored.
+
+Requests are bounded by bytes as well as images: a chunk is sent as several
+requests when its images (pixels, or files with ``decode="server"``) exceed
+``max_request_bytes``, and the default batch size is the largest that keeps
+a batch of pixels within it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from tfclassify.client.inputs.decode import ConversionSpec
 from tfclassify.client.inputs.labels import LabelResolver
 from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows
 from tfclassify.client.inputs.workers import DecodePool, available_cpus
+from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
 from tfclassify.client.results import ClassifyResult, ModelInfo
+from tfclassify.client.scoring.decoding import choose_decoding, request_slices
 from tfclassify.client.scoring.servers import RetryPolicy, ServerPool
 
 #: Below this many image files a run decodes on threads: starting worker processes costs ~0.15 s.
@@ -50,8 +57,14 @@ class ScoringOptions:
     #: For one-channel (MNIST-style) models: make images light-on-dark (``auto``, ``yes``, ``no``). Colour models
     #: are never inverted: ``auto`` and ``no`` mean the same for them, and ``yes`` is refused.
     invert: str = "auto"
-    #: How files meet the model's size: ``stretch``, ``crop`` or ``pad`` (``decode.RESIZE_CHOICES``).
-    resize: str = "stretch"
+    #: How files meet the model's size: ``stretch``, ``crop`` or ``pad`` (``decode.RESIZE_CHOICES``); None: the
+    #: model's declared resize (its metadata's ``preprocessing["resize"]``), else stretch.
+    resize: str | None = None
+    #: Where files are decoded: ``client`` (the decoding workers send pixels), ``server`` (PNG/JPEG files sent as
+    #: they are, the server decodes them; other formats decoded here) or ``auto`` (``decoding.choose_decoding``).
+    decode: str = "auto"
+    #: Most bytes of images (pixels, or files) in one request; a larger image goes alone.
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: TLS credentials for the servers (``tfclassify.client.tls.channel_credentials``); None: plain text.
@@ -62,14 +75,16 @@ class ScoringOptions:
     send_labels: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 0 or self.in_flight < 1 or self.top_k < 0:
-            raise ValueError("batch_size must be >= 0, in_flight >= 1 and top_k >= 0")
+        if self.batch_size < 0 or self.in_flight < 1 or self.top_k < 0 or self.max_request_bytes < 1:
+            raise ValueError("batch_size must be >= 0, in_flight >= 1, top_k >= 0 and max_request_bytes >= 1")
+        if self.decode not in DECODE_CHOICES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_CHOICES)}, got {self.decode!r}")
 
     def identity(self) -> dict:
         """The options that change the output's rows (a resumed run must share them)."""
         identity = {"model": self.model, "version": self.version, "version_label": self.version_label,
                     "top_k": self.top_k, "invert": self.invert}
-        if self.resize != "stretch":  # absent for the default, so that runs written before --resize still resume
+        if self.resize not in (None, "stretch"):  # absent for the default, so that runs written before --resize still resume
             identity["resize"] = self.resize
         return identity
 
@@ -90,8 +105,18 @@ class ChunkResult:
         return len(self.chunk)
 
 
-def auto_batch_size(n: int, largest: int = 4096, smallest: int = 256, batches: int = 8) -> int:
-    """The largest power of two in [smallest, largest] that splits ``n`` images into ``batches`` or more."""
+DECODE_CHOICES = ("auto", "client", "server")
+
+
+def auto_batch_size(n: int, largest: int = 4096, smallest: int = 256, batches: int = 8, image_bytes: int = 0,
+                    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> int:
+    """The largest power of two in [smallest, largest] that splits ``n`` images into ``batches`` or more, and
+    whose images of ``image_bytes`` each (when known) fit ``max_request_bytes``: 64 images of 224 x 224 x 3 in
+    16 MiB, 4,096 of 28 x 28."""
+    if image_bytes > 0:
+        fits = max(1, max_request_bytes // image_bytes)
+        largest = min(largest, 1 << (fits.bit_length() - 1))
+        smallest = min(smallest, largest)
     size = largest
     while size > smallest and n < size * batches:
         size //= 2
@@ -111,7 +136,8 @@ class Scorer:
     def __init__(self, servers: list[str], options: ScoringOptions) -> None:
         self.options = options
         self.servers = ServerPool(servers, timeout=options.timeout, retry=options.retry,
-                                  credentials=options.credentials, token=options.token)
+                                  credentials=options.credentials, token=options.token,
+                                  max_request_bytes=options.max_request_bytes)
         self.model: ModelInfo | None = None
         self.survey: Survey | None = None
         self.batch_size = options.batch_size
@@ -119,6 +145,10 @@ class Scorer:
         self._resolver: LabelResolver | None = None
         self._decoder: DecodePool | None = None
         self._spec: ConversionSpec | None = None
+        #: Whether PNG/JPEG files go to the server as they are (``decode`` server, or auto's choice).
+        self.send_files = False
+        #: One-line notes for the user about choices made from the model (decoding, labels), after ``start``.
+        self.notes: list[str] = []
 
     @property
     def spec(self) -> ConversionSpec | None:
@@ -127,7 +157,9 @@ class Scorer:
 
     @property
     def decoder_kind(self) -> str:
-        return self._decoder.kind if self._decoder else "none"
+        if self._decoder is None:
+            return "none"
+        return f"server ({self._decoder.kind} read the files)" if self.send_files else self._decoder.kind
 
     async def start(self, plan: ScoringPlan) -> Survey:
         """Fetch the model's metadata, list the inputs and check their labels; nothing is scored yet."""
@@ -136,15 +168,32 @@ class Scorer:
         self._resolver = LabelResolver(self.model.labels)
         self._plan = plan
         self.survey = await asyncio.to_thread(plan.survey, self._resolver)
-        self._spec = conversion_spec(self.model, o.invert, o.resize)
+        self.notes = list(plan.notes)
+        has_files = any(not i.is_array for i in plan.inputs)
+        declared = self.model.preprocessing.get("resize") or "stretch"
+        self._spec = conversion_spec(self.model, o.invert, o.resize or declared)
+        self.send_files, note = choose_decoding(self.model, o.decode, o.invert, o.resize or declared, o.resize)
+        if note and has_files:
+            self.notes.append(note)
         shard_size = self.survey.shard_sizes[plan.shard]
-        self.batch_size = o.batch_size or auto_batch_size(shard_size)
-        if any(not i.is_array for i in plan.inputs):
+        self.batch_size = o.batch_size or auto_batch_size(
+            shard_size, image_bytes=self._image_bytes(plan), max_request_bytes=o.max_request_bytes)
+        if has_files:
             workers = o.decode_workers
-            if workers is None:
-                workers = available_cpus() if shard_size >= PROCESS_POOL_MIN_FILES else 0
+            if workers is None:  # files sent as they are need no processes: reading them is all the work
+                big = shard_size >= PROCESS_POOL_MIN_FILES and not self.send_files
+                workers = available_cpus() if big else 0
             self._decoder = DecodePool(workers)
         return self.survey
+
+    def _image_bytes(self, plan: ScoringPlan) -> int:
+        """Bytes of one image as sent (0: unknown, for files sent as they are)."""
+        arrays = [i for i in plan.inputs if i.is_array]
+        if arrays:
+            return max(int(a.images[:1].nbytes) for a in arrays)
+        if self._spec is None or self._spec.channels == 0:
+            return 0
+        return math.prod(self._spec.shape)
 
     async def results(self, skip: int = 0) -> AsyncIterator[ChunkResult]:
         """The results of this shard's chunks, in order, after its first ``skip`` images."""
@@ -193,7 +242,7 @@ class Scorer:
             skipped.update(chunk.skipped)
             decode_at = [p for p in range(n) if p not in skipped]
             pixels, failed = await asyncio.wrap_future(
-                self._decoder.submit([chunk.refs[p] for p in decode_at], self._spec))
+                self._decoder.submit([chunk.refs[p] for p in decode_at], self._spec, self.send_files))
             skipped.update((decode_at[q], reason) for q, reason in failed)
             scored_at = [p for p in decode_at if p not in skipped]
         result = ChunkResult(
@@ -202,7 +251,8 @@ class Scorer:
         )
         if scored_at:
             async with rpc_slots:
-                await self._classify_into(result, pixels, scored_at)
+                for part in request_slices(pixels, self.options.max_request_bytes):
+                    await self._classify_into(result, pixels[part], scored_at[part])
         return result
 
     async def _classify_into(self, result: ChunkResult, pixels: np.ndarray, positions: list[int]) -> None:
@@ -256,7 +306,10 @@ def conversion_spec(model: ModelInfo, invert: str = "auto", resize: str = "stret
                               f"--invert yes is for one-channel (MNIST-style) models; model {model.name!r} takes "
                               f"colour images {list(model.input_shape)}, which are never inverted")
     height, width = _image_size(model, channels)
-    return ConversionSpec(height, width, invert if channels == 1 else "no", channels=channels, resize=resize)
+    declared = model.preprocessing
+    return ConversionSpec(height, width, invert if channels == 1 else "no", channels=channels, resize=resize,
+                          interpolation=declared.get("interpolation") or None,
+                          crop_fraction=declared.get("crop_fraction") or 1.0)
 
 
 def _image_size(model: ModelInfo, channels: int) -> tuple[int, int]:

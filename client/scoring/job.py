@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,6 +62,7 @@ async def run_job(
     overwrite: bool = False,
     progress: bool = True,
     progress_interval: float = 5.0,
+    on_note: Callable[[str], None] | None = None,
 ) -> JobResult:
     """Score ``plan`` into ``output`` and summarize the output file.
 
@@ -69,7 +71,9 @@ async def run_job(
     numbers, nothing to resume. Raises ``Interrupted`` when cancelled,
     ``TfclassifyError`` when the servers fail beyond retries; either way the
     output holds a valid prefix that ``resume=True`` continues. ``resume=True`` on a finished output changes
-    nothing and needs no server: the result summarizes the output as it is (``already_complete``).
+    nothing and needs no server: the result summarizes the output as it is (``already_complete``). ``on_note``
+    gets the scorer's one-line notes (labels taken from folders, files decoded here for ``decode="server"``)
+    before anything is scored.
     """
     started = time.monotonic()
     if output is not None and resume:
@@ -96,6 +100,8 @@ async def run_job(
             record = writer.resume(identity)
         elif writer is not None:
             writer.create(record, overwrite)
+        for note in scorer.notes if on_note is not None else ():  # once the output is known to be writable
+            on_note(note)
         shard_size = survey.shard_sizes[plan.shard]
         done_before = writer.rows if writer is not None else 0
         if done_before > shard_size:
@@ -118,6 +124,7 @@ async def run_job(
         seconds = time.monotonic() - prepared
         record.update(
             finished=_now(), servers=servers, decoding=scorer.decoder_kind, batch_size=scorer.batch_size,
+            max_request_bytes=options.max_request_bytes,
             retries=scorer.servers.retries, seconds_last_run=round(time.monotonic() - started, 3),
         )
         if writer is not None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from tfclassify.client import aio
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.requests import BACKOFF_BASE_S, BACKOFF_CAP_S, RETRYABLE_CODES
+from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES, BACKOFF_BASE_S, BACKOFF_CAP_S, RETRYABLE_CODES
 from tfclassify.client.results import ClassifyResult, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,8 @@ class ServerPool:
     """Sends each batch to the least busy server that is not backing off; UNAVAILABLE moves it elsewhere."""
 
     def __init__(self, targets: list[str], *, timeout: float, retry: RetryPolicy = RetryPolicy(),
-                 credentials: grpc.ChannelCredentials | None = None, token: str | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         if not targets:
             raise ValueError("no server to score against")
         self.targets = list(targets)
@@ -47,7 +48,8 @@ class ServerPool:
         self.retry = retry
         self.retries = 0
         # retries=0: the scorer retries a refused batch itself, on another server where it has one.
-        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials, token=token, retries=0)
+        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials, token=token, retries=0,
+                                           max_request_bytes=max_request_bytes)
                          for t in self.targets]
         self._busy = [0] * len(self._clients)
         self._down_until = [0.0] * len(self._clients)
