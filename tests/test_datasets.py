@@ -11,6 +11,7 @@ import pytest
 
 from conftest import FASHION_DIR, MNIST_DIR
 from tfclassify.client.datasets import (
+    DATASETS,
     DatasetNotFoundError,
     IdxFormatError,
     NpzFormatError,
@@ -111,3 +112,96 @@ def test_download_verifies_and_places_the_file(monkeypatch, tmp_path):
     assert [p.name for p in (tmp_path / "dest").iterdir()] == [source.name]
     with pytest.raises(DownloadError, match="does not match"):
         download(DataFile(source.name, md5="0" * 32), tmp_path / "other")
+
+
+def _cifar_archive(path, train_batches: int = 5, per_batch: int = 4, seed: int = 0):
+    """A small ``cifar-10-python.tar.gz`` in the published format: Python pickles of dicts with bytes keys,
+    ``b'data'`` uint8 [N, 3072] (red plane, green, blue), ``b'labels'`` a list of ints, and ``batches.meta``."""
+    import io
+    import pickle
+    import tarfile
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (train_batches * per_batch + per_batch, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, len(images))
+    names = [f"data_batch_{i + 1}" for i in range(train_batches)] + ["test_batch"]
+    with tarfile.open(path, "w:gz") as archive:
+        def add(name: str, value: dict) -> None:
+            raw = pickle.dumps(value, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+
+        for i, name in enumerate(names):
+            part = slice(i * per_batch, (i + 1) * per_batch)
+            data = images[part].transpose(0, 3, 1, 2).reshape(per_batch, 3072)
+            add(name, {b"batch_label": name.encode(), b"labels": labels[part].tolist(), b"data": data,
+                       b"filenames": [b"x.png"] * per_batch})
+        add("batches.meta", {b"label_names": [n.encode() for n in DATASETS["cifar10"].labels],
+                             b"num_cases_per_batch": per_batch, b"num_vis": 3072})
+    return images, labels
+
+
+def test_cifar10_reads_the_python_archive_and_its_extracted_folder(tmp_path):
+    import tarfile
+
+    from tfclassify.client.datasets.cifar import read_label_names
+
+    images, labels = _cifar_archive(tmp_path / "cifar-10-python.tar.gz")
+    train = load_dataset("cifar10", "train", tmp_path, download_missing=False)
+    test = load_dataset("cifar10", "test", tmp_path, download_missing=False)
+    assert train.images.shape == (20, 32, 32, 3) and train.images.dtype == np.uint8
+    assert np.array_equal(train.images, images[:20]) and train.labels.tolist() == labels[:20].tolist()
+    assert np.array_equal(test.images, images[20:]) and test.labels.tolist() == labels[20:].tolist()
+    assert train.label_names[:3] == ("airplane", "automobile", "bird") and len(train.label_names) == 10
+    assert read_label_names(tmp_path / "cifar-10-python.tar.gz") == train.label_names
+    # The folder the archive extracts to serves as well.
+    with tarfile.open(tmp_path / "cifar-10-python.tar.gz") as archive:
+        archive.extractall(tmp_path / "extracted", filter="data")
+    again = load_dataset("cifar10", "test", tmp_path / "extracted", download_missing=False)
+    assert np.array_equal(again.images, test.images)
+
+
+def test_cifar10_trains_as_a_colour_dataset(tmp_path):
+    from tfclassify.trainer.data import DataSource, load_training_data
+
+    _cifar_archive(tmp_path / "cifar-10-python.tar.gz")
+    data = load_training_data(DataSource(dataset="cifar10", data_dir=tmp_path))
+    assert data.input_shape == (32, 32, 3) and data.num_classes == 10 and data.class_names[-1] == "truck"
+
+
+def test_a_cifar_pickle_may_not_name_other_code(tmp_path):
+    import io
+    import pickle
+    import tarfile
+
+    from tfclassify.client.datasets import CifarFormatError, read_cifar
+
+    raw = pickle.dumps({b"data": __import__("os").getcwd}, protocol=2)  # a pickled reference to os.getcwd
+    with tarfile.open(tmp_path / "evil.tar.gz", "w:gz") as archive:
+        info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+        info.size = len(raw)
+        archive.addfile(info, io.BytesIO(raw))
+    with pytest.raises(CifarFormatError, match="is not allowed in a CIFAR batch"):
+        read_cifar(tmp_path / "evil.tar.gz", "test")
+
+
+def test_cifar10_offline_fails_in_one_line_with_the_url_and_the_way_by_hand(monkeypatch, tmp_path):
+    import urllib.error
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("cifar10", "train", tmp_path / "nowhere")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("dataset 'cifar10' (train split) not found: no cifar-10-python.tar.gz in ")
+    assert ("the download failed: cannot download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz: "
+            "[Errno -2] Name or service not known") in message
+    assert "download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz by hand" in message
+    assert message.endswith("then pass --data-dir FOLDER (the folder holding it) or set TFCLASSIFY_DATA_DIR")
+    assert DATASETS["cifar10"].layouts[0].files["train_images"].md5 == "c58f30108f718f92721af3b95e74349a"

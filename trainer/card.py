@@ -57,8 +57,15 @@ def render_markdown(card: dict) -> str:
     if data.get("skipped"):
         lines.append(f"- Files skipped (not images, or outside a class folder): {data['skipped']}")
     lines += [f"- SHA-256 of {name.replace('_', ' ')}: `{digest}`" for name, digest in data["checksums"].items()]
+    lines += _input_lines(card.get("input"))
     lines += ["", "## Training", ""]
     lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in hp.items()]
+    lines += _transfer_lines(card.get("transfer"))
+    augmentation = card["training"].get("augmentation")
+    if augmentation:
+        lines.append("- Augmentation (training only, inside the exported model): " + ", ".join(
+            f"{a['layer']}({', '.join(f'{k}={v}' for k, v in a.items() if k not in ('name', 'layer'))})"
+            for a in augmentation))
     lines += [f"- Trained for {card['training']['epochs_run']} epochs ({card['training']['steps']:,} steps) in "
               f"{card['training']['seconds']:.1f} s ({card['training']['seconds_per_epoch']:.1f} s per epoch)"
               + (", stopped early on validation loss" if card["training"]["stopped_early"] else ""),
@@ -76,6 +83,36 @@ def render_markdown(card: dict) -> str:
               f"tfclassify {env['tfclassify']}, TensorFlow {env['tensorflow']}, Keras {env['keras']}, Python "
               f"{env['python']} on {env['platform']} ({', '.join(env['devices'])}); created {card['created']}.", ""]
     return "\n".join(lines)
+
+
+def _input_lines(described: dict | None) -> list[str]:
+    """What the exported signature takes and what the model does to it first."""
+    if not described:
+        return []
+    lines = ["", "## Input", "",
+             f"- {described['dtype']} images [N, {', '.join(map(str, described['shape']))}] "
+             f"({described['channels']} channel{'s' if described['channels'] != 1 else ''})",
+             f"- Preprocessing: {described['rescaling']}"]
+    if described.get("inside_model"):
+        lines.append(f"- Steps inside the model: {'; '.join(described['inside_model'])}")
+    return lines
+
+
+def _transfer_lines(transfer: dict | None) -> list[str]:
+    """Transfer learning: the backbone, its weights, and the two phases."""
+    if not transfer:
+        return []
+    weights = transfer["weights"]
+    source = (f"file {weights['file']} (SHA-256 `{weights['sha256']}`)" if weights["source"] == "file"
+              else weights["source"])
+    return [f"- Backbone: {transfer['backbone']}, weights: {source}",
+            f"- Phase 1: {transfer['frozen_epochs']} epochs with the backbone frozen at learning rate "
+            f"{transfer['head_learning_rate']} ({transfer['trainable_parameters_frozen']:,} trainable parameters)",
+            f"- Phase 2: {transfer['fine_tune_epochs']} epochs fine-tuning the top "
+            f"{transfer['fine_tuned_layer_count']} weighted layers of the backbone at learning rate "
+            f"{transfer['fine_tune_learning_rate']} ({transfer['trainable_parameters_fine_tune']:,} trainable "
+            "parameters)",
+            f"- BatchNormalization: {transfer['batch_normalization']}"]
 
 
 def _fraction(value: float | None) -> str:

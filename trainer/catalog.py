@@ -25,6 +25,11 @@ class Hyperparameters:
     #: Dropout rate of the architecture's dropout layers (None: it has none).
     dropout: float | None = None
     l2: float = 0.0
+    #: Transfer learning only (None elsewhere): after ``epochs`` with the backbone frozen, this many epochs with
+    #: the top ``fine_tune_layers`` layers of the backbone trainable (0: all of them) at ``fine_tune_learning_rate``.
+    fine_tune_epochs: int | None = None
+    fine_tune_layers: int | None = None
+    fine_tune_learning_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,26 @@ class ArchitectureSpec:
     tuned: Hyperparameters | None = None
     #: Trained by our own loop (tf.GradientTape) on logits, softmax applied only in the exported model.
     low_level: bool = False
+    #: Transfer learning: the ``keras.applications`` network used as the backbone (None: built from scratch).
+    backbone: str | None = None
+
+    @property
+    def transfer(self) -> bool:
+        return self.backbone is not None
+
+
+#: ``--augment`` choices: the Keras preprocessing layer of each and its setting (those of the Keras
+#: transfer-learning and image-classification guides). Active in training only; part of the exported model.
+AUGMENTATIONS: dict[str, tuple[str, dict]] = {
+    "flip": ("RandomFlip", {"mode": "horizontal"}),
+    "rotation": ("RandomRotation", {"factor": 0.1}),  # up to a tenth of a turn either way
+    "zoom": ("RandomZoom", {"height_factor": 0.1}),
+    "contrast": ("RandomContrast", {"factor": 0.2}),
+}
+#: ``--weights`` values other than a file.
+WEIGHTS_CHOICES = ("imagenet", "none")
+#: Smallest side the keras.applications backbones take; smaller images are resized up inside the model.
+BACKBONE_MIN_SIDE = 32
 
 
 #: Our recipe for the multilayer perceptrons: Adam with cosine decay, for 20 epochs.
@@ -84,6 +109,27 @@ ARCHITECTURES: dict[str, ArchitectureSpec] = {
         ),
     )
 }
+
+
+def _transfer(backbone: str, summary: str, fine_tune_layers: int) -> ArchitectureSpec:
+    """A ``keras.applications`` backbone (ImageNet weights, its own preprocessing inside) with a new head."""
+    return ArchitectureSpec(
+        backbone.lower(),
+        f"keras.applications.{backbone} ({summary}) + global average pool, dropout, dense softmax",
+        "the Keras transfer-learning guide: the head trained on the frozen backbone with Adam, then the top of "
+        "the backbone fine-tuned at 1e-5 with its BatchNormalization layers kept in inference mode",
+        Hyperparameters(optimizer="adam", learning_rate=1e-3, batch_size=32, epochs=5, dropout=0.2,
+                        fine_tune_epochs=5, fine_tune_layers=fine_tune_layers, fine_tune_learning_rate=1e-5),
+        backbone=backbone,
+    )
+
+
+# About the last fifth of each backbone's layers (158, 188 and 271 layers): its last blocks.
+for _spec in (_transfer("MobileNetV3Small", "0.9 M parameters", 30),
+              _transfer("MobileNetV3Large", "3.0 M parameters", 40),
+              _transfer("EfficientNetV2B0", "5.9 M parameters", 50)):
+    ARCHITECTURES[_spec.name] = _spec
+
 #: Older names still accepted.
 ALIASES = {"mlp": "mlp512"}
 

@@ -6,7 +6,16 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfclassify.trainer.catalog import OPTIMIZERS, RECIPES, SCHEDULES, ArchitectureSpec, Hyperparameters, architecture
+from tfclassify.trainer.catalog import (
+    AUGMENTATIONS,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    WEIGHTS_CHOICES,
+    ArchitectureSpec,
+    Hyperparameters,
+    architecture,
+)
 from tfclassify.trainer.data import DataSource
 
 
@@ -30,6 +39,14 @@ class TrainConfig:
     steps: int | None = None
     dropout: float | None = None
     l2: float | None = None
+    #: Transfer learning: epochs and layers of the fine-tuning phase (0 layers: the whole backbone), its rate.
+    fine_tune_epochs: int | None = None
+    fine_tune_layers: int | None = None
+    fine_tune_learning_rate: float | None = None
+    #: Transfer learning: the backbone's weights, "imagenet", "none" (random) or a weights file (None: imagenet).
+    weights: str | None = None
+    #: Random augmentation layers in the model, active in training only (``catalog.AUGMENTATIONS``).
+    augment: tuple[str, ...] = ()
     #: Fraction of the training images held out for validation during training.
     validation_split: float = 0.0
     #: Stop when the validation loss has not improved for this many epochs (0: never), keeping the best weights.
@@ -58,6 +75,11 @@ class TrainConfig:
         path = self.source.npz or self.source.images or self.source.train_images
         return path.name.split(".")[0] if path is not None else "model"
 
+    @property
+    def weights_source(self) -> str | None:
+        """The backbone's weights ("imagenet", "none" or a file); None for an architecture without one."""
+        return (self.weights or "imagenet") if self.spec.transfer else None
+
     def hyperparameters(self) -> Hyperparameters:
         """The architecture's defaults with this run's flags on top, checked."""
         chosen = {f.name: getattr(self, f.name) for f in dataclasses.fields(Hyperparameters)
@@ -85,4 +107,27 @@ class TrainConfig:
                              f"{self.devices} names several")
         if self.early_stopping and not self.validation_split:
             raise ValueError("--early-stopping watches the validation loss: give --validation-split too")
+        self._check_transfer(hp)
         return hp
+
+    def _check_transfer(self, hp: Hyperparameters) -> None:
+        unknown = sorted(set(self.augment) - set(AUGMENTATIONS))
+        if unknown:
+            raise ValueError(f"--augment: unknown {', '.join(unknown)}: expected some of {', '.join(AUGMENTATIONS)}")
+        given = [flag for flag, value in (("--weights", self.weights), ("--fine-tune-epochs", self.fine_tune_epochs),
+                                          ("--fine-tune-layers", self.fine_tune_layers),
+                                          ("--fine-tune-learning-rate", self.fine_tune_learning_rate))
+                 if value is not None]
+        if not self.spec.transfer:
+            if given:
+                raise ValueError(f"{given[0]} is for transfer learning: {self.spec.name} has no pretrained backbone")
+            return
+        if self.steps is not None:
+            raise ValueError(f"{self.spec.name} trains by epochs (frozen, then fine-tuned): --steps does not apply")
+        if hp.fine_tune_epochs < 0 or hp.fine_tune_layers < 0 or hp.fine_tune_learning_rate <= 0:
+            raise ValueError("--fine-tune-epochs and --fine-tune-layers must not be negative, and "
+                             "--fine-tune-learning-rate must be positive")
+        source = self.weights_source
+        if source not in WEIGHTS_CHOICES and not Path(source).is_file():
+            raise ValueError(f"--weights {source}: no such file (expected imagenet, none or a .weights.h5 file "
+                             "of the backbone)")

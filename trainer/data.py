@@ -157,6 +157,8 @@ def _arrays(source: DataSource, x: np.ndarray, y: np.ndarray, test: tuple[np.nda
     x, y = _checked_images(x, origin), _checked_labels(y, len(x), labels_origin)
     if test is not None:
         xt, yt = _checked_images(test[0], origin + " (test)"), _checked_labels(test[1], len(test[0]), labels_origin)
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"{origin}: test images are {list(xt.shape[1:])}, training images {list(x.shape[1:])}")
     num_classes = int(max(y.max(), yt.max() if test is not None else 0)) + 1
     if num_classes < 2:
         raise DataError(f"{labels_origin}: every label is 0: a classifier needs at least 2 classes, got 1")
@@ -175,8 +177,9 @@ def _checked_images(x: np.ndarray, origin: str) -> np.ndarray:
         x = x.reshape(-1, *IMAGE_SHAPE)
     if x.ndim == 4 and x.shape[3] == 1:
         x = x[..., 0]
-    if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{origin}: expected images [N, 28, 28] (or [N, 784]), got shape {list(x.shape)}")
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[3] == 3)) or min(x.shape[1:3], default=0) < 1:
+        raise DataError(f"{origin}: expected images [N, H, W] or [N, H, W, 3] (or [N, 784]), got shape "
+                        f"{list(x.shape)}")
     if x.dtype != np.uint8:
         if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all() or x.min() < 0 or x.max() > 255 \
                 or not np.array_equal(x, np.round(x)):

@@ -1,5 +1,6 @@
-"""One training run: read the data, build the architecture, train it (Keras ``fit``, or the step-by-step loop
-of a ``low_level`` architecture), evaluate it on the test set and export it with its model card."""
+"""One training run: read the data, build the architecture, train it (Keras ``fit``; a transfer-learning
+architecture in two phases, frozen then fine-tuned; the step-by-step loop of a ``low_level`` architecture),
+evaluate it on the test set and export it with its model card."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfclassify.trainer import transfer
+from tfclassify.trainer.augment import describe as describe_augmentation
 from tfclassify.trainer.card import CARD_SCHEMA_VERSION, environment, evaluation, render_markdown
-from tfclassify.trainer.catalog import Hyperparameters
+from tfclassify.trainer.catalog import BACKBONE_MIN_SIDE, ArchitectureSpec, Hyperparameters
 from tfclassify.trainer.config import TrainConfig
 from tfclassify.trainer.data import TrainingData, load_training_data
 from tfclassify.trainer.distribute import choose_strategy, split_cpu, strategy_devices
@@ -63,24 +66,22 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     epochs = hp.epochs or max(1, math.ceil(hp.steps / steps_per_epoch))
     total_steps = hp.steps or epochs * steps_per_epoch
     with strategy.scope():
-        model = build_model(spec, data.num_classes, hp.dropout, hp.l2, data.input_shape)
+        # Before anything is trained: a backbone's weights that cannot be had fail here, in seconds.
+        model = build_model(spec, data.num_classes, hp.dropout, hp.l2, data.input_shape, config.augment,
+                            config.weights_source or "none", config.seed)
         optimizer = _optimizer(hp, total_steps)
     log.info("training %s (%s parameters) on %d images of %s for %s", spec.name, f"{model.count_params():,}",
              len(x_fit), data.source, f"{hp.steps:,} steps" if hp.steps else f"{epochs} epochs")
     started = time.monotonic()
+    phases = None
     if spec.low_level:
         history = _train_steps(model, optimizer, x_fit, y_fit, validation, hp, total_steps, steps_per_epoch, config.seed)
         stopped_early = False
+    elif spec.transfer:
+        history, stopped_early, phases = _train_transfer(model, optimizer, strategy, config, hp, x_fit, y_fit,
+                                                         validation, steps_per_epoch)
     else:
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        callbacks = []
-        if config.early_stopping:
-            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping,
-                                                           restore_best_weights=True))
-        fit = model.fit(x_fit, y_fit, epochs=epochs, batch_size=hp.batch_size, validation_data=validation,
-                        callbacks=callbacks, shuffle=True, verbose=1 if sys.stdout.isatty() else 2)
-        history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-        stopped_early = len(history["loss"]) < epochs
+        history, stopped_early = _fit(model, optimizer, config, hp, x_fit, y_fit, validation, epochs)
     train_seconds = time.monotonic() - started
     epochs_run = len(history.get("loss", [])) or epochs
 
@@ -91,7 +92,7 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     log.info("test accuracy %.4f (loss %.4f) after %.1f s", results["test_accuracy"], test_loss, train_seconds)
     card = _card(config, data, hp, model, results, test_loss, history, train_seconds, epochs_run,
                  stopped_early, total_steps if spec.low_level else epochs_run * steps_per_epoch,
-                 strategy_devices(strategy))
+                 strategy_devices(strategy), phases)
     with tempfile.TemporaryDirectory(prefix="tfclassify-train-") as tmp:
         plot = plot_history(history, f"{config.name}: {spec.name} on {data.source}", Path(tmp) / HISTORY_PLOT)
         version_dir = export_version(
@@ -112,13 +113,58 @@ def _validation_split(data: TrainingData, fraction: float):
     return data.x_train[:n], data.y_train[:n], (data.x_train[n:], data.y_train[n:])
 
 
-def _optimizer(hp: Hyperparameters, total_steps: int) -> keras.optimizers.Optimizer:
+def _fit(model: keras.Model, optimizer, config: TrainConfig, hp: Hyperparameters, x: np.ndarray, y: np.ndarray,
+         validation, epochs: int, initial_epoch: int = 0) -> tuple[dict[str, list[float]], bool]:
+    """Keras ``fit`` from ``initial_epoch`` up to epoch ``epochs``: the history and whether it stopped early."""
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    callbacks = []
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.early_stopping,
+                                                       restore_best_weights=True))
+    fit = model.fit(x, y, epochs=epochs, initial_epoch=initial_epoch, batch_size=hp.batch_size,
+                    validation_data=validation, callbacks=callbacks, shuffle=True,
+                    verbose=1 if sys.stdout.isatty() else 2)
+    history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+    return history, len(history.get("loss", [])) < epochs - initial_epoch
+
+
+def _train_transfer(model: keras.Model, optimizer, strategy, config: TrainConfig, hp: Hyperparameters,
+                    x: np.ndarray, y: np.ndarray, validation,
+                    steps_per_epoch: int) -> tuple[dict[str, list[float]], bool, dict]:
+    """The Keras transfer-learning guide's schedule: the head on the frozen backbone at ``learning_rate``, then
+    the top ``fine_tune_layers`` of the backbone too at ``fine_tune_learning_rate`` (each phase its own
+    optimizer, as the model is recompiled). Returns the joined history, whether a phase stopped early, and
+    what each phase trained."""
+    transfer.freeze(model)
+    frozen_parameters = transfer.trainable_parameters(model)
+    history, stopped_early = _fit(model, optimizer, config, hp, x, y, validation, hp.epochs)
+    frozen_epochs = len(history.get("loss", []))
+    phases = {"frozen_epochs": frozen_epochs, "fine_tune_epochs": 0, "head_learning_rate": hp.learning_rate,
+              "fine_tune_learning_rate": hp.fine_tune_learning_rate, "trainable_parameters_frozen": frozen_parameters,
+              "fine_tuned_layers": [], "trainable_parameters_fine_tune": 0}
+    if hp.fine_tune_epochs:
+        unfrozen = transfer.unfreeze_top(model, hp.fine_tune_layers)
+        log.info("fine-tuning %d layers of the backbone at %g", len(unfrozen), hp.fine_tune_learning_rate)
+        with strategy.scope():
+            optimizer = _optimizer(hp, hp.fine_tune_epochs * steps_per_epoch, hp.fine_tune_learning_rate)
+        more, stopped = _fit(model, optimizer, config, hp, x, y, validation, frozen_epochs + hp.fine_tune_epochs,
+                             initial_epoch=frozen_epochs)
+        for key, values in more.items():
+            history.setdefault(key, []).extend(values)
+        stopped_early = stopped_early or stopped
+        phases.update(fine_tune_epochs=len(more.get("loss", [])), fine_tuned_layers=unfrozen,
+                      trainable_parameters_fine_tune=transfer.trainable_parameters(model))
+    return history, stopped_early, phases
+
+
+def _optimizer(hp: Hyperparameters, total_steps: int, learning_rate: float | None = None) -> keras.optimizers.Optimizer:
+    initial = hp.learning_rate if learning_rate is None else learning_rate
     if hp.schedule == "cosine":
-        rate = keras.optimizers.schedules.CosineDecay(hp.learning_rate, total_steps)
+        rate = keras.optimizers.schedules.CosineDecay(initial, total_steps)
     elif hp.schedule == "exponential":  # a tenth of the initial rate by the end
-        rate = keras.optimizers.schedules.ExponentialDecay(hp.learning_rate, total_steps, 0.1)
+        rate = keras.optimizers.schedules.ExponentialDecay(initial, total_steps, 0.1)
     else:
-        rate = hp.learning_rate
+        rate = initial
     return {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop}[
         hp.optimizer](rate)
 
@@ -181,9 +227,11 @@ def _probabilities(model: keras.Model, images: np.ndarray, logits: bool) -> np.n
 
 def _card(config: TrainConfig, data: TrainingData, hp: Hyperparameters, model: keras.Model, results: dict,
           test_loss: float, history: dict, seconds: float, epochs_run: int, stopped_early: bool, steps: int,
-          devices: list[str]) -> dict:
+          devices: list[str], phases: dict | None = None) -> dict:
     spec = config.spec
-    return {
+    # The fine-tuning settings mean nothing to an architecture trained from scratch: left out of its card.
+    settings = {k: v for k, v in asdict(hp).items() if spec.transfer or not k.startswith("fine_tune_")}
+    card = {
         "card_schema": CARD_SCHEMA_VERSION,
         "model": config.name,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -200,25 +248,69 @@ def _card(config: TrainConfig, data: TrainingData, hp: Hyperparameters, model: k
                  "parameters": int(model.count_params())},
         # A fingerprint of the trained weights: two runs agree on it exactly when they agree on every weight.
         "weights_sha256": _weights_digest(model),
-        "hyperparameters": {"recipe": config.recipe, **asdict(hp), "validation_split": config.validation_split,
+        "hyperparameters": {"recipe": config.recipe, **settings, "validation_split": config.validation_split,
                             "early_stopping_patience": config.early_stopping, "train_limit": config.train_limit},
         "data": {"source": data.source, "classes": data.num_classes, "class_names": list(data.class_names),
                  "train_images": int(len(data.x_train)), "test_images": int(len(data.x_test)),
                  "test_split": data.test_split, "checksums": data.checksums(), "skipped": len(data.skipped)},
         "training": {"epochs_run": epochs_run, "steps": steps, "seconds": round(seconds, 2), "devices": devices,
                      "seconds_per_epoch": round(seconds / max(1, epochs_run), 2), "stopped_early": stopped_early,
+                     "augmentation": describe_augmentation(config.augment),
                      "history": {k: [round(v, 6) for v in vs] for k, vs in history.items()}},
         "evaluation": results,
         "environment": environment(),
-        "input": _input(data),
+        "input": _input(data, spec),
     }
+    if spec.transfer:
+        card["transfer"] = _transfer_card(config, hp, phases or {})
+    return card
 
 
-def _input(data: TrainingData) -> dict:
-    """The exported signature's input, and for image files how they were decoded (as the scorer decodes them)."""
+def _transfer_card(config: TrainConfig, hp: Hyperparameters, phases: dict) -> dict:
+    """How a transfer-learning run trained: the backbone, where its weights came from, the two phases."""
+    source = config.weights_source
+    weights: dict = {"source": source}
+    if source not in ("imagenet", "none"):
+        weights = {"source": "file", "file": str(Path(source).absolute()), "sha256": _file_digest(Path(source))}
+    return {"backbone": f"keras.applications.{config.spec.backbone}", "weights": weights,
+            "batch_normalization": "inference mode in both phases (the backbone is called with training=False); "
+                                   "its BatchNormalization layers are never unfrozen",
+            "fine_tune_layers_asked": hp.fine_tune_layers, **phases,
+            "fine_tuned_layer_count": len(phases.get("fine_tuned_layers", []))}
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+#: What each backbone does to the 0..255 floats it is given (``include_preprocessing=True``).
+_BACKBONE_SCALING = {
+    "MobileNetV3Small": "x / 127.5 - 1 (the backbone's own Rescaling layer)",
+    "MobileNetV3Large": "x / 127.5 - 1 (the backbone's own Rescaling layer)",
+    "EfficientNetV2B0": "x / 255, then (x - ImageNet mean) / ImageNet std per channel (the backbone's own layers)",
+}
+
+
+def _input(data: TrainingData, spec: ArchitectureSpec | None = None) -> dict:
+    """The exported signature's input, what the model does to it before the network proper (all inside the
+    graph: clients send raw uint8 pixels), and for image files how they were decoded (as the scorer does)."""
     shape = data.input_shape
+    channels = shape[2] if len(shape) == 3 else 1
     described = {"dtype": "uint8", "shape": list(shape), "height": shape[0], "width": shape[1],
-                 "channels": shape[2] if len(shape) == 3 else 1, "rescaling": "x / 255, inside the model"}
+                 "channels": channels, "rescaling": "x / 255, inside the model"}
+    if spec is not None and spec.transfer:
+        steps = ["uint8 to float32, 0..255"]
+        if channels == 1:
+            steps.append("grey repeated to 3 channels")
+        size = (max(shape[0], BACKBONE_MIN_SIDE), max(shape[1], BACKBONE_MIN_SIDE))
+        if size != tuple(shape[:2]):
+            steps.append(f"resized (bilinear) to {size[0]} x {size[1]}, the backbone's smallest input")
+        scaling = _BACKBONE_SCALING.get(spec.backbone, "the backbone's own preprocessing")
+        described.update(rescaling=f"{scaling}, inside the model", inside_model=[*steps, scaling])
     if data.conversion is not None:
         described["decoded"] = data.conversion
     return described

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -10,7 +11,15 @@ from tfclassify.client.cli.common import CliError, quiet_tensorflow
 from tfclassify.client.datasets import dataset_names
 from tfclassify.common.text import counted
 from tfclassify.common.tf_logs import tensorflow_noise_filtered
-from tfclassify.trainer.catalog import ALIASES, ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, architecture
+from tfclassify.trainer.catalog import (
+    ALIASES,
+    ARCHITECTURES,
+    AUGMENTATIONS,
+    OPTIMIZERS,
+    RECIPES,
+    SCHEDULES,
+    architecture,
+)
 
 
 def add_parser(sub) -> None:
@@ -18,18 +27,22 @@ def add_parser(sub) -> None:
     parser = sub.add_parser(
         "train",
         help="train a model and export a new version",
-        description="Train a Keras classifier on a dataset of the MNIST family or your own images and export it "
-        "as a new SavedModel version (with a model card and a training-history plot) into a model repository. "
-        f"Architectures: {archs}. Each trains with its tutorial's settings unless flags say otherwise. "
+        description="Train a Keras classifier on a named dataset (the MNIST family, CIFAR-10) or your own images and "
+        "export it as a new SavedModel version (with a model card and a training-history plot) into a model "
+        f"repository. Architectures: {archs}. Each trains with its tutorial's settings unless flags say otherwise. "
+        "The keras.applications ones (transfer learning) start from ImageNet weights, train a new head on the "
+        "frozen backbone for --epochs, then fine-tune the top --fine-tune-layers of the backbone for "
+        "--fine-tune-epochs at --fine-tune-learning-rate. "
         "Needs the trainer extra: pip install 'tfclassify[trainer]'.",
     )
     data = parser.add_argument_group("data (one of --dataset, --npz, --train-images, --images)")
-    data.add_argument("--dataset", choices=dataset_names(), help="a dataset of the MNIST family, by name")
-    data.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    data.add_argument("--dataset", choices=dataset_names(),
+                      help="a dataset by name (downloaded once into ~/.cache/tfclassify/datasets)")
+    data.add_argument("--data-dir", type=Path, help="folder holding the dataset files (downloaded by hand)")
     data.add_argument("--npz", type=Path, help="one .npz file holding x_train, y_train (and x_test, y_test)")
     data.add_argument("--npz-keys", default="x_train,y_train,x_test,y_test", metavar="X,Y,XT,YT",
                       help="array names inside --npz [default: %(default)s]")
-    data.add_argument("--train-images", type=Path, help="IDX or .npz file of uint8 images [N, 28, 28] (or [N, 784])")
+    data.add_argument("--train-images", type=Path, help="IDX or .npz file of uint8 images [N, H, W] or [N, H, W, 3] (or [N, 784])")
     data.add_argument("--train-labels", type=Path, help="IDX or .npz file of their integer labels")
     data.add_argument("--test-images", type=Path, help="test images (else --test-fraction is held out)")
     data.add_argument("--test-labels", type=Path, help="test labels")
@@ -49,6 +62,23 @@ def add_parser(sub) -> None:
     parser.add_argument("--name", help="model name in the repository (default: the dataset's or file's name)")
     parser.add_argument("--arch", default="mlp512", choices=[*ARCHITECTURES, *ALIASES],
                         help="architecture (mlp is the old name of mlp512) [default: %(default)s]")
+    tl = parser.add_argument_group("transfer learning (mobilenetv3small, mobilenetv3large, efficientnetv2b0)")
+    tl.add_argument("--weights", metavar="imagenet|none|FILE",
+                    help="the backbone's starting weights: imagenet (downloaded by Keras once, into ~/.keras/models), "
+                    "none (random), or a .weights.h5 (or Keras .h5) file of the backbone alone, built with "
+                    "include_top=False, e.g. keras.applications.MobileNetV3Small(include_top=False)"
+                    ".save_weights(FILE) or Keras' own *no_top* download [default: imagenet]")
+    tl.add_argument("--fine-tune-epochs", type=int, metavar="N",
+                    help="epochs of fine-tuning after the frozen --epochs; 0: the head only [default: 5]")
+    tl.add_argument("--fine-tune-layers", type=_layers, metavar="N|all",
+                    help="how many of the backbone's top layers are fine-tuned (BatchNormalization layers stay "
+                    "frozen and in inference mode) [default: 30, 40, 50 for the three backbones]")
+    tl.add_argument("--fine-tune-learning-rate", type=float, metavar="RATE",
+                    help="learning rate of the fine-tuning phase (--learning-rate is the head's) [default: 1e-5]")
+    parser.add_argument("--augment", type=_augmentations, default=(), metavar=",".join(AUGMENTATIONS),
+                        help="random augmentation as Keras preprocessing layers inside the model, active in training "
+                        "only (the exported model answers as without them), any architecture: flip (horizontal), "
+                        "rotation (up to 36 degrees), zoom (10%%), contrast (20%%) [default: none]")
     hyper = parser.add_argument_group("training (default: the architecture's own)")
     hyper.add_argument("--recipe", choices=RECIPES, default="tutorial",
                        help="the settings flags start from: the architecture's tutorial, or our tuned recipe "
@@ -78,7 +108,8 @@ def add_parser(sub) -> None:
     parser.add_argument("--train-limit", type=int, help="train on the first N training images only")
     parser.add_argument("--compare", metavar="ARCH,ARCH|all",
                         help="train each of these architectures on the same data (model NAME-ARCH each) and "
-                        "print a table: accuracy, parameters, seconds per epoch, inference images/s")
+                        "print a table: accuracy, parameters, seconds per epoch, inference images/s; all: every "
+                        "architecture trained from scratch (name transfer-learning ones to add them)")
     parser.add_argument("--log-level", type=str.upper, default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="logging level; DEBUG also shows TensorFlow's harmless C++ notices [default: %(default)s]")
     parser.set_defaults(run=run)
@@ -102,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
         source=source, model_repo=args.model_repo, model_name=args.name, arch=args.arch, recipe=args.recipe,
         optimizer=args.optimizer,
         learning_rate=args.learning_rate, schedule=args.schedule, batch_size=args.batch_size, epochs=args.epochs,
-        steps=args.steps, dropout=args.dropout, l2=args.l2, validation_split=args.validation_split,
+        steps=args.steps, dropout=args.dropout, l2=args.l2, fine_tune_epochs=args.fine_tune_epochs,
+        fine_tune_layers=args.fine_tune_layers, fine_tune_learning_rate=args.fine_tune_learning_rate,
+        weights=args.weights, augment=args.augment, validation_split=args.validation_split,
         early_stopping=args.early_stopping, version=args.version, train_limit=args.train_limit, seed=args.seed,
         devices=args.devices, cpu_devices=args.cpu_devices,
     )
@@ -111,9 +144,10 @@ def run(args: argparse.Namespace) -> int:
         config.hyperparameters()
         names = [config.arch]
         if args.compare:
-            names = list(ARCHITECTURES) if args.compare == "all" else [a.strip() for a in args.compare.split(",")]
+            names = ([a.name for a in ARCHITECTURES.values() if not a.transfer] if args.compare == "all"
+                     else [a.strip() for a in args.compare.split(",")])
             for name in names:
-                architecture(name)
+                dataclasses.replace(config, arch=name).hyperparameters()
         data = load_training_data(source)
     except (DataError, DatasetNotFoundError, ValueError) as exc:
         raise CliError(str(exc)) from None
@@ -132,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
                 print(comparison_table(compare(config, names, data, args.compare_seconds)))
                 return 0
             result = train(config, data)
-        except (FileExistsError, ValueError) as exc:  # an existing version; a device --devices names that is not here
+        except (FileExistsError, ValueError) as exc:  # an existing version; a device --devices names that is not
+            # here; a backbone's weights that cannot be downloaded or loaded
             raise CliError(str(exc)) from None
     print(
         f"exported {result.version_dir} (version {result.version}): test accuracy {result.test_accuracy:.4f}, "
@@ -177,6 +212,27 @@ def _image_size(value: str) -> tuple[int, int]:
     if len(sides) not in (1, 2) or min(sides) < 1 or max(sides) > 4096:
         raise CliError(f"--image-size: expected H or H,W in pixels (1 to 4096), got {value!r}")
     return (sides[0], sides[-1])
+
+
+def _layers(value: str) -> int:
+    """``--fine-tune-layers``: a count, or all (0)."""
+    if value == "all":
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of layers (1 or more) or all, got {value!r}")
+    return count
+
+
+def _augmentations(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(AUGMENTATIONS)}, comma-separated, got {value!r}")
+    return names
 
 
 def _class_names(value: str | None) -> tuple[str, ...] | None:

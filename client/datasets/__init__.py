@@ -1,6 +1,7 @@
-"""Readers for the MNIST family (numpy only), shared by the trainer and the client."""
+"""Readers for the MNIST family and CIFAR-10 (numpy only), shared by the trainer and the client."""
 
 from tfclassify.client.datasets.catalog import DATASETS, SPLITS, DatasetSpec
+from tfclassify.client.datasets.cifar import CifarFormatError, read_cifar
 from tfclassify.client.datasets.idx import IdxFormatError, read_idx
 from tfclassify.client.datasets.loader import (
     Dataset,
@@ -13,6 +14,7 @@ from tfclassify.client.datasets.npz import NpzFormatError, npz_arrays, npz_label
 
 __all__ = [
     "DATASETS",
+    "CifarFormatError",
     "SPLITS",
     "Dataset",
     "DatasetNotFoundError",
@@ -22,6 +24,7 @@ __all__ = [
     "dataset_names",
     "load_dataset",
     "read_array",
+    "read_cifar",
     "read_idx",
     "npz_arrays",
     "npz_labels",

@@ -1,4 +1,4 @@
-"""The MNIST family by name: labels, published files, download URLs and checksums."""
+"""Datasets by name (the MNIST family, CIFAR-10): labels, published files, download URLs and checksums."""
 
 from __future__ import annotations
 
@@ -17,14 +17,18 @@ class DataFile:
     sha256: str | None = None
     #: Array name inside an ``.npz`` archive holding several arrays.
     npz_key: str | None = None
+    #: A folder (an extracted archive), not a file.
+    folder: bool = False
 
 
 @dataclass(frozen=True)
 class Layout:
     """One way a dataset is distributed: a file per (split, part)."""
 
-    #: Keys are ``"<split>_images"`` and ``"<split>_labels"``.
+    #: Keys are ``"<split>_images"`` and ``"<split>_labels"`` (one archive may be all four).
     files: dict[str, DataFile]
+    #: How the files are read: "arrays" (an IDX or ``.npz`` file per part) or "cifar" (``client.datasets.cifar``).
+    reader: str = "arrays"
 
     def split_files(self, split: str) -> tuple[DataFile, DataFile]:
         """The (images, labels) files of ``split``."""
@@ -195,4 +199,25 @@ K49 = DatasetSpec(
     split_sizes={"train": 232365, "test": 38547},
 )
 
-DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST, K49)}
+
+
+def _cifar_layouts(url: str, md5: str) -> tuple[Layout, Layout]:
+    """The published archive, and the folder it extracts to (as Keras' own cache holds it)."""
+    archive = DataFile(url.rsplit("/", 1)[-1], url, md5=md5)
+    folder = DataFile("cifar-10-batches-py", folder=True)
+    keys = [f"{split}_{part}" for split in SPLITS for part in ("images", "labels")]
+    return Layout(dict.fromkeys(keys, archive), "cifar"), Layout(dict.fromkeys(keys, folder), "cifar")
+
+
+CIFAR10 = DatasetSpec(
+    name="cifar10",
+    title="CIFAR-10 (32 x 32 colour photos, 10 classes)",
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    layouts=_cifar_layouts("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                           "c58f30108f718f92721af3b95e74349a"),
+    install_hint="its extracted cifar-10-batches-py folder",
+    split_sizes={"train": 50000, "test": 10000},
+)
+
+DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (MNIST, FASHION_MNIST, KMNIST, K49, CIFAR10)}

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tfclassify.client.datasets.catalog import DATASETS, SPLITS, DataFile, DatasetSpec, Layout
+from tfclassify.client.datasets.cifar import read_cifar
 from tfclassify.client.datasets.download import DownloadError, download, source_url
 from tfclassify.client.datasets.idx import read_idx
 from tfclassify.client.datasets.npz import read_npz
@@ -23,7 +24,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """One split of a dataset: uint8 images ``[N, H, W]`` and int64 labels ``[N]``."""
+    """One split of a dataset: uint8 images ``[N, H, W]`` (colour: ``[N, H, W, 3]``) and int64 labels ``[N]``."""
 
     name: str
     split: str
@@ -80,8 +81,8 @@ def load_dataset(
     for folder in dirs:
         for layout in spec.layouts:
             images_file, labels_file = layout.split_files(split)
-            if (folder / images_file.filename).is_file() and (folder / labels_file.filename).is_file():
-                return _read(spec, split, folder, images_file, labels_file)
+            if _present(folder, images_file) and _present(folder, labels_file):
+                return _read(spec, split, folder, layout)
     if not download_missing:
         raise DatasetNotFoundError(_not_found_message(spec, split, dirs, None))
     layout = next(lay for lay in spec.layouts if lay.downloadable)
@@ -92,14 +93,25 @@ def load_dataset(
                 download(f, target)
     except DownloadError as exc:
         raise DatasetNotFoundError(_not_found_message(spec, split, dirs, exc)) from exc
-    return _read(spec, split, target, *layout.split_files(split))
+    return _read(spec, split, target, layout)
 
 
-def _read(spec: DatasetSpec, split: str, folder: Path, images_f: DataFile, labels_f: DataFile) -> Dataset:
-    images = read_array(folder / images_f.filename, images_f.npz_key)
-    labels = read_array(folder / labels_f.filename, labels_f.npz_key).astype(np.int64)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"{folder / images_f.filename}: expected uint8 images [N, H, W], got {images.dtype} {list(images.shape)}")
+def _present(folder: Path, file: DataFile) -> bool:
+    path = folder / file.filename
+    return path.is_dir() if file.folder else path.is_file()
+
+
+def _read(spec: DatasetSpec, split: str, folder: Path, layout: Layout) -> Dataset:
+    images_f, labels_f = layout.split_files(split)
+    if layout.reader == "cifar":
+        images, labels = read_cifar(folder / images_f.filename, split)
+    else:
+        images = read_array(folder / images_f.filename, images_f.npz_key)
+        labels = read_array(folder / labels_f.filename, labels_f.npz_key).astype(np.int64)
+    colour = images.ndim == 4 and images.shape[3] == 3
+    if not (images.ndim == 3 or colour) or images.dtype != np.uint8:
+        raise ValueError(f"{folder / images_f.filename}: expected uint8 images [N, H, W] or [N, H, W, 3], got "
+                         f"{images.dtype} {list(images.shape)}")
     if labels.shape != (len(images),):
         raise ValueError(f"{folder / labels_f.filename}: {len(labels)} labels for {len(images)} images")
     if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_classes):
@@ -115,17 +127,15 @@ def read_array(path: Path, npz_key: str | None = None) -> np.ndarray:
 
 
 def _not_found_message(spec: DatasetSpec, split: str, dirs: list[Path], error: Exception | None) -> str:
+    """One line: what was looked for where, why the download failed, and how to supply the files by hand."""
     layout: Layout = spec.layouts[0]
-    wanted = " and ".join(f.filename for f in dict.fromkeys(layout.split_files(split)))
-    lines = [f"dataset {spec.name!r} ({split} split) not found: looked for {wanted} in:"]
-    lines += [f"  {d}" for d in dirs]
+    files = list(dict.fromkeys(layout.split_files(split)))
+    wanted = " and ".join(f.filename for f in files)
+    message = f"dataset {spec.name!r} ({split} split) not found: no {wanted} in {', '.join(map(str, dirs))}"
     if error is not None:
-        lines.append(f"and the download failed: {error}")
-    sources = [source_url(f) for f in dict.fromkeys(layout.split_files(split)) if f.url]
-    if sources:
-        lines.append("get the files from:")
-        lines += [f"  {u}" for u in sources]
+        message += f", and the download failed: {error}"
+    sources = [source_url(f) for f in files if f.url]
+    message += f"; download {' and '.join(sources)} by hand" if sources else f"; get {wanted}"
     if spec.install_hint:
-        lines.append(f"or {spec.install_hint}")
-    lines.append(f"then pass --data-dir FOLDER or set {DATA_DIR_ENV}")
-    return "\n".join(lines)
+        message += f" (or {spec.install_hint})"
+    return message + f", then pass --data-dir FOLDER (the folder holding it) or set {DATA_DIR_ENV}"
