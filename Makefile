@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -47,6 +47,10 @@ bench-instructions: setup
 # The server's resident memory under 8 concurrent maximum-size (64 MiB) requests: warmed up, peak, a minute after.
 bench-memory: setup
 	$(PY) -m bench.memory $(BENCH_ARGS)
+
+# Colour models (a 32x32 CNN, MobileNetV3Small at 224x224): in process, scored from pixels and from JPEG photos.
+bench-colour: setup
+	$(PY) -m bench.colour $(BENCH_ARGS)
 
 # 10 minutes of mixed traffic at 80% of capacity through a hot reload, a rollback and a config change.
 soak: setup
