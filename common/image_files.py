@@ -160,6 +160,8 @@ def _pillow_errors() -> Iterator[None]:
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         # Pillow signals truncated and corrupt files with these.
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+    except MemoryError:  # one file's pixels, within the limit, that this process cannot hold: that file's failure
+        raise ImageDecodeError("image too large to decode in the memory available") from None
 
 
 def _open(data: bytes, spec: ConversionSpec, formats: tuple[str, ...] | None, strict: bool = False) -> Image.Image:
@@ -239,7 +241,11 @@ def _aspect_box(width: int, height: int, spec: ConversionSpec) -> tuple[int, int
     tall = round(width * spec.height / spec.width)
     if spec.resize == "crop":
         return min(width, max(1, wide)), min(height, max(1, tall))
-    return max(width, wide), max(height, tall)
+    box_w, box_h = max(width, wide), max(height, tall)
+    if box_w * box_h > spec.max_pixels:  # a sliver padded to the model's shape: refused before any canvas is made
+        raise ImageDecodeError(_bomb_message(f"{width}x{height} pixels, {box_w}x{box_h} once padded to the model's "
+                                             "aspect ratio", spec.max_pixels))
+    return box_w, box_h
 
 
 def _resize_colour(pixels: np.ndarray, spec: ConversionSpec) -> np.ndarray:

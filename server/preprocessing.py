@@ -85,8 +85,9 @@ class Preprocessing:
             raise ValueError("tfclassify.json: preprocessing std must be positive")
         if order not in CHANNEL_ORDERS or (order == "BGR" and channels != 3):
             raise ValueError(f"tfclassify.json: channel_order {order!r}: expected RGB or BGR (BGR for RGB models)")
-        return cls(scale, float(block.get("offset", 0.0)), mean, std, order, resize, float(crop_fraction),
-                   interpolation)
+        # crop_fraction as the float32 that metadata carries, so that clients cut the same pixels.
+        return cls(scale, float(block.get("offset", 0.0)), mean, std, order, resize,
+                   float(np.float32(crop_fraction)), interpolation)
 
     def __post_init__(self) -> None:
         mean = np.asarray(self.mean or (0.0,), np.float32)

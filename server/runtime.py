@@ -631,6 +631,9 @@ def _pick_output(signature: meta_graph_pb2.SignatureDef, version_dir: VersionDir
         if tf.dtypes.as_dtype(info.dtype) in _FLOAT_DTYPES and dims is not None and len(dims) == 2 and (dims[1] or 0) >= 2:
             candidates.append(key)
     described = {k: f"{tf.dtypes.as_dtype(v.dtype).name} {_dims(v)}" for k, v in signature.outputs.items()}
+    if declared is not None and not isinstance(declared, str):
+        raise ModelLoadError(f"{version_dir.path}: tfclassify.json: scores_output must be the name of an output, "
+                             f"not {declared!r}")
     if declared is not None:
         if declared in candidates:
             return declared

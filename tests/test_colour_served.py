@@ -386,6 +386,7 @@ def test_declarations_that_do_not_fit_the_model_fail_its_load_saying_why(colour_
     cases = {
         "scores_unknown": ("rgb_logits_multi", {"scores_output": "scores"}),
         "scores_not_scores": ("rgb_logits_multi", {"scores_output": "embedding", "output_kind": "logits"}),
+        "scores_not_a_name": ("rgb_logits_multi", {"scores_output": ["logits"]}),
         "mean_for_uint8": ("rgb_cnn", {"preprocessing": {"mean": [1, 2, 3], "resize": "pad"}}),
         "crop_for_files": ("jpeg_input", {"preprocessing": {"resize": "crop"}}),
     }
@@ -398,6 +399,7 @@ def test_declarations_that_do_not_fit_the_model_fail_its_load_saying_why(colour_
     assert errors["scores_unknown"].startswith("tfclassify.json names scores_output 'scores', which in signature "
                                                "'serving_default' is not one of its outputs {")
     assert errors["scores_not_scores"] == ("labels.txt names 4 classes but the model outputs 16")
+    assert errors["scores_not_a_name"] == "tfclassify.json: scores_output must be the name of an output, not ['logits']"
     assert errors["mean_for_uint8"] == ("tfclassify.json declares preprocessing mean, but the signature takes uint8 "
                                         "pixels, which get the pixels as they are: declare scale, offset, mean, std, "
                                         "channel_order for float inputs only")

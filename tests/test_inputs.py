@@ -215,3 +215,18 @@ def test_fast_rows_are_exactly_what_json_dumps_writes():
         result = ChunkResult(chunk, np.array([0, 1, 2, 3], np.int32), scores, np.tile([[3, 0]], (4, 1))[:, :k],
                              np.full((4, 2), 0.25, np.float32)[:, :k], np.array([1, 1, 2, 2]), skipped)
         assert chunk_text(result, names, "m\u00e9") == "".join(dump_row(r) for r in chunk_rows(result, names, "m\u00e9"))
+
+
+def test_padding_a_sliver_to_the_models_aspect_ratio_is_refused_before_any_canvas_is_made():
+    """A 20,000 x 4 PNG is 80,000 pixels, but padded to a square it would be 400 megapixels."""
+    sliver = io.BytesIO()
+    Image.new("RGB", (20_000, 4), (200, 10, 10)).save(sliver, "PNG")
+    spec = ConversionSpec(32, 32, "no", 2**24, channels=3, resize="pad")
+    with pytest.raises(ImageDecodeError) as info:
+        decode_image(sliver.getvalue(), spec)
+    assert "20000x4 pixels, 20000x20000 once padded to the model's aspect ratio" in str(info.value)
+    gray = ConversionSpec(32, 32, "no", 2**24, channels=1, resize="pad")
+    with pytest.raises(ImageDecodeError):
+        decode_image(sliver.getvalue(), gray)
+    assert decode_image(sliver.getvalue(), ConversionSpec(32, 32, "no", 2**24, channels=3, resize="crop")).shape \
+        == (32, 32, 3)

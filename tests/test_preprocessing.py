@@ -55,3 +55,10 @@ def test_a_declaration_that_does_not_fit_the_model_says_why(block, channels, mes
     with pytest.raises(ValueError) as info:
         Preprocessing.declared({"preprocessing": block}, channels, 1 / 255)
     assert message in str(info.value)
+
+
+def test_crop_fraction_is_the_float32_that_metadata_carries():
+    """Clients read crop_fraction from a float32 field: the server cuts with the same number, or a 500-pixel image
+    cropped to 0.8 would lose 50 rows on one side and 49 on the other."""
+    declared = Preprocessing.declared({"preprocessing": {"crop_fraction": 0.8}}, 3, 1 / 255)
+    assert declared.crop_fraction == float(np.float32(0.8)) != 0.8

@@ -70,7 +70,9 @@ def test_version_labels_work_through_tensorflow_serving(shared_server):
 def test_requests_from_three_apis_share_one_batch(shared_server, fashion_test):
     images = fashion_test.images
     busy = np.concatenate([images] * 4)[:32768]  # 8 batches of 4096: the queue holds them for a while
-    with grpc.insecure_channel(shared_server.address) as channel, shared_server.client() as client:
+    # One request for the big batch (26 MB): the library would send it as two under its 16 MiB default.
+    with grpc.insecure_channel(shared_server.address) as channel, \
+            shared_server.client(max_request_bytes=64 * 2**20) as client:
         before = {b.batch_size: b.compute_infer.count for b in oip_statistics(channel).batch_stats}
         classified_before = metric_value(
             shared_server.metrics_text(), "tfclassify_images_classified_total", model="fashion", version="1"
