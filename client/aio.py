@@ -26,11 +26,10 @@ from tfclassify.client.requests import (
     DEFAULT_MAX_REQUEST_BYTES,
     MAX_RETRIES,
     SPLIT_IN_FLIGHT,
-    byte_slices,
     channel_options,
     check_max_request_bytes,
     check_target,
-    encoded_request,
+    encoded_requests,
     explain_size_error,
     feedback_request,
     merge_results,
@@ -140,11 +139,12 @@ class ClassifierClient:
         top_k: int = 0,
         return_probabilities: bool = False,
         timeout: float | None = None,
+        true_classes: Sequence[int] | np.ndarray | None = None,
     ) -> ClassifyResult:
-        """Classify encoded PNG/JPEG files (one ``bytes`` per image), in requests of at most ``max_request_bytes``."""
-        encoded_request(images, model, version, version_label, top_k, return_probabilities)  # the checks, first
-        requests = (encoded_request(images[part], model, version, version_label, top_k, return_probabilities)
-                    for part in byte_slices([len(i) for i in images], self.max_request_bytes))
+        """Classify encoded PNG/JPEG files (one ``bytes`` per image), in requests of at most ``max_request_bytes``
+        (``true_classes``: as for ``classify``)."""
+        requests = encoded_requests(images, model, version, version_label, top_k, return_probabilities, true_classes,
+                                    self.max_request_bytes)
         return await self._classify_all(requests, timeout)
 
     async def feedback(self, model: str, request_id: str, true_classes: Sequence[int] | np.ndarray, *,

@@ -15,13 +15,12 @@ from tfclassify.client.requests import (
     MAX_RETRIES,
     SPLIT_IN_FLIGHT,
     as_image_batch,
-    byte_slices,
     channel_options,
     check_max_request_bytes,
     check_target,
     check_true_classes,
     classify_request,
-    encoded_request,
+    encoded_requests,
     explain_size_error,
     feedback_request,
     merge_results,
@@ -226,12 +225,13 @@ class ClassifierClient:
         top_k: int = 0,
         return_probabilities: bool = False,
         timeout: float | None = None,
+        true_classes: Sequence[int] | np.ndarray | None = None,
     ) -> ClassifyResult:
-        """Classify encoded PNG/JPEG files (one ``bytes`` per image), in requests of at most ``max_request_bytes``."""
-        encoded_request(images, model, version, version_label, top_k, return_probabilities)  # the checks, first
+        """Classify encoded PNG/JPEG files (one ``bytes`` per image), in requests of at most ``max_request_bytes``
+        (``true_classes``: as for ``classify``)."""
         parts = []
-        for part in byte_slices([len(i) for i in images], self.max_request_bytes):
-            request = encoded_request(images[part], model, version, version_label, top_k, return_probabilities)
+        for request in encoded_requests(images, model, version, version_label, top_k, return_probabilities,
+                                        true_classes, self.max_request_bytes):
             parts.append(ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)),
                                         self.address).result())
         return merge_results(parts)

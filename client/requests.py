@@ -156,19 +156,34 @@ def check_true_classes(true_classes: object, images: int) -> list[int]:
 
 
 def encoded_request(
-    images: object, model: str, version: int | None, version_label: str | None, top_k: int, return_probabilities: bool
+    images: object, model: str, version: int | None, version_label: str | None, top_k: int, return_probabilities: bool,
+    true_classes: object = None,
 ) -> pb.ClassifyRequest:
-    """A checked ``ClassifyRequest`` for encoded image files."""
+    """A checked ``ClassifyRequest`` for encoded image files (``true_classes``: as for pixels)."""
     if isinstance(images, (bytes, str)) or not all(isinstance(i, (bytes, bytearray)) for i in images):
         raise invalid("encoded images must be a sequence of bytes objects, one file each")
     if not images:
         raise invalid("no encoded images: send 1 or more files")
-    return pb.ClassifyRequest(
+    request = pb.ClassifyRequest(
         model_spec=model_spec(model, version, version_label),
         encoded=pb.EncodedImages(images=[bytes(i) for i in images]),
         top_k=check_top_k(top_k),
         return_probabilities=bool(return_probabilities),
     )
+    if true_classes is not None:
+        request.true_classes.extend(check_true_classes(true_classes, len(images)))
+    return request
+
+
+def encoded_requests(images: Sequence[bytes], model: str, version: int | None, version_label: str | None,
+                     top_k: int, return_probabilities: bool, true_classes: object, max_request_bytes: int
+                     ) -> list[pb.ClassifyRequest]:
+    """Checked ``ClassifyRequest`` messages for encoded files, of at most ``max_request_bytes`` of files each."""
+    encoded_request(images, model, version, version_label, top_k, return_probabilities, true_classes)  # the checks
+    truth = None if true_classes is None else np.asarray(true_classes)
+    return [encoded_request(images[part], model, version, version_label, top_k, return_probabilities,
+                            None if truth is None else truth[part])
+            for part in byte_slices([len(i) for i in images], max_request_bytes)]
 
 
 #: gRPC sends a call at most 5 times in all.

@@ -12,7 +12,13 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from tfclassify.common.image_files import ConversionSpec, ImageDecodeError
+from tfclassify.common.image_files import (
+    SERVER_MAX_FILE_PIXELS,
+    SERVER_MAX_REQUEST_FILE_PIXELS,
+    ConversionSpec,
+    ImageDecodeError,
+    files_array,
+)
 from tfclassify.common.image_files import decode_image as decode_file
 from tfclassify.server.errors import InvalidInputError
 
@@ -93,11 +99,9 @@ def decode_image(data: bytes, spec: ConversionSpec, what: str = "image") -> np.n
     return pixels.reshape(spec.height, spec.width, spec.channels)
 
 
-#: The most pixels one file sent whole may declare (4096 x 4096), and all the files of one request together (five
-#: 12-megapixel photos; 1,300 of 224 x 224): whether the server decodes and resizes them or the model's graph does,
-#: each is decoded whole.
-MAX_FILE_PIXELS = 2**24
-MAX_REQUEST_FILE_PIXELS = 2**26
+#: Limits on files sent whole (``tfclassify.common.image_files``, where clients read them too).
+MAX_FILE_PIXELS = SERVER_MAX_FILE_PIXELS
+MAX_REQUEST_FILE_PIXELS = SERVER_MAX_REQUEST_FILE_PIXELS
 
 
 def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int = MAX_FILE_PIXELS,
@@ -133,14 +137,6 @@ def check_file_headers(encoded: list[bytes], max_images: int, max_pixels: int, m
         if total > max_total_pixels:
             raise InvalidInputError(f"the first {i + 1} images declare {total:,} pixels, over the {max_total_pixels:,} "
                                     f"one request may hold: send at most {max(i, 1)} of these per request")
-
-
-def files_array(files) -> np.ndarray:
-    """``files`` (bytes objects) as a 1-D object array: ``np.asarray`` would make fixed-width bytes, which drop
-    trailing zero bytes, or a 2-D array of equal-length files."""
-    array = np.empty(len(files), dtype=object)
-    array[:] = list(files)
-    return array
 
 
 def sample_png(pixels: np.ndarray) -> bytes:

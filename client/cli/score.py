@@ -193,7 +193,7 @@ def _byte_size(text: str) -> int:
     factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(value[-1:], 1)
     try:
         size = int(float(value[:-1] if factor > 1 else value) * factor)
-    except ValueError:
+    except (ValueError, OverflowError):  # "x", or "inf"
         raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r} (e.g. 16M)") from None
     if size < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")

@@ -18,7 +18,6 @@ from tfclassify.trainer.catalog import (
     OPTIMIZERS,
     RECIPES,
     SCHEDULES,
-    architecture,
 )
 
 

@@ -100,6 +100,7 @@ class ScoringPlan:
         self.limit = limit
         #: Where the true labels of files come from: ``labels``, with ``auto`` settled by ``survey``.
         self._mode: str | None = None if labels == AUTO else labels
+        self._surveyed = False
         #: One-line notes for the user (``auto`` labels: what the survey found), after ``survey``.
         self.notes: list[str] = []
         self._manifest: dict[str, str] | None = None
@@ -110,10 +111,18 @@ class ScoringPlan:
         """What a resumed run must share with the run it continues."""
         return {
             "inputs": [i.identity() for i in self.inputs],
-            "labels": None if self.labels_from is None else str(self.labels_from),
+            "labels": self._labels_identity(),
             "shard": [self.shard, self.num_shards],
             "limit": self.limit,
         }
+
+    def _labels_identity(self) -> str | None:
+        """``labels`` as a run records it: ``auto`` as what the survey settled it to (folder labels, or none), so that
+        a run resumes whether it was started with the label source spelled out or left to ``auto`` (the default
+        since it was ``none``); plain ``auto`` before the survey."""
+        if self.labels_from == AUTO:
+            return AUTO if not self._surveyed else self._mode
+        return None if self.labels_from is None else str(self.labels_from)
 
     def survey(self, resolver: LabelResolver) -> Survey:
         """List every input once: count, shard sizes, digest; check every label against the model first.
@@ -163,6 +172,7 @@ class ScoringPlan:
         if self.labels_from == AUTO:
             survey.unfiled = 0
             self._settle_auto(survey, auto_labelled)
+        self._surveyed = True
         self._check_labels(resolver, unknown, survey)
         return survey
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 from tfclassify.client.inputs.decode import (
     ENCODED_FORMATS,
+    SERVER_MAX_FILE_PIXELS,
     ConversionSpec,
     ImageDecodeError,
     apply_invert,
@@ -63,13 +64,11 @@ def decode_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray,
 
 
 def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """For a server that decodes files (``--decode server``): the bytes of ``refs``, in an object array ``[n_ok]``
-    as ``decode_files`` returns them, and ``(position, reason)`` for each that could not be read. PNG and JPEG
-    files within ``spec.max_pixels`` go untouched (only their header is read); any other file (GIF, BMP, TIFF,
-    WebP, a corrupt file ...) is decoded here to ``spec``'s channels at its own size (upright, alpha composited,
-    16-bit converted) and sent as a PNG, which the server then resizes as it resizes every file (the model's
-    declared resize and crop applied once, there); a file that does not decode is skipped with the reason
-    ``decode_files`` gives."""
+    """For a server that decodes files (``--decode server``): an object array ``[n_ok]`` holding, per file of
+    ``refs`` that could be read, its bytes when it is a PNG or JPEG file the server takes whole (at most
+    ``SERVER_MAX_FILE_PIXELS``; only its header is read here), else its pixels, decoded here as ``decode_files``
+    decodes them (GIF, BMP, TIFF, WebP, larger photos: the same pixels the server would make of them); and
+    ``(position, reason)`` for each that could not be read or decoded."""
     out = np.empty(len(refs), dtype=object)
     files = _open_files()
     sent = 0
@@ -77,8 +76,10 @@ def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, l
     for position, ref in enumerate(refs):
         try:
             data = read_file_ref(ref, files)
-            if not _sendable(data, spec.max_pixels):
-                data = _png(decode_image(data, _own_size(data, spec), format_hint(ref)))
+            if not _sendable(data):
+                data = decode_image(data, spec, format_hint(ref))
+                if spec.channels == 1:
+                    data = apply_invert(data[None], spec.invert)[0]
             out[sent] = data
             sent += 1
         except (ImageDecodeError, ZipFormatError) as exc:
@@ -88,8 +89,9 @@ def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, l
     return out[:sent], failed
 
 
-def _sendable(data: bytes, max_pixels: int) -> bool:
-    """Whether ``data`` is a PNG or JPEG file whose header reads and declares at most ``max_pixels`` pixels."""
+def _sendable(data: bytes) -> bool:
+    """Whether ``data`` is a PNG or JPEG file whose header reads and declares at most the pixels a server takes in
+    one file."""
     if not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
         return False
     try:
@@ -97,29 +99,7 @@ def _sendable(data: bytes, max_pixels: int) -> bool:
             width, height = img.size
     except Exception:  # noqa: BLE001 - a broken header: decode_image says why, in its words
         return False
-    return 0 < width * height <= max_pixels
-
-
-def _own_size(data: bytes, spec: ConversionSpec) -> ConversionSpec:
-    """``spec`` at the file's own upright size, nothing cropped (``spec`` itself when the header does not read:
-    ``decode_image`` then says why)."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored on its side: upright, the sides swap
-                width, height = height, width
-    except Exception:  # noqa: BLE001 - any failure to read the header: decode_image reports it
-        return spec
-    if not 0 < width * height <= spec.max_pixels:
-        return spec
-    return ConversionSpec(height, width, "no", spec.max_pixels, spec.channels, "stretch")
-
-
-def _png(pixels: np.ndarray) -> bytes:
-    """Decoded pixels ``[H, W]`` or ``[H, W, C]`` as a PNG file (lossless; fast, small at a model's size)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return 0 < width * height <= SERVER_MAX_FILE_PIXELS
 
 
 def _ready() -> None:

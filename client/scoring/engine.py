@@ -28,7 +28,7 @@ import grpc
 import numpy as np
 
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.inputs.decode import ConversionSpec
+from tfclassify.client.inputs.decode import ConversionSpec, files_array
 from tfclassify.client.inputs.labels import LabelResolver
 from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows
 from tfclassify.client.inputs.workers import DecodePool, available_cpus
@@ -251,8 +251,9 @@ class Scorer:
         )
         if scored_at:
             async with rpc_slots:
-                for part in request_slices(pixels, self.options.max_request_bytes):
-                    await self._classify_into(result, pixels[part], scored_at[part])
+                for images, positions in _by_kind(pixels, scored_at):
+                    for part in request_slices(images, self.options.max_request_bytes):
+                        await self._classify_into(result, images[part], positions[part])
         return result
 
     async def _classify_into(self, result: ChunkResult, pixels: np.ndarray, positions: list[int]) -> None:
@@ -263,9 +264,10 @@ class Scorer:
             if o.send_labels:
                 known = [result.chunk.true[p] for p in positions]
                 truth = [-1 if t is None else t for t in known] if any(t is not None for t in known) else None
-            if pixels.dtype == object:  # files for a model that decodes them in its graph
+            if pixels.dtype == object:  # files, for a model that decodes them in its graph or for the server to decode
                 answer: ClassifyResult = await self.servers.classify_encoded(
-                    list(pixels), o.model, version=o.version, version_label=o.version_label, top_k=o.top_k)
+                    list(pixels), o.model, version=o.version, version_label=o.version_label, top_k=o.top_k,
+                    true_classes=truth)
             else:
                 answer = await self.servers.classify(
                     pixels, o.model, version=o.version, version_label=o.version_label, top_k=o.top_k,
@@ -292,6 +294,19 @@ class Scorer:
         if o.top_k:
             result.top_k_classes[at] = answer.top_k_classes
             result.top_k_scores[at] = answer.top_k_scores
+
+
+def _by_kind(images: np.ndarray, positions: list[int]) -> list[tuple[np.ndarray, list[int]]]:
+    """A chunk's decoded images as (images, their positions) of one kind each: files sent as they are (an object
+    array of bytes) and pixels (a uint8 array); ``read_files`` mixes the two when some files must be decoded here."""
+    if images.dtype != object or all(isinstance(i, bytes) for i in images):
+        return [(images, positions)]
+    files = [q for q, image in enumerate(images) if isinstance(image, bytes)]
+    decoded = [q for q, image in enumerate(images) if not isinstance(image, bytes)]
+    groups = [(np.stack([images[q] for q in decoded]), [positions[q] for q in decoded])]
+    if files:
+        groups.insert(0, (files_array([images[q] for q in files]), [positions[q] for q in files]))
+    return groups
 
 
 def conversion_spec(model: ModelInfo, invert: str = "auto", resize: str = "stretch") -> ConversionSpec:

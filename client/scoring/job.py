@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tfclassify.client.inputs.labels import AUTO
 from tfclassify.client.inputs.plan import ScoringPlan
 from tfclassify.client.quality.report import RowSummary, summarize_rows
 from tfclassify.client.scoring.engine import Scorer, ScoringOptions
@@ -77,7 +78,8 @@ async def run_job(
     """
     started = time.monotonic()
     if output is not None and resume:
-        done = finished_record(output, {**plan.identity(), **options.identity()})
+        # Before the survey, ``auto`` labels match whatever a finished run settled them to.
+        done = finished_record(output, {**plan.identity(), **options.identity()}, any_labels=plan.labels_from == AUTO)
         if done is not None:
             return _already_complete(output, done, time.monotonic() - started)
     scorer = Scorer(servers, options)

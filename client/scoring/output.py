@@ -179,13 +179,17 @@ def check_same_command(output: Path, record: dict, identity: dict) -> None:
         )
 
 
-def finished_record(output: Path, identity: dict) -> dict | None:
+def finished_record(output: Path, identity: dict, any_labels: bool = False) -> dict | None:
     """The run record of ``output`` when it holds a finished run of the command ``identity`` describes: a
     ``--resume`` then has nothing to do (a retried Kubernetes Job pod). None when no run has begun writing
-    ``output``, or when its run is not finished; ``OutputError`` for another command's output."""
+    ``output``, or when its run is not finished; ``OutputError`` for another command's output. ``any_labels``:
+    folder labels or none match (``--labels auto``, not yet settled)."""
     if not PredictionsWriter(output).started():
         return None
     record = read_record(output)
+    recorded = record.get("identity", {}).get("labels", None)
+    if any_labels and recorded in (None, "folder"):
+        identity = {**identity, "labels": recorded}
     check_same_command(output, record, identity)
     return record if record.get("complete") else None
 
