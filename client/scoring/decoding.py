@@ -2,9 +2,10 @@
 
 ``client``: the decoding workers turn every file into pixels at the model's size and channels, and the requests
 carry uint8 arrays. ``server``: PNG and JPEG files go as they are, in the request's ``encoded`` field, and the
-server decodes them to the model's size as the client would; files in other formats (GIF, BMP, TIFF, WebP ...),
-which the server does not take, are decoded here and sent as PNG files of the model's size. Some runs need the
-pixels here whatever was asked, and are decoded in the client with a note saying why:
+server decodes them to the model's size with the client's own code (``tfclassify.common.image_files``); files the
+server does not take whole (other formats: GIF, BMP, TIFF, WebP ...; photos over ``SERVER_MAX_FILE_PIXELS``) are
+decoded here and sent as pixels, in requests of their own. Some runs need the pixels here whatever was asked, and
+are decoded in the client with a note saying why:
 
 - ``--invert auto|yes`` with a one-channel (MNIST-style) model: inverting is the client's;
 - a ``--resize`` other than the model's declared one: the server resizes the model's way.
@@ -14,9 +15,9 @@ score with ``--decode client`` against it.
 
 ``auto`` sends the smaller of the two: files to the server for models whose images take at least
 ``AUTO_SERVER_MIN_BYTES`` as pixels (224 x 224 x 3 is 147 KiB, several times a JPEG photo), pixels below that
-(32 x 32 x 3 is 3 KiB, a tenth of the file). Measured on 2 CPU cores shared by client and server, 2,000 JPEG
-photos of about 300 x 200 (37 KB each): a 32 x 32 CNN scored 1,698-2,272 images/s decoding here and 745-1,752
-sending files; MobileNetV3Small at 224 x 224 scored 135-153 images/s decoding here and 155-167 sending files.
+(32 x 32 x 3 is 3 KiB, a tenth of the file). ``make bench-colour`` measures both ways (docs/results.md): on 2 cores
+shared by scorer and server, the server's decoding was the faster for MobileNetV3 at 224 x 224 and the slower for
+a 32 x 32 CNN, as the rule has it.
 """
 
 from __future__ import annotations
