@@ -41,10 +41,10 @@ import numpy as np
 from PIL import Image
 
 from bench.__main__ import BIN, MODEL, _json_of, start_server, train_model
-from tfclassify.client.datasets import load_dataset
-from tfclassify.client.inputs.decode import ConversionSpec, decode_image
-from tfclassify.client.inputs.sources import open_input, read_file_ref
 from tfclassify.client.requests import channel_options, classify_request
+from tfclassify.common.datasets import load_dataset
+from tfclassify.common.image_files import ConversionSpec, decode_image
+from tfclassify.common.inputs.sources import open_input, read_file_ref
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

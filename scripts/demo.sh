@@ -44,7 +44,7 @@ echo "== 3b/4 score an archive: 2,000 test images as PNG files in class folders 
 "$BIN/python" - "$OUT/photos.zip" <<'PY'
 import io, sys, zipfile
 from PIL import Image
-from tfclassify.client.datasets import load_dataset
+from tfclassify.common.datasets import load_dataset
 data = load_dataset("fashion_mnist", "test", download_missing=False)
 with zipfile.ZipFile(sys.argv[1], "w") as archive:
     for i, (pixels, label) in enumerate(zip(data.images[:2000], data.labels[:2000])):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tfclassify.client import ClassifierClient
-from tfclassify.client.datasets import Dataset, load_dataset
+from tfclassify.common.datasets import Dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 
-from tfclassify.client.datasets import load_dataset
+from tfclassify.common.datasets import load_dataset
 
 data = load_dataset("mnist", "test", sys.argv[1], download_missing=False)
 x = data.images[:5000].reshape(-1, 784).astype("float32") / 255

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import ServerProcess, tfclassify_cmd
 from make_colour_models import LABELS, colour_images
-from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, decode_image
+from tfclassify.common.image_files import ConversionSpec, ImageDecodeError, decode_image
 
 PHOTOS = 96
 RGB = ConversionSpec(32, 32, channels=3)

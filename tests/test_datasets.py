@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_DIR, MNIST_DIR
-from tfclassify.client.datasets import (
+from tfclassify.common.datasets import (
     DATASETS,
     DatasetNotFoundError,
     IdxFormatError,
@@ -19,8 +19,8 @@ from tfclassify.client.datasets import (
     read_idx,
     read_npz,
 )
-from tfclassify.client.datasets.catalog import DataFile
-from tfclassify.client.datasets.download import MIRROR_ENV, DownloadError, download
+from tfclassify.common.datasets.catalog import DataFile
+from tfclassify.common.datasets.download import MIRROR_ENV, DownloadError, download
 
 
 def test_mnist_test_set_reads_exactly_as_published(mnist_test):
@@ -145,7 +145,7 @@ def _cifar_archive(path, train_batches: int = 5, per_batch: int = 4, seed: int =
 def test_cifar10_reads_the_python_archive_and_its_extracted_folder(tmp_path):
     import tarfile
 
-    from tfclassify.client.datasets.cifar import read_label_names
+    from tfclassify.common.datasets.cifar import read_label_names
 
     images, labels = _cifar_archive(tmp_path / "cifar-10-python.tar.gz")
     train = load_dataset("cifar10", "train", tmp_path, download_missing=False)
@@ -175,7 +175,7 @@ def test_a_cifar_pickle_may_not_name_other_code(tmp_path):
     import pickle
     import tarfile
 
-    from tfclassify.client.datasets import CifarFormatError, read_cifar
+    from tfclassify.common.datasets import CifarFormatError, read_cifar
 
     raw = pickle.dumps({b"data": __import__("os").getcwd}, protocol=2)  # a pickled reference to os.getcwd
     with tarfile.open(tmp_path / "evil.tar.gz", "w:gz") as archive:

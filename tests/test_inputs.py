@@ -13,12 +13,12 @@ from PIL import Image
 
 from archives import bomb_png, broken_files, encode, image_members, write_tar, write_tree, write_zip
 from conftest import FASHION_LABELS
-from tfclassify.client.inputs import zipindex
-from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, apply_invert, decode_image
-from tfclassify.client.inputs.labels import LabelError, LabelResolver, read_manifest
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard, shard_of
-from tfclassify.client.inputs.sources import InputError, open_input
-from tfclassify.client.inputs.workers import decode_files
+from tfclassify.common.image_files import ConversionSpec, ImageDecodeError, apply_invert, decode_image
+from tfclassify.common.inputs import zipindex
+from tfclassify.common.inputs.decoding import decode_files
+from tfclassify.common.inputs.labels import LabelError, LabelResolver, read_manifest
+from tfclassify.common.inputs.sources import InputError, open_input
 
 SPEC = ConversionSpec()
 

@@ -36,7 +36,7 @@ def test_wheel_holds_the_namespaced_packages(wheel):
         "tfclassify/v1/classifier_pb2_grpc.py",
         "tfclassify/v1/classifier.proto",
         "tfclassify/client/cli/score.py",
-        "tfclassify/client/datasets/idx.py",
+        "tfclassify/common/datasets/idx.py",
         "tfclassify/common/tensors.py",
         "tfclassify/server/app.py",
         "tfclassify/trainer/export.py",
@@ -71,7 +71,7 @@ def test_base_install_is_a_light_client_without_tensorflow(environments, tmp_pat
     listed = subprocess.run([str(python), "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
     assert not {"tensorflow", "matplotlib", "pyarrow"} & {line.split()[0].lower() for line in listed.splitlines()[2:]}
     code = (
-        "import sys; import tfclassify.client, tfclassify.client.cli, tfclassify.client.datasets;"
+        "import sys; import tfclassify.client, tfclassify.client.cli, tfclassify.common.datasets;"
         "import tfclassify.client.aio, tfclassify.client.scoring, tfclassify.client.inputs.workers;"
         "import tfclassify.client.quality.outputs, tfclassify.client.cli.promote, tfclassify.common.model_config;"
         "from tfclassify.client import ClassifierClient;"

@@ -15,11 +15,11 @@ from PIL import Image
 
 from conftest import ServerProcess, metric_value, tfclassify_cmd
 from make_colour_models import LABELS, colour_images
-from tfclassify.client.inputs.decode import ConversionSpec, ImageDecodeError, decode_image
-from tfclassify.client.inputs.sources import FileRef
 from tfclassify.client.inputs.workers import read_files
 from tfclassify.client.results import ModelInfo
 from tfclassify.client.scoring.decoding import choose_decoding
+from tfclassify.common.image_files import ConversionSpec, ImageDecodeError, decode_image
+from tfclassify.common.inputs.sources import FileRef
 
 PHOTOS = 48
 

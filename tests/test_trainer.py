@@ -16,7 +16,7 @@ from PIL import Image
 
 from archives import image_members, write_zip
 from conftest import FASHION_DIR, FASHION_LABELS, tfclassify_cmd
-from tfclassify.client.datasets import load_dataset
+from tfclassify.common.datasets import load_dataset
 
 #: Parameters as ``model.summary()`` counts them.
 PARAMETERS = {

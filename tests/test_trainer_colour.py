@@ -15,9 +15,9 @@ from PIL import Image
 from conftest import tfclassify_cmd
 from make_colour_models import LABELS, colour_images
 
-from tfclassify.client.inputs.decode import ConversionSpec
-from tfclassify.client.inputs.sources import open_input
-from tfclassify.client.inputs.workers import decode_files
+from tfclassify.common.image_files import ConversionSpec
+from tfclassify.common.inputs.decoding import decode_files
+from tfclassify.common.inputs.sources import open_input
 
 
 def write_folder(root: Path, images: np.ndarray, labels: np.ndarray, prefix: str, fmt: str = "png") -> None:

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tfclassify.client.datasets import DATASETS, load_dataset, read_array
-from tfclassify.client.inputs.decode import ConversionSpec
-from tfclassify.client.inputs.labels import NOT_IN_CLASS_FOLDER, folder_label
-from tfclassify.client.inputs.sources import FileRef, InputError, open_input, read_file_ref
-from tfclassify.client.inputs.workers import decode_files
+from tfclassify.common.datasets import DATASETS, load_dataset, read_array
+from tfclassify.common.image_files import ConversionSpec
+from tfclassify.common.inputs.decoding import decode_files
+from tfclassify.common.inputs.labels import NOT_IN_CLASS_FOLDER, folder_label
+from tfclassify.common.inputs.sources import FileRef, InputError, open_input, read_file_ref
 from tfclassify.common.text import counted
 
 IMAGE_SHAPE = (28, 28)

@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from tfclassify.server.repository import LABELS_FILE, METADATA_FILE, next_version
+from tfclassify.common.repository import LABELS_FILE, METADATA_FILE, next_version
 from tfclassify.trainer.data import IMAGE_SHAPE
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from tfclassify.client.cli.common import (
     token_from,
 )
 from tfclassify.client.cli.score import add_resize_argument
-from tfclassify.client.inputs.decode import INVERT_CHOICES
 from tfclassify.client.scoring.api import ImageResult, score_files_async
+from tfclassify.common.image_files import INVERT_CHOICES
 
 
 def add_parser(sub) -> None:

@@ -12,15 +12,15 @@ from pathlib import Path
 import grpc
 
 from tfclassify.client.client import ClassifierClient
-from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.inputs.labels import LabelError
-from tfclassify.client.inputs.sources import InputError
 from tfclassify.client.quality.compare import ComparisonError
 from tfclassify.client.quality.outputs import ReportPathError, print_notes, write_reports
 from tfclassify.client.quality.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.scoring.output import OutputError
 from tfclassify.client.tls import channel_credentials
+from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
+from tfclassify.common.inputs.labels import LabelError
+from tfclassify.common.inputs.sources import InputError
 
 DEFAULT_SERVER = "localhost:8500"
 

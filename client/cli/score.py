@@ -20,17 +20,17 @@ from tfclassify.client.cli.common import (
     print_report,
     token_from,
 )
-from tfclassify.client.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.inputs.decode import INVERT_CHOICES, RESIZE_CHOICES
-from tfclassify.client.inputs.labels import AUTO, FOLDER, NONE
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard
-from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
 from tfclassify.client.quality.outputs import check_report_paths
 from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
 from tfclassify.client.scoring.engine import DECODE_CHOICES, ScoringOptions
 from tfclassify.client.scoring.job import Interrupted, JobResult, resume_hint, run_job
 from tfclassify.client.scoring.servers import RetryPolicy
+from tfclassify.common.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
+from tfclassify.common.image_files import INVERT_CHOICES, RESIZE_CHOICES
+from tfclassify.common.inputs.labels import AUTO, FOLDER, NONE
+from tfclassify.common.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
 from tfclassify.common.text import counted
 
 

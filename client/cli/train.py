@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from tfclassify.client.cli.common import CliError, quiet_tensorflow
-from tfclassify.client.datasets import dataset_names
+from tfclassify.common.datasets import dataset_names
 from tfclassify.common.text import counted
 from tfclassify.common.tf_logs import tensorflow_noise_filtered
 from tfclassify.trainer.catalog import (
@@ -115,7 +115,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfclassify.client.datasets import DatasetNotFoundError
+    from tfclassify.common.datasets import DatasetNotFoundError
     from tfclassify.trainer.config import TrainConfig
     from tfclassify.trainer.data import DataError, DataSource, load_training_data
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.inputs.labels import (
+from tfclassify.common.inputs.labels import (
     AUTO,
     FOLDER,
     NOT_IN_CLASS_FOLDER,
@@ -26,7 +26,7 @@ from tfclassify.client.inputs.labels import (
     normalise_member,
     read_manifest,
 )
-from tfclassify.client.inputs.sources import ArrayInput, Input, InputError, Item
+from tfclassify.common.inputs.sources import ArrayInput, Input, InputError, Item
 
 
 def shard_of(source: str, num_shards: int) -> int:

@@ -21,47 +21,20 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from tfclassify.client.inputs.decode import (
+from tfclassify.common.image_files import (
     ENCODED_FORMATS,
     SERVER_MAX_FILE_PIXELS,
     ConversionSpec,
     ImageDecodeError,
     apply_invert,
-    check_encoded,
     decode_image,
 )
-from tfclassify.client.inputs.sources import FileRef, format_hint, read_file_ref
-from tfclassify.client.inputs.zipindex import ZipFormatError
+from tfclassify.common.inputs.decoding import decode_files, open_files
+from tfclassify.common.inputs.sources import FileRef, format_hint, read_file_ref
+from tfclassify.common.inputs.zipindex import ZipFormatError
 
 # Import Pillow's format plugins now: in the forkserver that preloads this module, once for every worker.
 Image.preinit()
-
-#: Open zip archives by path, per thread: a file position cannot be shared between threads.
-_local = threading.local()
-
-
-def decode_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """Read and decode ``refs``; returns the pixels of those that decoded ``[n_ok, *spec.shape]``, in order,
-    and ``(position, reason)`` for each that did not. For a model that decodes files itself (``spec.channels``
-    0) the "pixels" are the files' bytes, untouched, in an object array ``[n_ok]``."""
-    encoded = spec.channels == 0
-    pixels = np.empty(len(refs), dtype=object) if encoded else np.empty((len(refs), *spec.shape), dtype=np.uint8)
-    files = _open_files()
-    decoded = 0
-    failed: list[tuple[int, str]] = []
-    for position, ref in enumerate(refs):
-        try:
-            data = read_file_ref(ref, files)
-            pixels[decoded] = check_encoded(data, spec) if encoded else decode_image(data, spec, format_hint(ref))
-            decoded += 1
-        except (ImageDecodeError, ZipFormatError) as exc:
-            failed.append((position, str(exc)))
-        except OSError as exc:
-            failed.append((position, f"cannot read: {exc.strerror or exc}"))
-    if spec.channels != 1:  # inverting is for one-channel (MNIST-style) models
-        return pixels[:decoded], failed
-    return apply_invert(pixels[:decoded], spec.invert), failed
-
 
 def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
     """For a server that decodes files (``--decode server``): an object array ``[n_ok]`` holding, per file of
@@ -70,7 +43,7 @@ def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, l
     decodes them (GIF, BMP, TIFF, WebP, larger photos: the same pixels the server would make of them); and
     ``(position, reason)`` for each that could not be read or decoded."""
     out = np.empty(len(refs), dtype=object)
-    files = _open_files()
+    files = open_files()
     sent = 0
     failed: list[tuple[int, str]] = []
     for position, ref in enumerate(refs):
@@ -122,13 +95,6 @@ def _exit_with(pid: int, interval: float = 0.5) -> None:
             os._exit(0)
         except PermissionError:  # alive, someone else's: cannot be ours any more
             os._exit(0)
-
-
-def _open_files() -> dict[str, object]:
-    files = getattr(_local, "files", None)
-    if files is None:
-        files = _local.files = {}
-    return files
 
 
 def available_cpus() -> int:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError, load_dataset, npz_arrays, read_array
-from tfclassify.client.inputs.decode import ConversionSpec
-from tfclassify.client.inputs.sources import FileRef, InputError, open_input
-from tfclassify.client.inputs.workers import decode_files
+from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError, load_dataset, npz_arrays, read_array
+from tfclassify.common.image_files import ConversionSpec
+from tfclassify.common.inputs.decoding import decode_files
+from tfclassify.common.inputs.sources import FileRef, InputError, open_input
 
 #: The thumbnail size (height, width) of files scored by a model that decodes them in its graph.
 ENCODED_THUMBNAIL = (64, 64)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tfclassify.client.inputs.plan import ScoringPlan
-from tfclassify.client.inputs.sources import Input, open_input
 from tfclassify.client.scoring.engine import Scorer, ScoringOptions
 from tfclassify.client.scoring.output import chunk_rows
+from tfclassify.common.inputs.sources import Input, open_input
 
 
 @dataclass(frozen=True)

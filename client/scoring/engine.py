@@ -28,14 +28,14 @@ import grpc
 import numpy as np
 
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.inputs.decode import ConversionSpec, files_array
-from tfclassify.client.inputs.labels import LabelResolver
 from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows
 from tfclassify.client.inputs.workers import DecodePool, available_cpus
 from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
 from tfclassify.client.results import ClassifyResult, ModelInfo
 from tfclassify.client.scoring.decoding import choose_decoding, request_slices
 from tfclassify.client.scoring.servers import RetryPolicy, ServerPool
+from tfclassify.common.image_files import ConversionSpec, files_array
+from tfclassify.common.inputs.labels import LabelResolver
 
 #: Below this many image files a run decodes on threads: starting worker processes costs ~0.15 s.
 PROCESS_POOL_MIN_FILES = 4096

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tfclassify.client.inputs.labels import AUTO
 from tfclassify.client.inputs.plan import ScoringPlan
 from tfclassify.client.quality.report import RowSummary, summarize_rows
 from tfclassify.client.scoring.engine import Scorer, ScoringOptions
@@ -24,6 +23,7 @@ from tfclassify.client.scoring.output import (
     summarize_chunk,
 )
 from tfclassify.client.scoring.progress import Progress
+from tfclassify.common.inputs.labels import AUTO
 from tfclassify.common.text import counted
 from tfclassify.common.version import package_version
 

@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tfclassify.client.datasets.catalog import DataFile
+from tfclassify.common.datasets.catalog import DataFile
 
 #: Environment variable that replaces the published base URLs (a local mirror).
 MIRROR_ENV = "TFCLASSIFY_DATASET_MIRROR"

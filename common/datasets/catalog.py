@@ -27,7 +27,7 @@ class Layout:
 
     #: Keys are ``"<split>_images"`` and ``"<split>_labels"`` (one archive may be all four).
     files: dict[str, DataFile]
-    #: How the files are read: "arrays" (an IDX or ``.npz`` file per part) or "cifar" (``client.datasets.cifar``).
+    #: How the files are read: "arrays" (an IDX or ``.npz`` file per part) or "cifar" (``common.datasets.cifar``).
     reader: str = "arrays"
 
     def split_files(self, split: str) -> tuple[DataFile, DataFile]:

@@ -20,7 +20,7 @@ from typing import NamedTuple, Union
 
 import numpy as np
 
-from tfclassify.client.inputs import zipindex
+from tfclassify.common.inputs import zipindex
 from tfclassify.common.text import counted
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")

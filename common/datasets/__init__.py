@@ -1,16 +1,16 @@
 """Readers for the MNIST family and CIFAR-10 (numpy only), shared by the trainer and the client."""
 
-from tfclassify.client.datasets.catalog import DATASETS, SPLITS, DatasetSpec
-from tfclassify.client.datasets.cifar import CifarFormatError, read_cifar
-from tfclassify.client.datasets.idx import IdxFormatError, read_idx
-from tfclassify.client.datasets.loader import (
+from tfclassify.common.datasets.catalog import DATASETS, SPLITS, DatasetSpec
+from tfclassify.common.datasets.cifar import CifarFormatError, read_cifar
+from tfclassify.common.datasets.idx import IdxFormatError, read_idx
+from tfclassify.common.datasets.loader import (
     Dataset,
     DatasetNotFoundError,
     dataset_names,
     load_dataset,
     read_array,
 )
-from tfclassify.client.datasets.npz import NpzFormatError, npz_arrays, npz_labels, read_npz
+from tfclassify.common.datasets.npz import NpzFormatError, npz_arrays, npz_labels, read_npz
 
 __all__ = [
     "DATASETS",

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.datasets.catalog import DATASETS, SPLITS, DataFile, DatasetSpec, Layout
-from tfclassify.client.datasets.cifar import read_cifar
-from tfclassify.client.datasets.download import DownloadError, download, source_url
-from tfclassify.client.datasets.idx import read_idx
-from tfclassify.client.datasets.npz import read_npz
+from tfclassify.common.datasets.catalog import DATASETS, SPLITS, DataFile, DatasetSpec, Layout
+from tfclassify.common.datasets.cifar import read_cifar
+from tfclassify.common.datasets.download import DownloadError, download, source_url
+from tfclassify.common.datasets.idx import read_idx
+from tfclassify.common.datasets.npz import read_npz
 
 #: Environment variable naming a folder that holds one sub-folder per dataset.
 DATA_DIR_ENV = "TFCLASSIFY_DATA_DIR"

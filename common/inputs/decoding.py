@@ -1,0 +1,47 @@
+"""Image files read and decoded to model input, a chunk at a time: what the trainer (``--images``) and the scorer
+share. The scorer runs ``decode_files`` on its pool of workers (``tfclassify.client.inputs.workers``); the trainer
+calls it directly. How one file becomes pixels is ``tfclassify.common.image_files``'s."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from tfclassify.common.image_files import ConversionSpec, ImageDecodeError, apply_invert, check_encoded, decode_image
+from tfclassify.common.inputs.sources import FileRef, format_hint, read_file_ref
+from tfclassify.common.inputs.zipindex import ZipFormatError
+
+#: Open zip archives by path, per thread: a file position cannot be shared between threads.
+_local = threading.local()
+
+
+def decode_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Read and decode ``refs``; returns the pixels of those that decoded ``[n_ok, *spec.shape]``, in order,
+    and ``(position, reason)`` for each that did not. For a model that decodes files itself (``spec.channels``
+    0) the "pixels" are the files' bytes, untouched, in an object array ``[n_ok]``."""
+    encoded = spec.channels == 0
+    pixels = np.empty(len(refs), dtype=object) if encoded else np.empty((len(refs), *spec.shape), dtype=np.uint8)
+    files = open_files()
+    decoded = 0
+    failed: list[tuple[int, str]] = []
+    for position, ref in enumerate(refs):
+        try:
+            data = read_file_ref(ref, files)
+            pixels[decoded] = check_encoded(data, spec) if encoded else decode_image(data, spec, format_hint(ref))
+            decoded += 1
+        except (ImageDecodeError, ZipFormatError) as exc:
+            failed.append((position, str(exc)))
+        except OSError as exc:
+            failed.append((position, f"cannot read: {exc.strerror or exc}"))
+    if spec.channels != 1:  # inverting is for one-channel (MNIST-style) models
+        return pixels[:decoded], failed
+    return apply_invert(pixels[:decoded], spec.invert), failed
+
+
+def open_files() -> dict[str, object]:
+    """This thread's open zip archives by path, for ``read_file_ref``."""
+    files = getattr(_local, "files", None)
+    if files is None:
+        files = _local.files = {}
+    return files
