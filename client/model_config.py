@@ -17,12 +17,6 @@ from tfclassify.common.model_config import ModelConfigError, read_model_config
 from tfclassify.v1 import model_config_pb2 as config_pb
 
 
-def label_of(config: config_pb.ServerConfig, model: str, label: str) -> int | None:
-    """The version ``label`` names for ``model`` in ``config`` (None: no such label)."""
-    entry = _model(config, model, None)
-    return entry.version_labels[label] if entry is not None and label in entry.version_labels else None
-
-
 def set_label(path: Path, model: str, label: str, version: int) -> int | None:
     """Point ``label`` of ``model`` at ``version`` in the file at ``path``; returns the version it named before.
 

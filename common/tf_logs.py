@@ -49,6 +49,11 @@ NO_GPU_NOISE = (
 _ABSL_LEVEL = re.compile(r"^([IWEF])\d{4} ")
 
 
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ INFO lines (oneDNN notices, ...) unless the user set a level: before it is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+
 def nvidia_driver_present() -> bool:
     """Whether this machine has an NVIDIA kernel driver loaded."""
     return os.path.exists("/proc/driver/nvidia/version")

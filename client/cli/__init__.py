@@ -1,7 +1,8 @@
 """The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``merge``, ``report``, ``compare``, ``promote``, ``classify``, ``models``, ``health``.
 
-Subcommands that need TensorFlow (``train``, ``serve``) import it only when
-they run, so ``tfclassify score --help`` is instant and works without it.
+The dispatcher: each subcommand is a module with ``add_parser(sub)`` and its ``run``. ``train`` lives with the
+trainer (``tfclassify.trainer.cli``), the others here. Subcommands that need TensorFlow (``train``, ``serve``)
+import it only when they run, so ``tfclassify score --help`` is instant and works without it.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import argparse
 import difflib
 import sys
 
-from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score, serve, train
+from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score, serve
 from tfclassify.client.cli.common import CliError, run_command
 from tfclassify.common.version import package_version
+from tfclassify.trainer import cli as train
 
 COMMANDS = (train, serve, score, merge, report, compare, promote, classify, models, health)
 

@@ -18,9 +18,11 @@ from tfclassify.client.quality.outputs import ReportPathError, print_notes, writ
 from tfclassify.client.quality.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.scoring.output import OutputError
 from tfclassify.client.tls import channel_credentials
+from tfclassify.common.commands import CliError
 from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.common.inputs.labels import LabelError
 from tfclassify.common.inputs.sources import InputError
+from tfclassify.common.tf_logs import quiet_tensorflow  # noqa: F401 - for serve
 
 DEFAULT_SERVER = "localhost:8500"
 
@@ -35,10 +37,6 @@ EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; a scoring run can be res
 USER_ERRORS = (DatasetNotFoundError, IdxFormatError, NpzFormatError, InputError, LabelError, OutputError, ReportPathError,
                ComparisonError,
                FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
-
-
-class CliError(Exception):
-    """A user-facing error: printed as ``tfclassify: error: ...``, exit status 1."""
 
 
 def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0, several: bool = False) -> None:
@@ -97,11 +95,6 @@ def credentials_from(args: argparse.Namespace) -> grpc.ChannelCredentials | None
     if args.tls and not (args.tls_ca or args.tls_cert or args.tls_key):
         return grpc.ssl_channel_credentials()
     return channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-
-
-def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ INFO lines (oneDNN notices, ...) unless the user set a level."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -1,4 +1,8 @@
-"""``tfclassify train``: train a classifier and export it into a model repository (``--compare``: several)."""
+"""``tfclassify train``: train a classifier and export it into a model repository (``--compare``: several).
+
+The subcommand's parser and run, registered by the ``tfclassify`` dispatcher (``tfclassify.client.cli``). Light at
+import (the catalog, the dataset names): TensorFlow is imported only when the command runs, so ``tfclassify train
+--help`` is instant and works in the base install, which holds this package but not TensorFlow."""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from tfclassify.client.cli.common import CliError, quiet_tensorflow
-from tfclassify.common.datasets import dataset_names
+from tfclassify.common.commands import CliError
+from tfclassify.common.datasets import DatasetNotFoundError, dataset_names
 from tfclassify.common.text import counted
-from tfclassify.common.tf_logs import tensorflow_noise_filtered
+from tfclassify.common.tf_logs import quiet_tensorflow, tensorflow_noise_filtered
 from tfclassify.trainer.catalog import (
     ALIASES,
     ARCHITECTURES,
@@ -115,7 +119,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfclassify.common.datasets import DatasetNotFoundError
     from tfclassify.trainer.config import TrainConfig
     from tfclassify.trainer.data import DataError, DataSource, load_training_data
 
