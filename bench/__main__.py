@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from tfclassify.client import ClassifierClient
-from tfclassify.server.memory import resident_mib
+from tfclassify.server.runtime.memory import resident_mib
 
 BIN = Path(sys.executable).parent
 MODEL = "fashion_mnist"

@@ -106,8 +106,8 @@ async def drive(repo: Path, requests: int) -> None:
 
     from tfclassify.common.tensors import to_tensor_proto
     from tfclassify.server.app import ClassifierServer
-    from tfclassify.server.runtime import ModelRuntime
-    from tfclassify.server.servicer import ClassifierServicer
+    from tfclassify.server.runtime.model_runtime import ModelRuntime
+    from tfclassify.server.apis.classifier import ClassifierServicer
     from tfclassify.server.settings import ServerSettings
     from tfclassify.v1 import classifier_pb2 as pb
 

@@ -32,7 +32,7 @@ import numpy as np
 from bench.__main__ import MODEL, start_server, train_model
 from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.inference import grpc_service_pb2 as oip
-from tfclassify.server.memory import resident_mib
+from tfclassify.server.runtime.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 MAX_MESSAGE = 64 * 1024 * 1024

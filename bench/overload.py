@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.__main__ import MODEL, start_server, train_model
 from tfclassify.common.tensors import to_tensor_proto
-from tfclassify.server.memory import resident_mib
+from tfclassify.server.runtime.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 METHOD = "/tfclassify.v1.Classifier/Classify"

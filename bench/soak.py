@@ -36,7 +36,7 @@ import numpy as np
 from bench.__main__ import MODEL, cpu_seconds, start_server, train_model
 from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.inference import grpc_service_pb2 as oip
-from tfclassify.server.memory import resident_mib
+from tfclassify.server.runtime.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 CONFIG = """batching {{ max_batch_size: {batch} }}

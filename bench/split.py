@@ -48,8 +48,8 @@ def serve_inference(address: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from tfclassify.server.repository import VersionDir
-    from tfclassify.server.runtime import load_runtime
+    from tfclassify.server.runtime.repository import VersionDir
+    from tfclassify.server.runtime.model_runtime import load_runtime
 
     device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
     runtimes: dict[str, object] = {}
@@ -84,7 +84,7 @@ def serve_inference(address: str) -> None:
 def serve_front_end(address: str, serve_args: list[str]) -> int:
     """``tfclassify serve`` whose TensorFlow calls go to the inference process at ``address``."""
     from tfclassify.client.cli import main as cli_main
-    from tfclassify.server.runtime import ModelRuntime
+    from tfclassify.server.runtime.model_runtime import ModelRuntime
 
     local = threading.local()
 

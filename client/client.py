@@ -169,24 +169,31 @@ class ClassifierClient:
         true_classes: Sequence[int] | np.ndarray | None = None,
         keep_for_feedback: bool = False,
         request_id: str = "",
+        omit_labels: bool = False,
     ) -> ClassifyResult:
-        """Classify a batch of images with ``model``.
+        """Classify a batch of images with ``model`` (``omit_labels``: no label strings in the result, for
+        callers that only read class indices).
 
         ``true_classes`` (one class index per image, -1 where unknown), when the caller knows them, are
         counted by the server in its live-accuracy metrics; they never change the answer.
         ``keep_for_feedback`` keeps the predictions on the server under ``request_id`` until ``feedback``
         brings the true classes (a batch over ``max_request_bytes`` cannot be kept: it takes several requests).
         """
-        requests = self._split_requests(images, model, version, version_label, top_k, return_probabilities, False,
-                                        true_classes, keep_for_feedback, request_id)
+        requests = self._split_requests(images, model, version, version_label, top_k, return_probabilities,
+                                        omit_labels, true_classes, keep_for_feedback, request_id)
         parts: list[ClassifyResult] = []
         window: list[ClassifyFuture] = []
-        for request in requests:  # at most SPLIT_IN_FLIGHT requests built and in flight at once
-            window.append(ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)),
-                                         self.address))
-            if len(window) == SPLIT_IN_FLIGHT:
+        try:
+            for request in requests:  # at most SPLIT_IN_FLIGHT requests built and in flight at once
+                window.append(ClassifyFuture(self._stub.Classify.future(request, timeout=self._timeout(timeout)),
+                                             self.address))
+                if len(window) == SPLIT_IN_FLIGHT:
+                    parts.append(window.pop(0).result())
+            while window:
                 parts.append(window.pop(0).result())
-        parts.extend(future.result() for future in window)
+        finally:  # one part failed: the others' answers would be thrown away, so stop them
+            for future in window:
+                future.cancel()
         return merge_results(parts)
 
     def classify_async(

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import grpc
 
-from tfclassify.server.access_log import AccessLog, api_and_method
+from tfclassify.server.apis.refusals import refusing
+from tfclassify.server.apis.access_log import AccessLog, api_and_method
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +119,10 @@ def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | No
 
 def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as ``handler`` that ends the call with ``code``."""
-    async def refuse(request, context: grpc.aio.ServicerContext):
-        await context.abort(code, message)
-
-    async def refuse_stream(request, context: grpc.aio.ServicerContext):
-        await context.abort(code, message)
-        yield  # an async generator, as a streamed response's handler must be
-
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
              (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
     make = kinds[handler.request_streaming, handler.response_streaming]
-    return make(refuse_stream if handler.response_streaming else refuse, handler.request_deserializer,
+    return make(refusing(code, message, handler.response_streaming), handler.request_deserializer,
                 handler.response_serializer)
 
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from tfclassify.inference import grpc_service_pb2 as oip
-from tfclassify.server.memory import resident_mib
+from tfclassify.server.runtime.memory import resident_mib
 from tfclassify.v1 import classifier_pb2 as pb
 
 #: Statuses that mean "the server failed", which no request may cause.

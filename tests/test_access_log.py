@@ -17,7 +17,7 @@ from conftest import ServerProcess
 from tfclassify.client import TfclassifyError
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
-from tfclassify.server.access_log import AccessLog
+from tfclassify.server.apis.access_log import AccessLog
 
 FIELDS = {"time", "level", "logger", "message", "api", "method", "model", "version", "images", "ms", "status"}
 

@@ -13,9 +13,9 @@ import pytest
 
 from prometheus_client import CollectorRegistry
 
-from tfclassify.server.batching import Batcher, BatchingOptions, BatchObserver, Replica
-from tfclassify.server.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
-from tfclassify.server.metrics import ServerMetrics
+from tfclassify.server.core.batching import Batcher, BatchingOptions, BatchObserver, Replica
+from tfclassify.server.core.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+from tfclassify.server.core.metrics import ServerMetrics
 
 
 class FakeModel:
@@ -189,7 +189,7 @@ def test_batches_go_to_the_least_busy_replica():
 def test_the_serving_core_imports_without_tensorflow():
     """The batcher, registry, data plane and RPC meter need no TensorFlow (the runtime is a type there only),
     so they can be used and tested apart from a model."""
-    code = ("import sys; import tfclassify.server.registry, tfclassify.server.dataplane, tfclassify.server.rpc;"
+    code = ("import sys; import tfclassify.server.core.registry, tfclassify.server.core.dataplane, tfclassify.server.apis.meter;"
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
@@ -236,7 +236,7 @@ class PoisonedModel(FakeModel):
 
 
 def test_a_request_that_makes_the_model_fail_fails_alone():
-    from tfclassify.server.errors import InferenceError
+    from tfclassify.server.core.errors import InferenceError
 
     async def scenario():
         model = PoisonedModel(0.05)
@@ -265,9 +265,9 @@ def test_options_fitted_to_large_images_keep_the_queue_depth_and_cap_the_warm_up
 def test_a_request_larger_than_the_fitted_queue_is_refused_with_the_size_that_fits():
     from types import SimpleNamespace
 
-    from tfclassify.server.dataplane import DataPlane
-    from tfclassify.server.errors import InvalidInputError
-    from tfclassify.server.feedback import FeedbackStore
+    from tfclassify.server.core.dataplane import DataPlane
+    from tfclassify.server.core.errors import InvalidInputError
+    from tfclassify.server.core.feedback import FeedbackStore
 
     plane = DataPlane(None, 16384, FeedbackStore(10, 60))
     served = SimpleNamespace(batcher=SimpleNamespace(options=BatchingOptions().fitted(224 * 224 * 3 * 4, 64 * 2**20)),

@@ -53,6 +53,13 @@ def test_a_flat_batch_of_784_images_is_784_images(client, fashion_test):
     ClassifierClient("dns:///localhost:8500").close()  # a name with a port: fine (resolved lazily)
 
 
+def test_omit_labels_leaves_the_label_strings_out(client, fashion_test):
+    full = client.classify(fashion_test.images[:8], "fashion", top_k=2)
+    bare = client.classify(fashion_test.images[:8], "fashion", top_k=2, omit_labels=True)
+    assert np.array_equal(bare.classes, full.classes) and np.array_equal(bare.top_k_classes, full.top_k_classes)
+    assert bare.labels == [""] * 8 and full.labels[0] != ""
+
+
 def test_the_asyncio_client_mirrors_the_sync_one(server, client, fashion_test):
     images = fashion_test.images[:50]
 

@@ -367,9 +367,9 @@ def test_the_scores_output_can_be_named_in_tfclassify_json(colour):
 LOAD_ERRORS = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from tfclassify.server.errors import ModelLoadError
-    from tfclassify.server.repository import VersionDir
-    from tfclassify.server.runtime import load_runtime
+    from tfclassify.server.core.errors import ModelLoadError
+    from tfclassify.server.runtime.repository import VersionDir
+    from tfclassify.server.runtime.model_runtime import load_runtime
     errors = {}
     for folder in sys.argv[1:]:
         path = Path(folder)

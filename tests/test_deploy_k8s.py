@@ -136,7 +136,7 @@ def test_the_hpa_scales_on_a_metric_the_server_exports(rendered):
     metrics = one(docs, "HorizontalPodAutoscaler")["spec"]["metrics"]
     assert {m["type"] for m in metrics} == {"Resource", "Pods"}
     [custom] = [m["pods"]["metric"]["name"] for m in metrics if m["type"] == "Pods"]
-    assert f'"{custom}"' in (ROOT / "server" / "metrics.py").read_text(), "a metric the server really exports"
+    assert f'"{custom}"' in (ROOT / "server" / "core" / "metrics.py").read_text(), "a metric the server really exports"
     rules = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["rules"]["custom"]
     assert any(rule["name"]["as"] == custom for rule in rules)
 
@@ -228,7 +228,7 @@ def test_the_tls_components_wire_the_certificate_secret_into_server_probes_scrap
 
 def test_the_dashboard_covers_the_metrics_operators_watch():
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "tfclassify-dashboard.json").read_text())
-    exported = set(re.findall(r'"(tfclassify_\w+)"', (ROOT / "server" / "metrics.py").read_text()))
+    exported = set(re.findall(r'"(tfclassify_\w+)"', (ROOT / "server" / "core" / "metrics.py").read_text()))
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     used = {m for e in exprs for m in re.findall(r"\b(tfclassify_\w+?)(?:_total|_bucket|_sum|_count)?\b", e)}
     assert used <= exported, used - exported

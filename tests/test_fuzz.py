@@ -9,7 +9,7 @@ import time
 
 from conftest import ServerProcess
 from fuzzing import Bystander, fuzz, warmed_up_rss
-from tfclassify.server.memory import resident_mib
+from tfclassify.server.runtime.memory import resident_mib
 
 CASES = 2000
 

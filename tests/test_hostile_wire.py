@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2
 from tensorflow_serving.apis import model_service_pb2, prediction_service_pb2
 
 from tfclassify.inference import grpc_service_pb2
-from tfclassify.server.wire import IMAGE_METHODS
+from tfclassify.server.apis.services import IMAGE_METHODS
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import FASHION_DIR, FASHION_LABELS, metric_value, tfclassify_cmd
 from tfclassify.client import TfclassifyError
-from tfclassify.server.errors import AlreadyExistsError, FeedbackNotFoundError, InvalidInputError
-from tfclassify.server.feedback import FeedbackStore
+from tfclassify.server.core.errors import AlreadyExistsError, FeedbackNotFoundError, InvalidInputError
+from tfclassify.server.core.feedback import FeedbackStore
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 

@@ -1,4 +1,4 @@
-"""Memory: the server gives freed heap memory back to the system (``server/memory.py``: the glibc call it makes
+"""Memory: the server gives freed heap memory back to the system (``server/runtime/memory.py``: the glibc call it makes
 releases free pages that malloc itself keeps, in a process shaped like the server's heap), bounds the bytes of
 large requests it decodes at once, and keeps nothing of them once answered."""
 
@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.memory import DEPLOYMENT_LIMIT_MIB, MAX_MESSAGE, PeakSampler, bodies, send_concurrently, warm_up
 from conftest import ServerProcess, metric_value, wait_until
 from tfclassify.client.requests import classify_request
-from tfclassify.server.admission import ByteBudget
+from tfclassify.server.apis.admission import ByteBudget
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
-from tfclassify.server.memory import malloc_trim, resident_mib
+from tfclassify.server.runtime.memory import malloc_trim, resident_mib
 
 
 @pytest.mark.skipif(malloc_trim() is None, reason="this C library has no malloc_trim (not glibc)")
@@ -29,7 +29,7 @@ def test_malloc_trim_returns_the_free_pages_that_malloc_keeps():
     # the one that allocated them, with a live block above them that keeps malloc from shrinking the heap.
     script = textwrap.dedent("""
         import threading
-        from tfclassify.server.memory import malloc_trim, resident_mib
+        from tfclassify.server.runtime.memory import malloc_trim, resident_mib
 
         blocks = [bytearray(64 * 1024) for _ in range(3200)]
         pin = bytearray(64 * 1024)
@@ -99,7 +99,7 @@ def test_concurrent_maximum_size_requests_stay_bounded_and_leave_nothing_behind(
 
 
 def test_a_stream_counts_the_bytes_of_each_request_until_it_is_answered():
-    from tfclassify.server.wire import LargeRequest, _StreamedRequests
+    from tfclassify.server.apis.services import LargeRequest, _StreamedRequests
 
     budget = ByteBudget(100, large_bytes=10)
 

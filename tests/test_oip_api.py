@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import FASHION_LABELS, ROOT, metric_value, readme_example
-from tfclassify.server.runtime import softmax
+from tfclassify.server.runtime.model_runtime import softmax
 
 
 def run_triton(*args: str, timeout: float = 120) -> str:

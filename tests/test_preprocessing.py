@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tfclassify.server.preprocessing import Preprocessing
+from tfclassify.server.runtime.preprocessing import Preprocessing
 
 
 def test_the_default_is_scaling_by_1_over_255_and_input_scale_still_counts():

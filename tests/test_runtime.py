@@ -16,9 +16,9 @@ PROBE = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     from tensorflow.core.protobuf import config_pb2
-    from tfclassify.server.device import configure_devices, resolve_devices
-    from tfclassify.server.repository import VersionDir
-    from tfclassify.server.runtime import CALLER_THREAD_MAX_BATCH, load_runtime
+    from tfclassify.server.runtime.devices import configure_devices, resolve_devices
+    from tfclassify.server.runtime.repository import VersionDir
+    from tfclassify.server.runtime.model_runtime import CALLER_THREAD_MAX_BATCH, load_runtime
 
     configure_devices(logical_cpu_devices=2)
     (device,) = resolve_devices("cpu:1")
@@ -70,8 +70,8 @@ BOTH_RUNTIMES = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import numpy as np
-    from tfclassify.server.repository import VersionDir
-    from tfclassify.server.runtime import _load_function_runtime, load_runtime
+    from tfclassify.server.runtime.repository import VersionDir
+    from tfclassify.server.runtime.model_runtime import _load_function_runtime, load_runtime
 
     path = Path(sys.argv[1])
     version = VersionDir(path.parent.name, int(path.name), path)

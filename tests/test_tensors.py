@@ -41,7 +41,7 @@ def _classification_reference(scores: np.ndarray, top_k: int, suffixes: list[byt
 
 @pytest.mark.parametrize("top_k", [1, 3, 10])
 def test_vectorised_classification_entries_match_printf_byte_for_byte(top_k):
-    from tfclassify.server.oip_tensors import classification_raw
+    from tfclassify.server.apis.oip_tensors import classification_raw
 
     rng = np.random.default_rng(7)
     labels = [f":{i}:{name}".encode() for i, name in enumerate(["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 )
 
 from conftest import FASHION_LABELS, metric_value, readme_example
-from tfclassify.server.runtime import softmax
+from tfclassify.server.runtime.model_runtime import softmax
 
 
 @pytest.fixture(scope="module")

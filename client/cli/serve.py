@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise CliError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
     try:
-        from tfclassify.server.access_log import AccessLog  # neither imports TensorFlow
+        from tfclassify.server.apis.access_log import AccessLog  # neither imports TensorFlow
         from tfclassify.server.tls import check_http_tls
 
         check_http_tls(settings.metrics_tls, settings.tls_cert, settings.tls_client_ca)

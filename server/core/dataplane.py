@@ -4,7 +4,7 @@ Servicers of every API (tfclassify, TensorFlow Serving, Open Inference
 Protocol) resolve a version, convert protobuf messages to images, call
 ``DataPlane.infer`` and build their answers from its outputs; nothing in this
 module knows about gRPC messages. Every request goes through its version's
-batching queue; ``RpcCall`` carries its timings to the meter.
+batching queue; ``Call`` carries its timings to the API's meter.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tfclassify.server.batching import Outputs, RequestTiming
-from tfclassify.server.errors import InvalidInputError, ModelUnavailableError
-from tfclassify.server.feedback import FeedbackStore, check_true_classes
-from tfclassify.server.images import check_batch_size, check_encoded_images, check_image_batch, decode_images
-from tfclassify.server.registry import ModelRegistry, ServedVersion
-from tfclassify.server.rpc import RpcCall
+from tfclassify.server.core.batching import Outputs, RequestTiming
+from tfclassify.server.core.errors import InvalidInputError, ModelUnavailableError
+from tfclassify.server.core.feedback import FeedbackStore, check_true_classes
+from tfclassify.server.core.images import check_batch_size, check_encoded_images, check_image_batch, decode_images
+from tfclassify.server.core.registry import ModelRegistry, ServedVersion
+from tfclassify.server.core.calls import Call
 
 if TYPE_CHECKING:
-    from tfclassify.server.runtime import ModelRuntime
+    from tfclassify.server.runtime.model_runtime import ModelRuntime
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,10 @@ class DataPlane:
         """The model version a request names (raises NOT_FOUND/UNAVAILABLE errors)."""
         return self.registry.resolve(model, version, version_label)
 
-    async def infer(self, call: RpcCall, images: np.ndarray, deadline: float | None,
+    async def infer(self, call: Call, images: np.ndarray, deadline: float | None,
                     truth: Truth | None = None) -> tuple[Outputs, np.ndarray]:
         """Run validated ``images`` ``[N, H, W, C]`` through the queue of the version ``call`` runs on
-        (``call.infer(served)``); returns the model's outputs and each image's predicted class, which are
+        (``call.runs_on(served)``); returns the model's outputs and each image's predicted class, which are
         counted in the metrics. Timings go to ``call``, for the version's statistics. ``truth`` (optional):
         true classes to count in the live-accuracy metrics, or a request id to keep the predictions under.
 
@@ -146,10 +146,10 @@ class DataPlane:
                                    served.metrics.count_truth)
         return outputs, classes
 
-    async def classify(self, call: RpcCall, request: ClassifyInput) -> ClassifyOutput:
+    async def classify(self, call: Call, request: ClassifyInput) -> ClassifyOutput:
         """Classify the request's images."""
         spec = (request.model, request.version, request.version_label)
-        served = call.infer(self.resolve(*spec))
+        served = call.runs_on(self.resolve(*spec))
         runtime = served.runtime
         if request.top_k > runtime.num_classes:
             raise InvalidInputError(
@@ -175,7 +175,7 @@ class DataPlane:
         outputs, classes = await self.infer(call, images, request.deadline, request.truth)
         return rank(runtime, runtime.probabilities(outputs), classes, request.top_k, request.return_probabilities)
 
-    async def files_for(self, call: RpcCall, resolve: Callable[[], ServedVersion],
+    async def files_for(self, call: Call, resolve: Callable[[], ServedVersion],
                         files: list[bytes]) -> tuple[ServedVersion, np.ndarray]:
         """PNG/JPEG ``files`` for the version ``call`` runs, off the event loop: decoded to its size and channels,
         or, for a model that decodes files in its graph, checked (headers) and left untouched. Returns the
@@ -187,7 +187,7 @@ class DataPlane:
         else:
             self.check_fits(served, len(files))  # before decoding: pixels take far more room than files
             images = await self.decode(decode_images, files, runtime.file_spec, self.max_images_per_request)
-        served = call.infer(resolve())
+        served = call.runs_on(resolve())
         now = served.runtime
         if (now.takes_encoded != runtime.takes_encoded or list(now.outputs) != list(runtime.outputs)
                 or (not now.takes_encoded and now.file_spec != runtime.file_spec)):

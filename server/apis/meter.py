@@ -1,5 +1,5 @@
-"""What every servicer shares: the RPC record the meter reads, the meter that counts every RPC in the metrics
-(with its ``api`` label) and fails it with the status ``errors.status_code`` gives, and stream helpers."""
+"""What every servicer shares: the meter that counts every RPC in the metrics (with its ``api`` label), reads
+its ``Call`` record, and fails it with the status ``statuses.status_code`` gives; and stream helpers."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import TypeVar
 
 import grpc
 
-from tfclassify.server.access_log import AccessLog
-from tfclassify.server.admission import Admission
+from tfclassify.server.apis.access_log import AccessLog
+from tfclassify.server.apis.admission import Admission
 from tfclassify.server.auth import ALL_MODELS, TokenTable, bearer_token
-from tfclassify.server.batching import RequestTiming
-from tfclassify.server.errors import ServingError, status_code
-from tfclassify.server.metrics import ServerMetrics
-from tfclassify.server.registry import ModelRegistry, ServedVersion
+from tfclassify.server.apis.statuses import status_code
+from tfclassify.server.core.calls import Call
+from tfclassify.server.core.errors import ServingError
+from tfclassify.server.core.metrics import ServerMetrics
+from tfclassify.server.core.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -34,33 +35,7 @@ class RpcFailure(Exception):
         self.code, self.details = code, details
 
 
-class RpcCall:
-    """One RPC as it goes: the servicer records the model version it resolved (``resolved``, or ``infer`` for a
-    request that runs images), the data plane the request's timings; the meter reads them at the end."""
-
-    __slots__ = ("started_ns", "version", "served", "images", "queued_ns", "ran_ns", "timing")
-
-    def __init__(self) -> None:
-        self.started_ns = time.perf_counter_ns()
-        self.version = ""  # the metric label: the version that answered
-        self.served: ServedVersion | None = None  # set for requests that run images: their statistics
-        self.images = 0
-        self.queued_ns = self.ran_ns = 0
-        self.timing: RequestTiming | None = None
-
-    def resolved(self, served: ServedVersion) -> ServedVersion:
-        """Record the version a request is answered by; returns it."""
-        self.version = served.version_label
-        return served
-
-    def infer(self, served: ServedVersion) -> ServedVersion:
-        """Record the version a request runs its images on (it counts in the version's statistics); returns it."""
-        self.served = served
-        self.version = served.version_label
-        return served
-
-
-Handler = Callable[[R, grpc.aio.ServicerContext, RpcCall], Awaitable[T]]
+Handler = Callable[[R, grpc.aio.ServicerContext, Call], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -76,7 +51,7 @@ class Metering:
 
 
 class RpcMeter:
-    """Runs the RPCs of one API: measured, counted, and failed with the status ``errors.status_code`` gives."""
+    """Runs the RPCs of one API: measured, counted, and failed with the status ``statuses.status_code`` gives."""
 
     def __init__(self, api: str, metering: Metering) -> None:
         self.api = api
@@ -99,7 +74,7 @@ class RpcMeter:
     async def measured(self, method: str, model: str, handler: Handler[R, T], request: R,
                        context: grpc.aio.ServicerContext) -> T:
         """Run ``handler(request, context, call)``, counting it in the metrics; failures become ``RpcFailure``."""
-        call = RpcCall()
+        call = Call()
         code = grpc.StatusCode.OK
         in_flight = self._metrics.in_flight_count(self.api, method)
         in_flight[0] += 1
@@ -155,7 +130,7 @@ def clip(details: str, limit: int = MAX_DETAILS) -> str:
     return details if len(details) <= limit else f"{details[:limit]}... ({len(details):,} characters)"
 
 
-def _record_statistics(call: RpcCall, code: grpc.StatusCode, finished: int) -> None:
+def _record_statistics(call: Call, code: grpc.StatusCode, finished: int) -> None:
     """Account a request that ran (or tried to run) images in its version's statistics (what OIP reports)."""
     statistics = call.served.metrics.statistics
     total = finished - call.started_ns

@@ -6,12 +6,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tfclassify.server.batching import Batcher
-from tfclassify.server.errors import ModelNotFoundError, ModelUnavailableError, VersionLabelNotFoundError
-from tfclassify.server.metrics import VersionMetrics
+from tfclassify.server.core.batching import Batcher
+from tfclassify.server.core.errors import ModelNotFoundError, ModelUnavailableError, VersionLabelNotFoundError
+from tfclassify.server.core.metrics import VersionMetrics
 
 if TYPE_CHECKING:  # a type only: the registry (and what uses it) imports without TensorFlow
-    from tfclassify.server.runtime import ModelRuntime
+    from tfclassify.server.runtime.model_runtime import ModelRuntime
 
 
 @dataclass(eq=False)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tfclassify.common.model_config import ModelConfigError, read_model_config
-from tfclassify.server.batching import BatchingOptions
-from tfclassify.server.repository import model_folders
+from tfclassify.server.core.batching import BatchingOptions
+from tfclassify.server.runtime.repository import model_folders
 from tfclassify.v1 import model_config_pb2 as config_pb
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tfclassify.server.errors import AlreadyExistsError, FeedbackNotFoundError, InvalidInputError
+from tfclassify.server.core.errors import AlreadyExistsError, FeedbackNotFoundError, InvalidInputError
 
 #: Counts (true, predicted) of a version's images in its metrics; returns (labelled, correct).
 TruthCounter = Callable[[np.ndarray, np.ndarray], tuple[int, int]]

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from tfclassify.common.model_config import ModelConfigError
-from tfclassify.server.batching import Batcher, BatchingOptions, Replica
-from tfclassify.server.config import ModelSource, load_sources
-from tfclassify.server.errors import ModelLoadError
-from tfclassify.server.metrics import MODEL_STATES, ServerMetrics
-from tfclassify.server.registry import ModelRegistry, ServedVersion
-from tfclassify.server.repository import IgnoredFolder, VersionDir, model_folders, model_versions
-from tfclassify.server.runtime import ModelRuntime, check_golden_set, load_runtime, warm_up
+from tfclassify.server.core.batching import Batcher, BatchingOptions, Replica
+from tfclassify.server.core.model_sources import ModelSource, load_sources
+from tfclassify.server.core.errors import ModelLoadError
+from tfclassify.server.core.metrics import MODEL_STATES, ServerMetrics
+from tfclassify.server.core.registry import ModelRegistry, ServedVersion
+from tfclassify.server.runtime.repository import IgnoredFolder, VersionDir, model_folders, model_versions
+from tfclassify.server.runtime.model_runtime import ModelRuntime, check_golden_set, load_runtime, warm_up
 
 log = logging.getLogger(__name__)
 

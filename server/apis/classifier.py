@@ -11,12 +11,13 @@ import grpc
 import numpy as np
 
 from tfclassify.common.tensors import TensorError, from_tensor_proto, to_tensor_proto
-from tfclassify.server.dataplane import ClassifyInput, ClassifyOutput, DataPlane, Truth
-from tfclassify.server.errors import InvalidInputError, ModelNotFoundError
-from tfclassify.server.manager import ModelManager, VersionStatus
-from tfclassify.server.registry import ModelRegistry, ServedVersion
-from tfclassify.server.repository import IgnoredFolder
-from tfclassify.server.rpc import RpcCall, RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.core.dataplane import ClassifyInput, ClassifyOutput, DataPlane, Truth
+from tfclassify.server.core.errors import InvalidInputError, ModelNotFoundError
+from tfclassify.server.core.manager import ModelManager, VersionStatus
+from tfclassify.server.core.registry import ModelRegistry, ServedVersion
+from tfclassify.server.runtime.repository import IgnoredFolder
+from tfclassify.server.apis.meter import RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.core.calls import Call
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
@@ -71,7 +72,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
 
     # -- the RPCs, run by the meter --------------------------------------------
     async def _classify(
-        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.ClassifyResponse:
         spec = request.model_spec
         which = request.WhichOneof("input")
@@ -97,7 +98,7 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         return classify_response(output, request.top_k, request.request_id, request.omit_labels)
 
     async def _feedback(
-        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.FeedbackResponse:
         true = np.asarray(request.true_classes, dtype=np.int64)
         version, labelled, correct = self._dataplane.feedback.judge(request.model_name, request.request_id, true)
@@ -105,10 +106,10 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
                                    labelled=labelled, correct=correct)
 
     async def _metadata(
-        self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.ModelMetadata:
         spec = request.model_spec
-        served = call.resolved(self._dataplane.resolve(
+        served = call.answered_by(self._dataplane.resolve(
             spec.name,
             spec.version if spec.HasField("version") else None,
             spec.version_label if spec.HasField("version_label") else None,
@@ -116,14 +117,14 @@ class ClassifierServicer(pb_grpc.ClassifierServicer):
         return metadata_proto(served, self._dataplane.registry.versions(served.runtime.name))
 
     async def _list_models(
-        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.ListModelsResponse:
         registry = self._dataplane.registry
         served = [registry.resolve(name) for name in registry.names() if registry.versions(name)]
         return pb.ListModelsResponse(models=[metadata_proto(s, registry.versions(s.runtime.name)) for s in served])
 
     async def _model_status(
-        self, request: pb.GetModelStatusRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.GetModelStatusRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.GetModelStatusResponse:
         if request.name and not self._dataplane.registry.has(request.name):
             raise ModelNotFoundError(f"model {request.name!r} not found")

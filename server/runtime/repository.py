@@ -102,17 +102,6 @@ def model_folders(repo: Path) -> tuple[list[Path], list[IgnoredFolder]]:
     return models, ignored
 
 
-def scan_repository(repo: Path) -> dict[str, list[VersionDir]]:
-    """Every model folder in ``repo`` with its versions (models without versions included)."""
-    if not repo.is_dir():
-        raise FileNotFoundError(f"model repository {repo} is not a folder")
-    return {
-        child.name: model_versions(child)
-        for child in sorted(repo.iterdir())
-        if child.is_dir() and not child.name.startswith(".")
-    }
-
-
 def next_version(model_dir: Path) -> int:
     """One above the highest version folder (complete or not) of ``model_dir``."""
     taken = [int(c.name) for c in model_dir.iterdir() if c.name.isdigit()] if model_dir.is_dir() else []

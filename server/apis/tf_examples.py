@@ -19,8 +19,8 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
 from tfclassify.common.image_files import ConversionSpec
-from tfclassify.server.errors import InvalidInputError
-from tfclassify.server.images import MAX_REQUEST_FILE_PIXELS, check_file_headers, decode_image, is_encoded_image
+from tfclassify.server.core.errors import InvalidInputError
+from tfclassify.server.core.images import MAX_REQUEST_FILE_PIXELS, check_file_headers, decode_image, is_encoded_image
 
 #: Feature names looked up for the image, in this order.
 IMAGE_FEATURES = ("image", "image/encoded")

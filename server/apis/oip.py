@@ -25,10 +25,10 @@ from tfclassify.common.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
-from tfclassify.server.dataplane import DataPlane, Truth
-from tfclassify.server.errors import InvalidInputError, ModelNotFoundError, ServingError
-from tfclassify.server.images import check_image_batch
-from tfclassify.server.oip_tensors import (
+from tfclassify.server.core.dataplane import DataPlane, Truth
+from tfclassify.server.core.errors import InvalidInputError, ModelNotFoundError, ServingError
+from tfclassify.server.core.images import check_image_batch
+from tfclassify.server.apis.oip_tensors import (
     CONFIG_TYPES,
     classification_raw,
     datatype_of,
@@ -37,10 +37,11 @@ from tfclassify.server.oip_tensors import (
     from_raw_bytes,
     to_raw,
 )
-from tfclassify.server.registry import ServedVersion
-from tfclassify.server.rpc import RpcCall, RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
-from tfclassify.server.runtime import ModelRuntime
-from tfclassify.server.statistics import Duration
+from tfclassify.server.core.registry import ServedVersion
+from tfclassify.server.apis.meter import RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.core.calls import Call
+from tfclassify.server.runtime.model_runtime import ModelRuntime
+from tfclassify.server.core.statistics import Duration
 
 API = "open_inference"
 PLATFORM = "tensorflow_savedmodel"
@@ -99,15 +100,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     yield pb.ModelStreamInferResponse(error_message=failure.details)
 
     # -- the RPCs, run by the meter ------------------------------------------------
-    async def _ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext, call: RpcCall):
+    async def _ready(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext, call: Call):
         try:
-            call.resolved(self._resolve(request.name, request.version))
+            call.answered_by(self._resolve(request.name, request.version))
         except ServingError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
-    async def _metadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall):
-        runtime = call.resolved(self._resolve(request.name, request.version)).runtime
+    async def _metadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext, call: Call):
+        runtime = call.answered_by(self._resolve(request.name, request.version)).runtime
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=runtime.name,
@@ -120,16 +121,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             ],
         )
 
-    async def _model_config(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext, call: RpcCall):
-        return pb.ModelConfigResponse(config=self._config(call.resolved(self._resolve(request.name, request.version))))
+    async def _model_config(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext, call: Call):
+        return pb.ModelConfigResponse(config=self._config(call.answered_by(self._resolve(request.name, request.version))))
 
     async def _infer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.ModelInferResponse:
         served = self._resolve(request.model_name, request.model_version)
         runtime = served.runtime
         requested = _requested_outputs(runtime, request)
-        call.infer(served)  # from here on, a failure counts in the version's statistics (Triton counts them alike)
+        call.runs_on(served)  # from here on, a failure counts in the version's statistics (Triton counts them alike)
         images = self._input_images(runtime, request)
         per_image = 0
         for name, top_k in requested:
@@ -243,7 +244,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def _statistics(
-        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext, call: Call
     ) -> pb.ModelStatisticsResponse:
         registry = self._dataplane.registry
         if request.name and not registry.has(request.name):

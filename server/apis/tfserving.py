@@ -29,19 +29,20 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfclassify.server.dataplane import DataPlane
-from tfclassify.server.errors import (
+from tfclassify.server.core.dataplane import DataPlane
+from tfclassify.server.core.errors import (
     InvalidInputError,
     ModelNotFoundError,
     SignatureNotFoundError,
     VersionLabelNotFoundError,
 )
-from tfclassify.server.examples import images_from_examples
-from tfclassify.server.images import check_image_batch, files_array
-from tfclassify.server.manager import ModelManager
-from tfclassify.server.registry import ServedVersion
-from tfclassify.server.rpc import RpcCall, Metering, RpcMeter, deadline_of
-from tfclassify.server.runtime import DEFAULT_SIGNATURE, ModelRuntime
+from tfclassify.server.apis.tf_examples import images_from_examples
+from tfclassify.server.core.images import check_image_batch, files_array
+from tfclassify.server.core.manager import ModelManager
+from tfclassify.server.core.registry import ServedVersion
+from tfclassify.server.apis.meter import Metering, RpcMeter, deadline_of
+from tfclassify.server.core.calls import Call
+from tfclassify.server.runtime.model_runtime import DEFAULT_SIGNATURE, ModelRuntime
 
 API = "tensorflow_serving"
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -77,13 +78,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return await self._meter.observed("GetModelMetadata", request.model_spec.name, self._metadata, request, context)
 
     # -- the RPCs, run by the meter -----------------------------------------------
-    async def _predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext, call: RpcCall):
+    async def _predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext, call: Call):
         served = self._resolve(request.model_spec)
         runtime = served.runtime
         _check_signature(runtime, request.model_spec.signature_name)
         _check_input_names(runtime, list(request.inputs))
         output_names = _output_names(runtime, list(request.output_filter))
-        call.infer(served)
+        call.runs_on(served)
         images = self._input_images(runtime, request.inputs[runtime.input_key])
         self._dataplane.check_response_size(len(images), sum(
             runtime.outputs[name][0].itemsize * math.prod(runtime.outputs[name][1]) for name in output_names))
@@ -98,12 +99,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def _classify(
-        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext, call: Call
     ):
         served = self._resolve(request.model_spec)
         runtime = served.runtime
         _check_signature(runtime, request.model_spec.signature_name)
-        call.infer(served)
+        call.runs_on(served)
         which = request.input.WhichOneof("kind")
         if which == "example_list_with_context":
             examples, example_context = request.input.example_list_with_context.examples, (
@@ -119,7 +120,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._dataplane.check_response_size(len(examples), 4 + runtime.num_classes * (runtime.mean_label_bytes + 12))
         images = await self._dataplane.decode(images_from_examples, examples, example_context, runtime.file_spec)
         # Decoding let the event loop run: take the version serving now (the one before may be unloading).
-        served = call.infer(self._resolve(request.model_spec))
+        served = call.runs_on(self._resolve(request.model_spec))
         runtime = served.runtime
         images = check_image_batch(images, runtime.image_shape, self._dataplane.max_images_per_request)
         outputs, _ = await self._dataplane.infer(call, images, deadline_of(context))
@@ -132,7 +133,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def _metadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.aio.ServicerContext, call: Call
     ):
         if not request.metadata_field:
             raise InvalidInputError("GetModelMetadataRequest must specify at least one metadata_field")
@@ -140,7 +141,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if field not in (SIGNATURE_DEF_FIELD, PREPROCESSING_FIELD):
                 raise InvalidInputError(f"Metadata field {field} is not supported (supported: {SIGNATURE_DEF_FIELD}, "
                                         f"{PREPROCESSING_FIELD})")
-        runtime = call.resolved(self._resolve(request.model_spec)).runtime
+        runtime = call.answered_by(self._resolve(request.model_spec)).runtime
         response = get_model_metadata_pb2.GetModelMetadataResponse(
             model_spec=model_pb2.ModelSpec(name=runtime.name, version={"value": runtime.version})
         )
@@ -218,7 +219,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return await self._meter.observed("GetModelStatus", request.model_spec.name, self._status, request, context)
 
     async def _status(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext, call: RpcCall
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext, call: Call
     ):
         spec = request.model_spec
         statuses = self._manager.statuses(spec.name) if spec.name else []

@@ -37,10 +37,10 @@ from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from tfclassify.common.image_files import ConversionSpec
-from tfclassify.server.errors import InvalidInputError, ModelLoadError
-from tfclassify.server.images import MAX_FILE_PIXELS, sample_png
-from tfclassify.server.preprocessing import ARITHMETIC_KEYS, Preprocessing
-from tfclassify.server.repository import GOLDEN_FILE, VersionDir
+from tfclassify.server.core.errors import InvalidInputError, ModelLoadError
+from tfclassify.server.core.images import MAX_FILE_PIXELS, sample_png
+from tfclassify.server.runtime.preprocessing import ARITHMETIC_KEYS, Preprocessing
+from tfclassify.server.runtime.repository import GOLDEN_FILE, VersionDir
 
 log = logging.getLogger(__name__)
 

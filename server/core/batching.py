@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tfclassify.server.errors import (
+from tfclassify.server.core.errors import (
     DeadlineExceededError,
     InferenceError,
     InvalidInputError,

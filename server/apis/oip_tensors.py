@@ -8,8 +8,8 @@ import struct
 
 import numpy as np
 
-from tfclassify.server.errors import InvalidInputError
-from tfclassify.server.images import files_array
+from tfclassify.server.core.errors import InvalidInputError
+from tfclassify.server.core.images import files_array
 
 #: Protocol datatype -> numpy dtype (little-endian, as the protocol's raw contents are).
 DTYPES: dict[str, np.dtype] = {

@@ -20,7 +20,7 @@ from tfclassify.common.image_files import (
     files_array,
 )
 from tfclassify.common.image_files import decode_image as decode_file
-from tfclassify.server.errors import InvalidInputError
+from tfclassify.server.core.errors import InvalidInputError
 
 #: The encoded formats requests may carry; Pillow opens many more, each one more parser facing the network.
 ACCEPTED_FORMATS = ("PNG", "JPEG")

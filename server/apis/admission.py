@@ -17,7 +17,7 @@ from collections.abc import Callable
 import grpc
 
 from tfclassify.server.auth import bearer_token
-from tfclassify.server.errors import ServerBusyError
+from tfclassify.server.core.errors import ServerBusyError
 
 
 class Admission:

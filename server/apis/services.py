@@ -33,7 +33,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 
-from tfclassify.server.admission import ByteBudget
+from tfclassify.server.apis.refusals import refusing
+from tfclassify.server.apis.admission import ByteBudget
 
 
 class MalformedRequest:
@@ -234,18 +235,7 @@ def _stream_request(behavior, stream_response: bool, budget: ByteBudget | None):
 
 
 def _unimplemented(name: str, stream_response: bool):
-    message = f"{name} is not implemented by tfclassify"
-    if stream_response:
-        async def refuse_stream(request, context: grpc.aio.ServicerContext):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
-            yield  # an async generator, as the handler of a streamed response must be
-
-        return refuse_stream
-
-    async def refuse(request, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
-
-    return refuse
+    return refusing(grpc.StatusCode.UNIMPLEMENTED, f"{name} is not implemented by tfclassify", stream_response)
 
 
 #: The methods that carry images, each accepted on its own (see the module's docstring).

@@ -19,9 +19,9 @@ from prometheus_client import (
 )
 
 from tfclassify.common.version import package_version
-from tfclassify.server.batching import Batcher, BatchObserver, Replica
-from tfclassify.server.feedback import count_truth
-from tfclassify.server.statistics import InferenceStatistics
+from tfclassify.server.core.batching import Batcher, BatchObserver, Replica
+from tfclassify.server.core.feedback import count_truth
+from tfclassify.server.core.statistics import InferenceStatistics
 
 # Request latency: from 0.25 ms (a single image on an idle CPU) to 10 s (a
 # maximal batch on a slow machine), roughly doubling.
