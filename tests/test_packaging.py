@@ -63,27 +63,6 @@ def test_the_server_imports_nothing_from_the_client_package():
     assert found == []
 
 
-def _imports_of(folder: str, forbidden: tuple[str, ...]) -> list[str]:
-    """``path:line module`` of every import (function-level ones included) under ``folder`` of a module in or under
-    one of the ``forbidden`` packages."""
-    found = []
-    for path in sorted((ROOT / folder).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
-                      if any(n == p or n.startswith(p + ".") for p in forbidden)]
-    return found
-
-
-def test_the_trainer_leans_on_neither_side_and_common_on_nothing():
-    """The trainer shares the dataset readers, the image inputs and the repository's layout with the scorer and the
-    server through ``tfclassify.common``: it imports neither the server nor the client, and ``common`` imports
-    none of the three (the ``tfclassify`` dispatcher registers ``trainer/cli.py``, not the other way)."""
-    assert _imports_of("trainer", ("tfclassify.server", "tfclassify.client")) == []
-    assert _imports_of("common", ("tfclassify.server", "tfclassify.client", "tfclassify.trainer")) == []
-
-
 def test_the_serving_core_imports_no_transport():
     """``server/core`` (data plane, batching, registry, manager ...) is free of gRPC and of the APIs and the process
     around it: the protocols in ``server/apis`` and the process at ``server/``'s top import the core, never the
