@@ -1,8 +1,9 @@
 """The ``tfclassify`` command: ``train``, ``serve``, ``score``, ``merge``, ``report``, ``compare``, ``promote``, ``classify``, ``models``, ``health``.
 
 The dispatcher: each subcommand is a module with ``add_parser(sub)`` and its ``run``. ``train`` lives with the
-trainer (``tfclassify.trainer.cli``), the others here. Subcommands that need TensorFlow (``train``, ``serve``)
-import it only when they run, so ``tfclassify score --help`` is instant and works without it.
+trainer (``tfclassify.trainer.cli``), ``serve`` with the server (``tfclassify.server.cli``), the others here.
+Subcommands that need TensorFlow (``train``, ``serve``) import it only when they run, so ``tfclassify score
+--help`` is instant and works without it.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import argparse
 import difflib
 import sys
 
-from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score, serve
+from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score
 from tfclassify.client.cli.common import CliError, run_command
 from tfclassify.common.version import package_version
+from tfclassify.server import cli as serve
 from tfclassify.trainer import cli as train
 
-COMMANDS = (train, serve, score, merge, report, compare, promote, classify, models, health)
+#: The subcommands by name, in the order ``--help`` lists them: each a module with ``add_parser(sub)``.
+COMMANDS = {
+    "train": train, "serve": serve, "score": score, "merge": merge, "report": report, "compare": compare,
+    "promote": promote, "classify": classify, "models": models, "health": health,
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser)
-    for command in COMMANDS:
+    for command in COMMANDS.values():
         command.add_parser(sub)
     return parser
 

@@ -22,7 +22,6 @@ from tfclassify.common.commands import CliError
 from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.common.inputs.labels import LabelError
 from tfclassify.common.inputs.sources import InputError
-from tfclassify.common.tf_logs import quiet_tensorflow  # noqa: F401 - for serve
 
 DEFAULT_SERVER = "localhost:8500"
 

@@ -1,10 +1,15 @@
-"""``tfclassify serve``: run the gRPC server on a model repository."""
+"""``tfclassify serve``: run the gRPC server on a model repository.
+
+The subcommand's parser and run, registered by the ``tfclassify`` dispatcher (``tfclassify.client.cli``). Light at
+import (settings and logs, no TensorFlow, no gRPC server): ``tfclassify serve --help`` is instant, and in the base
+install, which holds this package but not the server extra, ``serve`` says which extra it needs."""
 
 from __future__ import annotations
 
 import argparse
 
-from tfclassify.client.cli.common import CliError, quiet_tensorflow
+from tfclassify.common.commands import CliError
+from tfclassify.common.tf_logs import quiet_tensorflow
 from tfclassify.server.logs import LOG_FORMATS, StartupNoiseFilter, nvidia_driver_present
 from tfclassify.server.settings import ServerSettings
 
