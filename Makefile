@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo check test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -15,7 +15,17 @@ setup-demo:
 demo: setup-demo
 	@VENV=$(VENV) bash scripts/demo.sh
 
-test: setup
+# ruff and mypy ([tool.ruff], [tool.mypy] in pyproject.toml). mypy reads the packages under the names they are
+# installed as (tfclassify.server, ...): build/typecheck/tfclassify links to the folders [tool.setuptools.package-dir]
+# maps there.
+TYPECHECK_LINKS := client common server trainer ../proto/tfclassify/v1 ../proto/tfclassify/inference
+check: setup
+	$(PY) -m ruff check .
+	@mkdir -p build/typecheck/tfclassify
+	@for d in $(TYPECHECK_LINKS); do ln -sfn ../../../$${d#../} build/typecheck/tfclassify/$$(basename $$d); done
+	$(PY) -m mypy
+
+test: check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # Every architecture trained in full on Fashion-MNIST with our tuned recipes (about 10 minutes on 2 cores);
