@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
 
 def call_ms(version_dir: str, batch: int = 8, rounds: int = 3, calls: int = 300) -> dict[tuple[float, int], float]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from tfclassify.server.runtime.repository import VersionDir  # noqa: E402
-from tfclassify.server.runtime.model_runtime import load_runtime  # noqa: E402
+from tfclassify.server.runtime.model_runtime import load_runtime
+from tfclassify.server.runtime.repository import VersionDir
 
 BATCH_SIZES = (1, 64, 256, 1024, 4096)
 

@@ -105,9 +105,9 @@ async def drive(repo: Path, requests: int) -> None:
     import numpy as np
 
     from tfclassify.common.tensors import to_tensor_proto
+    from tfclassify.server.apis.classifier import ClassifierServicer
     from tfclassify.server.app import ClassifierServer
     from tfclassify.server.runtime.model_runtime import ModelRuntime
-    from tfclassify.server.apis.classifier import ClassifierServicer
     from tfclassify.server.settings import ServerSettings
     from tfclassify.v1 import classifier_pb2 as pb
 

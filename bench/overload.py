@@ -24,7 +24,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.__main__ import MODEL, start_server, train_model
@@ -171,7 +170,8 @@ def table(rows: dict, args: argparse.Namespace) -> str:
     lines = [f"Overload: {args.images}-image Classify requests, open loop at {args.factor:g}x capacity for "
              f"{args.seconds:g} s (deadline {DEADLINE_S:g} s)", "",
              "| limit | capacity req/s | offered req/s | answered OK req/s | OK | shed (RESOURCE_EXHAUSTED) | "
-             "refused by gRPC core (CANCELLED) | deadline exceeded | admitted p50 / p99 ms | server's own p99 ms | shed p50 ms | drain after s | RSS before / peak / after "
+             "refused by gRPC core (CANCELLED) | deadline exceeded | admitted p50 / p99 ms | server's own p99 ms | "
+             "shed p50 ms | drain after s | RSS before / peak / after "
              "MiB | recovery p50 ms (failures) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for limit, r in rows.items():
@@ -187,7 +187,7 @@ def table(rows: dict, args: argparse.Namespace) -> str:
     others = sorted({k for r in rows.values() for k in r["codes"]}
                     - {"OK", "RESOURCE_EXHAUSTED", "CANCELLED", "DEADLINE_EXCEEDED"})
     if others:
-        lines.append("\nOther statuses: " + "; ".join(f"limit {l}: {rows[l]['codes']}" for l in rows))
+        lines.append("\nOther statuses: " + "; ".join(f"limit {limit}: {rows[limit]['codes']}" for limit in rows))
     return "\n".join(lines)
 
 

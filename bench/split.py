@@ -38,7 +38,6 @@ import numpy as np
 from bench.__main__ import BIN, MODEL, _json_of, histogram_totals, train_model
 from tfclassify.client import ClassifierClient
 
-
 # -- the inference process ------------------------------------------------------------------------------------
 
 
@@ -48,8 +47,8 @@ def serve_inference(address: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from tfclassify.server.runtime.repository import VersionDir
     from tfclassify.server.runtime.model_runtime import load_runtime
+    from tfclassify.server.runtime.repository import VersionDir
 
     device = "/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0"
     runtimes: dict[str, object] = {}
@@ -70,7 +69,7 @@ def serve_inference(address: str) -> None:
                     return
                 try:
                     conn.send(runtime_of(path, model, version).run(images))
-                except Exception as exc:  # the front end raises it where TensorFlow would have
+                except Exception as exc:  # noqa: BLE001 - the front end raises it where TensorFlow would have
                     conn.send(exc)
 
     with Listener(address, family="AF_UNIX") as listener:

@@ -76,7 +76,7 @@ class ClassifierClient:
         """Close the channel (calls in flight are cancelled)."""
         await self._channel.close()
 
-    async def __aenter__(self) -> "ClassifierClient":
+    async def __aenter__(self) -> ClassifierClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

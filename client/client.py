@@ -48,7 +48,7 @@ class ClassifyFuture:
         return all(call.done() for call in self._calls)
 
     def cancel(self) -> bool:
-        return all([call.cancel() for call in self._calls])
+        return all([call.cancel() for call in self._calls])  # noqa: C419 - a list: cancel every call, not up to a False
 
     def result(self, timeout: float | None = None) -> ClassifyResult:
         """The result; raises ``TfclassifyError`` when a call failed."""
@@ -125,7 +125,7 @@ class ClassifierClient:
         """Close the channel."""
         self._channel.close()
 
-    def __enter__(self) -> "ClassifierClient":
+    def __enter__(self) -> ClassifierClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

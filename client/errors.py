@@ -20,7 +20,7 @@ class TfclassifyError(Exception):
         self.details = details
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError, address: str | None = None) -> "TfclassifyError":
+    def from_rpc_error(cls, error: grpc.RpcError, address: str | None = None) -> TfclassifyError:
         """Wrap a ``grpc.RpcError`` raised by a stub call to ``address``. A call that reached an HTTP/1 server
         (tfclassify's metrics port, say) gets a message that says so and names the gRPC port when it can: this
         asks that server (a blocking GET of up to 2 s; asyncio code passes ``details`` from ``explain`` in a
@@ -32,7 +32,7 @@ class TfclassifyError(Exception):
         return cls.wrapping(error, code, details)
 
     @classmethod
-    def wrapping(cls, error: grpc.RpcError, code: grpc.StatusCode, details: str) -> "TfclassifyError":
+    def wrapping(cls, error: grpc.RpcError, code: grpc.StatusCode, details: str) -> TfclassifyError:
         """A ``TfclassifyError`` with ``code`` and ``details`` whose cause is ``error``."""
         exc = cls(code, details)
         exc.__cause__ = error

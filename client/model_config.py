@@ -24,7 +24,7 @@ def set_label(path: Path, model: str, label: str, version: int) -> int | None:
     """
     config = read_model_config(path)
     entry = _model(config, model, path)
-    before = entry.version_labels[label] if label in entry.version_labels else None
+    before = entry.version_labels.get(label)
     entry.version_labels[label] = version
     if path.suffix == ".json":
         text = json_format.MessageToJson(config, indent=2, preserving_proto_field_name=True) + "\n"

@@ -43,7 +43,7 @@ class FeedbackResult:
     correct: int
 
     @classmethod
-    def from_proto(cls, response: pb.FeedbackResponse) -> "FeedbackResult":
+    def from_proto(cls, response: pb.FeedbackResponse) -> FeedbackResult:
         return cls(response.model_spec.name, response.model_spec.version, response.labelled, response.correct)
 
 
@@ -65,7 +65,7 @@ class ClassifyResult:
     probabilities: np.ndarray | None  # [N, C] float32
 
     @classmethod
-    def from_proto(cls, response: pb.ClassifyResponse) -> "ClassifyResult":
+    def from_proto(cls, response: pb.ClassifyResponse) -> ClassifyResult:
         """Build from a ``ClassifyResponse`` message."""
         n, k = len(response.classes), response.top_k
         flat_labels = list(response.top_k_labels) or [""] * (n * k)
@@ -125,7 +125,7 @@ class ModelInfo:
     preprocessing: dict = field(default_factory=dict)
 
     @classmethod
-    def from_proto(cls, m: pb.ModelMetadata) -> "ModelInfo":
+    def from_proto(cls, m: pb.ModelMetadata) -> ModelInfo:
         """Build from a ``ModelMetadata`` message."""
         return cls(
             name=m.model_spec.name,
@@ -168,7 +168,7 @@ class VersionStatus:
     load_seconds: float
 
     @classmethod
-    def from_proto(cls, m: pb.ModelVersionStatus) -> "VersionStatus":
+    def from_proto(cls, m: pb.ModelVersionStatus) -> VersionStatus:
         """Build from a ``ModelVersionStatus`` message."""
         return cls(
             name=m.name,
@@ -189,7 +189,7 @@ class RepositoryStatus:
     ignored_folders: tuple[tuple[str, str], ...]
 
     @classmethod
-    def from_proto(cls, m: pb.GetModelStatusResponse) -> "RepositoryStatus":
+    def from_proto(cls, m: pb.GetModelStatusResponse) -> RepositoryStatus:
         """Build from a ``GetModelStatusResponse`` message."""
         return cls(tuple(VersionStatus.from_proto(v) for v in m.versions),
                    tuple((f.name, f.reason) for f in m.ignored_folders))

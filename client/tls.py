@@ -47,9 +47,9 @@ class _CallDetails(grpc.ClientCallDetails):
         self.method, self.timeout, self.metadata = method, timeout, metadata
         self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
 
-    def _replace(self, **changes) -> "_CallDetails":
-        fields = dict(method=self.method, timeout=self.timeout, metadata=self.metadata, credentials=self.credentials,
-                      wait_for_ready=self.wait_for_ready, compression=self.compression)
+    def _replace(self, **changes) -> _CallDetails:
+        fields = {"method": self.method, "timeout": self.timeout, "metadata": self.metadata,
+                  "credentials": self.credentials, "wait_for_ready": self.wait_for_ready, "compression": self.compression}
         return _CallDetails(**{**fields, **changes})
 
 

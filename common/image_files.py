@@ -325,7 +325,7 @@ def _resize_gray(gray: Image.Image, spec: ConversionSpec) -> np.ndarray:
 def _edge_mean(pixels: np.ndarray) -> int:
     """The mean of the outermost ring of pixels: the background that ``invert`` judges."""
     ring = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    return int(round(float(ring.mean())))
+    return round(float(ring.mean()))
 
 
 def _bomb_message(declared: str, limit: int) -> str:

@@ -22,25 +22,25 @@ from tfclassify.inference import grpc_service_pb2
 from tfclassify.server import client_events
 from tfclassify.server.apis.access_log import AccessLog
 from tfclassify.server.apis.admission import Admission, ByteBudget
+from tfclassify.server.apis.classifier import ClassifierServicer
+from tfclassify.server.apis.meter import Metering
+from tfclassify.server.apis.oip import InferenceServicer
+from tfclassify.server.apis.services import register_services
+from tfclassify.server.apis.tfserving import ModelServicer, PredictionServicer
 from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.core.batching import BatchingOptions
 from tfclassify.server.core.dataplane import DataPlane
-from tfclassify.server.runtime.devices import configure_devices, configure_threads, resolve_devices
 from tfclassify.server.core.feedback import FeedbackStore
+from tfclassify.server.core.manager import ModelManager
+from tfclassify.server.core.metrics import ServerMetrics
+from tfclassify.server.core.registry import ModelRegistry
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
 from tfclassify.server.logs import configure_logging
-from tfclassify.server.core.manager import ModelManager
-from tfclassify.server.runtime.memory import Trimmer, trim_periodically
-from tfclassify.server.core.metrics import ServerMetrics
-from tfclassify.server.apis.oip import InferenceServicer
 from tfclassify.server.ports import BindError, bind_message, check_port_free, write_port_file
-from tfclassify.server.core.registry import ModelRegistry
-from tfclassify.server.apis.meter import Metering
-from tfclassify.server.apis.classifier import ClassifierServicer
+from tfclassify.server.runtime.devices import configure_devices, configure_threads, resolve_devices
+from tfclassify.server.runtime.memory import Trimmer, trim_periodically
 from tfclassify.server.settings import ServerSettings
-from tfclassify.server.apis.tfserving import ModelServicer, PredictionServicer
 from tfclassify.server.tls import ReloadingCertificates, http_tls
-from tfclassify.server.apis.services import register_services
 from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import grpc
 
-from tfclassify.server.apis.refusals import refusing
 from tfclassify.server.apis.access_log import AccessLog, api_and_method
+from tfclassify.server.apis.refusals import refusing
 
 log = logging.getLogger(__name__)
 

@@ -143,7 +143,7 @@ class ServerSettings:
             )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "ServerSettings":
+    def from_args(cls, args: argparse.Namespace) -> ServerSettings:
         """Build from a namespace filled by ``add_arguments``."""
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 

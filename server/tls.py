@@ -12,7 +12,6 @@ import logging
 import ssl
 import threading
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import grpc

@@ -38,9 +38,9 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
-from tfclassify.server.tls import http_tls
 from tfclassify.server.ports import BindError, bind_message, reserve_port, write_port_file
 from tfclassify.server.settings import ServerSettings
+from tfclassify.server.tls import http_tls
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class WorkerPlace:
     folder: Path
 
     @classmethod
-    def from_environment(cls) -> "WorkerPlace | None":
+    def from_environment(cls) -> WorkerPlace | None:
         """The place the supervisor gave this process, or None in a server started on its own."""
         if WORKER_INDEX_ENV not in os.environ:
             return None

@@ -27,7 +27,7 @@ def evaluation(y_true: np.ndarray, y_pred: np.ndarray, class_names: tuple[str, .
     pairs.sort(key=lambda p: (-p[0], p[1], p[2]))
     confused = [{"true": class_names[i], "predicted": class_names[j], "images": count,
                  "share_of_true": round(count / int(support[i]), 6)} for count, i, j in pairs[:top_pairs]]
-    return {"test_images": int(len(y_true)), "test_accuracy": round(float((y_true == y_pred).mean()), 6),
+    return {"test_images": len(y_true), "test_accuracy": round(float((y_true == y_pred).mean()), 6),
             "per_class": per_class, "most_confused": confused}
 
 

@@ -3,8 +3,8 @@ archive of image files labelled by the folder that holds them. numpy and Pillow 
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +86,7 @@ class TrainingData:
                 for name, a in (("train_images", self.x_train), ("train_labels", self.y_train),
                                 ("test_images", self.x_test), ("test_labels", self.y_test))}
 
-    def limited(self, n: int | None) -> "TrainingData":
+    def limited(self, n: int | None) -> TrainingData:
         """This data with only the first ``n`` training images (all of them when ``n`` is None)."""
         return dataclasses.replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n]) if n else self
 

@@ -251,7 +251,7 @@ def _card(config: TrainConfig, data: TrainingData, hp: Hyperparameters, model: k
         "hyperparameters": {"recipe": config.recipe, **settings, "validation_split": config.validation_split,
                             "early_stopping_patience": config.early_stopping, "train_limit": config.train_limit},
         "data": {"source": data.source, "classes": data.num_classes, "class_names": list(data.class_names),
-                 "train_images": int(len(data.x_train)), "test_images": int(len(data.x_test)),
+                 "train_images": len(data.x_train), "test_images": len(data.x_test),
                  "test_split": data.test_split, "checksums": data.checksums(), "skipped": len(data.skipped)},
         "training": {"epochs_run": epochs_run, "steps": steps, "seconds": round(seconds, 2), "devices": devices,
                      "seconds_per_epoch": round(seconds / max(1, epochs_run), 2), "stopped_early": stopped_early,

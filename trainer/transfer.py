@@ -66,15 +66,15 @@ def load_backbone(spec: ArchitectureSpec, shape: tuple[int, int, int], weights: 
     ``*_notop.h5`` download)."""
     application = getattr(keras.applications, spec.backbone)
     source = {"imagenet": "imagenet", "none": None}.get(weights, weights)
-    build = dict(include_top=False, weights=source, input_shape=shape, pooling="avg", include_preprocessing=True,
-                 name=BACKBONE)
+    build = {"include_top": False, "weights": source, "input_shape": shape, "pooling": "avg",
+             "include_preprocessing": True, "name": BACKBONE}
     if weights == "imagenet":
         # Keras warns that weights for other sizes than 224 are those of 224: true, and what we mean.
         with _download_timeout(DOWNLOAD_TIMEOUT_S), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             try:
                 return application(**build)
-            except Exception as exc:  # noqa: BLE001 - Keras raises a bare Exception for a failed download
+            except Exception as exc:  # Keras raises a bare Exception for a failed download
                 raise WeightsError(_download_message(spec.backbone, exc)) from exc
     if source is not None and not Path(source).is_file():
         raise WeightsError(f"--weights {source}: no such file")

@@ -18,7 +18,12 @@ import numpy as np
 
 from tfclassify.client.atomic import write_atomic
 from tfclassify.client.quality.classes import Confusion, class_tables, top_confusions
-from tfclassify.client.quality.stats import CalibrationBin, calibration_bins, expected_calibration_error, wilson_interval
+from tfclassify.client.quality.stats import (
+    CalibrationBin,
+    calibration_bins,
+    expected_calibration_error,
+    wilson_interval,
+)
 
 #: The JSON schema of a report; its major number changes only when a field changes meaning or goes away.
 SCHEMA = "tfclassify-report/1"

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError, load_dataset, npz_arrays, read_array
+from tfclassify.common.datasets import (
+    DatasetNotFoundError,
+    IdxFormatError,
+    NpzFormatError,
+    load_dataset,
+    npz_arrays,
+    read_array,
+)
 from tfclassify.common.image_files import ConversionSpec
 from tfclassify.common.inputs.decoding import decode_files
 from tfclassify.common.inputs.sources import FileRef, InputError, open_input
@@ -49,7 +56,7 @@ def read_back(record: dict, sources: list[str], data_dir: Path | None = None) ->
     spec = _conversion_spec(record)
     for described in inputs:
         name = described["name"]
-        mine = {s for s in wanted if s.startswith(name + "/") or s.startswith(name + "[") or s == described["path"]}
+        mine = {s for s in wanted if s.startswith((name + "/", name + "[")) or s == described["path"]}
         if not mine:
             continue
         try:

@@ -40,7 +40,7 @@ class ImageResult:
     skipped: str | None  # the reason, when the image was not scored
 
     @classmethod
-    def from_row(cls, row: dict) -> "ImageResult":
+    def from_row(cls, row: dict) -> ImageResult:
         return cls(
             row["index"], row["source"], row.get("true_class"), row.get("true_label"), row.get("class"),
             row.get("label"), row.get("score"),
@@ -109,7 +109,7 @@ def score_files(
                     return
                 await asyncio.to_thread(put, chunk)
             put(done)
-        except BaseException as exc:  # re-raised in the consumer's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer's thread
             put(exc)
 
     thread = threading.Thread(target=asyncio.run, args=(produce(),), name="tfclassify-scoring", daemon=True)

@@ -13,7 +13,7 @@ import numpy as np
 
 from tfclassify.client import aio
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES, BACKOFF_BASE_S, BACKOFF_CAP_S, RETRYABLE_CODES
+from tfclassify.client.requests import BACKOFF_BASE_S, BACKOFF_CAP_S, DEFAULT_MAX_REQUEST_BYTES, RETRYABLE_CODES
 from tfclassify.client.results import ClassifyResult, ModelInfo
 
 log = logging.getLogger(__name__)

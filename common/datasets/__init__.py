@@ -14,8 +14,8 @@ from tfclassify.common.datasets.npz import NpzFormatError, npz_arrays, npz_label
 
 __all__ = [
     "DATASETS",
-    "CifarFormatError",
     "SPLITS",
+    "CifarFormatError",
     "Dataset",
     "DatasetNotFoundError",
     "DatasetSpec",
@@ -23,10 +23,10 @@ __all__ = [
     "NpzFormatError",
     "dataset_names",
     "load_dataset",
+    "npz_arrays",
+    "npz_labels",
     "read_array",
     "read_cifar",
     "read_idx",
-    "npz_arrays",
-    "npz_labels",
     "read_npz",
 ]

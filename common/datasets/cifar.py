@@ -94,7 +94,7 @@ def _members(path: Path, names: tuple[str, ...]) -> list[tuple[str, bytes]]:
 def _unpickle(path: Path, name: str, raw: bytes) -> dict:
     try:
         value = _NumpyOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as exc:  # noqa: BLE001 - any failure to unpickle is a damaged or foreign file
+    except Exception as exc:  # any failure to unpickle is a damaged or foreign file
         raise CifarFormatError(f"{path}: {name} is not a CIFAR batch ({exc})") from exc
     if not isinstance(value, dict):
         raise CifarFormatError(f"{path}: {name} is not a CIFAR batch (a {type(value).__name__}, not a dict)")

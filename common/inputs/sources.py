@@ -16,7 +16,7 @@ import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class FileRef(NamedTuple):
 
 
 #: An array row index, or a file reference.
-ItemRef = Union[int, FileRef]
+ItemRef = int | FileRef
 
 
 class Item(NamedTuple):
@@ -160,7 +160,7 @@ class ArrayInput(Input):
             yield Item(f"{self.name}[{i}]", str(i), i, None if labels is None else labels[i])
 
     def identity(self) -> dict:
-        return {"path": str(self.path), "kind": "ArrayInput", "images": int(len(self.images))}
+        return {"path": str(self.path), "kind": "ArrayInput", "images": len(self.images)}
 
     def describe(self) -> dict:
         described = {**super().describe(), **self.reopen}

@@ -11,13 +11,13 @@ import grpc
 import numpy as np
 
 from tfclassify.common.tensors import TensorError, from_tensor_proto, to_tensor_proto
+from tfclassify.server.apis.meter import Metering, RpcFailure, RpcMeter, deadline_of, ordered_window
+from tfclassify.server.core.calls import Call
 from tfclassify.server.core.dataplane import ClassifyInput, ClassifyOutput, DataPlane, Truth
 from tfclassify.server.core.errors import InvalidInputError, ModelNotFoundError
 from tfclassify.server.core.manager import ModelManager, VersionStatus
 from tfclassify.server.core.registry import ModelRegistry, ServedVersion
 from tfclassify.server.runtime.repository import IgnoredFolder
-from tfclassify.server.apis.meter import RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
-from tfclassify.server.core.calls import Call
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 

@@ -14,8 +14,8 @@ import grpc
 
 from tfclassify.server.apis.access_log import AccessLog
 from tfclassify.server.apis.admission import Admission
-from tfclassify.server.auth import ALL_MODELS, TokenTable, bearer_token
 from tfclassify.server.apis.statuses import status_code
+from tfclassify.server.auth import ALL_MODELS, TokenTable, bearer_token
 from tfclassify.server.core.calls import Call
 from tfclassify.server.core.errors import ServingError
 from tfclassify.server.core.metrics import ServerMetrics

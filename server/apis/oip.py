@@ -25,9 +25,7 @@ from tfclassify.common.version import package_version
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.inference import grpc_service_pb2_grpc as pb_grpc
 from tfclassify.inference import model_config_pb2 as config_pb
-from tfclassify.server.core.dataplane import DataPlane, Truth
-from tfclassify.server.core.errors import InvalidInputError, ModelNotFoundError, ServingError
-from tfclassify.server.core.images import check_image_batch
+from tfclassify.server.apis.meter import Metering, RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.server.apis.oip_tensors import (
     CONFIG_TYPES,
     classification_raw,
@@ -37,11 +35,13 @@ from tfclassify.server.apis.oip_tensors import (
     from_raw_bytes,
     to_raw,
 )
-from tfclassify.server.core.registry import ServedVersion
-from tfclassify.server.apis.meter import RpcFailure, Metering, RpcMeter, deadline_of, ordered_window
 from tfclassify.server.core.calls import Call
-from tfclassify.server.runtime.model_runtime import ModelRuntime
+from tfclassify.server.core.dataplane import DataPlane, Truth
+from tfclassify.server.core.errors import InvalidInputError, ModelNotFoundError, ServingError
+from tfclassify.server.core.images import check_image_batch
+from tfclassify.server.core.registry import ServedVersion
 from tfclassify.server.core.statistics import Duration
+from tfclassify.server.runtime.model_runtime import ModelRuntime
 
 API = "open_inference"
 PLATFORM = "tensorflow_savedmodel"

@@ -33,8 +33,8 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
 
-from tfclassify.server.apis.refusals import refusing
 from tfclassify.server.apis.admission import ByteBudget
+from tfclassify.server.apis.refusals import refusing
 
 
 class MalformedRequest:

@@ -29,6 +29,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfclassify.server.apis.meter import Metering, RpcMeter, deadline_of
+from tfclassify.server.apis.tf_examples import images_from_examples
+from tfclassify.server.core.calls import Call
 from tfclassify.server.core.dataplane import DataPlane
 from tfclassify.server.core.errors import (
     InvalidInputError,
@@ -36,12 +39,9 @@ from tfclassify.server.core.errors import (
     SignatureNotFoundError,
     VersionLabelNotFoundError,
 )
-from tfclassify.server.apis.tf_examples import images_from_examples
 from tfclassify.server.core.images import check_image_batch, files_array
 from tfclassify.server.core.manager import ModelManager
 from tfclassify.server.core.registry import ServedVersion
-from tfclassify.server.apis.meter import Metering, RpcMeter, deadline_of
-from tfclassify.server.core.calls import Call
 from tfclassify.server.runtime.model_runtime import DEFAULT_SIGNATURE, ModelRuntime
 
 API = "tensorflow_serving"

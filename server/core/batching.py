@@ -335,7 +335,7 @@ class Batcher:
             return
         try:
             outputs = await asyncio.get_running_loop().run_in_executor(self.executor, replica.run, entry.images)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - _fail logs it and answers the request with it
             self._fail(replica, entry, exc)
         else:
             if not entry.future.done():

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from tfclassify.server.core.batching import Outputs, RequestTiming
+from tfclassify.server.core.calls import Call
 from tfclassify.server.core.errors import InvalidInputError, ModelUnavailableError
 from tfclassify.server.core.feedback import FeedbackStore, check_true_classes
 from tfclassify.server.core.images import check_batch_size, check_encoded_images, check_image_batch, decode_images
 from tfclassify.server.core.registry import ModelRegistry, ServedVersion
-from tfclassify.server.core.calls import Call
 
 if TYPE_CHECKING:
     from tfclassify.server.runtime.model_runtime import ModelRuntime

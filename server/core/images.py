@@ -73,7 +73,7 @@ def check_batch_size(n: int, max_images: int) -> None:
 
 
 def decode_images(encoded: list[bytes], spec: ConversionSpec, max_images: int,
-                  max_total_pixels: int = None) -> np.ndarray:
+                  max_total_pixels: int | None = None) -> np.ndarray:
     """Decode PNG/JPEG files into a uint8 batch ``[N, height, width, channels]`` as ``spec`` says (resized to the
     model's size as it declares), after checking every file's header against the pixel limits."""
     check_file_headers(encoded, max_images, spec.max_pixels,

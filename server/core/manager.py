@@ -11,8 +11,8 @@ working one; it is tried again only when its files change.
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -23,12 +23,12 @@ import numpy as np
 
 from tfclassify.common.model_config import ModelConfigError
 from tfclassify.server.core.batching import Batcher, BatchingOptions, Replica
-from tfclassify.server.core.model_sources import ModelSource, load_sources
 from tfclassify.server.core.errors import ModelLoadError
 from tfclassify.server.core.metrics import MODEL_STATES, ServerMetrics
+from tfclassify.server.core.model_sources import ModelSource, load_sources
 from tfclassify.server.core.registry import ModelRegistry, ServedVersion
-from tfclassify.server.runtime.repository import IgnoredFolder, VersionDir, model_folders, model_versions
 from tfclassify.server.runtime.model_runtime import ModelRuntime, check_golden_set, load_runtime, warm_up
+from tfclassify.server.runtime.repository import IgnoredFolder, VersionDir, model_folders, model_versions
 
 log = logging.getLogger(__name__)
 

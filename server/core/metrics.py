@@ -158,7 +158,7 @@ class ServerMetrics:
                 self.model_state.labels(model, str(version), s).set(1 if s == state else 0)
 
     def for_version(self, model: str, version: int, labels: list[str], devices: list[str],
-                    runtime: str = "session") -> "VersionMetrics":
+                    runtime: str = "session") -> VersionMetrics:
         """The cached children of one served version (``runtime``: how it runs, "session" or "function")."""
         return VersionMetrics(self, model, str(version), labels, devices, runtime)
 

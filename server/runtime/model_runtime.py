@@ -241,7 +241,7 @@ class ModelRuntime:
             with tf.device(self.device):
                 for size in sizes:
                     compiled(tf.zeros((size, *self.input_shape), self.input_dtype))
-        except Exception as exc:  # an op XLA cannot compile, say: serve without it
+        except Exception as exc:  # noqa: BLE001 - an op XLA cannot compile, say: serve without it
             log.warning("%s version %d: XLA compilation failed, serving without it: %s", self.name, self.version, exc)
             return False
         self._compiled, self._xla_loaded, self.xla_batch_sizes = compiled, loaded, sizes

@@ -49,7 +49,7 @@ class Preprocessing:
     _affine: tuple[np.ndarray, np.ndarray] = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def declared(cls, metadata: dict, channels: int, default_scale: float) -> "Preprocessing":
+    def declared(cls, metadata: dict, channels: int, default_scale: float) -> Preprocessing:
         """The preprocessing a version's ``tfclassify.json`` declares (``ValueError`` when it makes no sense for
         a model of ``channels`` channels)."""
         block = metadata.get("preprocessing") or {}

@@ -2,7 +2,7 @@
 version folders, ``next_version``) lives in ``tfclassify.common.repository``, shared with the trainer that writes
 it, so neither imports the other. Stdlib only: no TensorFlow import."""
 
-from tfclassify.common.repository import (  # noqa: F401 - re-exported for the server's modules
+from tfclassify.common.repository import (  # re-exported for the server's modules
     GOLDEN_FILE,
     LABELS_FILE,
     METADATA_FILE,
