@@ -23,6 +23,7 @@ import mmap
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -183,7 +184,7 @@ class Supervisor:
         self.workers = [Worker(i, self.folder / f"worker-{i}.json") for i in range(self.count)]
         self.heartbeat = Heartbeat()
         self._stopping = threading.Event()
-        self._reserved = None
+        self._reserved: socket.socket | None = None
         self.grpc_port = settings.grpc_port
         self.metrics_port = -1
         #: TensorFlow threads per op in each worker: the cores shared out, unless --intra-op-threads says.
@@ -195,8 +196,8 @@ class Supervisor:
             signal.signal(sig, lambda *_: self._stopping.set())
         http = None
         try:
-            self._reserved = reserve_port(self.settings.host, self.settings.grpc_port)
-            self.grpc_port = self._reserved.getsockname()[1]
+            self._reserved = reserved = reserve_port(self.settings.host, self.settings.grpc_port)
+            self.grpc_port = reserved.getsockname()[1]
             if self.settings.metrics_port >= 0:
                 registry = CollectorRegistry(auto_describe=False)
                 registry.register(MergedWorkerMetrics(self._metrics_ports))
@@ -280,18 +281,18 @@ class Supervisor:
 
     def _drain(self) -> int:
         log.info("shutting down: stopping %d workers (grace %.1f s)", self.count, self.settings.shutdown_grace_s)
-        running = [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
-        for worker in running:
-            worker.proc.send_signal(signal.SIGTERM)
+        running = [(w, w.proc) for w in self.workers if w.proc is not None and w.proc.poll() is None]
+        for _, proc in running:
+            proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.settings.shutdown_grace_s + 30
         status = 0
-        for worker in running:
+        for worker, proc in running:
             try:
-                code = worker.proc.wait(max(0.0, deadline - time.monotonic()))
+                code = proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.error("worker %d did not stop in time; killing it", worker.index)
-                worker.proc.kill()
-                code = worker.proc.wait()
+                proc.kill()
+                code = proc.wait()
             if code != 0:
                 log.error("worker %d exited with %s", worker.index, code)
                 status = 1

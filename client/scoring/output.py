@@ -17,6 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -202,7 +203,7 @@ class PredictionsWriter:
         self.parquet = output.suffix.lower() == ".parquet"
         self.journal = output.with_name(f".{output.name}.journal.jsonl") if self.parquet else output
         self.rows = 0
-        self._file = None
+        self._file: TextIO | None = None
 
     def create(self, record: dict, overwrite: bool) -> None:
         """Start a new output; refuse to replace an existing one unless ``overwrite``."""
@@ -244,6 +245,7 @@ class PredictionsWriter:
     def write_text(self, text: str, rows: int) -> int:
         """Append ``rows`` JSONL lines (one chunk) in one write, flushed to the OS: a crash leaves whole chunks,
         or a partial last line that ``resume`` cuts off."""
+        assert self._file is not None, "begin() or resume() first"
         self._file.write(text)
         self._file.flush()
         self.rows += rows

@@ -112,6 +112,7 @@ class DataPlane:
         loop) cannot slip in, so a request never reaches a queue that has closed.
         """
         served = call.served
+        assert served is not None, "call.runs_on(served) first"
         runtime = served.runtime
         if not runtime.takes_encoded:
             self.check_fits(served, len(images))
@@ -181,6 +182,7 @@ class DataPlane:
         or, for a model that decodes files in its graph, checked (headers) and left untouched. Returns the
         version serving once they are (``resolve()``: the version before may be unloading) and the images."""
         served = call.served
+        assert served is not None, "call.runs_on(served) first"
         runtime = served.runtime
         if runtime.takes_encoded:
             images = await self.decode(check_encoded_images, files, self.max_images_per_request)
