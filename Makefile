@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo check test train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo check test test-fast train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -27,6 +27,10 @@ check: setup
 
 test: check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The unit tests alone (tests/unit/: no process, no server, no training): seconds, for the edit-and-test loop.
+test-fast:
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 
 # Every architecture trained in full on Fashion-MNIST with our tuned recipes (about 10 minutes on 2 cores);
 # prints accuracy, parameters, seconds per epoch and inference images/s. Models go to $(TRAIN_REPO).
@@ -68,7 +72,7 @@ soak: setup
 
 # Hostile requests for all three APIs (hypothesis); prints statuses, RSS and a bystander's worst latency.
 fuzz: setup
-	$(PY) tests/fuzzing.py $(FUZZ_ARGS)
+	$(PY) -m bench.fuzzing $(FUZZ_ARGS)
 
 # Container images built locally with buildah from a debootstrap base (root, Debian; ~1 GB download).
 images:

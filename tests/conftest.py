@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from many_classes import many  # noqa: F401  (a fixture: the reports of 120 and 1,000 classes)
 
 from tfclassify.client import ClassifierClient
 from tfclassify.common.datasets import Dataset, load_dataset

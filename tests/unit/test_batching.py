@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from prometheus_client import CollectorRegistry
 
 from tfclassify.server.core.batching import Batcher, BatchingOptions, BatchObserver, Replica
@@ -184,15 +181,6 @@ def test_batches_go_to_the_least_busy_replica():
     seen = run(scenario())
     devices = [d for d, _ in seen]
     assert devices.count("dev0") >= 2 and devices.count("dev1") >= 2, devices
-
-
-def test_the_serving_core_imports_without_tensorflow():
-    """The batcher, registry, data plane and RPC meter need no TensorFlow (the runtime is a type there only),
-    so they can be used and tested apart from a model."""
-    code = ("import sys; import tfclassify.server.core.registry, tfclassify.server.core.dataplane, tfclassify.server.apis.meter;"
-            "print('tensorflow' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
 
 
 def test_a_caller_that_goes_away_frees_its_queue_slots_at_once():

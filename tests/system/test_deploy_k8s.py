@@ -1,6 +1,6 @@
 """The Kubernetes manifests and the Grafana dashboard, rendered by the real `kubectl kustomize` and checked
 offline: every object against the Kubernetes schemas (kubernetes-validate), and the settings an operator
-relies on. tests/test_deploy_rehearsal.py runs what they describe."""
+relies on. tests/system/test_deploy_rehearsal.py runs what they describe."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import re
 import kubernetes_validate
 import pytest
 import yaml
-
 from conftest import ROOT
 from kubelet import K8S, one, render, render_variant
+
 from tfclassify.server.settings import ServerSettings
 
 OVERLAYS = ("cpu", "gpu")

@@ -5,19 +5,17 @@ metadata, no hostile names echoed)."""
 from __future__ import annotations
 
 import json
-import logging
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ServerProcess
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import ServerProcess
 from tfclassify.client import TfclassifyError
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
-from tfclassify.server.apis.access_log import AccessLog
 
 FIELDS = {"time", "level", "logger", "message", "api", "method", "model", "version", "images", "ms", "status"}
 
@@ -63,14 +61,3 @@ def test_the_access_log_is_off_by_default(server):
     with server.client() as client:
         client.classify(np.zeros((1, 28, 28), np.uint8), "fashion")
     assert "tfclassify.access" not in server.log()
-
-
-def test_the_sample_keeps_about_that_fraction(caplog):
-    access = AccessLog(0.25)
-    with caplog.at_level(logging.INFO, logger="tfclassify.access"):
-        for _ in range(4000):
-            access.record("tfclassify", "Classify", "fashion", True, "1", 1, 0.001, "OK")
-    # Binomial(4000, 0.25): mean 1,000, standard deviation 27; 800-1,200 is more than 7 deviations wide.
-    assert 800 < len(caplog.records) < 1200
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        AccessLog(1.5)

@@ -44,7 +44,7 @@ def classify_request(model: str, dtype: int, shape: list[int], content: bytes) -
 
 def test_our_api_refuses_hostile_shapes_dtypes_and_values(channel):
     classify = pb_grpc.ClassifierStub(channel).Classify
-    # Found by the fuzzer (tests/fuzzing.py): empty tensors whose other dimensions numpy cannot multiply.
+    # Found by the fuzzer (bench/fuzzing.py): empty tensors whose other dimensions numpy cannot multiply.
     empty_but_huge = ([2**31, 3, 2**31, 2, 0], [0, 2**63 - 1, 2], [2**40, 2**40, 0])
     for shape, content in ((HUGE, b""), ([0, 2**62], b""), ([2**31, 2**31], b""), ([-1, 28, 28], bytes(784)),
                            ([1, 28, 28], bytes(10)), *((shape, b"") for shape in empty_but_huge)):
@@ -149,6 +149,7 @@ def test_an_answer_over_the_message_limit_is_refused_before_the_model_runs(model
     and 10 ranked labels (~400 KB) would not: refused at once, naming a number of images that does fit."""
     from archives import encode
     from conftest import ServerProcess
+
     from tfclassify.client import TfclassifyError
 
     proc = ServerProcess(model_repo, tmp_path, "--max-message-bytes", str(256 * 1024))

@@ -6,7 +6,7 @@ encoded images (our ``Classify``, TensorFlow Serving's ``Predict``, the Open Inf
 clean status (never INTERNAL or UNKNOWN) with a short message, and a well-behaved client calling alongside
 must keep being answered.
 
-``tests/test_fuzz.py`` runs a few thousand cases; ``make fuzz`` (``python tests/fuzzing.py --cases N``) runs
+``tests/system/test_fuzz.py`` runs a few thousand cases; ``make fuzz`` (``python -m bench.fuzzing --cases N``) runs
 more and prints the cases run, the statuses, the server's RSS before and after, and the worst latency the
 well-behaved client saw.
 """
@@ -292,7 +292,7 @@ def main() -> int:
     """``make fuzz``: start a server on the test models, fuzz it, print the figures."""
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' server helpers
     from conftest import FASHION_DIR, ServerProcess, tfclassify_cmd
 
     parser = argparse.ArgumentParser(prog="make fuzz", description=__doc__.splitlines()[0])

@@ -1,4 +1,4 @@
-"""Fuzzing (``tests/fuzzing.py``): a few thousand hypothesis-generated hostile requests for all three APIs and
+"""Fuzzing (``bench/fuzzing.py``): a few thousand hypothesis-generated hostile requests for all three APIs and
 garbage bytes for any method. No answer is INTERNAL or UNKNOWN or carries an overlong message, a well-behaved
 client calling alongside is answered every time, and the server's memory comes back within 10% of its level
 after warm-up. ``make fuzz`` runs the same for longer."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 
 from conftest import ServerProcess
-from fuzzing import Bystander, fuzz, warmed_up_rss
+
+from bench.fuzzing import Bystander, fuzz, warmed_up_rss
 from tfclassify.server.runtime.memory import resident_mib
 
 CASES = 2000

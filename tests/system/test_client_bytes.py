@@ -14,12 +14,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
 from conftest import ServerProcess, metric_value, tfclassify_cmd
-from tfclassify.client import ClassifierClient, TfclassifyError
-from tfclassify.client import aio
-from tfclassify.client.requests import byte_slices, explain_size_error, pixel_slices
-from tfclassify.client.scoring import auto_batch_size
+
+from tfclassify.client import ClassifierClient, TfclassifyError, aio
+from tfclassify.client.requests import explain_size_error
 
 SIDE = 224
 IMAGE_BYTES = SIDE * SIDE * 3  # 150,528
@@ -60,7 +58,7 @@ def solid_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def big(tmp_path_factory):
     """A server of the 224 x 224 x 3 model ``big``."""
     repo = tmp_path_factory.mktemp("big") / "repo"
-    build = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); from pathlib import Path; "
+    build = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); from pathlib import Path; "
              f"from test_client_bytes import build_big_model; p = Path({str(repo / 'big' / '1')!r}); "
              "p.mkdir(parents=True); build_big_model(p)")
     subprocess.run([sys.executable, "-c", build], check=True, capture_output=True)
@@ -74,20 +72,6 @@ def big(tmp_path_factory):
 def classify_requests(proc: ServerProcess, code: str = "OK") -> int:
     return int(metric_value(proc.metrics_text(), "tfclassify_requests_total", method="Classify", model="big",
                             code=code))
-
-
-def test_slices_keep_every_request_within_the_budget():
-    images = np.zeros((1000, SIDE, SIDE, 3), np.uint8)
-    parts = pixel_slices(images, 16 * 2**20)
-    assert [p.stop - p.start for p in parts] == [111] * 9 + [1]
-    assert pixel_slices(images[:3], 1000) == [slice(0, 1), slice(1, 2), slice(2, 3)]  # larger than it: alone
-    assert byte_slices([5, 5, 5, 20, 1, 1], 10) == [slice(0, 2), slice(2, 3), slice(3, 4), slice(4, 6)]
-    assert byte_slices([], 10) == []
-    # score's default batch: the largest power of two whose pixels fit the budget
-    assert auto_batch_size(100_000, image_bytes=IMAGE_BYTES) == 64
-    assert auto_batch_size(100_000, image_bytes=28 * 28) == 4096
-    assert auto_batch_size(100, image_bytes=IMAGE_BYTES, max_request_bytes=4 * 2**20) == 16
-    assert auto_batch_size(100, image_bytes=28 * 28) == 256  # as before for small images
 
 
 def test_a_library_call_of_150_mb_goes_in_requests_of_16_mib(big):
@@ -119,16 +103,14 @@ def test_feedback_cannot_span_requests(big):
 
 def test_a_message_limit_that_still_refuses_says_which(big):
     images, _ = solid_images(500, seed=3)  # 75 MB
-    with ClassifierClient(big.address, max_request_bytes=2**30, max_message_bytes=2**30) as client:
-        with pytest.raises(TfclassifyError) as caught:
-            client.classify(images, "big")
+    with ClassifierClient(big.address, max_request_bytes=2**30, max_message_bytes=2**30) as client, pytest.raises(TfclassifyError) as caught:
+        client.classify(images, "big")
     assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert caught.value.details.startswith("a message of 75,264,0")  # the request, as gRPC counts it
     assert "over the 67,108,864-byte limit of a gRPC message limit: the server's --max-message-bytes" in \
         caught.value.details
-    with ClassifierClient(big.address, max_request_bytes=2**30, max_message_bytes=2**20) as client:
-        with pytest.raises(TfclassifyError) as caught:
-            client.classify(images[:10], "big")
+    with ClassifierClient(big.address, max_request_bytes=2**30, max_message_bytes=2**20) as client, pytest.raises(TfclassifyError) as caught:
+        client.classify(images[:10], "big")
     assert "over the 1,048,576-byte limit of this client's max_message_bytes" in caught.value.details
     assert "--max-request-bytes" in caught.value.details
     plain = TfclassifyError(grpc.StatusCode.RESOURCE_EXHAUSTED, "server busy")

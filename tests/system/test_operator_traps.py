@@ -17,11 +17,10 @@ import time
 import grpc
 import numpy as np
 import pytest
-
 from conftest import ServerProcess, http_get, metric_value, tfclassify_cmd
+
 from tfclassify.client import ClassifierClient, TfclassifyError
 from tfclassify.client.aio import ClassifierClient as AsyncClient
-from tfclassify.client.wrong_port import host_and_port
 
 
 @pytest.fixture()
@@ -196,14 +195,3 @@ def test_a_client_pointed_at_another_http_server_is_told_it_is_not_grpc():
     assert info.value.details == (f"{address} answers HTTP/1, not gRPC: it looks like an HTTP port (a tfclassify "
                                   "server's metrics port is 8502 by default); give the server's gRPC port (8500 by "
                                   "default)")
-
-
-@pytest.mark.parametrize("address, expected", [
-    ("localhost:8502", ("localhost", "8502")), ("[::1]:8502", ("[::1]", "8502")),
-    ("dns:///models.example:8502", ("models.example", "8502")), ("ipv4:10.0.0.1:8502", ("10.0.0.1", "8502")),
-    ("dns:models.example:8502", ("models.example", "8502")), ("dns://8.8.8.8/models.example:8502",
-                                                               ("models.example", "8502")),
-    ("unix:/run/tfclassify.sock", None), ("localhost", None), ("::1", None),
-])
-def test_addresses_are_split_for_the_http_question(address, expected):
-    assert host_and_port(address) == expected

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 
 import pytest
-
 from conftest import FASHION_DIR, ServerProcess, tfclassify_cmd
-from tfclassify.client.atomic import write_atomic
 
 HOLD_OUT = ("--dataset", "fashion_mnist", "--data-dir", str(FASHION_DIR), "--limit", "1000")
 CONFIG = 'models {\n  name: "fashion"\n  version_policy { all {} }\n  version_labels { key: "stable" value: 1 }\n}\n'
@@ -124,21 +121,3 @@ def test_promote_refuses_bad_arguments_in_one_line(setup, tmp_path):
                                                "--min-accuracy", "0.5", *HOLD_OUT, *args),
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1 and result.stderr.strip() == f"tfclassify: error: {message}", result.stderr
-
-
-def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
-    """The config is replaced whole or not at all: a failure before the rename leaves the old file, no litter."""
-    target = tmp_path / "models.pbtxt"
-    target.write_text(CONFIG)
-    os.chmod(target, 0o640)
-
-    def fail(*_):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_atomic(target, "models { name: \"half")
-    assert target.read_text() == CONFIG and [p.name for p in tmp_path.iterdir()] == ["models.pbtxt"]
-    monkeypatch.undo()
-    write_atomic(target, CONFIG + "# new\n")
-    assert target.read_text().endswith("# new\n") and (target.stat().st_mode & 0o777) == 0o640, "mode kept"

@@ -14,37 +14,11 @@ from html import unescape
 
 import numpy as np
 import pytest
+from many_classes import LONG, labels_of, predictions
 from PIL import Image
 
 from tfclassify.client.quality.outputs import write_reports
 from tfclassify.client.quality.report import build_report
-
-LONG = "a class name long enough to be cut on the heatmap"
-#: Planted mistakes (true, predicted, images), larger than any random one (those are 1 or 2 per pair).
-PLANTED = [(5, 17, 30), (40, 41, 25), (99, 3, 20), (17, 5, 12)]
-
-
-def labels_of(n: int) -> list[str]:
-    return [LONG if i == 5 else f"class {i:04d}" for i in range(n)]
-
-
-def predictions(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Class c has 40 + (7c mod 31) images (the last class none), 10% of them mistaken at random, plus PLANTED."""
-    rng = np.random.default_rng(seed)
-    support = 40 + (7 * np.arange(n)) % 31
-    support[-1] = 0
-    true = np.repeat(np.arange(n), support)
-    predicted = true.copy()
-    wrong = rng.random(len(true)) < 0.10
-    predicted[wrong] = (true[wrong] + rng.integers(1, n, wrong.sum())) % n  # any other class
-    planted = [(t, p, count) for t, p, count in PLANTED if max(t, p) < n - 1]
-    for t, p, count in planted:
-        predicted[(true == t) & (predicted == p)] = t  # the planted counts are exact
-    for t, p, count in planted:
-        rows = np.flatnonzero((true == t) & (predicted == t))[:count]
-        assert len(rows) == count
-        predicted[rows] = p
-    return true, predicted
 
 
 def by_counting(true, predicted, n):
@@ -65,19 +39,6 @@ def by_counting(true, predicted, n):
         mistakes[t] += k
         mistakes[p] += k
     return metrics, off, support, mistakes
-
-
-@pytest.fixture(scope="module", params=[120, 1000])
-def many(request, tmp_path_factory):
-    n = request.param
-    true, predicted = predictions(n)
-    scores = np.random.default_rng(1).random(len(true))
-    report = build_report(true, predicted, scores, labels_of(n))
-    out = tmp_path_factory.mktemp(f"classes{n}")
-    started = time.perf_counter()
-    notes = write_reports(report, [out / "r.json", out / "r.md", out / "r.html"], None)
-    seconds = time.perf_counter() - started
-    return n, true, predicted, report, out, notes, seconds
 
 
 def strip(html: str) -> str:
@@ -181,7 +142,7 @@ def test_per_class_tables_lowest_f1_first_with_the_rest_collapsed_or_in_a_csv(ma
                           "the highest") and "Classes without images in the truth (1) come last." in key
     # The Markdown has the worst and best, and names the CSV beside it, which has them all.
     markdown = (out / "r.md").read_text()
-    assert f"All of them, lowest F1 first, are in the CSV file `r.classes.csv` beside this one" in markdown
+    assert "All of them, lowest F1 first, are in the CSV file `r.classes.csv` beside this one" in markdown
     section = markdown.split("### Lowest F1 (15)", 1)[1].split("### Highest F1 (5)", 1)[0]
     assert re.findall(r"^\| (class \d+|a class[^|]*) \|", section, re.M) == [name[c] for c in order[:15]]
     assert markdown.count("\n| class 0") < 60 and len(markdown) < 20_000, "the page stays short"
@@ -229,20 +190,3 @@ def test_a_report_renders_1000_classes_in_a_few_seconds_including_plots(tmp_path
     report = build_report(true, predicted, np.full(len(true), 0.9), labels_of(1000))
     write_reports(report, [tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.html"], None)
     assert time.perf_counter() - started < 4.0
-
-
-@pytest.mark.parametrize("width", [1280, 390])
-def test_many_class_page_fits_the_window_in_chromium(many, width, tmp_path):
-    """The page of 120 or 1,000 classes, at a desktop and a phone width: nothing wider than the window (a long
-    class name once widened a phone's page from the heatmap's caption); a table wider than the window
-    scrolls inside its own box."""
-    from test_quality_report import CHROMIUM, measure
-
-    if CHROMIUM is None:
-        pytest.skip("chromium is installed by scripts/setup.sh (Debian package chromium)")
-    seen = measure(many[4] / "r.html", width, tmp_path)
-    assert seen["viewport"] == width and seen["page"] <= width, "the page scrolls sideways"
-    html = (many[4] / "r.html").read_text()
-    assert html.count("<table") == len(re.findall(r'<div class="scroll[^"]*"(?: id="[^"]+")?><table', html)) == 6
-    if width > 1000:
-        assert seen["tables_past_edge"] == []

@@ -4,7 +4,6 @@ large requests it decodes at once, and keeps nothing of them once answered."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import textwrap
@@ -13,14 +12,13 @@ import time
 import grpc
 import numpy as np
 import pytest
+from conftest import ServerProcess, metric_value, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.memory import DEPLOYMENT_LIMIT_MIB, MAX_MESSAGE, PeakSampler, bodies, send_concurrently, warm_up
-from conftest import ServerProcess, metric_value, wait_until
 from tfclassify.client.requests import classify_request
-from tfclassify.server.apis.admission import ByteBudget
-from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 from tfclassify.server.runtime.memory import malloc_trim, resident_mib
+from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 
 
 @pytest.mark.skipif(malloc_trim() is None, reason="this C library has no malloc_trim (not glibc)")
@@ -43,22 +41,6 @@ def test_malloc_trim_returns_the_free_pages_that_malloc_keeps():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     kept, trimmed = map(float, out.stdout.split())
     assert kept - trimmed > 150, (kept, trimmed)
-
-
-def test_the_byte_budget_admits_one_alone_and_refuses_past_the_limit():
-    refused, changes = [], []
-    budget = ByteBudget(100, large_bytes=10, on_change=changes.append, on_refused=lambda: refused.append(1))
-    assert budget.admit(150) is None, "alone, any size the message limit lets through is admitted"
-    message = budget.admit(10)
-    assert message.startswith("the server is decoding and answering 0.0 MiB of large requests (limit 0.0 MiB, "
-                              "--max-request-bytes-in-progress); this 0.0 MiB request would pass it")
-    assert budget.admit(10, own=150) is None, "a stream's own earlier messages are not others in progress"
-    budget.release(10)
-    budget.release(150)
-    assert budget.admit(60) is None and budget.admit(40) is None and budget.admit(1) is not None
-    budget.release(60)
-    budget.release(40)
-    assert budget.in_progress == 0 and changes == [150, 160, 150, 0, 60, 100, 40, 0] and refused == [1, 1]
 
 
 @pytest.fixture()
@@ -96,26 +78,6 @@ def test_concurrent_maximum_size_requests_stay_bounded_and_leave_nothing_behind(
     with memory_server.client() as client:
         assert len(client.classify(np.zeros((2, 28, 28), np.uint8), "fashion").classes) == 2
     assert " ERROR " not in memory_server.log() and "Traceback" not in memory_server.log()
-
-
-def test_a_stream_counts_the_bytes_of_each_request_until_it_is_answered():
-    from tfclassify.server.apis.services import LargeRequest, _StreamedRequests
-
-    budget = ByteBudget(100, large_bytes=10)
-
-    async def messages():
-        yield "small"  # decoded by gRPC's deserializer: never counted
-        yield LargeRequest(b"x" * 60, lambda data: "large")
-
-    async def read() -> list:
-        stream = _StreamedRequests(budget)
-        got = [request async for request in stream.read(messages())]
-        stream.answered()  # the small request's answer frees nothing
-        held_after_first = budget.in_progress
-        stream.answered()
-        return [got, held_after_first, budget.in_progress]
-
-    assert asyncio.run(read()) == [["small", "large"], 60, 0]
 
 
 def test_a_lone_stream_of_large_requests_is_not_refused_by_its_own_read_ahead(model_repo, tmp_path):

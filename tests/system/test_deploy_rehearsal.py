@@ -26,8 +26,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import yaml
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
 from archives import broken_files, image_members, read_jsonl, write_zip
 from certificates import Authority
 from conftest import BIN, FASHION_DIR, FASHION_LABELS, ServerProcess, drain_and_check, http_get, wait_until
@@ -46,12 +44,14 @@ from kubelet import (
     wait_for_probe,
     write_volume,
 )
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
 from tfclassify.client import ClassifierClient, TfclassifyError
 from tfclassify.client.tls import channel_credentials
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
 
-DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "tfclassify-dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "tfclassify-dashboard.json"
 #: What Grafana puts in the dashboard's queries: "All" of the job and model variables is ".*"; with a 15 s
 #: scrape interval $__rate_interval is 1m; the dashboard's default range is the last hour.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "1h", "$model": ".*", "$job": ".*"}
