@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +14,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
 from conftest import ServerProcess, drain_and_check, metric_value, wait_until
+
 from tfclassify.client import ClassifierClient, TfclassifyError
 
 
@@ -155,20 +157,76 @@ def test_config_file_policies_labels_and_live_changes(fashion_v1, tmp_path):
         assert proc.stop() == 0, proc.log()
 
 
-def test_concurrent_requests_are_batched_together(server, fashion_test):
-    text = server.metrics_text()
-    sum0 = metric_value(text, "tfclassify_batch_size_images_sum", model="fashion", version="1")
-    count0 = metric_value(text, "tfclassify_batch_size_images_count", model="fashion", version="1")
-    with ClassifierClient(server.address) as client, ThreadPoolExecutor(32) as pool:
-        futures = [pool.submit(client.classify, fashion_test.images[i : i + 1], "fashion") for i in range(640)]
-        classes = [f.result().classes[0] for f in futures]
-    text = server.metrics_text()
-    images = metric_value(text, "tfclassify_batch_size_images_sum", model="fashion", version="1") - sum0
-    batches = metric_value(text, "tfclassify_batch_size_images_count", model="fashion", version="1") - count0
-    assert images == 640
-    assert batches < 640 / 2, f"640 single-image requests ran as {batches:.0f} TensorFlow calls"
-    with ClassifierClient(server.address) as client:
-        assert classes == client.classify(fashion_test.images[:640], "fashion").classes.tolist()
+GATED_MODEL = """
+import sys
+import tensorflow as tf
+
+out, gate = sys.argv[1], sys.argv[2]
+
+
+class Gated(tf.Module):
+    # Two classes from the mean brightness; a batch holding a marked image (first pixels 251, 37, 13) first waits
+    # (polling the file system) until the file `gate`0 exists, which the test creates when it is ready.
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
+    def serve(self, images):
+        marked = tf.reduce_any(tf.reduce_all(tf.equal(images[:, 0, :3], tf.constant([[251, 37, 13]], tf.uint8)), 1))
+        # The name depends on the input (`gate` + "0"): a constant one could be looked up as the graph is optimised.
+        pattern = tf.strings.join([gate, tf.strings.as_string(tf.size(images) * 0)])
+
+        def wait():
+            return tf.while_loop(lambda found: tf.equal(found, 0),
+                                 lambda found: tf.size(tf.io.matching_files(pattern)), [tf.constant(0)])[0]
+
+        waited = tf.cond(marked, wait, lambda: tf.constant(1))
+        mean = tf.reduce_mean(tf.cast(images, tf.float32), axis=[1, 2]) / 255.0 + 0.0 * tf.cast(waited, tf.float32)
+        return {"probabilities": tf.stack([1.0 - mean, mean], axis=1)}
+
+
+model = Gated()
+tf.saved_model.save(model, out, signatures={"serving_default": model.serve})
+"""
+
+
+def test_concurrent_requests_are_batched_together(fashion_test, tmp_path):
+    """640 single-image requests that arrive while the model is busy wait in its queue and run as one TensorFlow
+    call. Deterministic however busy the machine: the batch ahead of them is held (the model waits for a file the
+    test creates only once the server has queued all 640), and one batch runs at a time."""
+    gate = tmp_path / "gate0"
+    subprocess.run([sys.executable, "-c", GATED_MODEL, str(tmp_path / "repo" / "gated" / "1"), str(tmp_path / "gate")],
+                   check=True, capture_output=True)
+    # One batch at a time; no admission limit refuses any of the 641 requests held at once.
+    proc = ServerProcess(tmp_path / "repo", tmp_path, "--max-concurrent-batches", "1", "--max-batch-size", "1024",
+                         "--max-requests-in-progress", "0", "--max-requests-per-client", "0",
+                         "--max-pending-calls", "4096")
+    held = np.zeros((1, 28, 28), np.uint8)
+    held[0, 0, :3] = (251, 37, 13)
+    images = fashion_test.images[:640]
+
+    def batches() -> tuple[float, float]:
+        text = proc.metrics_text()
+        return (metric_value(text, "tfclassify_batch_size_images_count", model="gated", version="1"),
+                metric_value(text, "tfclassify_batch_size_images_sum", model="gated", version="1"))
+
+    try:
+        with proc.client(timeout=120) as client:
+            client.wait_for_ready(60)
+            count0, sum0 = batches()
+            holding = client.classify_async(held, "gated")
+            # Running, alone: a single request that reached the idle model before it would run at once.
+            wait_until(lambda: metric_value(proc.metrics_text(), "tfclassify_batches_in_flight", model="gated") == 1)
+            futures = [client.classify_async(images[i : i + 1], "gated") for i in range(640)]
+            wait_until(lambda: metric_value(proc.metrics_text(), "tfclassify_queued_images", model="gated") == 640,
+                       interval=0.02)
+            assert not holding.done() and batches() == (count0, sum0), "the held batch has not finished"
+            gate.touch()  # the held batch ends, and the queue runs
+            assert holding.result().classes.tolist() == [0]
+            classes = [f.result().classes[0] for f in futures]
+            count, total = batches()
+            assert (count - count0, total - sum0) == (2, 641), "the held batch, then the 640 requests in one"
+            assert classes == client.classify(images, "gated").classes.tolist()
+    finally:
+        gate.touch()  # a held batch never outlives the test
+        assert proc.stop() == 0, proc.log()
 
 
 def test_queue_limit_and_deadlines_give_their_codes(fashion_v1, tmp_path):
