@@ -58,7 +58,7 @@ def solid_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def big(tmp_path_factory):
     """A server of the 224 x 224 x 3 model ``big``."""
     repo = tmp_path_factory.mktemp("big") / "repo"
-    build = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r}); from pathlib import Path; "
+    build = (f"import sys; sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1])]!r}; from pathlib import Path; "
              f"from test_client_bytes import build_big_model; p = Path({str(repo / 'big' / '1')!r}); "
              "p.mkdir(parents=True); build_big_model(p)")
     subprocess.run([sys.executable, "-c", build], check=True, capture_output=True)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import ServerProcess
 
 from bench.fuzzing import Bystander, fuzz, warmed_up_rss
 from tfclassify.server.runtime.memory import resident_mib
+
+pytestmark = pytest.mark.slow
 
 CASES = 2000
 

@@ -52,6 +52,7 @@ def memory_server(model_repo, tmp_path):
     assert proc.stop() == 0, proc.log()
 
 
+@pytest.mark.slow
 def test_concurrent_maximum_size_requests_stay_bounded_and_leave_nothing_behind(memory_server):
     """8 concurrent 64 MiB requests of every kind (valid PNG files, too many images, float pixels through two
     APIs, bytes that are not a message): the large ones past the byte budget are refused at once; the resident
