@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+
 #: Broken files put beside the images: name -> bytes, and the reason each must be skipped with.
 def broken_files(valid_png: bytes) -> dict[str, tuple[bytes, str]]:
     return {

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import grpc
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from conftest import BIN, ROOT
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 K8S = ROOT / "deploy" / "k8s"
 DOCKER = ROOT / "deploy" / "docker"

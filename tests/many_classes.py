@@ -31,7 +31,7 @@ def predictions(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     wrong = rng.random(len(true)) < 0.10
     predicted[wrong] = (true[wrong] + rng.integers(1, n, wrong.sum())) % n  # any other class
     planted = [(t, p, count) for t, p, count in PLANTED if max(t, p) < n - 1]
-    for t, p, count in planted:
+    for t, p, _count in planted:
         predicted[(true == t) & (predicted == p)] = t  # the planted counts are exact
     for t, p, count in planted:
         rows = np.flatnonzero((true == t) & (predicted == t))[:count]

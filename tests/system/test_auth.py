@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FASHION_DIR, ServerProcess, tfclassify_cmd, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import FASHION_DIR, ServerProcess, tfclassify_cmd, wait_until
 from tfclassify.client import TfclassifyError
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc

@@ -7,10 +7,10 @@ import re
 import subprocess
 
 import numpy as np
-from PIL import Image
-
 from archives import image_members, write_zip
 from conftest import FASHION_DIR, FASHION_LABELS, MNIST_DIR, tfclassify_cmd
+from PIL import Image
+
 from tfclassify.client.cli import COMMANDS
 
 

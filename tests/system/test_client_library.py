@@ -9,9 +9,9 @@ import sys
 import grpc
 import numpy as np
 import pytest
-
 from archives import image_members, write_zip
 from conftest import FASHION_LABELS, readme_example
+
 from tfclassify.client import ClassifierClient, TfclassifyError, aio
 from tfclassify.client.scoring import score_files, score_files_async
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT
 from make_colour_models import LABELS, MODELS, load_answers
 
@@ -132,7 +131,7 @@ def test_jpeg_input_resizes_other_sizes_in_its_graph(repo: Path, answers: dict) 
 
 
 def test_module_keras_fails_in_a_v1_session_but_runs_through_saved_model_load(repo: Path, answers: dict) -> None:
-    with pytest.raises(tf.errors.FailedPreconditionError, match="Could not find variable .*uninitialized"):
+    with pytest.raises(tf.errors.FailedPreconditionError, match=r"Could not find variable .*uninitialized"):
         run_in_v1_session(repo / "module_keras" / "1", answers["images"])
     scores = serving_default(repo, "module_keras")(images=tf.constant(answers["images"]))["probabilities"]
     np.testing.assert_allclose(scores.numpy(), answers["answer.module_keras"], atol=1e-6)

@@ -12,10 +12,10 @@ import subprocess
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
-
 from conftest import ServerProcess, tfclassify_cmd
 from make_colour_models import LABELS, colour_images
+from PIL import Image
+
 from tfclassify.common.image_files import ConversionSpec, ImageDecodeError, decode_image
 
 PHOTOS = 96
@@ -114,7 +114,7 @@ def mixed_files(pixels: np.ndarray) -> dict[str, bytes]:
     rotated = image.transpose(Image.Transpose.ROTATE_90)  # stored on its side, EXIF says: turn it back
     exif = Image.Exif()
     exif[0x0112] = 6
-    sixteen = Image.fromarray((np.asarray(image.convert("L")).astype(np.uint16) * 257))
+    sixteen = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
     return {
         "plain.png": save(image, "PNG"),
         "photo.jpg": save(image, "JPEG", quality=95),
@@ -183,7 +183,7 @@ def test_a_folder_of_mixed_formats_is_scored_and_the_corrupt_file_skipped(colour
 
 def test_classify_a_colour_file_and_invert_is_for_one_channel_models(colour, photos):
     proc, _ = colour
-    path, label = photos[1][0]
+    path, _label = photos[1][0]
     result = run("classify", "--server", proc.address, "--model", "rgb_cnn", "--json", str(path))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"] in LABELS

@@ -18,12 +18,12 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from conftest import ServerProcess, metric_value
 from google.protobuf import wrappers_pb2
+from make_colour_models import LABELS, load_answers
+from PIL import Image
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from conftest import ServerProcess, metric_value
-from make_colour_models import LABELS, load_answers
 from tfclassify.client import TfclassifyError
 from tfclassify.inference import grpc_service_pb2 as oip
 from tfclassify.inference import grpc_service_pb2_grpc as oip_grpc
@@ -162,7 +162,7 @@ TRITON_CHECKS = textwrap.dedent("""
     import json, sys
     import numpy as np
     import tritonclient.grpc as triton
-    
+
     address, answers_path = sys.argv[1], sys.argv[2]
     with np.load(answers_path) as data:
         images, jpeg, png = data["images"], data["jpeg"], data["png"]
@@ -202,9 +202,8 @@ def test_tritonclient_infers_colour_pixels_and_files(colour, tmp_path):
 
 def test_colour_tensors_of_the_wrong_layout_say_what_the_model_takes(colour):
     proc, answers = colour
-    with proc.client() as client:
-        with pytest.raises(TfclassifyError) as info:
-            client.classify(answers["images"][..., :1], "rgb_cnn")
+    with proc.client() as client, pytest.raises(TfclassifyError) as info:
+        client.classify(answers["images"][..., :1], "rgb_cnn")
     assert info.value.details == ("images have shape [64, 32, 32, 1]; expected [N, 32, 32, 3] or [N, 3072] (the "
                                   "model takes 3-channel images; these have 1)")
 

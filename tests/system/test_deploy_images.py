@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, ROOT
+
 from tfclassify.server.settings import ServerSettings
 
 DOCKER = ROOT / "deploy" / "docker"

@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
 from archives import image_members, write_zip
 from conftest import FASHION_LABELS, ROOT, ServerProcess, metric_value, tfclassify_cmd, wait_until
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
 from tfclassify.client import TfclassifyError
 from tfclassify.client.aio import ClassifierClient as AsyncClient
 from tfclassify.client.requests import classify_request
@@ -137,7 +137,7 @@ def test_a_server_killed_and_restarted_under_a_scoring_job_leaves_every_image_sc
         time.sleep(1)  # the job retries against a dead port meanwhile
         (tmp_path / "again").mkdir()
         second = ServerProcess(repo, tmp_path / "again", "--grpc-port", str(first.grpc_port))  # the same address
-        stdout, stderr = job.communicate(timeout=300)
+        _stdout, stderr = job.communicate(timeout=300)
     finally:
         if job.poll() is None:
             job.kill()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from conftest import ServerProcess
 
 from bench.fuzzing import Bystander, fuzz, warmed_up_rss

@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from archives import bomb_png, encode
+from conftest import metric_value
 from PIL import Image
 from tensorflow_serving.apis import classification_pb2, prediction_service_pb2_grpc
 
-from archives import bomb_png, encode
-from conftest import metric_value
 from tfclassify.client import TfclassifyError
 
 ZEROS = np.zeros((28, 28), np.uint8)

@@ -34,7 +34,7 @@ def raw_call(channel: grpc.Channel, service, method):
 
 def test_the_methods_accepted_on_their_own_exist():
     # A misspelt name would quietly leave that method in the shared generic handler.
-    assert IMAGE_METHODS <= {f"{s.full_name}/{m.name}" for s in SERVICES for m in s.methods}
+    assert {f"{s.full_name}/{m.name}" for s in SERVICES for m in s.methods} >= IMAGE_METHODS
 
 
 def test_every_method_refuses_bytes_that_are_not_its_message(server):

@@ -95,8 +95,8 @@ def test_feedback_later_by_request_id(server, client, fashion_test):
         client.feedback("fashion", "review-2", [1, 2])
     assert short.value.code == grpc.StatusCode.INVALID_ARGUMENT and "2 entries for 5 images" in short.value.details
     assert client.feedback("fashion", "review-2", true[:5]).labelled == 5, "a refused feedback leaves it kept"
-    with pytest.raises(grpc.RpcError) as no_id:  # the server's own check (the client library checks too)
-        with grpc.insecure_channel(server.address) as channel:
+    # the server's own check (the client library checks too)
+    with pytest.raises(grpc.RpcError) as no_id, grpc.insecure_channel(server.address) as channel:
             pb_grpc.ClassifierStub(channel).Classify(pb.ClassifyRequest(
                 model_spec=pb.ModelSpec(name="fashion"), keep_for_feedback=True,
                 tensor=pb.Tensor(dtype=pb.UINT8, shape=[1, 28, 28], content=images[0].tobytes())))

@@ -16,8 +16,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import FASHION_LABELS, ROOT, metric_value, readme_example
+
 from tfclassify.server.runtime.model_runtime import softmax
 
 

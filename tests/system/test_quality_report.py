@@ -16,10 +16,9 @@ from html import escape, unescape
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from archives import encode
 from conftest import FASHION_DIR, FASHION_LABELS, tfclassify_cmd
+from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 N = 2000
@@ -177,7 +176,7 @@ def test_archive_thumbnails_and_report_errors(server, fashion_test, tmp_path):
     unsure = thumbnails_of(html, "unsure-correct")
     assert unsure, "correct answers are shown too"
     report_examples = re.findall(r'<figure title="([^"]+)">', html.split('id="unsure-correct"', 1)[1])
-    for (caption, pixels), source in zip(unsure, report_examples):
+    for (_caption, pixels), source in zip(unsure, report_examples):
         index = int(source.rsplit("/", 1)[1][:3])
         assert np.array_equal(pixels[::3, ::3], fashion_test.images[index]) and source in rows
 

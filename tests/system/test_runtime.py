@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-
 PROBE = textwrap.dedent("""
     import json, sys
     from pathlib import Path

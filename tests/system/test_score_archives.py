@@ -13,7 +13,6 @@ import zipfile
 
 import numpy as np
 import pytest
-
 from archives import broken_files, image_members, read_jsonl, write_manifest, write_tar, write_tree, write_zip
 from conftest import FASHION_LABELS, tfclassify_cmd
 

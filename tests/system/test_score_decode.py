@@ -11,10 +11,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ServerProcess, metric_value, tfclassify_cmd
 from make_colour_models import LABELS, colour_images
+from PIL import Image
+
 from tfclassify.client.inputs.workers import read_files
 from tfclassify.client.results import ModelInfo
 from tfclassify.client.scoring.decoding import choose_decoding

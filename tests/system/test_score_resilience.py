@@ -12,9 +12,9 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
-
 from archives import encode, image_members, read_jsonl, write_tree, write_zip
 from conftest import FASHION_LABELS, ServerProcess, metric_value, tfclassify_cmd
+
 from tfclassify.common.tensors import from_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
@@ -91,7 +91,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_says_how_to_resume(server, big_zip,
     proc = start_score(server.address, big_zip, out, *SLOW, sigint_ignored=sigint_ignored)
     wait_for_rows(out, 64, proc)
     proc.send_signal(stop)
-    stdout, stderr = proc.communicate(timeout=60)
+    _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     done = out.read_bytes()
@@ -157,7 +157,7 @@ def test_a_server_killed_mid_run_is_routed_around(server, model_repo, big_zip, u
         wait_for_rows(out, 2000, proc)
         served = metric_value(second.metrics_text(), "tfclassify_images_classified_total", model="fashion")
         second.proc.kill()
-        stdout, stderr = proc.communicate(timeout=120)
+        _stdout, stderr = proc.communicate(timeout=120)
     finally:
         second.stop()
     assert proc.returncode == 0, stderr
@@ -171,11 +171,11 @@ class RefusingClassifier(pb_grpc.ClassifierServicer):
     """A real gRPC Classifier that refuses any batch holding a blank (all-white) image, as a server may refuse
     an image it cannot take; other images get class 1 if their mean pixel is above 60, else 0."""
 
-    def GetModelMetadata(self, request, context):
+    def GetModelMetadata(self, request, context):  # noqa: N802 - the protocol's method name
         return pb.ModelMetadata(model_spec=pb.ModelSpec(name="picky", version=1), versions=[1], input_shape=[28, 28],
                                 input_dtype=pb.UINT8, labels=["dim", "bright"], output_kind="probabilities")
 
-    def Classify(self, request, context):
+    def Classify(self, request, context):  # noqa: N802 - the protocol's method name
         images = from_tensor_proto(request.tensor)
         blank = np.flatnonzero((images.reshape(len(images), -1) == 255).all(axis=1))
         if len(blank):

@@ -8,9 +8,9 @@ import json
 import grpc
 import numpy as np
 import pytest
+from conftest import FASHION_LABELS, accuracy
 from PIL import Image
 
-from conftest import FASHION_LABELS, accuracy
 from tfclassify.client import TfclassifyError
 from tfclassify.common.tensors import from_tensor_proto, to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
@@ -180,9 +180,8 @@ def test_a_bad_request_ends_the_stream_after_the_earlier_answers(server, fashion
         to_tensor_proto(fashion_test.images[:10] if i != 2 else np.zeros((1, 5, 5), np.uint8), out=r.tensor)
         requests.append(r)
     received = []
-    with grpc.insecure_channel(server.address) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            for response in pb_grpc.ClassifierStub(channel).ClassifyStream(iter(requests), timeout=30):
-                received.append(response.request_id)
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as info:
+        for response in pb_grpc.ClassifierStub(channel).ClassifyStream(iter(requests), timeout=30):
+            received.append(response.request_id)
     assert received == ["0", "1"]
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "images have shape [1, 5, 5]" in info.value.details()

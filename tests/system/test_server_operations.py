@@ -8,10 +8,11 @@ import subprocess
 import grpc
 import numpy as np
 import pytest
+from conftest import ServerProcess, metric_value
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import ServerProcess, metric_value
+from tfclassify.client import TfclassifyError
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -42,7 +43,7 @@ def test_metrics_count_known_traffic_exactly(server, client, fashion_test):
     before = server.metrics_text()
     for n in (7, 7, 7):
         client.classify(fashion_test.images[:n], "fashion")
-    with pytest.raises(Exception):
+    with pytest.raises(TfclassifyError):  # NOT_FOUND, counted below
         client.classify(fashion_test.images[:1], "fashion", version=99)
     after = server.metrics_text()
 

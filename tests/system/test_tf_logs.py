@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FASHION_DIR, tfclassify_cmd
+
 from tfclassify.common.tf_logs import nvidia_driver_present
 
 #: What a CPU-only machine printed before: each looks like a failure, or repeats at every import.

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FASHION_LABELS, metric_value, readme_example
 from PIL import Image
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
@@ -23,7 +24,6 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from conftest import FASHION_LABELS, metric_value, readme_example
 from tfclassify.server.runtime.model_runtime import softmax
 
 

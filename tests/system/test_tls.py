@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-
 from certificates import Authority
 from conftest import ServerProcess, http_get, tfclassify_cmd, wait_until
+
 from tfclassify.client import ClassifierClient, TfclassifyError
 from tfclassify.client.tls import channel_credentials
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import tfclassify_cmd
 from make_colour_models import LABELS, colour_images
+from PIL import Image
 
 from tfclassify.common.image_files import ConversionSpec
 from tfclassify.common.inputs.decoding import decode_files

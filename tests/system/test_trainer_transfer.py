@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tfclassify_cmd
 from make_colour_models import LABELS, colour_images
 from test_trainer_colour import write_folder

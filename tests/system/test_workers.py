@@ -12,10 +12,10 @@ import subprocess
 import grpc
 import numpy as np
 import pytest
+from conftest import ServerProcess, drain_and_check, http_get, metric_value, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, generate_latest
 
-from conftest import ServerProcess, drain_and_check, http_get, metric_value, wait_until
 from tfclassify.client import ClassifierClient
 from tfclassify.server.workers import merge_metrics
 
@@ -124,7 +124,7 @@ def test_a_dead_worker_makes_the_server_unready_until_it_is_restarted(workers):
     assert "worker 1 not ready" in http_get(workers.metrics_port, "/readyz")[1], "restarting takes seconds"
     # The surviving worker reads the board every 0.5 s: then whichever worker answers says NOT_SERVING.
     wait_until(lambda: health(workers.address) == health_pb2.HealthCheckResponse.NOT_SERVING, timeout=3, interval=0.1)
-    assert http_get(workers.metrics_port, "/readyz")[0] == 503, "still restarting" 
+    assert http_get(workers.metrics_port, "/readyz")[0] == 503, "still restarting"
     wait_until(lambda: http_get(workers.metrics_port, "/readyz")[0] == 200, timeout=90, interval=0.5)
     # Each worker reads the board every 0.5 s: within a second every one answers SERVING again.
     wait_until(lambda: {health(workers.address) for _ in range(10)} == {health_pb2.HealthCheckResponse.SERVING},

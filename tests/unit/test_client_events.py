@@ -34,7 +34,7 @@ def test_an_undelivered_answer_is_counted_and_not_an_error(grpc_log):
 
 
 def test_it_is_one_debug_line_without_traceback_at_debug_level(grpc_log):
-    logger, caplog, counted = grpc_log
+    logger, caplog, _counted = grpc_log
     with caplog.at_level(logging.DEBUG):
         raise_and_log(logger, "ExecuteBatchError raised in core by servicer method [/inference.GRPCInferenceService/ModelInfer]")
     [record] = caplog.records

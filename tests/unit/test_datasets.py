@@ -8,8 +8,8 @@ import struct
 
 import numpy as np
 import pytest
-
 from conftest import FASHION_DIR, MNIST_DIR
+
 from tfclassify.common.datasets import (
     DATASETS,
     DatasetNotFoundError,
@@ -55,7 +55,7 @@ def test_idx_reads_plain_and_gzip_and_rejects_malformed(tmp_path):
     with pytest.raises(IdxFormatError, match=r"shape \[2, 3, 4\] \(24 bytes of data\) but the file holds 23 bytes"):
         read_idx(tmp_path / "short")
     (tmp_path / "junk").write_bytes(b"PK\x03\x04 not idx")
-    with pytest.raises(IdxFormatError, match="not an IDX file"):
+    with pytest.raises(IdxFormatError, match=r"not an IDX file"):
         read_idx(tmp_path / "junk")
 
 
@@ -65,9 +65,9 @@ def test_npz_keras_and_kmnist_styles(tmp_path):
     np.savez_compressed(tmp_path / "kmnist-test-imgs.npz", x)
     assert read_npz(tmp_path / "mnist.npz", "x_test").shape == (1, 28, 28)
     assert read_npz(tmp_path / "kmnist-test-imgs.npz").shape == (3, 28, 28)
-    with pytest.raises(NpzFormatError, match="name the one to read"):
+    with pytest.raises(NpzFormatError, match=r"name the one to read"):
         read_npz(tmp_path / "mnist.npz")
-    with pytest.raises(NpzFormatError, match="has no array 'x_val'"):
+    with pytest.raises(NpzFormatError, match=r"has no array 'x_val'"):
         read_npz(tmp_path / "mnist.npz", "x_val")
 
 
@@ -96,7 +96,7 @@ def test_download_rejects_a_checksum_mismatch_and_leaves_nothing(monkeypatch, tm
     # The shared MNIST files are recompressed, so their md5 differs from the published one.
     monkeypatch.setenv(MIRROR_ENV, MNIST_DIR.as_uri())
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    with pytest.raises(DatasetNotFoundError, match="md5 .* does not match the published 9fb629c4189551a2d022fa330f9573f3"):
+    with pytest.raises(DatasetNotFoundError, match=r"md5 .* does not match the published 9fb629c4189551a2d022fa330f9573f3"):
         load_dataset("mnist", "test", tmp_path / "nowhere")
     assert list((tmp_path / "cache").rglob("*")) == [tmp_path / "cache" / "tfclassify",
                                                      tmp_path / "cache" / "tfclassify" / "datasets",
@@ -110,7 +110,7 @@ def test_download_verifies_and_places_the_file(monkeypatch, tmp_path):
     path = download(DataFile(source.name, md5=md5), tmp_path / "dest")
     assert path.read_bytes() == source.read_bytes()
     assert [p.name for p in (tmp_path / "dest").iterdir()] == [source.name]
-    with pytest.raises(DownloadError, match="does not match"):
+    with pytest.raises(DownloadError, match=r"does not match"):
         download(DataFile(source.name, md5="0" * 32), tmp_path / "other")
 
 
@@ -182,7 +182,7 @@ def test_a_cifar_pickle_may_not_name_other_code(tmp_path):
         info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
         info.size = len(raw)
         archive.addfile(info, io.BytesIO(raw))
-    with pytest.raises(CifarFormatError, match="is not allowed in a CIFAR batch"):
+    with pytest.raises(CifarFormatError, match=r"is not allowed in a CIFAR batch"):
         read_cifar(tmp_path / "evil.tar.gz", "test")
 
 

@@ -9,10 +9,10 @@ import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from archives import bomb_png, broken_files, encode, image_members, write_tar, write_tree, write_zip
 from conftest import FASHION_LABELS
+from PIL import Image
+
 from tfclassify.client.inputs.plan import ScoringPlan, parse_shard, shard_of
 from tfclassify.common.image_files import ConversionSpec, ImageDecodeError, apply_invert, decode_image
 from tfclassify.common.inputs import zipindex
@@ -128,7 +128,7 @@ def test_folders_and_archives_list_the_same_items_in_a_stable_order(tmp_path, fa
     tarred = open_input(write_tar(tmp_path / "imgs.tar.xz", shuffled, "w:xz"))
     assert [i.member for i in zipped.items()] == [name for name, _ in shuffled], "archive order"
     assert sorted(i.member for i in tarred.items()) == listed
-    assert [i.source for i in tarred.items()][0] == f"imgs.tar.xz/{shuffled[0][0]}"
+    assert next(i.source for i in tarred.items()) == f"imgs.tar.xz/{shuffled[0][0]}"
 
 
 def test_shards_partition_the_inputs_independently_of_listing_order(tmp_path, fashion_test):

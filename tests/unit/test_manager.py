@@ -146,7 +146,7 @@ def test_when_the_newest_fails_first_an_older_version_serves_rather_than_nothing
         assert loads.loaded == [("m", 2), ("m", 1), ("n", 1)]
         assert states(manager) == [("m", 1, AVAILABLE), ("m", 2, FAILED), ("n", 1, FAILED)]
         assert manager.ready_models() == {"m": True, "n": False}
-        with pytest.raises(ModelUnavailableError, match="^model 'n' has no version loaded yet$"):
+        with pytest.raises(ModelUnavailableError, match=r"^model 'n' has no version loaded yet$"):
             registry.resolve("n")
 
     life(tmp_path, steps)
@@ -163,7 +163,7 @@ def test_a_model_removed_from_the_repository_is_unloaded_and_forgotten(tmp_path,
         await manager.reconcile()
         assert registry.names() == ["m"] and states(manager) == [("m", 1, AVAILABLE)]
         assert loads.made[("n", 1)].closed and changes == [["m", "n"], ["m"]]
-        with pytest.raises(ModelNotFoundError, match="^model 'n' not found; served models: m$"):
+        with pytest.raises(ModelNotFoundError, match=r"^model 'n' not found; served models: m$"):
             registry.resolve("n")
 
     life(tmp_path, steps)

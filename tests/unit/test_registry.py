@@ -64,8 +64,9 @@ def test_unknown_models_and_versions_are_not_found_and_unloaded_ones_unavailable
     with pytest.raises(VersionLabelNotFoundError) as info:
         registry.resolve("later", label="stable")
     assert str(info.value) == "model 'later' has no version label 'stable'; labels: none"
-    assert str(pytest.raises(ModelNotFoundError, ModelRegistry().resolve, "m").value) == \
-        "model 'm' not found; served models: none"
+    with pytest.raises(ModelNotFoundError) as missing:
+        ModelRegistry().resolve("m")
+    assert str(missing.value) == "model 'm' not found; served models: none"
 
 
 def test_remove_and_forget(registry):
@@ -75,10 +76,10 @@ def test_remove_and_forget(registry):
     registry.remove("m", 1)
     registry.remove("m", 2)
     assert registry.has("m") and registry.versions("m") == []
-    with pytest.raises(ModelUnavailableError, match="^model 'm' has no version loaded yet$"):
+    with pytest.raises(ModelUnavailableError, match=r"^model 'm' has no version loaded yet$"):
         registry.resolve("m")
     registry.set_labels("m", {"stable": 1})
     registry.forget("m")
     assert not registry.has("m") and registry.labels("m") == {} and registry.names() == ["later"]
-    with pytest.raises(ModelNotFoundError, match="^model 'm' not found; served models: later$"):
+    with pytest.raises(ModelNotFoundError, match=r"^model 'm' not found; served models: later$"):
         registry.resolve("m")

@@ -122,7 +122,7 @@ def test_heatmap_shows_the_25_classes_in_the_most_mistakes(many):
 
 
 def test_per_class_tables_lowest_f1_first_with_the_rest_collapsed_or_in_a_csv(many):
-    n, true, predicted, report, out, notes, _ = many
+    n, true, predicted, _report, out, notes, _ = many
     metrics, _, _, _ = by_counting(true, predicted, n)
     present = sorted((m for m in metrics if m[2]), key=lambda m: (m[1], -m[2], m[0]))
     order = [m[0] for m in present] + [n - 1]  # the class without images last
