@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import keras
 
-from tfclassify.trainer.catalog import AUGMENTATIONS
+from tfclassify.trainer.architectures import AUGMENTATIONS
 
 
 def augmentation(names: Sequence[str], value_range: tuple[float, float],

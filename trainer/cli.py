@@ -15,7 +15,7 @@ from tfclassify.common.commands import CliError
 from tfclassify.common.datasets import DatasetNotFoundError, dataset_names
 from tfclassify.common.text import counted
 from tfclassify.common.tf_logs import quiet_tensorflow, tensorflow_noise_filtered
-from tfclassify.trainer.catalog import (
+from tfclassify.trainer.architectures import (
     ALIASES,
     ARCHITECTURES,
     AUGMENTATIONS,
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level)
     with tensorflow_noise_filtered(args.log_level):  # for the whole run: training logs its own harmless "errors"
         try:
-            from tfclassify.trainer.compare import compare, comparison_table
+            from tfclassify.trainer.comparison import compare, comparison_table
             from tfclassify.trainer.train import train
         except ImportError as exc:
             raise CliError(f"tfclassify train needs the trainer extra ({exc}): "

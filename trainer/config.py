@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfclassify.trainer.catalog import (
+from tfclassify.trainer.architectures import (
     AUGMENTATIONS,
     OPTIMIZERS,
     RECIPES,

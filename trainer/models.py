@@ -1,4 +1,4 @@
-"""Keras builders for the architectures of ``trainer.catalog``. Preprocessing (uint8 -> [0, 1]) is a layer of
+"""Keras builders for the architectures of ``trainer.architectures``. Preprocessing (uint8 -> [0, 1]) is a layer of
 every model, so the exported SavedModel takes raw pixels and training and serving cannot disagree.
 
 Every architecture takes any image size: grayscale ``[N, H, W]`` or colour ``[N, H, W, 3]``. The CNN convolves
@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from tfclassify.trainer.architectures import ArchitectureSpec
 from tfclassify.trainer.augment import augmentation
-from tfclassify.trainer.catalog import ArchitectureSpec
 from tfclassify.trainer.data import IMAGE_SHAPE
 from tfclassify.trainer.transfer import build_transfer_model
 

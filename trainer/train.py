@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfclassify.trainer import transfer
+from tfclassify.trainer.architectures import BACKBONE_MIN_SIDE, ArchitectureSpec, Hyperparameters
 from tfclassify.trainer.augment import describe as describe_augmentation
 from tfclassify.trainer.card import CARD_SCHEMA_VERSION, environment, evaluation, render_markdown
-from tfclassify.trainer.catalog import BACKBONE_MIN_SIDE, ArchitectureSpec, Hyperparameters
 from tfclassify.trainer.config import TrainConfig
 from tfclassify.trainer.data import TrainingData, load_training_data
 from tfclassify.trainer.distribute import choose_strategy, split_cpu, strategy_devices

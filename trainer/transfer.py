@@ -17,8 +17,8 @@ from pathlib import Path
 
 import keras
 
+from tfclassify.trainer.architectures import BACKBONE_MIN_SIDE, ArchitectureSpec
 from tfclassify.trainer.augment import augmentation
-from tfclassify.trainer.catalog import BACKBONE_MIN_SIDE, ArchitectureSpec
 
 log = logging.getLogger(__name__)
 

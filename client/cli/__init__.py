@@ -13,7 +13,7 @@ import difflib
 import sys
 
 from tfclassify.client.cli import classify, compare, health, merge, models, promote, report, score
-from tfclassify.client.cli.common import CliError, run_command
+from tfclassify.client.cli.arguments import CliError, run_command
 from tfclassify.common.version import package_version
 from tfclassify.server import cli as serve
 from tfclassify.trainer import cli as train

@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from tfclassify.client.cli.common import (
+from tfclassify.client.cli.arguments import (
     EXIT_OK,
     EXIT_SKIPPED,
     add_server_arguments,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import EXIT_OK, add_report_argument
-from tfclassify.client.quality.compare import ComparisonError, compare, write_comparison
+from tfclassify.client.cli.arguments import EXIT_OK, add_report_argument
 from tfclassify.client.quality.outputs import check_report_paths, print_notes
+from tfclassify.client.quality.run_comparison import ComparisonError, compare, write_comparison
 from tfclassify.client.quality.thumbnails import read_back
 from tfclassify.client.scoring.output import read_record, read_rows
 

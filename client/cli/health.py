@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tfclassify.client.cli.common import CliError, add_server_arguments, client_from
+from tfclassify.client.cli.arguments import CliError, add_server_arguments, client_from
 from tfclassify.client.errors import TfclassifyError
 
 

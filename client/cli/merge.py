@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import add_report_argument, add_skipped_ok_argument, print_report
+from tfclassify.client.cli.arguments import add_report_argument, add_skipped_ok_argument, print_report
 from tfclassify.client.quality.outputs import check_report_paths
 from tfclassify.client.quality.report import summarize_rows
 from tfclassify.client.scoring.merge import merge_outputs

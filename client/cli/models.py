@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from tfclassify.client.cli.common import add_server_arguments, client_from
+from tfclassify.client.cli.arguments import add_server_arguments, client_from
 
 
 def add_parser(sub) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from tfclassify.client import ClassifierClient
-from tfclassify.client.cli.common import (
+from tfclassify.client.cli.arguments import (
     EXIT_OK,
     CliError,
     add_report_argument,
@@ -30,13 +30,13 @@ from tfclassify.client.cli.common import (
 )
 from tfclassify.client.cli.score import add_input_arguments, build_plan
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.model_config import set_label
-from tfclassify.client.quality.compare import ALPHA, compare
 from tfclassify.client.quality.outputs import check_report_paths, print_notes, write_reports
 from tfclassify.client.quality.report import AccuracyReport, report_from_rows
+from tfclassify.client.quality.run_comparison import ALPHA, compare
 from tfclassify.client.scoring.engine import ScoringOptions
 from tfclassify.client.scoring.job import JobResult, run_job
 from tfclassify.client.scoring.output import read_rows
+from tfclassify.client.version_labels import set_label
 from tfclassify.common.model_config import read_model_config
 
 #: The label was not moved: the version did not meet the bar.

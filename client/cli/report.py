@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.common import EXIT_OK, CliError, add_report_argument
+from tfclassify.client.cli.arguments import EXIT_OK, CliError, add_report_argument
 from tfclassify.client.quality.outputs import check_report_paths, print_notes, write_reports
 from tfclassify.client.quality.report import report_from_rows, summarize_rows
 from tfclassify.client.scoring.output import OutputError, read_record, read_rows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tfclassify.client.cli.common import (
+from tfclassify.client.cli.arguments import (
     EXIT_INTERRUPTED,
     CliError,
     add_report_argument,

@@ -47,7 +47,7 @@ def backbone_file(tmp_path_factory) -> Path:
 def test_augmentation_acts_in_training_only_and_grey_small_images_fit_the_backbone():
     import keras
 
-    from tfclassify.trainer.catalog import architecture
+    from tfclassify.trainer.architectures import architecture
     from tfclassify.trainer.models import build_model
 
     spec = architecture("mobilenetv3small")
@@ -74,7 +74,7 @@ def test_frozen_then_fine_tuned_layers_never_unfreeze_batch_normalization(backbo
     import keras
 
     from tfclassify.trainer import transfer
-    from tfclassify.trainer.catalog import architecture
+    from tfclassify.trainer.architectures import architecture
     from tfclassify.trainer.models import build_model
 
     model = build_model(architecture("mobilenetv3small"), 3, input_shape=(32, 32, 3), weights=str(backbone_file))
@@ -103,7 +103,7 @@ def test_frozen_then_fine_tuned_layers_never_unfreeze_batch_normalization(backbo
 def test_transfer_learning_end_to_end_with_a_weights_file_and_augmentation(tmp_path, backbone_file):
     import tensorflow as tf
 
-    from tfclassify.trainer.catalog import architecture
+    from tfclassify.trainer.architectures import architecture
     from tfclassify.trainer.models import build_model
 
     folder = tmp_path / "shapes"

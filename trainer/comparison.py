@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from tfclassify.trainer.catalog import architecture
+from tfclassify.trainer.architectures import architecture
 from tfclassify.trainer.config import TrainConfig
 from tfclassify.trainer.data import TrainingData, load_training_data
 from tfclassify.trainer.train import TrainResult, train

@@ -13,9 +13,9 @@ import grpc
 
 from tfclassify.client.client import ClassifierClient
 from tfclassify.client.errors import TfclassifyError
-from tfclassify.client.quality.compare import ComparisonError
 from tfclassify.client.quality.outputs import ReportPathError, print_notes, write_reports
 from tfclassify.client.quality.report import RowSummary, format_skipped, report_from_rows
+from tfclassify.client.quality.run_comparison import ComparisonError
 from tfclassify.client.scoring.output import OutputError
 from tfclassify.client.tls import channel_credentials
 from tfclassify.common.commands import CliError
