@@ -29,6 +29,7 @@ test: check
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The unit tests alone (tests/unit/: no process, no server, no training): seconds, for the edit-and-test loop.
+# No set-up step (it would check the machine every time): run `make test` or `make setup` once first.
 test-fast:
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
 

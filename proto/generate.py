@@ -1,7 +1,7 @@
 """Regenerate the Python code for the protobuf API under ``proto/``.
 
 Usage: ``python proto/generate.py [--out DIR]``. The generated modules are
-committed next to their ``.proto`` files; ``tests/test_proto_generated.py``
+committed next to their ``.proto`` files; ``tests/system/test_proto_generated.py``
 regenerates them into a temporary folder and fails when the committed copies
 are stale.
 """

@@ -1,6 +1,6 @@
 """Calls a tfclassify server with Triton's asyncio gRPC client (concurrent
 ``infer`` calls and one ``stream_infer`` stream) and prints the results as
-JSON (tests/test_oip_api.py checks them). Runs in the project's venv, in a process of its own.
+JSON (tests/system/test_oip_api.py checks them). Runs in the project's venv, in a process of its own.
 
 Usage: python async_checks.py ADDRESS DATA.npz (uint8 ``fashion`` [N, 28, 28], N >= 64)
 """

@@ -1,5 +1,5 @@
 """Calls a tfclassify server with Triton's synchronous gRPC client and prints
-what it got as JSON (tests/test_oip_api.py checks it). Runs in the project's venv, in a process of its own.
+what it got as JSON (tests/system/test_oip_api.py checks it). Runs in the project's venv, in a process of its own.
 
 Usage: python sync_checks.py ADDRESS DATA.npz
 (DATA.npz: uint8 arrays ``fashion`` [N, 28, 28] and ``digits`` [M, 28, 28]).

@@ -40,6 +40,11 @@ def test_wheel_holds_the_namespaced_packages(wheel):
         "tfclassify/trainer/export.py",
     ):
         assert expected in names
+    # Every module of every folder the packages map to, subpackages included: one left out of pyproject.toml
+    # would be missing from the wheel while the checkout (and the editable install) still has it.
+    for folder, package in (("client", "client"), ("common", "common"), ("server", "server"), ("trainer", "trainer")):
+        for module in (ROOT / folder).rglob("*.py"):
+            assert f"tfclassify/{package}/{module.relative_to(ROOT / folder).as_posix()}" in names, module
     top_level = {n.split("/")[0] for n in names if not n.startswith("tfclassify-")}
     assert top_level == {"tfclassify"}, "nothing generic may land in site-packages"
     assert "tfclassify/__init__.py" not in names, "tfclassify is a namespace package"
