@@ -173,6 +173,8 @@ def _open(data: bytes, spec: ConversionSpec, formats: tuple[str, ...] | None, st
     if not data:
         raise ImageDecodeError("empty file")
     if strict:
+        if formats is None:  # only=() with no formats: what iterating None below would raise
+            raise TypeError("'NoneType' object is not iterable")
         if not data.startswith(tuple(_SIGNATURES[f] for f in formats)):
             raise ImageDecodeError(f"{len(data)} bytes are not a {' or '.join(formats)} file (the formats accepted)")
     elif formats is not None and not data.startswith(_SIGNATURES.get(formats[0], b"")):
@@ -374,6 +376,8 @@ def _cmyk_through_profile(img: Image.Image) -> Image.Image:
         from PIL import ImageCms
 
         profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
-        return ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        converted = ImageCms.profileToProfile(img, profile, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        assert converted is not None  # None only with inPlace=True
+        return converted
     except Exception:  # noqa: BLE001 - no littlecms, or a profile it cannot use: the plain formula is close
         return img.convert("RGB")

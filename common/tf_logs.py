@@ -96,7 +96,10 @@ class TensorFlowNoiseFilter:
                 if any(marker in line for marker in self._noise):
                     self.dropped += 1
                     continue
-                os.write(self._saved, (self._as_json(line) if self._json and not line.startswith("{") else line)
+                saved = self._saved
+                if saved is None:  # stop() gave stderr back meanwhile: the TypeError os.write(None, ...) raises
+                    raise TypeError("an integer is required (stderr was given back by stop())")
+                os.write(saved, (self._as_json(line) if self._json and not line.startswith("{") else line)
                          .encode() + b"\n")
 
     @staticmethod

@@ -8,6 +8,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -247,7 +248,7 @@ def _from_image_files(source: DataSource) -> TrainingData:
 def image_channels(refs: list[FileRef]) -> int:
     """3 when any of the files is colour (its Pillow mode is not one of ``GREY_MODES``), else 1. Reads headers only,
     stops at the first colour file; files that cannot be read are left to the decoder to report."""
-    files: dict[str, object] = {}
+    files: dict[str, BinaryIO] = {}
     try:
         for ref in refs:
             try:

@@ -82,7 +82,9 @@ def _members(path: Path, names: tuple[str, ...]) -> list[tuple[str, bytes]]:
             for member in archive:
                 name = member.name.rsplit("/", 1)[-1]
                 if name in names and member.isfile() and name not in found:
-                    found[name] = archive.extractfile(member).read()
+                    data = archive.extractfile(member)
+                    assert data is not None  # a regular file (isfile() above) always has its data
+                    found[name] = data.read()
     except (OSError, tarfile.TarError, EOFError) as exc:
         raise CifarFormatError(f"{path}: not a readable tar archive ({exc})") from exc
     missing = [n for n in names if n not in found]

@@ -5,6 +5,7 @@ calls it directly. How one file becomes pixels is ``tfclassify.common.image_file
 from __future__ import annotations
 
 import threading
+from typing import BinaryIO
 
 import numpy as np
 
@@ -39,7 +40,7 @@ def decode_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray,
     return apply_invert(pixels[:decoded], spec.invert), failed
 
 
-def open_files() -> dict[str, object]:
+def open_files() -> dict[str, BinaryIO]:
     """This thread's open zip archives by path, for ``read_file_ref``."""
     files = getattr(_local, "files", None)
     if files is None:

@@ -16,7 +16,7 @@ import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -123,7 +123,7 @@ class TarInput(Input):
         try:
             with tarfile.open(self.path, mode="r|*") as tar:
                 for info in tar:
-                    tar.members = []  # stream mode keeps every header otherwise: memory would grow with the archive
+                    tar.members = []  # type: ignore[attr-defined]  # TarFile's list of headers, not in typeshed; stream mode keeps every header otherwise: memory would grow with the archive
                     if not info.isfile() or _hidden_path(info.name):
                         continue
                     member = PurePosixPath(info.name).as_posix().removeprefix("./")
@@ -131,7 +131,9 @@ class TarInput(Input):
                     if info.size > MAX_FILE_BYTES:
                         ref = FileRef(str(self.path), error=_too_large(info.size))
                     elif with_data:
-                        ref = FileRef(str(self.path), data=tar.extractfile(info).read())
+                        data = tar.extractfile(info)
+                        assert data is not None  # a regular file (isfile() above) always has its data
+                        ref = FileRef(str(self.path), data=data.read())
                     yield Item(f"{self.name}/{member}", member, ref)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise InputError(f"{self.path}: not a readable tar archive: {exc}") from exc
@@ -189,7 +191,7 @@ def is_array_file(path: Path) -> bool:
     return path.name.lower().endswith(ARRAY_SUFFIXES)
 
 
-def read_file_ref(ref: FileRef, open_files: dict[str, object]) -> bytes:
+def read_file_ref(ref: FileRef, open_files: dict[str, BinaryIO]) -> bytes:
     """The bytes of one file item (in a decode worker); ``open_files`` caches open zip archives."""
     if ref.error is not None:
         raise OSError(ref.error)
