@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import grpc
 import numpy as np
@@ -41,7 +42,7 @@ class ClassifyFuture:
     """A ``Classify`` call in flight (or the calls of a batch split by bytes); ``result()`` waits for it."""
 
     def __init__(self, call: grpc.Future | Sequence[grpc.Future], address: str | None = None) -> None:
-        self._calls = list(call) if isinstance(call, (list, tuple)) else [call]
+        self._calls: list[grpc.Future] = list(call) if isinstance(call, (list, tuple)) else [cast(grpc.Future, call)]
         self._address = address
 
     def done(self) -> bool:

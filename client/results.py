@@ -69,7 +69,7 @@ class ClassifyResult:
         """Build from a ``ClassifyResponse`` message."""
         n, k = len(response.classes), response.top_k
         flat_labels = list(response.top_k_labels) or [""] * (n * k)
-        top_k_labels = [tuple(flat_labels[i * k : (i + 1) * k]) for i in range(n)] if k else [()] * n
+        top_k_labels: list[tuple[str, ...]] = [tuple(flat_labels[i * k : (i + 1) * k]) for i in range(n)] if k else [()] * n
         return cls(
             model=response.model_spec.name,
             version=response.model_spec.version,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import grpc
 
@@ -103,4 +104,6 @@ def aio_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
         async def intercept_stream_stream(self, continuation, details, requests):
             return await continuation(add(details), requests)
 
-    return [UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream()]
+    # grpc-stubs leave ClientInterceptor a placeholder that asks for a cast.
+    return [cast(grpc.aio.ClientInterceptor, interceptor)
+            for interceptor in (UnaryUnary(), UnaryStream(), StreamUnary(), StreamStream())]

@@ -24,6 +24,7 @@ def set_label(path: Path, model: str, label: str, version: int) -> int | None:
     """
     config = read_model_config(path)
     entry = _model(config, model, path)
+    assert entry is not None  # with a path, _model raises rather than return None
     before = entry.version_labels.get(label)
     entry.version_labels[label] = version
     if path.suffix == ".json":

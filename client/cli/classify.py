@@ -58,7 +58,7 @@ async def _classify(args: argparse.Namespace) -> int:
 
 def _format(result: ImageResult, as_json: bool) -> str:
     if as_json:
-        row = {"file": result.source}
+        row: dict[str, object] = {"file": result.source}
         if result.skipped is not None:
             row["skipped"] = result.skipped
         else:

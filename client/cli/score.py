@@ -223,6 +223,7 @@ async def _run_cancellable(plan, servers, options, args) -> JobResult:
     handled here too, not left to Python's KeyboardInterrupt: a process started in the background by a script
     inherits SIGINT ignored, and then Python installs no handler for it at all."""
     task = asyncio.current_task()
+    assert task is not None  # a coroutine runs in a task
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, task.cancel)

@@ -128,7 +128,7 @@ def thumbnail_png(pixels: np.ndarray) -> bytes:
     times without smoothing (fewer for large inputs)."""
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
     scale = max(1, min(THUMBNAIL_SCALE, 96 // max(image.size)))  # a 96-pixel model input is shown as it is
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()

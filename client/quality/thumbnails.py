@@ -111,6 +111,7 @@ def _from_files(described: dict, sources: set[str], spec: ConversionSpec) -> dic
     for item in source_input.items(with_data=True):
         if item.source in remaining:
             remaining.discard(item.source)
+            assert isinstance(item.ref, FileRef)  # open_input's inputs are files (arrays are ArrayInput's)
             refs.append(item.ref)
             names.append(item.source)
             if not remaining:
