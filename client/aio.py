@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import grpc
 import numpy as np
@@ -74,7 +74,7 @@ class ClassifierClient:
     # -- lifecycle ---------------------------------------------------------
     async def close(self) -> None:
         """Close the channel (calls in flight are cancelled)."""
-        await self._channel.close()
+        await self._channel.close(None)  # grace None, grpc's default, which grpc-stubs require spelled out
 
     async def __aenter__(self) -> ClassifierClient:
         return self
@@ -182,7 +182,7 @@ class ClassifierClient:
         return RepositoryStatus.from_proto(reply)
 
     # -- helpers -------------------------------------------------------------
-    async def _classify_all(self, requests: Iterator[pb.ClassifyRequest], timeout: float | None) -> ClassifyResult:
+    async def _classify_all(self, requests: Iterable[pb.ClassifyRequest], timeout: float | None) -> ClassifyResult:
         """The answers of ``requests`` (one batch, split by bytes) as one result; ``SPLIT_IN_FLIGHT`` at a time,
         each request built only when a slot is free."""
         slots = asyncio.Semaphore(SPLIT_IN_FLIGHT)

@@ -10,6 +10,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from typing import cast
 
 import grpc
 import numpy as np
@@ -156,8 +157,8 @@ def check_true_classes(true_classes: object, images: int) -> list[int]:
 
 
 def encoded_request(
-    images: object, model: str, version: int | None, version_label: str | None, top_k: int, return_probabilities: bool,
-    true_classes: object = None,
+    images: Sequence[object], model: str, version: int | None, version_label: str | None, top_k: int,
+    return_probabilities: bool, true_classes: object = None,
 ) -> pb.ClassifyRequest:
     """A checked ``ClassifyRequest`` for encoded image files (``true_classes``: as for pixels)."""
     if isinstance(images, (bytes, str)) or not all(isinstance(i, (bytes, bytearray)) for i in images):
@@ -166,7 +167,7 @@ def encoded_request(
         raise invalid("no encoded images: send 1 or more files")
     request = pb.ClassifyRequest(
         model_spec=model_spec(model, version, version_label),
-        encoded=pb.EncodedImages(images=[bytes(i) for i in images]),
+        encoded=pb.EncodedImages(images=[bytes(cast("bytes | bytearray", i)) for i in images]),  # checked above
         top_k=check_top_k(top_k),
         return_probabilities=bool(return_probabilities),
     )

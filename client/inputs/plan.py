@@ -10,9 +10,10 @@ stable across machines and runs, independent of listing order.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeGuard, cast
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class ScoringPlan:
         self.labels_from = labels
         self.limit = limit
         #: Where the true labels of files come from: ``labels``, with ``auto`` settled by ``survey``.
-        self._mode: str | None = None if labels == AUTO else labels
+        self._mode: str | Path | None = None if labels == AUTO else labels
         self._surveyed = False
         #: One-line notes for the user (``auto`` labels: what the survey found), after ``survey``.
         self.notes: list[str] = []
@@ -121,7 +122,7 @@ class ScoringPlan:
         a run resumes whether it was started with the label source spelled out or left to ``auto`` (the default
         since it was ``none``); plain ``auto`` before the survey."""
         if self.labels_from == AUTO:
-            return AUTO if not self._surveyed else self._mode
+            return AUTO if not self._surveyed else cast("str | None", self._mode)  # auto settles to FOLDER or None
         return None if self.labels_from is None else str(self.labels_from)
 
     def survey(self, resolver: LabelResolver) -> Survey:
@@ -191,7 +192,7 @@ class ScoringPlan:
                               "the model's classes: --labels folder takes those as true labels (the others are "
                               "skipped)")
 
-    def chunks(self, resolver: LabelResolver, batch_size: int, skip: int = 0) -> Iterator[Chunk]:
+    def chunks(self, resolver: LabelResolver, batch_size: int, skip: int = 0) -> Generator[Chunk, None, None]:
         """This shard's images in order, ``batch_size`` at a time, after the first ``skip`` (a resumed run).
 
         A chunk never spans two inputs, and chunks start at multiples of
@@ -233,7 +234,7 @@ class ScoringPlan:
                 seq += 1
 
     # -- helpers -------------------------------------------------------------
-    def _is_whole_array(self, source: Input) -> bool:
+    def _is_whole_array(self, source: Input) -> TypeGuard[ArrayInput]:
         """An array input of an unsharded run: handled by slices, without an ``Item`` per row."""
         return isinstance(source, ArrayInput) and self.num_shards == 1
 
@@ -249,6 +250,7 @@ class ScoringPlan:
             if remaining == 0:
                 return
             remaining -= 1
+            label: str | int | None
             if item.label is not None:
                 label = item.label
             elif self._mode == FOLDER:

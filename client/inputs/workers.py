@@ -48,11 +48,13 @@ def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, l
     failed: list[tuple[int, str]] = []
     for position, ref in enumerate(refs):
         try:
-            data = read_file_ref(ref, files)
-            if not _sendable(data):
-                data = decode_image(data, spec, format_hint(ref))
+            raw = read_file_ref(ref, files)
+            data: bytes | np.ndarray = raw
+            if not _sendable(raw):
+                pixels = decode_image(raw, spec, format_hint(ref))
                 if spec.channels == 1:
-                    data = apply_invert(data[None], spec.invert)[0]
+                    pixels = apply_invert(pixels[None], spec.invert)[0]
+                data = pixels
             out[sent] = data
             sent += 1
         except (ImageDecodeError, ZipFormatError) as exc:

@@ -8,7 +8,7 @@ scored in both count. ``Comparison.to_dict`` is the JSON schema ``tfclassify-com
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from html import escape
 from pathlib import Path
@@ -191,7 +191,7 @@ def render_markdown(c: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(c: Comparison, thumbnails: dict[str, np.ndarray], notes: list[str] = ()) -> str:
+def render_html(c: Comparison, thumbnails: dict[str, np.ndarray], notes: Sequence[str] = ()) -> str:
     def caption(e: Example) -> str:
         return (f'{label_html(e.true_label)}, wrongly {label_html(e.predicted_label, wrong=True)} '
                 f'<span class="score">({e.score:.3f})</span>')

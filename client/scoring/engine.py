@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import cast
 
 import grpc
 import numpy as np
@@ -36,6 +37,7 @@ from tfclassify.client.scoring.decoding import choose_decoding, request_slices
 from tfclassify.client.scoring.servers import RetryPolicy, ServerPool
 from tfclassify.common.image_files import ConversionSpec, files_array
 from tfclassify.common.inputs.labels import LabelResolver
+from tfclassify.common.inputs.sources import ArrayInput
 
 #: Below this many image files a run decodes on threads: starting worker processes costs ~0.15 s.
 PROCESS_POOL_MIN_FILES = 4096
@@ -188,7 +190,7 @@ class Scorer:
 
     def _image_bytes(self, plan: ScoringPlan) -> int:
         """Bytes of one image as sent (0: unknown, for files sent as they are)."""
-        arrays = [i for i in plan.inputs if i.is_array]
+        arrays = [cast(ArrayInput, i) for i in plan.inputs if i.is_array]  # is_array: an ArrayInput
         if arrays:
             return max(int(a.images[:1].nbytes) for a in arrays)
         if self._spec is None or self._spec.channels == 0:

@@ -102,8 +102,9 @@ async def run_job(
             record = writer.resume(identity)
         elif writer is not None:
             writer.create(record, overwrite)
-        for note in scorer.notes if on_note is not None else ():  # once the output is known to be writable
-            on_note(note)
+        if on_note is not None:  # once the output is known to be writable
+            for note in scorer.notes:
+                on_note(note)
         shard_size = survey.shard_sizes[plan.shard]
         done_before = writer.rows if writer is not None else 0
         if done_before > shard_size:

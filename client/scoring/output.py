@@ -17,7 +17,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from tfclassify.client.scoring.engine import ChunkResult
 FORMAT = "tfclassify-predictions/1"
 PARQUET_ROWS_PER_GROUP = 65536
 READ_BLOCK_BYTES = 4 << 20
-_json_string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # json.dumps' own, for ensure_ascii=False
+_json_string = json.encoder.encode_basestring  # json.dumps' own, for ensure_ascii=False
 
 
 class OutputError(ValueError):
@@ -72,7 +72,7 @@ def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
     if not result.skipped and None not in chunk.true:  # the common chunk: list operations in C only
         for version, count in zip(*np.unique(result.versions, return_counts=True)):
             summary.versions[str(version)] = summary.versions.get(str(version), 0) + int(count)
-        summary.true += chunk.true
+        summary.true += cast("list[int]", chunk.true)  # no None in it (checked above)
         summary.predicted += result.classes.tolist()
         summary.scores += rounded(result.scores)
         summary.sources += chunk.sources
@@ -89,7 +89,7 @@ def summarize_chunk(summary: RowSummary, result: ChunkResult) -> None:
         summary.versions[str(version)] = summary.versions.get(str(version), 0) + int(count)
     labelled = [p for p in scored if chunk.true[p] is not None]
     summary.unlabelled += len(scored) - len(labelled)
-    summary.true += [chunk.true[p] for p in labelled]
+    summary.true += [cast(int, chunk.true[p]) for p in labelled]  # labelled: not None
     summary.predicted += result.classes[labelled].tolist()
     summary.scores += rounded(result.scores[labelled])
     summary.sources += [chunk.sources[p] for p in labelled]

@@ -81,7 +81,7 @@ class LabelResolver:
             index = int(label) if int(label) < len(self.class_names) else None
         return index
 
-    def names_class(self, label: str | None) -> bool:
+    def names_class(self, label: str | int | None) -> bool:
         """Whether ``label`` (a folder name) is one of the model's class names (``T-shirt_top`` for ``T-shirt/top``);
         an index (``7``) only when it is the class's name too, as for digits: a folder named ``3`` is not taken to
         mean the model's fourth class."""
