@@ -8,7 +8,7 @@ import hashlib
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from PIL import Image
@@ -117,6 +117,7 @@ def _named(source: DataSource) -> TrainingData:
 
 def _from_npz(source: DataSource) -> TrainingData:
     path = source.npz
+    assert path is not None  # load_training_data calls this only with npz
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     x_key, y_key, xt_key, yt_key = source.npz_keys
@@ -148,7 +149,9 @@ def _from_array_files(source: DataSource) -> TrainingData:
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: {exc}") from exc
 
-    test = (read(source.test_images), read(source.test_labels)) if source.test_images else None
+    assert source.train_images is not None  # load_training_data calls this only with train_images
+    # test_labels are given with test_images (checked above)
+    test = (read(source.test_images), read(source.test_labels)) if source.test_images and source.test_labels else None
     return _arrays(source, read(source.train_images), read(source.train_labels), test, str(source.train_labels),
                    str(source.train_images))
 
@@ -218,21 +221,23 @@ def _hold_out(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
 
 def _from_image_files(source: DataSource) -> TrainingData:
     """A folder or archive whose images sit in one folder per class (``Shirt/0001.png``)."""
+    assert source.images is not None  # load_training_data calls this only with images
     try:
         items = list(open_input(source.images).items())
     except InputError as exc:
         raise DataError(str(exc)) from exc
     labelled = [(item, folder_label(item.member)) for item in items]
     skipped = [(item.source, NOT_IN_CLASS_FOLDER) for item, label in labelled if label is None]
-    labelled = [(item, label) for item, label in labelled if label is not None]
+    filed = [(item, label) for item, label in labelled if label is not None]
+    refs = [cast(FileRef, item.ref) for item, _ in filed]  # open_input's items are files
     height, width = source.image_size
-    channels = source.channels or image_channels([item.ref for item, _ in labelled])
+    channels = source.channels or image_channels(refs)
     spec = ConversionSpec(height, width, channels=channels)
     # The scorer's own decoding (formats, pixel limits, inversion), with its reasons for what it skips.
-    x, failed = decode_files([item.ref for item, _ in labelled], spec)
+    x, failed = decode_files(refs, spec)
     unreadable = {position for position, _ in failed}
-    skipped += [(labelled[position][0].source, reason) for position, reason in failed]
-    labels = [label for position, (_, label) in enumerate(labelled) if position not in unreadable]
+    skipped += [(filed[position][0].source, reason) for position, reason in failed]
+    labels = [label for position, (_, label) in enumerate(filed) if position not in unreadable]
     names = tuple(sorted(set(labels)))
     if len(names) < 2:
         raise DataError(f"{source.images}: expected images in at least 2 class folders (e.g. Shirt/0001.png), "

@@ -64,7 +64,10 @@ def load_backbone(spec: ArchitectureSpec, shape: tuple[int, int, int], weights: 
     (downloaded by Keras into ``~/.keras/models`` once), "none" (random), or a ``.weights.h5``/``.h5`` file of
     that backbone built with ``include_top=False`` (``backbone.save_weights(FILE)``, or Keras' own
     ``*_notop.h5`` download)."""
-    application = getattr(keras.applications, spec.backbone)
+    backbone = spec.backbone
+    if backbone is None:  # not a transfer architecture: the TypeError getattr(..., None) would raise
+        raise TypeError(f"{spec.name} has no backbone: attribute name must be string")
+    application = getattr(keras.applications, backbone)
     source = {"imagenet": "imagenet", "none": None}.get(weights, weights)
     build = {"include_top": False, "weights": source, "input_shape": shape, "pooling": "avg",
              "include_preprocessing": True, "name": BACKBONE}
@@ -75,7 +78,7 @@ def load_backbone(spec: ArchitectureSpec, shape: tuple[int, int, int], weights: 
             try:
                 return application(**build)
             except Exception as exc:  # Keras raises a bare Exception for a failed download
-                raise WeightsError(_download_message(spec.backbone, exc)) from exc
+                raise WeightsError(_download_message(backbone, exc)) from exc
     if source is not None and not Path(source).is_file():
         raise WeightsError(f"--weights {source}: no such file")
     try:

@@ -29,7 +29,7 @@ class Dataset:
     name: str
     split: str
     images: np.ndarray
-    labels: np.ndarray | None
+    labels: np.ndarray
     label_names: tuple[str, ...]
 
     def __len__(self) -> int:
