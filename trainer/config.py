@@ -124,10 +124,14 @@ class TrainConfig:
             return
         if self.steps is not None:
             raise ValueError(f"{self.spec.name} trains by epochs (frozen, then fine-tuned): --steps does not apply")
+        # A transfer architecture's defaults set all three, and flags only replace them.
+        assert hp.fine_tune_epochs is not None and hp.fine_tune_layers is not None
+        assert hp.fine_tune_learning_rate is not None
         if hp.fine_tune_epochs < 0 or hp.fine_tune_layers < 0 or hp.fine_tune_learning_rate <= 0:
             raise ValueError("--fine-tune-epochs and --fine-tune-layers must not be negative, and "
                              "--fine-tune-learning-rate must be positive")
         source = self.weights_source
+        assert source is not None  # a transfer architecture's
         if source not in WEIGHTS_CHOICES and not Path(source).is_file():
             raise ValueError(f"--weights {source}: no such file (expected imagenet, none or a .weights.h5 file "
                              "of the backbone)")

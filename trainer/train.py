@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -63,7 +64,11 @@ def train(config: TrainConfig, data: TrainingData | None = None) -> TrainResult:
     strategy = tf.distribute.get_strategy() if spec.low_level else choose_strategy(config.devices)
     x_fit, y_fit, validation = _validation_split(data, config.validation_split)
     steps_per_epoch = math.ceil(len(x_fit) / hp.batch_size)
-    epochs = hp.epochs or max(1, math.ceil(hp.steps / steps_per_epoch))
+    if hp.epochs:
+        epochs = hp.epochs
+    else:
+        assert hp.steps is not None  # hyperparameters() requires epochs or steps
+        epochs = max(1, math.ceil(hp.steps / steps_per_epoch))
     total_steps = hp.steps or epochs * steps_per_epoch
     with strategy.scope():
         # Before anything is trained: a backbone's weights that cannot be had fail here, in seconds.
@@ -135,11 +140,13 @@ def _train_transfer(model: keras.Model, optimizer, strategy, config: TrainConfig
     the top ``fine_tune_layers`` of the backbone too at ``fine_tune_learning_rate`` (each phase its own
     optimizer, as the model is recompiled). Returns the joined history, whether a phase stopped early, and
     what each phase trained."""
+    # hyperparameters() of a transfer architecture: epochs (--steps refused) and the fine-tuning settings
+    assert hp.epochs is not None and hp.fine_tune_epochs is not None and hp.fine_tune_layers is not None
     transfer.freeze(model)
     frozen_parameters = transfer.trainable_parameters(model)
     history, stopped_early = _fit(model, optimizer, config, hp, x, y, validation, hp.epochs)
     frozen_epochs = len(history.get("loss", []))
-    phases = {"frozen_epochs": frozen_epochs, "fine_tune_epochs": 0, "head_learning_rate": hp.learning_rate,
+    phases: dict[str, Any] = {"frozen_epochs": frozen_epochs, "fine_tune_epochs": 0, "head_learning_rate": hp.learning_rate,
               "fine_tune_learning_rate": hp.fine_tune_learning_rate, "trainable_parameters_frozen": frozen_parameters,
               "fine_tuned_layers": [], "trainable_parameters_fine_tune": 0}
     if hp.fine_tune_epochs:
@@ -269,6 +276,7 @@ def _card(config: TrainConfig, data: TrainingData, hp: Hyperparameters, model: k
 def _transfer_card(config: TrainConfig, hp: Hyperparameters, phases: dict) -> dict:
     """How a transfer-learning run trained: the backbone, where its weights came from, the two phases."""
     source = config.weights_source
+    assert source is not None  # a transfer architecture's
     weights: dict = {"source": source}
     if source not in ("imagenet", "none"):
         weights = {"source": "file", "file": str(Path(source).absolute()), "sha256": _file_digest(Path(source))}
@@ -302,7 +310,7 @@ def _input(data: TrainingData, spec: ArchitectureSpec | None = None) -> dict:
     channels = shape[2] if len(shape) == 3 else 1
     described = {"dtype": "uint8", "shape": list(shape), "height": shape[0], "width": shape[1],
                  "channels": channels, "rescaling": "x / 255, inside the model"}
-    if spec is not None and spec.transfer:
+    if spec is not None and spec.backbone is not None:  # transfer learning
         steps = ["uint8 to float32, 0..255"]
         if channels == 1:
             steps.append("grey repeated to 3 channels")
