@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 import numpy as np
@@ -182,7 +182,7 @@ def metadata_proto(served: ServedVersion, versions: list[int]) -> pb.ModelMetada
 
 
 def status_proto(
-    statuses: list[VersionStatus], registry: ModelRegistry, ignored: list[IgnoredFolder] = ()
+    statuses: list[VersionStatus], registry: ModelRegistry, ignored: Sequence[IgnoredFolder] = ()
 ) -> pb.GetModelStatusResponse:
     """The ``GetModelStatusResponse`` listing ``statuses`` and the repository's ``ignored`` folders."""
     response = pb.GetModelStatusResponse(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -107,6 +107,7 @@ class RpcMeter:
         finally:
             in_flight[0] -= 1
             if admitted:
+                assert self._admission is not None  # admitted by it
                 self._admission.release(client)
             finished = time.perf_counter_ns()
             if call.served is not None:
@@ -132,6 +133,7 @@ def clip(details: str, limit: int = MAX_DETAILS) -> str:
 
 def _record_statistics(call: Call, code: grpc.StatusCode, finished: int) -> None:
     """Account a request that ran (or tried to run) images in its version's statistics (what OIP reports)."""
+    assert call.served is not None  # the caller checks
     statistics = call.served.metrics.statistics
     total = finished - call.started_ns
     if code is not grpc.StatusCode.OK or call.timing is None:  # cancelled callers count as failed, as in Triton
@@ -150,7 +152,7 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
 
 async def ordered_window(
     requests: AsyncIterator[R], handle: Callable[[R], Awaitable[T]], window: int
-) -> AsyncIterator[asyncio.Future[T]]:
+) -> AsyncGenerator[asyncio.Future[T], None]:
     """Start ``handle`` on each request of a stream as it arrives, up to
     ``window`` ahead of the consumer, and yield the tasks in request order.
 

@@ -58,7 +58,8 @@ def from_raw_bytes(data: bytes, shape: tuple[int, ...], name: str) -> np.ndarray
     """Decode a BYTES input's ``raw_input_contents`` entry: each element a 4-byte little-endian length, then
     that many bytes (the protocol's encoding), into an object array of ``shape``."""
     count = math.prod(shape)
-    items, offset = [], 0
+    items: list[bytes] = []
+    offset = 0
     while offset < len(data) and len(items) < count:
         if offset + 4 > len(data):
             break

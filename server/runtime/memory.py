@@ -70,7 +70,9 @@ class Trimmer:
         loop.call_later(delay, self._start, loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        future = loop.run_in_executor(None, self._trim)
+        trim = self._trim
+        assert trim is not None  # soon() schedules this only with a trim
+        future = loop.run_in_executor(None, trim)
         future.add_done_callback(lambda _: self._done(loop))
 
     def _done(self, loop: asyncio.AbstractEventLoop) -> None:

@@ -46,7 +46,7 @@ class Preprocessing:
     #: "" (not declared): bilinear for colour, Lanczos for one channel.
     interpolation: str = ""
     #: The arrays ``apply`` uses, computed once: (multiplier, addend) per channel, or scalars.
-    _affine: tuple[np.ndarray, np.ndarray] = field(default=None, repr=False, compare=False)
+    _affine: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def declared(cls, metadata: dict, channels: int, default_scale: float) -> Preprocessing:
@@ -108,6 +108,7 @@ class Preprocessing:
             return np.multiply(pixels, np.float32(self.scale), dtype=np.float32)
         if self.channel_order == "BGR":
             pixels = pixels[..., ::-1]
+        assert self._affine is not None  # set by __post_init__
         multiplier, addend = self._affine
         out = pixels.astype(np.float32) * multiplier
         out += addend
