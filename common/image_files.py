@@ -128,7 +128,7 @@ def decode_image(data: bytes, spec: ConversionSpec, formats: tuple[str, ...] | N
     ``only`` (e.g. ``("PNG", "JPEG")``) refuses any other format, unparsed.
     """
     with _pillow_errors():
-        img = _open(data, spec, only or formats, strict=only is not None)
+        img = _open(data, spec, only or formats, strict=bool(only))
         if spec.channels == 1:
             if spec.interpolation is not None:  # a declared filter: the same arithmetic as for colour
                 gray = np.asarray(_to_grayscale(_upright(img)), dtype=np.uint8)[..., None]
@@ -173,8 +173,7 @@ def _open(data: bytes, spec: ConversionSpec, formats: tuple[str, ...] | None, st
     if not data:
         raise ImageDecodeError("empty file")
     if strict:
-        if formats is None:  # only=() with no formats: what iterating None below would raise
-            raise TypeError("'NoneType' object is not iterable")
+        assert formats, "strict: decode_image passes the formats of a non-empty only="
         if not data.startswith(tuple(_SIGNATURES[f] for f in formats)):
             raise ImageDecodeError(f"{len(data)} bytes are not a {' or '.join(formats)} file (the formats accepted)")
     elif formats is not None and not data.startswith(_SIGNATURES.get(formats[0], b"")):

@@ -97,8 +97,8 @@ class TensorFlowNoiseFilter:
                     self.dropped += 1
                     continue
                 saved = self._saved
-                if saved is None:  # stop() gave stderr back meanwhile: the TypeError os.write(None, ...) raises
-                    raise TypeError("an integer is required (stderr was given back by stop())")
+                if saved is None:  # stop() gave stderr back meanwhile: nothing left to forward to
+                    return
                 os.write(saved, (self._as_json(line) if self._json and not line.startswith("{") else line)
                          .encode() + b"\n")
 

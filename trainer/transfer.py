@@ -65,8 +65,8 @@ def load_backbone(spec: ArchitectureSpec, shape: tuple[int, int, int], weights: 
     that backbone built with ``include_top=False`` (``backbone.save_weights(FILE)``, or Keras' own
     ``*_notop.h5`` download)."""
     backbone = spec.backbone
-    if backbone is None:  # not a transfer architecture: the TypeError getattr(..., None) would raise
-        raise TypeError(f"{spec.name} has no backbone: attribute name must be string")
+    if backbone is None:
+        raise ValueError(f"{spec.name} is not a transfer-learning architecture: it has no backbone")
     application = getattr(keras.applications, backbone)
     source = {"imagenet": "imagenet", "none": None}.get(weights, weights)
     build = {"include_top": False, "weights": source, "input_shape": shape, "pooling": "avg",
