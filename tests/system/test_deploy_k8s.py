@@ -223,7 +223,7 @@ def test_the_tls_components_wire_the_certificate_secret_into_server_probes_scrap
     [ca_mount] = [m for m in score["volumeMounts"] if m["name"] == ca_volume["name"]]
     [ca_env] = [e for e in score["env"] if e["name"] == "TFCLASSIFY_TLS_CA"]
     assert ca_env["value"] == f"{ca_mount['mountPath']}/ca.crt"
-    assert "TFCLASSIFY_TLS_CA" in (ROOT / "client" / "cli" / "common.py").read_text()
+    assert "TFCLASSIFY_TLS_CA" in (ROOT / "client" / "cli" / "arguments.py").read_text()
 
 
 def test_the_dashboard_covers_the_metrics_operators_watch():
