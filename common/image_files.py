@@ -68,6 +68,11 @@ SERVER_MAX_REQUEST_FILE_PIXELS = 2**26
 
 
 _SIGNATURES = {"PNG": b"\x89PNG\r\n\x1a\n", "JPEG": b"\xff\xd8\xff"}
+
+
+def is_png_or_jpeg(data: bytes) -> bool:
+    """Whether ``data`` starts like a PNG or JPEG file (the formats sent whole: ``ENCODED_FORMATS``)."""
+    return data.startswith(tuple(_SIGNATURES.values()))
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
 
 

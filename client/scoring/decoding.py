@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfclassify.client.requests import byte_slices
+from tfclassify.client.requests import byte_slices, pixel_slices
 from tfclassify.client.results import ModelInfo
 
 #: ``auto`` lets the server decode files for models whose images take at least this many bytes as uint8 pixels.
@@ -68,6 +68,4 @@ def request_slices(images: np.ndarray, max_request_bytes: int) -> list[slice]:
     ``max_request_bytes`` each; an image larger than that goes alone."""
     if images.dtype == object:
         return byte_slices([len(f) for f in images], max_request_bytes)
-    per_image = max(1, images[:1].nbytes)
-    step = max(1, max_request_bytes // per_image)
-    return [slice(i, min(i + step, len(images))) for i in range(0, len(images), step)]
+    return pixel_slices(images, max_request_bytes)

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
-from tfclassify.common.image_files import ConversionSpec
+from tfclassify.common.image_files import ConversionSpec, is_png_or_jpeg
 from tfclassify.server.core.errors import InvalidInputError
-from tfclassify.server.core.images import MAX_REQUEST_FILE_PIXELS, check_file_headers, decode_image, is_encoded_image
+from tfclassify.server.core.images import MAX_REQUEST_FILE_PIXELS, check_file_headers, decode_image
 
 #: Feature names looked up for the image, in this order.
 IMAGE_FEATURES = ("image", "image/encoded")
@@ -34,7 +34,7 @@ def images_from_examples(
     features = [_image_feature(example, context, i) for i, example in enumerate(examples)]
     files = {i: f.bytes_list.value[0] for i, f in enumerate(features)
              if f.WhichOneof("kind") == "bytes_list" and len(f.bytes_list.value) == 1
-             and is_encoded_image(f.bytes_list.value[0])}
+             and is_png_or_jpeg(f.bytes_list.value[0])}
     if files:  # resized files: their headers first, so that many large ones cost nothing before they are refused
         check_file_headers(list(files.values()), len(files), spec.max_pixels, MAX_REQUEST_FILE_PIXELS,
                            [f"example {i}" for i in files])
@@ -68,7 +68,7 @@ def _pixels(feature: feature_pb2.Feature, spec: ConversionSpec, what: str) -> np
         if len(values) != 1:
             raise InvalidInputError(f"{what}: the image bytes feature holds {len(values)} values; expected 1")
         data = values[0]
-        if is_encoded_image(data):
+        if is_png_or_jpeg(data):
             return decode_image(data, spec, what)
         if len(data) == size:
             return np.frombuffer(data, np.uint8).reshape(shape)

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from tfclassify.common.image_files import (
+    ENCODED_FORMATS,
     SERVER_MAX_FILE_PIXELS,
     SERVER_MAX_REQUEST_FILE_PIXELS,
     ConversionSpec,
@@ -23,9 +24,10 @@ from tfclassify.common.image_files import decode_image as decode_file
 from tfclassify.server.core.errors import InvalidInputError
 
 #: The encoded formats requests may carry; Pillow opens many more, each one more parser facing the network.
-ACCEPTED_FORMATS = ("PNG", "JPEG")
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"
+ACCEPTED_FORMATS = ENCODED_FORMATS
+#: Limits on files sent whole (``tfclassify.common.image_files``, where clients read them too).
+MAX_FILE_PIXELS = SERVER_MAX_FILE_PIXELS
+MAX_REQUEST_FILE_PIXELS = SERVER_MAX_REQUEST_FILE_PIXELS
 # Files declaring more than Pillow's MAX_IMAGE_PIXELS warn when opened; the declared size is refused before
 # any decoding here, so the warning would only let clients fill the server's log.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -72,12 +74,10 @@ def check_batch_size(n: int, max_images: int) -> None:
         )
 
 
-def decode_images(encoded: list[bytes], spec: ConversionSpec, max_images: int,
-                  max_total_pixels: int | None = None) -> np.ndarray:
+def decode_images(encoded: list[bytes], spec: ConversionSpec, max_images: int) -> np.ndarray:
     """Decode PNG/JPEG files into a uint8 batch ``[N, height, width, channels]`` as ``spec`` says (resized to the
     model's size as it declares), after checking every file's header against the pixel limits."""
-    check_file_headers(encoded, max_images, spec.max_pixels,
-                       MAX_REQUEST_FILE_PIXELS if max_total_pixels is None else max_total_pixels)
+    check_file_headers(encoded, max_images, spec.max_pixels, MAX_REQUEST_FILE_PIXELS)
     batch = np.empty((len(encoded), spec.height, spec.width, spec.channels), dtype=np.uint8)
     for i, data in enumerate(encoded):
         batch[i] = decode_image(data, spec, f"image {i}")
@@ -97,11 +97,6 @@ def decode_image(data: bytes, spec: ConversionSpec, what: str = "image") -> np.n
     except ImageDecodeError as exc:
         raise InvalidInputError(f"{what}: {exc}") from None
     return pixels.reshape(spec.height, spec.width, spec.channels)
-
-
-#: Limits on files sent whole (``tfclassify.common.image_files``, where clients read them too).
-MAX_FILE_PIXELS = SERVER_MAX_FILE_PIXELS
-MAX_REQUEST_FILE_PIXELS = SERVER_MAX_REQUEST_FILE_PIXELS
 
 
 def check_encoded_images(encoded: list[bytes], max_images: int, max_pixels: int = MAX_FILE_PIXELS,
@@ -146,6 +141,3 @@ def sample_png(pixels: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def is_encoded_image(data: bytes) -> bool:
-    """Whether ``data`` starts like a PNG or JPEG file."""
-    return data.startswith((PNG_SIGNATURE, JPEG_SIGNATURE))
