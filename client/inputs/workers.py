@@ -25,13 +25,12 @@ from tfclassify.common.image_files import (
     ENCODED_FORMATS,
     SERVER_MAX_FILE_PIXELS,
     ConversionSpec,
-    ImageDecodeError,
     apply_invert,
     decode_image,
+    is_png_or_jpeg,
 )
-from tfclassify.common.inputs.decoding import decode_files, open_files
-from tfclassify.common.inputs.sources import FileRef, format_hint, read_file_ref
-from tfclassify.common.inputs.zipindex import ZipFormatError
+from tfclassify.common.inputs.decoding import convert_files, decode_files
+from tfclassify.common.inputs.sources import FileRef, format_hint
 
 # Import Pillow's format plugins now: in the forkserver that preloads this module, once for every worker.
 Image.preinit()
@@ -43,31 +42,20 @@ def read_files(refs: list[FileRef], spec: ConversionSpec) -> tuple[np.ndarray, l
     decodes them (GIF, BMP, TIFF, WebP, larger photos: the same pixels the server would make of them); and
     ``(position, reason)`` for each that could not be read or decoded."""
     out = np.empty(len(refs), dtype=object)
-    files = open_files()
-    sent = 0
-    failed: list[tuple[int, str]] = []
-    for position, ref in enumerate(refs):
-        try:
-            raw = read_file_ref(ref, files)
-            data: bytes | np.ndarray = raw
-            if not _sendable(raw):
-                pixels = decode_image(raw, spec, format_hint(ref))
-                if spec.channels == 1:
-                    pixels = apply_invert(pixels[None], spec.invert)[0]
-                data = pixels
-            out[sent] = data
-            sent += 1
-        except (ImageDecodeError, ZipFormatError) as exc:
-            failed.append((position, str(exc)))
-        except OSError as exc:
-            failed.append((position, f"cannot read: {exc.strerror or exc}"))
+    sent, failed = convert_files(refs, lambda data, ref: data if _sendable(data) else _decoded(data, ref, spec), out)
     return out[:sent], failed
+
+
+def _decoded(data: bytes, ref: FileRef, spec: ConversionSpec) -> np.ndarray:
+    """One file's pixels, as ``decode_files`` makes them."""
+    pixels = decode_image(data, spec, format_hint(ref))
+    return apply_invert(pixels[None], spec.invert)[0] if spec.channels == 1 else pixels
 
 
 def _sendable(data: bytes) -> bool:
     """Whether ``data`` is a PNG or JPEG file whose header reads and declares at most the pixels a server takes in
     one file."""
-    if not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")):
+    if not is_png_or_jpeg(data):
         return False
     try:
         with Image.open(io.BytesIO(data), formats=ENCODED_FORMATS) as img:
