@@ -161,10 +161,7 @@ def encoded_request(
     return_probabilities: bool, true_classes: object = None,
 ) -> pb.ClassifyRequest:
     """A checked ``ClassifyRequest`` for encoded image files (``true_classes``: as for pixels)."""
-    if isinstance(images, (bytes, str)) or not all(isinstance(i, (bytes, bytearray)) for i in images):
-        raise invalid("encoded images must be a sequence of bytes objects, one file each")
-    if not images:
-        raise invalid("no encoded images: send 1 or more files")
+    check_files(images)
     request = pb.ClassifyRequest(
         model_spec=model_spec(model, version, version_label),
         encoded=pb.EncodedImages(images=[bytes(cast("bytes | bytearray", i)) for i in images]),  # checked above
@@ -176,12 +173,23 @@ def encoded_request(
     return request
 
 
+def check_files(images: Sequence[object]) -> None:
+    """Refuse anything but a non-empty sequence of ``bytes`` (one file each)."""
+    if isinstance(images, (bytes, str)) or not all(isinstance(i, (bytes, bytearray)) for i in images):
+        raise invalid("encoded images must be a sequence of bytes objects, one file each")
+    if not images:
+        raise invalid("no encoded images: send 1 or more files")
+
+
 def encoded_requests(images: Sequence[bytes], model: str, version: int | None, version_label: str | None,
                      top_k: int, return_probabilities: bool, true_classes: object, max_request_bytes: int
                      ) -> list[pb.ClassifyRequest]:
     """Checked ``ClassifyRequest`` messages for encoded files, of at most ``max_request_bytes`` of files each."""
-    encoded_request(images, model, version, version_label, top_k, return_probabilities, true_classes)  # the checks
-    truth = None if true_classes is None else np.asarray(true_classes)
+    # Every argument checked before any request is built: a refusal costs no copy of the files.
+    check_files(images)
+    model_spec(model, version, version_label)
+    check_top_k(top_k)
+    truth = None if true_classes is None else np.asarray(check_true_classes(true_classes, len(images)))
     return [encoded_request(images[part], model, version, version_label, top_k, return_probabilities,
                             None if truth is None else truth[part])
             for part in byte_slices([len(i) for i in images], max_request_bytes)]
