@@ -100,7 +100,7 @@ def start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.Po
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [str(BIN / "tfclassify"), "serve", "--model-repo", str(repo), "--host", "127.0.0.1", "--grpc-port", "0",
-         "--metrics-port", "0", "--port-file", str(port_file), "--log-level", "WARNING", *extra],
+         "--http-port", "0", "--metrics-port", "0", "--port-file", str(port_file), "--log-level", "WARNING", *extra],
     )
     deadline = time.monotonic() + 120
     while not port_file.exists():

@@ -118,7 +118,7 @@ class Layout:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         common = ["--model-repo", str(repo), "--host", "127.0.0.1", "--grpc-port", str(self.port),
-                  "--metrics-port", "0", "--log-level", "WARNING"]
+                  "--http-port", "0", "--metrics-port", "0", "--log-level", "WARNING"]
         port_files = []
         if fronts == 0:
             port_files.append(tmp / "ports.json")

@@ -20,7 +20,7 @@ echo "== 1/4 train: 784-512-10 MLP on Fashion-MNIST, $EPOCHS epochs"
 "$BIN/tfclassify" train --dataset fashion_mnist --model-repo "$OUT/models" --recipe tuned --epochs "$EPOCHS"
 
 echo "== 2/4 serve: $OUT/models on free loopback ports (log: $OUT/server.log)"
-"$BIN/tfclassify" serve --model-repo "$OUT/models" --host 127.0.0.1 --grpc-port 0 --metrics-port 0 \
+"$BIN/tfclassify" serve --model-repo "$OUT/models" --host 127.0.0.1 --grpc-port 0 --http-port 0 --metrics-port 0 \
     --port-file "$OUT/ports.json" >"$OUT/server.log" 2>&1 &
 server_pid=$!
 trap 'kill "$server_pid" 2>/dev/null || true' EXIT

@@ -37,10 +37,13 @@ from tfclassify.server.core.registry import ModelRegistry
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
 from tfclassify.server.logs import configure_logging
 from tfclassify.server.ports import BindError, bind_message, check_port_free, write_port_file
+from tfclassify.server.rest.bodies import BodyReader
+from tfclassify.server.rest.frontend import RestApis, RestFrontend
+from tfclassify.server.rest.routes import all_routes
 from tfclassify.server.runtime.devices import configure_devices, configure_threads, resolve_devices
 from tfclassify.server.runtime.memory import Trimmer, trim_periodically
 from tfclassify.server.settings import ServerSettings
-from tfclassify.server.tls import ReloadingCertificates, http_tls
+from tfclassify.server.tls import ReloadingCertificates, http_tls, rest_port_tls
 from tfclassify.server.workers import WorkerPlace
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -99,6 +102,7 @@ class ClassifierServer:
                                    max_response_bytes=settings.max_message_bytes)
         self.health = health_aio.HealthServicer()
         self.grpc_port = 0
+        self.http_port = -1
         self.metrics_port = -1
         self._metrics_http = None
         self._stopping = False
@@ -154,6 +158,19 @@ class ClassifierServer:
         # Registered from their descriptors: a request that is not valid protobuf gets INVALID_ARGUMENT, a large
         # one past the byte budget RESOURCE_EXHAUSTED.
         register_services(self._server, services, budget=self.request_bytes)
+        # The HTTP/REST APIs call servicers of their own (their metrics say "_http") on the same data plane.
+        bodies = BodyReader(settings.max_message_bytes, settings.http_body_timeout_s, self.request_bytes)
+        self.rest_apis = RestApis(
+            classifier=ClassifierServicer(self.dataplane, self.manager, metering, "http"),
+            prediction=PredictionServicer(self.dataplane, metering, "http"),
+            model=ModelServicer(self.dataplane, self.manager, metering, "http"),
+            inference=InferenceServicer(self.dataplane, metering, self.is_ready, "http"),
+            dataplane=self.dataplane, manager=self.manager, metering=metering, is_ready=self.is_ready, bodies=bodies,
+        )
+        self._rest: RestFrontend | None = None
+        if settings.http_port >= 0:
+            self._rest = RestFrontend(all_routes(self.rest_apis), metering, bodies, self.tokens, access_log,
+                                      settings.max_message_bytes)
         if settings.reflection:
             reflection.enable_server_reflection(
                 (*API_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -169,6 +186,14 @@ class ClassifierServer:
         await self.health.set(LIVENESS_SERVICE, SERVING)
         self.grpc_port = self._bind_grpc()
         await self._server.start()
+        if self._rest is not None:
+            try:
+                self.http_port = await self._rest.start(settings.host, settings.http_port, rest_port_tls(settings),
+                                                        reuse_port=self.place is not None,
+                                                        grace_s=settings.shutdown_grace_s)
+            except OSError as exc:
+                await self._server.stop(0)
+                raise BindError(bind_message(settings.host, settings.http_port, "HTTP/REST", exc.strerror)) from exc
         self._heart = asyncio.get_running_loop().create_task(self._beat())
         if settings.memory_trim_interval_s > 0:
             self._trimmer = asyncio.get_running_loop().create_task(trim_periodically(settings.memory_trim_interval_s))
@@ -183,8 +208,8 @@ class ClassifierServer:
                 await self._server.stop(0)
                 raise BindError(bind_message(settings.host, settings.metrics_port, "metrics", exc.strerror)) from exc
             self.metrics_port = self._metrics_http.server_port
-        log.info("gRPC on %s:%d, HTTP (/metrics, /healthz, /readyz) on port %s",
-                 settings.host, self.grpc_port, self.metrics_port)
+        log.info("gRPC on %s:%d, HTTP/REST on port %s, metrics and probes (/metrics, /healthz, /readyz) on port %s",
+                 settings.host, self.grpc_port, self.http_port, self.metrics_port)
         freeze_startup_objects()
         await self.manager.reconcile()
         if settings.poll_interval_s > 0:
@@ -193,7 +218,8 @@ class ClassifierServer:
             self._peers = asyncio.get_running_loop().create_task(self._watch_peers())
         if settings.port_file:
             write_port_file(
-                settings.port_file, {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port, "pid": os.getpid()}
+                settings.port_file, {"grpc_port": self.grpc_port, "http_port": self.http_port,
+                                     "metrics_port": self.metrics_port, "pid": os.getpid()}
             )
 
     async def stop(self) -> None:
@@ -204,7 +230,11 @@ class ClassifierServer:
         for task in (self._poller, self._heart, self._trimmer, self._peers):
             if task is not None:
                 task.cancel()
-        await self._server.stop(self.settings.shutdown_grace_s)
+        grace = self.settings.shutdown_grace_s
+        if self._rest is not None:
+            await asyncio.gather(self._server.stop(grace), self._rest.stop())
+        else:
+            await self._server.stop(grace)
         await self.manager.shutdown()
         self.dataplane.close()
         if self._metrics_http is not None:

@@ -14,7 +14,7 @@ class BindError(OSError):
 
 def bind_message(host: str, port: int, what: str, reason: str | None) -> str:
     """One line for the operator: which port, why, and which flag chooses another."""
-    flag = "--grpc-port" if what == "gRPC" else "--metrics-port"
+    flag = {"gRPC": "--grpc-port", "HTTP/REST": "--http-port"}.get(what, "--metrics-port")
     return f"cannot listen on {host}:{port} for {what}: {(reason or 'not allowed').lower()} (choose another port with {flag})"
 
 

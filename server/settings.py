@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tfclassify.common.ports import DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT
+from tfclassify.common.ports import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT, DEFAULT_METRICS_PORT
 
 ENV_PREFIX = "TFCLASSIFY_"
 
@@ -34,11 +34,18 @@ class ServerSettings:
     poll_interval_s: float = setting(
         5.0, help="how often to look for new, removed or changed versions and config (0: only at start)"
     )
-    host: str = setting("0.0.0.0", help="address the gRPC and metrics servers bind to")
+    host: str = setting("0.0.0.0", help="address the gRPC, HTTP/REST and metrics servers bind to")
     grpc_port: int = setting(DEFAULT_GRPC_PORT, help="gRPC port (Classifier, health, reflection); 0 picks a free one")
+    http_port: int = setting(
+        DEFAULT_HTTP_PORT, help="HTTP/REST port: TensorFlow Serving's REST API, the Open Inference Protocol over "
+        "HTTP and /classify (TLS, tokens and limits as on the gRPC port); 0 picks a free one, -1 turns it off"
+    )
+    http_body_timeout_s: float = setting(
+        30.0, help="how long an HTTP request's body may take to arrive (a slower sender gets 408)"
+    )
     metrics_port: int = setting(DEFAULT_METRICS_PORT, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
     tls_cert: Path | None = setting(
-        None, help="PEM certificate (chain) for TLS on the gRPC port; reloaded when the file changes"
+        None, help="PEM certificate (chain) for TLS on the gRPC and HTTP/REST ports; reloaded when the file changes"
     )
     tls_key: Path | None = setting(None, help="PEM private key of --tls-cert")
     tls_client_ca: Path | None = setting(
@@ -75,7 +82,7 @@ class ServerSettings:
     )
     max_images_per_request: int = setting(16384, help="most images one request may carry (more: INVALID_ARGUMENT)")
     max_message_bytes: int = setting(
-        64 * 1024 * 1024, help="largest gRPC message received or sent (gRPC's 4 MiB default holds ~5,000 images)"
+        64 * 1024 * 1024, help="largest gRPC message or HTTP body received or sent (gRPC's 4 MiB default holds ~5,000 images)"
     )
     max_batch_size: int = setting(4096, help="most images in one TensorFlow call (larger requests are split)")
     max_batch_bytes: int = setting(

@@ -114,6 +114,28 @@ class ReloadingSslContext:
         return context
 
 
+def reloading_server_context(files: ReloadingSslContext) -> ssl.SSLContext:
+    """One ``ssl.SSLContext`` for an asyncio server (which takes a single context) that serves each new
+    connection with ``files``' current one: its callback, which OpenSSL runs at every ClientHello with or
+    without a server name, switches the connection to the context rebuilt after a rotation."""
+    front = files.context()
+
+    def current(connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
+        latest = files.context()
+        if latest is not context:
+            connection.context = latest
+
+    front.sni_callback = current  # type: ignore[assignment]  # typeshed has SSLSocket; asyncio passes SSLObject
+    return front
+
+
+def rest_port_tls(settings: ServerSettings) -> ReloadingSslContext | None:
+    """TLS for the HTTP/REST port, as on the gRPC port: with ``--tls-cert``, and mutual with ``--tls-client-ca``."""
+    if settings.tls_cert is None:
+        return None
+    return ReloadingSslContext(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+
+
 #: The values of ``--metrics-tls``.
 HTTP_TLS_MODES = ("off", "tls", "mtls")
 

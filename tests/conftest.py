@@ -41,14 +41,15 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             tfclassify_cmd(
                 "serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", "--grpc-port", "0",
-                "--metrics-port", "0", "--port-file", str(self.port_file), *extra_args,
+                "--http-port", "0", "--metrics-port", "0", "--port-file", str(self.port_file), *extra_args,
             ),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         ports = self._wait_for_port_file(timeout=120)
-        self.grpc_port, self.metrics_port = ports["grpc_port"], ports["metrics_port"]
+        self.grpc_port, self.http_port, self.metrics_port = ports["grpc_port"], ports["http_port"], ports["metrics_port"]
         self.address = f"127.0.0.1:{self.grpc_port}"
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
 
     def _wait_for_port_file(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout

@@ -31,10 +31,10 @@ STREAM_WINDOW = 4
 class ClassifierServicer(pb_grpc.ClassifierServicer):
     """Implements the ``Classifier`` service on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, metering: Metering) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metering: Metering, transport: str = "grpc") -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metering)
+        self._meter = RpcMeter(API, metering, transport)
 
     async def Classify(self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext) -> pb.ClassifyResponse:
         return await self._meter.observed("Classify", request.model_spec.name, self._classify, request, context)

@@ -53,8 +53,11 @@ class Metering:
 class RpcMeter:
     """Runs the RPCs of one API: measured, counted, and failed with the status ``statuses.status_code`` gives."""
 
-    def __init__(self, api: str, metering: Metering) -> None:
+    def __init__(self, api: str, metering: Metering, transport: str = "grpc") -> None:
         self.api = api
+        #: The ``api`` label of the metrics and the access log: the API, and its transport when not gRPC
+        #: (``tensorflow_serving_http``): one API over two transports is two rows on a dashboard.
+        self.label = api if transport == "grpc" else f"{api}_{transport}"
         self._metrics = metering.metrics
         self._registry = metering.registry
         #: With token authentication: which models the caller's token may use (the interceptor checked it is valid).
@@ -76,7 +79,7 @@ class RpcMeter:
         """Run ``handler(request, context, call)``, counting it in the metrics; failures become ``RpcFailure``."""
         call = Call()
         code = grpc.StatusCode.OK
-        in_flight = self._metrics.in_flight_count(self.api, method)
+        in_flight = self._metrics.in_flight_count(self.label, method)
         in_flight[0] += 1
         admitted = False
         client = None
@@ -102,7 +105,7 @@ class RpcMeter:
             raise
         except Exception:
             code = grpc.StatusCode.INTERNAL
-            log.exception("%s %s failed", self.api, method)
+            log.exception("%s %s failed", self.label, method)
             raise RpcFailure(code, f"internal error in {method}; the server log has the details") from None
         finally:
             in_flight[0] -= 1
@@ -115,9 +118,9 @@ class RpcMeter:
             # Unknown model names are not used as label values: clients must not be able to grow the series count.
             known = model if self._registry.has(model) else ""
             seconds = (finished - call.started_ns) / 1e9
-            self._metrics.observe_request(self.api, method, known, call.version, code.name, seconds)
+            self._metrics.observe_request(self.label, method, known, call.version, code.name, seconds)
             if self._access_log is not None:
-                self._access_log.record(self.api, method, model, bool(known), call.version, call.images, seconds,
+                self._access_log.record(self.label, method, model, bool(known), call.version, call.images, seconds,
                                         code.name)
 
 

@@ -54,11 +54,12 @@ STREAM_WINDOW = 4
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``inference.GRPCInferenceService`` on a ``DataPlane``."""
 
-    def __init__(self, dataplane: DataPlane, metering: Metering, is_ready: Callable[[], bool]) -> None:
+    def __init__(self, dataplane: DataPlane, metering: Metering, is_ready: Callable[[], bool],
+                 transport: str = "grpc") -> None:
         self._dataplane = dataplane
         self._metrics = metering.metrics
         self._is_ready = is_ready
-        self._meter = RpcMeter(API, metering)
+        self._meter = RpcMeter(API, metering, transport)
 
     # -- health and metadata ------------------------------------------------------
     async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext):

@@ -62,9 +62,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """``Predict``, ``Classify`` and ``GetModelMetadata``; ``Regress`` and
     ``MultiInference`` stay UNIMPLEMENTED (these models are classifiers)."""
 
-    def __init__(self, dataplane: DataPlane, metering: Metering) -> None:
+    def __init__(self, dataplane: DataPlane, metering: Metering, transport: str = "grpc") -> None:
         self._dataplane = dataplane
-        self._meter = RpcMeter(API, metering)
+        self._meter = RpcMeter(API, metering, transport)
 
     async def Predict(self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext):
         return await self._meter.observed("Predict", request.model_spec.name, self._predict, request, context)
@@ -208,10 +208,10 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """``GetModelStatus``; ``HandleReloadConfigRequest`` stays UNIMPLEMENTED
     (edit the config file instead: the server reloads it)."""
 
-    def __init__(self, dataplane: DataPlane, manager: ModelManager, metering: Metering) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager, metering: Metering, transport: str = "grpc") -> None:
         self._dataplane = dataplane
         self._manager = manager
-        self._meter = RpcMeter(API, metering)
+        self._meter = RpcMeter(API, metering, transport)
 
     async def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.aio.ServicerContext

@@ -91,7 +91,7 @@ def test_a_port_in_use_is_one_line_and_exit_1(model_repo, which):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = ("--grpc-port", str(port), "--metrics-port", "0") if which == "grpc" else (
+        ports = ("--grpc-port", str(port), "--http-port", "0", "--metrics-port", "0") if which == "grpc" else (
             "--grpc-port", "0", "--metrics-port", str(port))
         result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", *ports),
                                 capture_output=True, text=True, timeout=120)
@@ -123,7 +123,7 @@ def busy_grpc_port(request, server):
 def test_a_second_server_on_a_busy_grpc_port_exits_1_naming_it(model_repo, server, busy_grpc_port, workers):
     result = subprocess.run(
         tfclassify_cmd("serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", "--grpc-port",
-                       str(busy_grpc_port), "--metrics-port", "0", "--workers", workers),
+                       str(busy_grpc_port), "--http-port", "0", "--metrics-port", "0", "--workers", workers),
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines() == [

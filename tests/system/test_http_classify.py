@@ -1,0 +1,79 @@
+"""``/classify`` on the HTTP/REST port, with curl as people call it: one file as the body, several as a form."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+
+import numpy as np
+from conftest import FASHION_LABELS, metric_value
+from PIL import Image
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def curl(*args: str) -> tuple[int, dict]:
+    """(HTTP status, JSON body) of a curl call."""
+    result = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", *args],
+                            capture_output=True, timeout=60, check=True)
+    body, _, status = result.stdout.rpartition(b"\n")
+    return int(status), json.loads(body)
+
+
+def test_curl_classifies_a_png_in_one_line_as_grpc_does(server, client, fashion_test, tmp_path):
+    path = tmp_path / "coat.png"
+    path.write_bytes(png(fashion_test.images[0]))
+    status, answer = curl("--data-binary", f"@{path}", f"{server.http_url}/classify/fashion")
+    expected = client.classify_encoded([path.read_bytes()], "fashion", top_k=5)
+    assert status == 200
+    assert (answer["model"], answer["version"]) == ("fashion", 1)
+    [prediction] = answer["predictions"]
+    assert prediction["class"] == int(expected.classes[0])
+    assert prediction["label"] == FASHION_LABELS[prediction["class"]]
+    assert prediction["score"] == float(expected.scores[0])
+    assert [c["class"] for c in prediction["top_k"]] == expected.top_k_classes[0].tolist()
+    assert [c["label"] for c in prediction["top_k"]] == list(expected.top_k_labels[0])
+
+
+def test_a_multipart_form_of_files_answers_each_by_name(server, client, fashion_test, tmp_path):
+    files = []
+    for i in range(3):
+        path = tmp_path / f"image-{i}.png"
+        path.write_bytes(png(fashion_test.images[i]))
+        files += ["-F", f"image=@{path}"]
+    status, answer = curl(*files, f"{server.http_url}/classify/fashion/versions/1?top_k=2")
+    expected = client.classify(fashion_test.images[:3], "fashion", top_k=2)
+    assert status == 200
+    assert [p["file"] for p in answer["predictions"]] == ["image-0.png", "image-1.png", "image-2.png"]
+    assert [p["class"] for p in answer["predictions"]] == expected.classes.tolist()
+    assert [len(p["top_k"]) for p in answer["predictions"]] == [2, 2, 2]
+
+
+def test_classify_errors_are_json_with_the_status_of_the_grpc_code(server, fashion_test, tmp_path):
+    path = tmp_path / "one.png"
+    path.write_bytes(png(fashion_test.images[0]))
+    base = server.http_url
+    cases = [
+        (f"{base}/classify/nope", 404, "nope"),
+        (f"{base}/classify/fashion/versions/7", 404, "version 7"),
+        (f"{base}/classify/fashion/labels/nolabel", 404, "nolabel"),
+        (f"{base}/classify/fashion?top_k=11", 400, "top_k is 11"),
+        (f"{base}/classify/fashion?top_k=-1", 400, "top_k must be"),
+    ]
+    for url, code, words in cases:
+        status, answer = curl("--data-binary", f"@{path}", url)
+        assert (status, list(answer)) == (code, ["error"]), (url, answer)
+        assert words in answer["error"], (url, answer)
+    status, answer = curl("--data-binary", "not an image", f"{base}/classify/fashion")
+    assert status == 400 and "PNG" in answer["error"], answer
+    status, answer = curl("-X", "POST", f"{base}/classify/fashion")
+    assert status == 400 and answer["error"].startswith("no image"), answer
+    status, answer = curl(f"{base}/classify/fashion")
+    assert status == 405 and "POST" in answer["error"], answer
+    assert metric_value(server.metrics_text(), "tfclassify_requests_total", api="tfclassify_http",
+                        method="Classify", code="NOT_FOUND") >= 2
