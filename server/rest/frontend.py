@@ -1,8 +1,8 @@
 """The HTTP/REST port's server: aiohttp on the event loop that runs gRPC, with what every route shares.
 
 Before a route runs, the front end checks the bearer token (``/v2/health/...`` excepted, as gRPC health is) and
-reads the deadline header; after it, it turns every failure into the JSON error of the APIs (``{"error": ...}``)
-with the HTTP status of the gRPC code (``statuses.HTTP_STATUS``), counts refusals no servicer saw in the metrics
+reads the deadline header; after it, it turns every failure into the JSON error of the APIs (``{"error": ..., "code": ...}``)
+with the HTTP status of the gRPC code (``statuses.HTTP_STATUS``) and the code's name, counts refusals no servicer saw in the metrics
 and the access log, and gives back the byte budget a large body held. aiohttp parses HTTP (llhttp, with limits on
 the request line, header count and size) and cancels the route when the client hangs up.
 """
@@ -139,7 +139,7 @@ class RestFrontend:
             return await handler(request)
         except RpcFailure as failure:  # counted by the servicer's meter
             headers = {"WWW-Authenticate": "Bearer"} if failure.code is grpc.StatusCode.UNAUTHENTICATED else None
-            return error_response(HTTP_STATUS.get(failure.code, 500), failure.details, headers)
+            return error_response(HTTP_STATUS.get(failure.code, 500), failure.details, headers, failure.code)
         except HttpError as error:
             self._count_refusal(request, route_handler, error.status, started)
             return error_response(error.status, clip(error.message), error.headers)

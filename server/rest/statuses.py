@@ -43,11 +43,14 @@ def grpc_code(status: int) -> grpc.StatusCode:
     return GRPC_CODE.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """``{"error": message}`` with ``status``: the error body of TensorFlow Serving's REST API and of the Open
-    Inference Protocol's HTTP binding alike."""
-    return web.Response(status=status, body=orjson.dumps({"error": message}), content_type="application/json",
-                        headers=headers)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   code: grpc.StatusCode | None = None) -> web.Response:
+    """``{"error": message, "code": ...}`` with ``status``: the error body of TensorFlow Serving's REST API and of
+    the Open Inference Protocol's HTTP binding (their clients read ``error``), and the gRPC code's name, which
+    says more than the HTTP status (FAILED_PRECONDITION and INVALID_ARGUMENT are both 400)."""
+    code = code or grpc_code(status)
+    return web.Response(status=status, body=orjson.dumps({"error": message, "code": code.name}),
+                        content_type="application/json", headers=headers)
 
 
 class HttpError(Exception):

@@ -67,7 +67,7 @@ def test_classify_errors_are_json_with_the_status_of_the_grpc_code(server, fashi
     ]
     for url, code, words in cases:
         status, answer = curl("--data-binary", f"@{path}", url)
-        assert (status, list(answer)) == (code, ["error"]), (url, answer)
+        assert (status, sorted(answer)) == (code, ["code", "error"]), (url, answer)
         assert words in answer["error"], (url, answer)
     status, answer = curl("--data-binary", "not an image", f"{base}/classify/fashion")
     assert status == 400 and "PNG" in answer["error"], answer
@@ -77,3 +77,31 @@ def test_classify_errors_are_json_with_the_status_of_the_grpc_code(server, fashi
     assert status == 405 and "POST" in answer["error"], answer
     assert metric_value(server.metrics_text(), "tfclassify_requests_total", api="tfclassify_http",
                         method="Classify", code="NOT_FOUND") >= 2
+
+
+def test_the_classifier_service_answers_protobuf_and_json_over_http(server, client, fashion_test):
+    import urllib.request
+
+    from tfclassify.common.tensors import to_tensor_proto
+    from tfclassify.v1 import classifier_pb2 as pb
+
+    message = pb.ClassifyRequest(model_spec=pb.ModelSpec(name="fashion"), top_k=3)
+    to_tensor_proto(fashion_test.images[:8], out=message.tensor)
+    request = urllib.request.Request(f"{server.http_url}/tfclassify.v1.Classifier/Classify",
+                                     data=message.SerializeToString(),
+                                     headers={"Content-Type": "application/x-protobuf"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.headers["Content-Type"] == "application/x-protobuf"
+        response = pb.ClassifyResponse.FromString(answer.read())
+    expected = client.classify(fashion_test.images[:8], "fashion", top_k=3)
+    assert list(response.classes) == expected.classes.tolist()
+    assert list(response.top_k_labels) == np.asarray(expected.top_k_labels).ravel().tolist()
+    status, answer = curl("-H", "Content-Type: application/json", "-d", "{}",
+                          f"{server.http_url}/tfclassify.v1.Classifier/ListModels")
+    assert status == 200 and {m["modelSpec"]["name"] for m in answer["models"]} == {"digits", "fashion"}
+    status, answer = curl("-H", "Content-Type: application/json", "-d", '{"modelSpec": {"name": "nope"}}',
+                          f"{server.http_url}/tfclassify.v1.Classifier/GetModelMetadata")
+    assert (status, answer["code"]) == (404, "NOT_FOUND") and "nope" in answer["error"]
+    status, answer = curl("-H", "Content-Type: application/json", "-d", '{"modelSpec": {"nam',
+                          f"{server.http_url}/tfclassify.v1.Classifier/Classify")
+    assert (status, answer["code"]) == (400, "INVALID_ARGUMENT") and "JSON" in answer["error"]
