@@ -159,7 +159,7 @@ class ClassifierServer:
         # one past the byte budget RESOURCE_EXHAUSTED.
         register_services(self._server, services, budget=self.request_bytes)
         # The HTTP/REST APIs call servicers of their own (their metrics say "_http") on the same data plane.
-        bodies = BodyReader(settings.max_message_bytes, settings.http_body_timeout_s, self.request_bytes)
+        bodies = BodyReader(settings.max_message_bytes, settings.http_read_timeout_s, self.request_bytes)
         self.rest_apis = RestApis(
             classifier=ClassifierServicer(self.dataplane, self.manager, metering, "http"),
             prediction=PredictionServicer(self.dataplane, metering, "http"),

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if WorkerPlace.from_environment() is None:  # a --workers worker shares its supervisor's port on purpose
         try:  # before TensorFlow's seconds of start-up; the server checks again when it binds
             check_port_free(settings.host, settings.grpc_port)
+            if settings.http_port >= 0:
+                check_port_free(settings.host, settings.http_port, "HTTP/REST")
         except BindError as exc:
             raise CliError(str(exc)) from None
     # TensorFlow's start-up notices (and, without an NVIDIA driver, its cuInit "error") are dropped

@@ -22,7 +22,7 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def check_port_free(host: str, port: int) -> None:
+def check_port_free(host: str, port: int, what: str = "gRPC") -> None:
     """``BindError`` unless nothing else holds ``host:port``: a bind without SO_REUSEPORT fails while any socket,
     even one bound with SO_REUSEPORT by another server, holds it (SO_REUSEADDR, as gRPC sets, lets it pass
     connections left in TIME_WAIT)."""
@@ -33,15 +33,15 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise BindError(bind_message(host, port, "gRPC", exc.strerror)) from exc
+            raise BindError(bind_message(host, port, what, exc.strerror)) from exc
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int, what: str = "gRPC") -> socket.socket:
     """A socket bound (not listening) to ``host:port`` with SO_REUSEPORT, as our workers' gRPC binds: holds the
     port (a free one for port 0) until the worker processes have bound it too. ``BindError`` when anything else
     holds it: SO_REUSEPORT would otherwise let the workers share another server's port, and the kernel would
     split connections between the two."""
-    check_port_free(host, port)
+    check_port_free(host, port, what)
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:

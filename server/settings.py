@@ -40,8 +40,9 @@ class ServerSettings:
         DEFAULT_HTTP_PORT, help="HTTP/REST port: TensorFlow Serving's REST API, the Open Inference Protocol over "
         "HTTP and /classify (TLS, tokens and limits as on the gRPC port); 0 picks a free one, -1 turns it off"
     )
-    http_body_timeout_s: float = setting(
-        30.0, help="how long an HTTP request's body may take to arrive (a slower sender gets 408)"
+    http_read_timeout_s: float = setting(
+        30.0, help="how long an HTTP request's headers and body may take to arrive (a slower body gets 408, slower "
+        "headers a closed connection, as a silent client does) and an idle keep-alive connection stays open"
     )
     metrics_port: int = setting(DEFAULT_METRICS_PORT, help="Prometheus /metrics port; 0 picks a free one, -1 turns it off")
     tls_cert: Path | None = setting(

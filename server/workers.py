@@ -184,8 +184,9 @@ class Supervisor:
         self.workers = [Worker(i, self.folder / f"worker-{i}.json") for i in range(self.count)]
         self.heartbeat = Heartbeat()
         self._stopping = threading.Event()
-        self._reserved: socket.socket | None = None
+        self._reserved: list[socket.socket] = []
         self.grpc_port = settings.grpc_port
+        self.http_port = settings.http_port
         self.metrics_port = -1
         #: TensorFlow threads per op in each worker: the cores shared out, unless --intra-op-threads says.
         self.threads_per_worker = settings.intra_op_threads or max(1, (os.cpu_count() or 1) // self.count)
@@ -196,8 +197,13 @@ class Supervisor:
             signal.signal(sig, lambda *_: self._stopping.set())
         http = None
         try:
-            self._reserved = reserved = reserve_port(self.settings.host, self.settings.grpc_port)
+            reserved = reserve_port(self.settings.host, self.settings.grpc_port)
+            self._reserved.append(reserved)
             self.grpc_port = reserved.getsockname()[1]
+            if self.settings.http_port >= 0:  # shared by the workers as the gRPC port is
+                reserved = reserve_port(self.settings.host, self.settings.http_port, "HTTP/REST")
+                self._reserved.append(reserved)
+                self.http_port = reserved.getsockname()[1]
             if self.settings.metrics_port >= 0:
                 registry = CollectorRegistry(auto_describe=False)
                 registry.register(MergedWorkerMetrics(self._metrics_ports))
@@ -209,15 +215,15 @@ class Supervisor:
                     raise BindError(bind_message(self.settings.host, self.settings.metrics_port, "metrics",
                                                  exc.strerror)) from exc
                 self.metrics_port = http.server_port
-            log.info("starting %d workers on gRPC port %d (TensorFlow: %d threads per op each), HTTP on port %s",
-                     self.count, self.grpc_port, self.threads_per_worker, self.metrics_port)
+            log.info("starting %d workers on gRPC port %d and HTTP/REST port %s (TensorFlow: %d threads per op each), "
+                     "metrics on port %s", self.count, self.grpc_port, self.http_port, self.threads_per_worker,
+                     self.metrics_port)
             for worker in self.workers:
                 self._spawn(worker)
             self._supervise()
             return self._drain()
         finally:
-            if self._reserved is not None:
-                self._reserved.close()
+            self._release_ports()
             if http is not None:
                 http.shutdown()
             self.board.close()
@@ -234,7 +240,8 @@ class Supervisor:
         self.board.set(worker.index, False)
         worker.port_file.unlink(missing_ok=True)
         worker.metrics_port = 0
-        args = worker_arguments(self.settings, workers=1, grpc_port=self.grpc_port, metrics_port=0,
+        args = worker_arguments(self.settings, workers=1, grpc_port=self.grpc_port, http_port=self.http_port,
+                                metrics_port=0,
                                 port_file=worker.port_file, intra_op_threads=self.threads_per_worker)
         env = {**os.environ, WORKER_INDEX_ENV: str(worker.index), WORKER_COUNT_ENV: str(self.count),
                WORKER_DIR_ENV: str(self.folder)}
@@ -272,12 +279,15 @@ class Supervisor:
                           worker.index, worker.proc.pid, code, pause)
                 worker.proc, worker.restart_at = None, now + pause
             if not port_file_written and all(w.port_file.exists() for w in self.workers):
-                # Every worker listens on the gRPC port now: the reservation has done its job.
-                if self._reserved is not None:
-                    self._reserved.close()
-                    self._reserved = None
+                # Every worker listens on the ports now: the reservations have done their job.
+                self._release_ports()
                 self._write_port_file()
                 port_file_written = True
+
+    def _release_ports(self) -> None:
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
 
     def _drain(self) -> int:
         log.info("shutting down: stopping %d workers (grace %.1f s)", self.count, self.settings.shutdown_grace_s)
@@ -302,7 +312,8 @@ class Supervisor:
     def _write_port_file(self) -> None:
         if not self.settings.port_file:
             return
-        data = {"grpc_port": self.grpc_port, "metrics_port": self.metrics_port, "pid": os.getpid(),
+        data = {"grpc_port": self.grpc_port, "http_port": self.http_port, "metrics_port": self.metrics_port,
+                "pid": os.getpid(),
                 "workers": [{"index": w.index, "pid": w.proc.pid if w.proc else None,
                              "metrics_port": w.read_metrics_port()}
                             for w in self.workers]}

@@ -123,6 +123,12 @@ class ServerMetrics:
             "Answers gRPC could not send because the client had gone away (cancelled, deadline passed, disconnected).",
             registry=registry,
         )
+        self.http_malformed_requests = Counter(
+            "tfclassify_http_malformed_requests",
+            "HTTP requests the HTTP parser refused (request line, headers or framing): answered 400 before any API "
+            "saw them.",
+            registry=registry,
+        )
         self.build_info = Info("tfclassify_build", "Version of the tfclassify server.", registry=registry)
         self.build_info.info({"version": package_version()})
         self._request_children: dict[tuple[str, ...], tuple] = {}

@@ -35,7 +35,7 @@ class BodyReader:
             body = await asyncio.wait_for(request.read(), self.timeout_s)
         except asyncio.TimeoutError:
             raise HttpError(408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                 "(--http-body-timeout-s)") from None
+                                 "(--http-read-timeout-s)") from None
         except web.HTTPRequestEntityTooLarge:
             raise HttpError(413, f"the request body is over {self.limit:,} bytes, the most this server takes "
                                  "(--max-message-bytes): send fewer images per request") from None
@@ -56,7 +56,7 @@ class BodyReader:
             form = await asyncio.wait_for(request.post(), self.timeout_s)
         except asyncio.TimeoutError:
             raise HttpError(408, f"the request body did not arrive within {self.timeout_s:g} s "
-                                 "(--http-body-timeout-s)") from None
+                                 "(--http-read-timeout-s)") from None
         except web.HTTPRequestEntityTooLarge:
             raise HttpError(413, f"the request body is over {self.limit:,} bytes, the most this server takes "
                                  "(--max-message-bytes): send fewer images per request") from None

@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from tfclassify.server.apis.classifier import API
+from tfclassify.server.rest.bodies import check_charset
 from tfclassify.server.rest.calls import invoke
 from tfclassify.server.rest.frontend import RestApis, endpoint
 from tfclassify.server.rest.statuses import HttpError
@@ -44,6 +45,7 @@ def _handler(apis: RestApis, name: str) -> Callable[[web.Request], Awaitable[web
         body = await apis.bodies.read(request)
         as_json = request.content_type == JSON
         if as_json:
+            check_charset(request)
             message = _from_json(body, request_class)
         elif request.content_type in (PROTOBUF, "application/protobuf", "application/octet-stream"):
             try:

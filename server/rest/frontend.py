@@ -41,10 +41,27 @@ log = logging.getLogger(__name__)
 TIMEOUT_HEADER = "Request-Timeout"
 #: Paths any caller may use without a token: the Open Inference Protocol's health (probes carry no token).
 OPEN_PREFIXES = ("/v2/health/",)
-#: An idle keep-alive connection is closed after this long.
-KEEPALIVE_TIMEOUT_S = 75.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """aiohttp logs each request its parser refuses (a bad request line, too long a header) at ERROR with a
+    traceback, after answering it 400. That is the client's doing, not the server's: counted, and one DEBUG line."""
+
+    def __init__(self, count: Callable[[], None]) -> None:
+        super().__init__()
+        self._count = count
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        self._count()
+        reason = record.exc_info[1] if record.exc_info else None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info = record.exc_text = None
+        record.msg, record.args = f"{record.getMessage()}: {reason}", None
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 @dataclass(frozen=True)
@@ -93,8 +110,7 @@ class RestFrontend:
                  tokens: TokenTable | None, access_log: AccessLog | None, max_body_bytes: int) -> None:
         self._metering, self._bodies = metering, bodies
         self._tokens, self._access_log = tokens, access_log
-        self.app = web.Application(middlewares=[self._middleware], client_max_size=max_body_bytes,
-                                   handler_args={"keepalive_timeout": KEEPALIVE_TIMEOUT_S})
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=max_body_bytes)
         self.app.add_routes(list(routes))
         self._runner: web.AppRunner | None = None
         self.port = -1
@@ -105,8 +121,14 @@ class RestFrontend:
         their gRPC port is); returns the port. ``OSError`` when it cannot be bound. At ``stop``, requests in
         progress have ``grace_s`` to finish."""
         # handler_cancellation: a route whose client hung up is cancelled, as gRPC cancels the call.
+        # keepalive_timeout: aiohttp closes a connection that has not sent a whole request (headers) in this long,
+        # from its start or its last answer: slow senders of headers and idle keep-alive connections alike.
+        protocol_log = logging.getLogger(f"{__name__}.protocol")
+        if not protocol_log.filters:
+            protocol_log.addFilter(ProtocolErrorFilter(self._metering.metrics.http_malformed_requests.inc))
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, handler_cancellation=True,
-                                     shutdown_timeout=grace_s)
+                                     shutdown_timeout=grace_s, keepalive_timeout=self._bodies.timeout_s,
+                                     logger=protocol_log)
         await self._runner.setup()
         context = reloading_server_context(tls) if tls is not None else None
         site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=1024, reuse_port=reuse_port)
@@ -149,8 +171,12 @@ class RestFrontend:
                 return error_response(exc.status, _http_exception_message(request, exc),
                                       {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None)
             raise
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the client hung up (a servicer's meter counts its own)
+            self._count_refusal(request, route_handler, 499, started)
             raise
+        except ConnectionError:  # the client hung up while its body was read
+            self._count_refusal(request, route_handler, 499, started)
+            return error_response(499, "the client closed the connection before its request arrived")
         except Exception:
             log.exception("HTTP %s %s failed", request.method, request.path)
             self._count_refusal(request, route_handler, 500, started)

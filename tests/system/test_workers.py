@@ -102,6 +102,21 @@ def test_both_workers_answer_on_one_port_and_the_metrics_add_up(workers):
     assert "[worker 0] tfclassify.server.app" in log and "[worker 1] tfclassify.server.app" in log
 
 
+def test_both_workers_answer_on_one_http_port(workers):
+    import http.client
+
+    body = json.dumps({"instances": np.zeros((2, 28, 28), np.uint8).tolist()})
+    for _ in range(20):  # a new connection each time: the kernel spreads them over the workers
+        connection = http.client.HTTPConnection("127.0.0.1", workers.http_port, timeout=30)
+        connection.request("POST", "/v1/models/fashion:predict", body)
+        answer = connection.getresponse()
+        assert answer.status == 200 and len(json.loads(answer.read())["predictions"]) == 2
+        connection.close()
+    own = [metric_value(http_get(port, "/metrics")[1], "tfclassify_requests_total", api="tensorflow_serving_http",
+                        method="Predict", code="OK") for port in workers.worker_ports]
+    assert all(n > 0 for n in own) and sum(own) == 20, own
+
+
 def test_a_new_version_is_served_by_every_worker(workers):
     tmp = workers.repo / "fashion" / ".tmp-2"
     shutil.copytree(workers.repo / "fashion" / "1", tmp)
