@@ -43,6 +43,11 @@ def test_every_api_is_logged_with_its_fields_only(model_repo, tmp_path):
             tensor = oip.ModelInferRequest.InferInputTensor(name="images", datatype="UINT8", shape=[5, 28, 28])
             infer.ModelInfer(oip.ModelInferRequest(model_name="fashion", inputs=[tensor],
                                                    raw_input_contents=[bytes(5 * 784)]), timeout=30)
+        import urllib.request
+
+        request = urllib.request.Request(f"{proc.http_url}/v1/models/fashion:predict",
+                                         data=json.dumps({"instances": np.zeros((4, 28, 28), int).tolist()}).encode())
+        assert urllib.request.urlopen(request, timeout=30).status == 200
     finally:
         assert proc.stop() == 0
     entries = access_entries(proc.log())
@@ -51,6 +56,7 @@ def test_every_api_is_logged_with_its_fields_only(model_repo, tmp_path):
     assert ("tfclassify", "Classify", f"<unknown, {len(hostile)} characters>", "", 0, "NOT_FOUND") in seen
     assert ("tensorflow_serving", "Predict", "fashion", "1", 2, "OK") in seen
     assert ("open_inference", "ModelInfer", "fashion", "1", 5, "OK") in seen
+    assert ("tensorflow_serving_http", "Predict", "fashion", "1", 4, "OK") in seen
     for entry in entries:
         assert set(entry) == FIELDS, entry
         assert 0 < entry["ms"] < 30_000

@@ -81,6 +81,41 @@ def test_tensorflow_serving_and_open_inference_are_guarded_alike(guarded):
         assert status == health_pb2.HealthCheckResponse.SERVING
 
 
+def test_the_http_port_needs_the_same_tokens_but_not_for_health(guarded, tmp_path):
+    import io
+    import json
+    import urllib.error
+    import urllib.request
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(png, format="PNG")
+
+    def status(path: str, token: str | None, data: bytes | None = png.getvalue()) -> tuple[int, dict, str]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"{guarded.http_url}{path}", data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, json.loads(answer.read() or b"{}"), answer.headers.get("WWW-Authenticate", "")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read()), exc.headers.get("WWW-Authenticate", "")
+
+    code, body, challenge = status("/classify/fashion", None)
+    assert (code, body["code"], challenge) == (401, "UNAUTHENTICATED", "Bearer")
+    assert "Authorization: Bearer <token>" in body["error"]
+    assert status("/classify/fashion", "wrong-token-wrong-token")[0] == 401
+    code, body, _ = status("/classify/digits", FASHION_ONLY)
+    assert (code, body["code"]) == (403, "PERMISSION_DENIED") and "'digits'" in body["error"]
+    assert status("/classify/fashion", FASHION_ONLY)[0] == 200
+    assert status("/classify/fashion", EVERYTHING)[0] == 200
+    assert status("/v2/health/ready", None, None)[0] == 200, "health needs no token, as over gRPC"
+    assert status("/v2/models/fashion", None, None)[0] == 401, "the rest of the protocol does"
+    log = guarded.log()
+    assert "api=tfclassify_http method=Classify model='fashion' version=1 images=1" in log
+    assert "api=tfclassify_http method=Classify" in log and "status=UNAUTHENTICATED" in log
+
+
 def test_the_cli_and_the_scorer_send_the_token(guarded, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text(FASHION_ONLY + "\n")

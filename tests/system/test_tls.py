@@ -1,4 +1,4 @@
-"""TLS and mutual TLS on the gRPC port, with certificates this test makes (the ``cryptography`` package):
+"""TLS and mutual TLS on the gRPC port (and the HTTP/REST port, which follows it), with certificates this test makes (the ``cryptography`` package):
 a plain-text client is refused, an untrusted client certificate is refused, a trusted one works, and a
 certificate rotated in place is served on new connections without a restart. The CLI speaks TLS too."""
 
@@ -74,6 +74,10 @@ def test_tls_refuses_plain_text_and_serves_clients_that_trust_its_ca(model_repo,
         assert https_status(proc.metrics_port, "/metrics", ca.pem) == 200
         assert https_status(proc.metrics_port, "/readyz", ca.pem) == 200
         assert https_status(proc.metrics_port, "/metrics", other.pem) == "SSLCertVerificationError"
+        # The HTTP/REST port follows the gRPC port's TLS, with no flag of its own.
+        assert plain_http_fails(proc.http_port)
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem) == 200
+        assert https_status(proc.http_port, "/v2/health/ready", other.pem) == "SSLCertVerificationError"
         assert not works(proc.address, ca=other.pem), "a client that does not trust the server's CA refuses it"
         health = subprocess.run(tfclassify_cmd("health", "--server", proc.address, "--tls-ca", str(ca.pem)),
                                 capture_output=True, text=True, timeout=60)
@@ -94,6 +98,9 @@ def test_mutual_tls_admits_only_clients_with_a_trusted_certificate(model_repo, t
         assert https_status(proc.metrics_port, "/metrics", ca.pem, client_cert, client_key) == 200
         assert https_status(proc.metrics_port, "/metrics", ca.pem) != 200, "no client certificate"
         assert https_status(proc.metrics_port, "/metrics", ca.pem, stranger_cert, stranger_key) != 200
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem, client_cert, client_key) == 200
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem) != 200, "no client certificate"
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem, stranger_cert, stranger_key) != 200
         assert not works(proc.address, ca=ca.pem), "no client certificate"
         assert not works(proc.address, ca=ca.pem, cert=stranger_cert, key=stranger_key), "an untrusted one"
         assert not works(proc.address)
@@ -123,6 +130,8 @@ def test_a_certificate_rotated_in_place_is_served_without_a_restart(model_repo, 
         assert not works(proc.address, ca=ca.pem), "new connections get the new certificate"
         assert https_status(proc.metrics_port, "/metrics", new_ca.pem) == 200, "on the HTTP port too"
         assert https_status(proc.metrics_port, "/metrics", ca.pem) == "SSLCertVerificationError"
+        assert https_status(proc.http_port, "/v2/health/ready", new_ca.pem) == 200, "on the HTTP/REST port too"
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem) == "SSLCertVerificationError"
         assert proc.proc.poll() is None, "no restart"
     finally:
         assert proc.stop() == 0
