@@ -83,8 +83,10 @@ def test_probes_use_the_servers_real_ports_and_health_services(rendered):
     container = server_container(docs)
     defaults = ServerSettings.__dataclass_fields__
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": int(arg(container, "grpc-port")), "http": int(arg(container, "metrics-port"))}
-    assert ports == {"grpc": defaults["grpc_port"].default, "http": defaults["metrics_port"].default}
+    assert ports == {"grpc": int(arg(container, "grpc-port")), "rest": int(arg(container, "http-port")),
+                     "http": int(arg(container, "metrics-port"))}
+    assert ports == {"grpc": defaults["grpc_port"].default, "rest": defaults["http_port"].default,
+                     "http": defaults["metrics_port"].default}
     liveness = re.search(r'^LIVENESS_SERVICE = "(\w+)"', (ROOT / "server" / "app.py").read_text(), re.M).group(1)
     assert container["startupProbe"]["grpc"] == {"port": ports["grpc"], "service": liveness}
     assert container["livenessProbe"]["grpc"] == {"port": ports["grpc"], "service": liveness}
