@@ -105,3 +105,31 @@ def test_the_classifier_service_answers_protobuf_and_json_over_http(server, clie
     status, answer = curl("-H", "Content-Type: application/json", "-d", '{"modelSpec": {"nam',
                           f"{server.http_url}/tfclassify.v1.Classifier/Classify")
     assert (status, answer["code"]) == (400, "INVALID_ARGUMENT") and "JSON" in answer["error"]
+
+
+def test_the_readmes_curl_lines_run(server, fashion_test, tmp_path):
+    from conftest import ROOT
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    marker = text.index("<!-- example: curl ")
+    start = text.index("```sh\n", marker) + len("```sh\n")
+    script = text[start : text.index("```", start)]
+    assert "localhost:8501" in script and "fashion_mnist" in script
+    script = script.replace("localhost:8501", f"127.0.0.1:{server.http_port}").replace("fashion_mnist", "fashion")
+    (tmp_path / "shirt.png").write_bytes(png(fashion_test.images[0]))
+    Image.fromarray(fashion_test.images[1]).save(tmp_path / "boot.jpg")
+    lines = script.replace("\\\n", "").splitlines()
+    commands = [line.split("  # ")[0] for line in lines if line.startswith("curl ")]
+    assert len(commands) == 4
+    answers = []
+    for command in commands:
+        result = subprocess.run(["bash", "-c", f"set -o pipefail; {command} --fail-with-body -sS"], cwd=tmp_path,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0, (command, result.stdout, result.stderr)
+        answers.append(json.loads(result.stdout))
+    one, two, predict, metadata = answers
+    assert len(one["predictions"]) == 1 and [len(p["top_k"]) for p in two["predictions"]] == [2, 2]
+    assert two["predictions"][0]["class"] == one["predictions"][0]["class"]
+    assert np.argmax(predict["predictions"][0]["probabilities"] if isinstance(predict["predictions"][0], dict)
+                     else predict["predictions"][0]) == one["predictions"][0]["class"]
+    assert metadata["name"] == "fashion" and metadata["inputs"][0]["name"] == "images"
