@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo check test test-fast train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo check test test-fast train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -66,6 +66,10 @@ bench-memory: setup
 # Colour models (a 32x32 CNN, MobileNetV3Small at 224x224): in process, scored from pixels and from JPEG photos.
 bench-colour: setup
 	$(PY) -m bench.colour $(BENCH_ARGS)
+
+# The HTTP/REST port beside gRPC: single images at 64 and 1 callers, 1,024-image requests, each protocol's client.
+bench-http: setup
+	$(PY) -m bench.http $(BENCH_ARGS)
 
 # 10 minutes of mixed traffic at 80% of capacity through a hot reload, a rollback and a config change.
 soak: setup

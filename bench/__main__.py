@@ -112,6 +112,7 @@ def start_server(repo: Path, tmp: Path, extra: list[str]) -> tuple[subprocess.Po
     with ClassifierClient(address) as client:
         client.wait_for_ready(60)
     start_server.metrics_port = ports["metrics_port"]  # type: ignore[attr-defined]
+    start_server.http_port = ports["http_port"]  # type: ignore[attr-defined]
     return proc, address, proc.pid
 
 

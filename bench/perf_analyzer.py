@@ -1,8 +1,9 @@
 """``python -m bench.perf_analyzer`` (``make bench-oip``): Triton's perf_analyzer
-against ``tfclassify serve`` over the Open Inference Protocol, one table.
+against ``tfclassify serve`` over the Open Inference Protocol, gRPC and HTTP, one table.
 
 Single-image ``ModelInfer`` requests (random UINT8 data, as perf_analyzer
-generates it) from 1, 16 and 64 concurrent synchronous callers; client-side
+generates it) from 1, 16 and 64 concurrent synchronous callers, over gRPC and
+over HTTP (``-i http``: the binary tensor extension) in alternation; client-side
 throughput and latency, and the server's own split of the time (queue,
 compute), which perf_analyzer reads from ``ModelStatistics``. perf_analyzer
 comes from bench/get_perf_analyzer.sh. Trains the benchmark model unless
@@ -39,9 +40,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tfclassify-bench-oip-") as tmp:
         repo = args.model_repo or train_model(Path(tmp) / "models")
         server, address, _ = start_server(repo, Path(tmp), args.serve_args)
+        endpoints = {"grpc": address, "http": f"127.0.0.1:{start_server.http_port}"}  # type: ignore[attr-defined]
         try:
             for concurrency in CONCURRENCY:
-                rows.append(_measure(address, concurrency, args.batch_size, args.window_ms, Path(tmp)))
+                for protocol, url in endpoints.items():
+                    row = _measure(url, protocol, concurrency, args.batch_size, args.window_ms, Path(tmp))
+                    rows.append({**row, "protocol": protocol})
         finally:
             server.terminate()
             server.wait(30)
@@ -49,10 +53,10 @@ def main() -> int:
     return 0
 
 
-def _measure(address: str, concurrency: int, batch_size: int, window_ms: int, tmp: Path) -> dict:
-    report = tmp / f"c{concurrency}.csv"
+def _measure(address: str, protocol: str, concurrency: int, batch_size: int, window_ms: int, tmp: Path) -> dict:
+    report = tmp / f"{protocol}-c{concurrency}.csv"
     cmd = [
-        str(PERF_ANALYZER), "-m", MODEL, "-u", address, "-i", "grpc", "-b", str(batch_size),
+        str(PERF_ANALYZER), "-m", MODEL, "-u", address, "-i", protocol, "-b", str(batch_size),
         "--concurrency-range", str(concurrency), "-p", str(window_ms), "--max-trials", "10", "--stability-percentage", "25", "-f", str(report),
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -68,13 +72,14 @@ def _table(rows: list[dict], batch_size: int) -> str:
         return f"{int(row[column]) / 1000:.2f}"
 
     lines = [
-        f"perf_analyzer, ModelInfer over gRPC, {batch_size} image(s) per request (latencies in ms)",
-        f"{'concurrency':>11} {'infer/s':>9} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} "
+        f"perf_analyzer, ModelInfer, {batch_size} image(s) per request (latencies in ms)",
+        f"{'protocol':>8} {'concurrency':>11} {'infer/s':>9} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} "
         f"{'server queue':>12} {'server infer':>12}",
     ]
     for row in rows:
         lines.append(
-            f"{row['Concurrency']:>11} {float(row['Inferences/Second']):>9,.0f} {ms(row, 'p50 latency'):>7} "
+            f"{row['protocol']:>8} {row['Concurrency']:>11} {float(row['Inferences/Second']):>9,.0f} "
+            f"{ms(row, 'p50 latency'):>7} "
             f"{ms(row, 'p90 latency'):>7} {ms(row, 'p95 latency'):>7} {ms(row, 'p99 latency'):>7} "
             f"{ms(row, 'Server Queue'):>12} {ms(row, 'Server Compute Infer'):>12}"
         )
