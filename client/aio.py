@@ -7,12 +7,15 @@ on asyncio (as ``tritonclient.grpc.aio`` mirrors ``tritonclient.grpc``):
 >>> async with ClassifierClient("localhost:8500") as client:
 ...     result = await client.classify(images, model="fashion_mnist", top_k=3)
 
-Create it inside the running event loop that will use it.
+Create it inside the running event loop that will use it. An ``http://`` or
+``https://`` address (the server's HTTP port) works as for the synchronous
+client: its calls run on the client's threads, awaited here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 
@@ -20,8 +23,10 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES, split_requests
+from tfclassify.client.client import DEFAULT_MAX_MESSAGE_BYTES, http_transport, split_requests
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.http_stub import AsyncHttpStub, HttpStub, is_ready
+from tfclassify.client.http_transport import HttpTransport, is_http_url
 from tfclassify.client.requests import (
     DEFAULT_MAX_REQUEST_BYTES,
     MAX_RETRIES,
@@ -32,6 +37,7 @@ from tfclassify.client.requests import (
     encoded_requests,
     explain_size_error,
     feedback_request,
+    invalid,
     merge_results,
     model_spec,
 )
@@ -58,23 +64,37 @@ class ClassifierClient:
         options: Sequence[tuple[str, object]] = (),
         retries: int = MAX_RETRIES,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.max_request_bytes = check_max_request_bytes(max_request_bytes)
+        self.address = address
+        self.timeout = timeout
+        self._channel: grpc.aio.Channel | None = None
+        self._http: HttpTransport | None = None
+        self._stub: pb_grpc.ClassifierStub | AsyncHttpStub
+        if is_http_url(address):
+            self._http = http_transport(address, credentials, ssl_context, token, retries)
+            self._http_stub = HttpStub(self._http)
+            self._stub = AsyncHttpStub(self._http_stub)
+            return
+        if ssl_context is not None:
+            raise invalid(f"ssl_context is for http(s):// addresses; gRPC ({address}) takes credentials")
         opts = channel_options(max_message_bytes, check_target(address), options, retries)
         interceptors = aio_token_interceptors(token) if token else None
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(address, options=opts, interceptors=interceptors)
         else:
             self._channel = grpc.aio.secure_channel(address, credentials, options=opts, interceptors=interceptors)
-        self.address = address
-        self.timeout = timeout
         self._stub = pb_grpc.ClassifierStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # -- lifecycle ---------------------------------------------------------
     async def close(self) -> None:
-        """Close the channel (calls in flight are cancelled)."""
-        await self._channel.close(None)  # grace None, grpc's default, which grpc-stubs require spelled out
+        """Close the channel (calls in flight are cancelled; over HTTP, calls not started)."""
+        if self._http is not None:
+            await asyncio.to_thread(self._http.close)
+        if self._channel is not None:
+            await self._channel.close(None)  # grace None, grpc's default, which grpc-stubs require spelled out
 
     async def __aenter__(self) -> ClassifierClient:
         return self
@@ -85,7 +105,10 @@ class ClassifierClient:
     # -- health --------------------------------------------------------------
     async def is_server_ready(self, service: str = "", timeout: float | None = None) -> bool:
         """Whether the health service reports ``service`` (default: the server) SERVING; ``TfclassifyError``
-        when the address answers HTTP/1 rather than gRPC (a metrics port, say), which no wait would change."""
+        when the address answers HTTP/1 rather than gRPC (a metrics port, say), which no wait would change.
+        Over HTTP: ``GET /v2/health/ready`` (``/v2/models/{service}/ready``)."""
+        if self._http is not None:
+            return await asyncio.to_thread(is_ready, self._http, self._http_stub, service, self._timeout(timeout))
         try:
             reply = await self._health.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)

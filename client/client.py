@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from typing import cast
 
 import grpc
@@ -11,6 +13,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.http_stub import HttpStub, is_ready
+from tfclassify.client.http_transport import HttpTransport, is_http_url
 from tfclassify.client.requests import (
     DEFAULT_MAX_REQUEST_BYTES,
     MAX_RETRIES,
@@ -18,12 +22,14 @@ from tfclassify.client.requests import (
     as_image_batch,
     channel_options,
     check_max_request_bytes,
+    check_retries,
     check_target,
     check_true_classes,
     classify_request,
     encoded_requests,
     explain_size_error,
     feedback_request,
+    invalid,
     merge_results,
     model_spec,
     pixel_slices,
@@ -37,12 +43,15 @@ from tfclassify.v1 import classifier_pb2_grpc as pb_grpc
 #: Large enough for a batch of ~80,000 28x28 images or its probabilities.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+#: A call in flight: gRPC's future, or the HTTP transport's (``concurrent.futures``).
+CallFuture = grpc.Future | Future
+
 
 class ClassifyFuture:
     """A ``Classify`` call in flight (or the calls of a batch split by bytes); ``result()`` waits for it."""
 
-    def __init__(self, call: grpc.Future | Sequence[grpc.Future], address: str | None = None) -> None:
-        self._calls: list[grpc.Future] = list(call) if isinstance(call, (list, tuple)) else [cast(grpc.Future, call)]
+    def __init__(self, call: CallFuture | Sequence[CallFuture], address: str | None = None) -> None:
+        self._calls: list[CallFuture] = list(call) if isinstance(call, (list, tuple)) else [cast(CallFuture, call)]
         self._address = address
 
     def done(self) -> bool:
@@ -63,6 +72,10 @@ class ClassifyFuture:
             for call in self._calls:
                 call.cancel()
             raise explain_size_error(TfclassifyError.from_rpc_error(exc, self._address)) from exc
+        except TfclassifyError:  # the HTTP transport's calls raise it themselves
+            for call in self._calls:
+                call.cancel()
+            raise
         return merge_results(parts)
 
 
@@ -74,7 +87,16 @@ class ClassifierClient:
     ...     print(result[0].label, result[0].score)
 
     ``address`` is ``HOST:PORT`` or a gRPC target such as
-    ``dns:///name:8500`` (every address it resolves to is used, round-robin).
+    ``dns:///name:8500`` (every address it resolves to is used, round-robin),
+    or the URL of the server's HTTP port, ``http://HOST:8501`` or
+    ``https://HOST:8501``: the same methods, arguments, results and errors
+    over HTTP/1.1 (the standard library's ``http.client``, one keep-alive
+    connection per thread; ``classify_async`` and the requests of a split
+    batch run on a few threads of the client's own). Over HTTP, TLS is
+    ``ssl_context`` (``tfclassify.client.tls.ssl_context``: a CA file and a
+    client certificate for mutual TLS; the system's trusted roots when None),
+    not ``credentials``; ``max_message_bytes`` and ``options`` are gRPC's
+    only; readiness is the server's ``GET /v2/health/ready``.
     ``images`` is a batch ``[N, 28, 28]`` (``[N, 28, 28, 1]`` and ``[N, 784]``
     too) of uint8 pixels, or float32 for float-input models; one image is a
     batch of one (``image[np.newaxis]``). Every call has a deadline:
@@ -83,7 +105,8 @@ class ClassifierClient:
 
     A call the server did not take (busy: RESOURCE_EXHAUSTED; not ready,
     starting, draining or unreachable: UNAVAILABLE; refused by gRPC's
-    pending-call limit: CANCELLED) is sent again by gRPC, up to ``retries``
+    pending-call limit: CANCELLED) is sent again by gRPC (over HTTP, by the
+    client, alike, except retry throttling), up to ``retries``
     times (0-4) with jittered exponential backoff, within the call's
     deadline; retries pause while most calls fail. Classify and the reads
     are retried, never ``feedback``.
@@ -107,8 +130,20 @@ class ClassifierClient:
         options: Sequence[tuple[str, object]] = (),
         retries: int = MAX_RETRIES,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.max_request_bytes = check_max_request_bytes(max_request_bytes)
+        self.address = address
+        self.timeout = timeout
+        self._channel: grpc.Channel | None = None
+        self._http: HttpTransport | None = None
+        self._stub: pb_grpc.ClassifierStub | HttpStub
+        if is_http_url(address):
+            self._http = http_transport(address, credentials, ssl_context, token, retries)
+            self._stub = HttpStub(self._http)
+            return
+        if ssl_context is not None:
+            raise invalid(f"ssl_context is for http(s):// addresses; gRPC ({address}) takes credentials")
         opts = channel_options(max_message_bytes, check_target(address), options, retries)
         if credentials is None:
             self._channel = grpc.insecure_channel(address, options=opts)
@@ -116,15 +151,16 @@ class ClassifierClient:
             self._channel = grpc.secure_channel(address, credentials, options=opts)
         if token:  # every call carries it (servers started with --auth-tokens)
             self._channel = grpc.intercept_channel(self._channel, TokenInterceptor(token))
-        self.address = address
-        self.timeout = timeout
         self._stub = pb_grpc.ClassifierStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # -- lifecycle ---------------------------------------------------------
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channel (over HTTP: the connections and threads)."""
+        if self._http is not None:
+            self._http.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def __enter__(self) -> ClassifierClient:
         return self
@@ -135,7 +171,10 @@ class ClassifierClient:
     # -- health --------------------------------------------------------------
     def is_server_ready(self, service: str = "", timeout: float | None = None) -> bool:
         """Whether the health service reports ``service`` (default: the server) SERVING; ``TfclassifyError``
-        when the address answers HTTP/1 rather than gRPC (a metrics port, say), which no wait would change."""
+        when the address answers HTTP/1 rather than gRPC (a metrics port, say), which no wait would change.
+        Over HTTP: ``GET /v2/health/ready`` (``/v2/models/{service}/ready``)."""
+        if self._http is not None:
+            return is_ready(self._http, cast(HttpStub, self._stub), service, self._timeout(timeout))
         try:
             reply = self._health.Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=self._timeout(timeout)
@@ -322,3 +361,11 @@ def split_requests(max_request_bytes: int, images, model, version, version_label
 
     return requests()
 
+
+def http_transport(address: str, credentials: object, ssl_context: ssl.SSLContext | None, token: str | None,
+                   retries: int) -> HttpTransport:
+    """The transport of an ``http(s)://`` address, refusing gRPC's credentials (they cannot be read back as files)."""
+    if credentials is not None:
+        raise invalid(f"{address} is an HTTP address: give TLS as ssl_context (tfclassify.client.tls.ssl_context), "
+                      "not gRPC credentials")
+    return HttpTransport(address, ssl_context=ssl_context, token=token, retries=check_retries(retries))

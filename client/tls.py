@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import cast
 
@@ -30,6 +31,26 @@ def channel_credentials(
             raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
 
     return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
+
+
+def ssl_context(
+    ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None
+) -> ssl.SSLContext:
+    """TLS for an ``https://`` address (the HTTP transport), from the same PEM files as ``channel_credentials``:
+    ``ca`` (the system's trusted roots when None), and ``cert`` with ``key`` for mutual TLS."""
+    if (cert is None) != (key is None):
+        raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT, "a client certificate needs its key, and a key its certificate")
+    try:
+        context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+        if cert is not None:
+            context.load_cert_chain(str(cert), None if key is None else str(key))
+    except FileNotFoundError as exc:
+        raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot read {exc.filename}: {exc.strerror}") from None
+    except (ssl.SSLError, OSError) as exc:
+        files = ", ".join(str(p) for p in (ca, cert, key) if p is not None)
+        raise TfclassifyError(grpc.StatusCode.INVALID_ARGUMENT, f"cannot use {files} for TLS: {exc}") from None
+    context.set_alpn_protocols(["http/1.1"])
+    return context
 
 
 def token_metadata(token: str) -> tuple[tuple[str, str], ...]:

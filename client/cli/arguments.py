@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,12 @@ import grpc
 
 from tfclassify.client.client import ClassifierClient
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.http_transport import is_http_url
 from tfclassify.client.quality.outputs import ReportPathError, print_notes, write_reports
 from tfclassify.client.quality.report import RowSummary, format_skipped, report_from_rows
 from tfclassify.client.quality.run_comparison import ComparisonError
 from tfclassify.client.scoring.output import OutputError
-from tfclassify.client.tls import channel_credentials
+from tfclassify.client.tls import channel_credentials, ssl_context
 from tfclassify.common.commands import CliError
 from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.common.inputs.labels import LabelError
@@ -44,19 +46,22 @@ def add_server_arguments(parser: argparse.ArgumentParser, timeout: float = 30.0,
     if several:
         parser.add_argument(
             "--server", action="append", metavar="ADDRESS",
-            help="server HOST:PORT, or dns:///NAME:PORT for every address of a name (round-robin); repeat it "
-            f"to spread over several servers [env TFCLASSIFY_SERVER; default: {default}]",
+            help="server HOST:PORT (gRPC), dns:///NAME:PORT for every address of a name (round-robin), or "
+            "http(s)://HOST:PORT for the server's HTTP port; repeat it to spread over several servers "
+            f"[env TFCLASSIFY_SERVER; default: {default}]",
         )
         parser.set_defaults(default_server=default)
     else:
         parser.add_argument(
             "--server", default=default,
-            help="server address HOST:PORT [env TFCLASSIFY_SERVER; default: %(default)s]",
+            help="server address HOST:PORT (gRPC), or http(s)://HOST:PORT for its HTTP port "
+            "[env TFCLASSIFY_SERVER; default: %(default)s]",
         )
     parser.add_argument(
-        "--timeout", type=float, default=timeout, help="deadline of each RPC in seconds [default: %(default)s]"
+        "--timeout", type=float, default=timeout,
+        help="deadline of each RPC (HTTP request) in seconds [default: %(default)s]"
     )
-    tls = parser.add_argument_group("TLS (servers started with --tls-cert)")
+    tls = parser.add_argument_group("TLS (servers started with --tls-cert; over HTTP, an https:// address)")
     tls.add_argument("--tls-ca", default=os.environ.get("TFCLASSIFY_TLS_CA"), metavar="FILE",
                      help="PEM CA that signed the server's certificate (else the system's trusted roots, "
                      "when --tls is given) [env TFCLASSIFY_TLS_CA]")
@@ -84,7 +89,11 @@ def token_from(args: argparse.Namespace) -> str | None:
 
 
 def client_from(args: argparse.Namespace) -> ClassifierClient:
-    """A ``ClassifierClient`` for ``--server`` with the command's timeout, TLS options and token."""
+    """A ``ClassifierClient`` for ``--server`` (gRPC, or HTTP for an ``http(s)://`` URL) with the command's
+    timeout, TLS options and token."""
+    if is_http_url(args.server):
+        return ClassifierClient(args.server, timeout=args.timeout, ssl_context=ssl_context_from(args, [args.server]),
+                                token=token_from(args))
     return ClassifierClient(args.server, timeout=args.timeout, credentials=credentials_from(args),
                             token=token_from(args))
 
@@ -94,6 +103,19 @@ def credentials_from(args: argparse.Namespace) -> grpc.ChannelCredentials | None
     if args.tls and not (args.tls_ca or args.tls_cert or args.tls_key):
         return grpc.ssl_channel_credentials()
     return channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+
+
+def ssl_context_from(args: argparse.Namespace, servers: list[str]) -> ssl.SSLContext | None:
+    """The TLS of the ``https://`` servers among ``servers``, from the TLS options (None when there is none);
+    ``CliError`` for TLS options with a plain ``http://`` server, which would ignore them."""
+    wants_tls = bool(args.tls or args.tls_ca or args.tls_cert or args.tls_key)
+    plain = [s for s in servers if is_http_url(s) and not s.lower().startswith("https://")]
+    if wants_tls and plain:
+        raise CliError(f"--server {plain[0]} is plain HTTP: TLS options (--tls, --tls-ca, --tls-cert, --tls-key or "
+                       "their TFCLASSIFY_TLS_* variables) need an https:// address")
+    if not wants_tls or not any(is_http_url(s) for s in servers):
+        return None
+    return ssl_context(args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

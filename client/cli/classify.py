@@ -12,6 +12,7 @@ from tfclassify.client.cli.arguments import (
     EXIT_SKIPPED,
     add_server_arguments,
     credentials_from,
+    ssl_context_from,
     token_from,
 )
 from tfclassify.client.cli.score import add_resize_argument
@@ -49,7 +50,7 @@ async def _classify(args: argparse.Namespace) -> int:
     async for result in score_files_async(
         args.paths, model=args.model, servers=[args.server], version=args.version, top_k=args.top_k,
         invert=args.invert, resize=args.resize, timeout=args.timeout, credentials=credentials_from(args),
-        token=token_from(args),
+        ssl_context=ssl_context_from(args, [args.server]), token=token_from(args),
     ):
         skipped += result.skipped is not None
         print(_format(result, args.json), flush=True)

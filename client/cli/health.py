@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         "health",
         help="check that a server is ready (exit 0) or not (exit 1)",
         description="Ask the server's gRPC health service whether it is SERVING: the whole server, or one "
-        "model with --service NAME. With --wait, keep asking until it is or the time is up.",
+        "model with --service NAME (with --server http(s)://HOST:PORT, its HTTP readiness: /v2/health/ready, "
+        "/v2/models/NAME/ready). With --wait, keep asking until it is or the time is up.",
     )
     add_server_arguments(parser, timeout=5.0)
     parser.add_argument("--service", default="", help="a model name or gRPC service name (default: the server)")

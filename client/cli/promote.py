@@ -26,6 +26,7 @@ from tfclassify.client.cli.arguments import (
     add_server_arguments,
     client_from,
     credentials_from,
+    ssl_context_from,
     token_from,
 )
 from tfclassify.client.cli.score import add_input_arguments, build_plan
@@ -128,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
 def _score(plan, args: argparse.Namespace, version: int, output: Path) -> JobResult:
     options = ScoringOptions(model=args.model, version=version, batch_size=args.batch_size, invert=args.invert,
                              resize=args.resize,
-                             timeout=args.timeout, credentials=credentials_from(args), token=token_from(args))
+                             timeout=args.timeout, credentials=credentials_from(args),
+                             ssl_context=ssl_context_from(args, [args.server]), token=token_from(args))
     print(f"scoring {args.model} version {version} ...")
     return asyncio.run(run_job(plan, [args.server], options, output, overwrite=True, progress=not args.no_progress))
 

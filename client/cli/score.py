@@ -18,6 +18,7 @@ from tfclassify.client.cli.arguments import (
     add_skipped_ok_argument,
     credentials_from,
     print_report,
+    ssl_context_from,
     token_from,
 )
 from tfclassify.client.errors import TfclassifyError
@@ -140,15 +141,16 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--resume needs --output (the file of the run to continue)")
     check_report_paths(args.report)
     plan = build_plan(args)
+    servers = args.server or [args.default_server]
     options = ScoringOptions(
         model=args.model, version=args.version, version_label=args.version_label, top_k=args.top_k,
         batch_size=args.batch_size, in_flight=args.in_flight, decode_workers=args.decode_workers,
         invert=args.invert, resize=args.resize, decode=args.decode, max_request_bytes=args.max_request_bytes,
         timeout=args.timeout,
         retry=RetryPolicy(max_retries=args.max_retries),
-        credentials=credentials_from(args), token=token_from(args), send_labels=args.send_labels,
+        credentials=credentials_from(args), ssl_context=ssl_context_from(args, servers), token=token_from(args),
+        send_labels=args.send_labels,
     )
-    servers = args.server or [args.default_server]
     try:
         result = asyncio.run(_run_cancellable(plan, servers, options, args))
     except Interrupted as exc:

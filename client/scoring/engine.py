@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,8 @@ class ScoringOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: TLS credentials for the servers (``tfclassify.client.tls.channel_credentials``); None: plain text.
     credentials: grpc.ChannelCredentials | None = field(default=None, compare=False, repr=False)
+    #: TLS for ``https://`` servers (``tfclassify.client.tls.ssl_context``); None: the system's trusted roots.
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
     #: Bearer token for servers started with --auth-tokens.
     token: str | None = field(default=None, compare=False, repr=False)
     #: Send the true labels the inputs carry with each request, for the server's live-accuracy metrics.
@@ -138,7 +141,8 @@ class Scorer:
     def __init__(self, servers: list[str], options: ScoringOptions) -> None:
         self.options = options
         self.servers = ServerPool(servers, timeout=options.timeout, retry=options.retry,
-                                  credentials=options.credentials, token=options.token,
+                                  credentials=options.credentials, ssl_context=options.ssl_context,
+                                  token=options.token,
                                   max_request_bytes=options.max_request_bytes)
         self.model: ModelInfo | None = None
         self.survey: Survey | None = None

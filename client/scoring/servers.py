@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from tfclassify.client import aio
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.http_transport import is_http_url
 from tfclassify.client.requests import BACKOFF_BASE_S, BACKOFF_CAP_S, DEFAULT_MAX_REQUEST_BYTES, RETRYABLE_CODES
 from tfclassify.client.results import ClassifyResult, ModelInfo
 
@@ -36,11 +38,15 @@ class RetryPolicy:
 
 
 class ServerPool:
-    """Sends each batch to the least busy server that is not backing off; UNAVAILABLE moves it elsewhere."""
+    """Sends each batch to the least busy server that is not backing off; UNAVAILABLE moves it elsewhere.
+
+    ``targets`` are gRPC addresses or ``http(s)://`` URLs (mixed as wished): ``credentials`` go to the first,
+    ``ssl_context`` to the ``https://`` ones."""
 
     def __init__(self, targets: list[str], *, timeout: float, retry: RetryPolicy = RetryPolicy(),
                  credentials: grpc.ChannelCredentials | None = None, token: str | None = None,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, ssl_context: ssl.SSLContext | None = None
+                 ) -> None:
         if not targets:
             raise ValueError("no server to score against")
         self.targets = list(targets)
@@ -48,8 +54,10 @@ class ServerPool:
         self.retry = retry
         self.retries = 0
         # retries=0: the scorer retries a refused batch itself, on another server where it has one.
-        self._clients = [aio.ClassifierClient(t, timeout=timeout, credentials=credentials, token=token, retries=0,
-                                           max_request_bytes=max_request_bytes)
+        self._clients = [aio.ClassifierClient(t, timeout=timeout, token=token, retries=0,
+                                              max_request_bytes=max_request_bytes,
+                                              **({"ssl_context": ssl_context} if is_http_url(t)
+                                                 else {"credentials": credentials}))
                          for t in self.targets]
         self._busy = [0] * len(self._clients)
         self._down_until = [0.0] * len(self._clients)
