@@ -200,6 +200,8 @@ def numeric_array(value: Any, dtype: int, what: str = "") -> np.ndarray:
     except (ValueError, OverflowError) as exc:  # ragged lists: numpy says inhomogeneous
         raise JsonRequestError(prefix + (_ragged_reason(value, _dense_shape(value)) or str(exc))) from None
     kind = array.dtype.kind
+    if array.size == 0 and kind == "f":  # empty lists: numpy calls them float
+        return array.astype(target)
     if kind == "b" and target.kind == "b":
         return array
     if kind not in "iuf" or target.kind == "b" or (kind == "f" and target.kind in "iu"):
@@ -207,7 +209,7 @@ def numeric_array(value: Any, dtype: int, what: str = "") -> np.ndarray:
         if found:
             raise JsonRequestError(f"{prefix}JSON Value: {snippet(bad)} Type: {json_type(bad)} is not of expected "
                                    f"type: {name}")
-        raise JsonRequestError(f"{prefix}JSON Value: an integer is out of range for {name}")  # past 64 bits
+        raise JsonRequestError(f"{prefix}the values are not all JSON numbers of type {name}")
     if array.size and target.kind in "iu":
         info = np.iinfo(target)
         low, high = array.min(), array.max()

@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import FASHION_LABELS, metric_value
+from conftest import FASHION_LABELS, ServerProcess, metric_value
 from google.protobuf import json_format
 from PIL import Image
 from tensorflow_serving.apis import (
@@ -80,7 +80,33 @@ def test_model_status_is_tensorflow_servings_json_on_every_path(models):
     assert http(f"{models}/fashion/versions/7")[0] == 404
     assert http(f"{models}/nope")[0] == 404
     status, answer = http(f"{models}/fashion/labels/stable")
-    assert status in (400, 404) and "stable" in answer["error"]
+    assert (status, answer["error"]) == (400, "Unrecognized servable version label: stable")
+
+
+LABELLED = """
+models {{ name: "fashion" base_path: "{base}" version_labels {{ key: "stable" value: 1 }} }}
+"""
+
+
+def test_label_paths_name_the_labelled_version(model_repo, tmp_path, fashion_test):
+    config = tmp_path / "models.pbtxt"
+    config.write_text(LABELLED.format(base=model_repo / "fashion"))
+    proc = ServerProcess(model_repo, tmp_path, "--model-config", str(config))
+    try:
+        with proc.client() as client:
+            client.wait_for_ready(60)
+        base = f"{proc.http_url}/v1/models/fashion/labels/stable"
+        assert http(base) == (200, AVAILABLE)
+        status, metadata = http(f"{base}/metadata")
+        assert status == 200 and metadata["model_spec"]["version"] == "1"
+        image = fashion_test.images[:1]
+        status, predicted = http(f"{base}:predict", {"instances": image.tolist()})
+        assert status == 200 and predicted["predictions"][0]["classes"] in range(10)
+        status, classified = http(f"{base}:classify", {"examples": [{"image": {"b64": png_b64(image[0])}}]})
+        assert status == 200 and [label for label, _ in classified["results"][0]] == FASHION_LABELS
+        assert http(f"{proc.http_url}/v1/models/fashion/labels/canary")[0] == 400
+    finally:
+        assert proc.stop() == 0, proc.log()
 
 
 def test_metadata_is_the_signature_def_map_as_tensorflow_serving_prints_it(models, stub):

@@ -80,6 +80,12 @@ def test_row_format_batches_instances_plain_or_named():
     assert fmt == tj.COLUMNAR and list(columnar) == ["x"]
 
 
+def test_empty_lists_are_empty_tensors_of_the_signature_dtype():
+    _, tensors = tj.predict_inputs({"inputs": [[], []]}, {"x": UINT8})
+    array = tj.array_of(tensors["x"])
+    assert array.shape == (2, 0) and array.dtype == np.uint8
+
+
 def test_b64_values_become_a_string_batch_padding_and_url_safe_alphabet_optional():
     data = [b"\x89PNG\r\n\x1a\n-one", b"\xff\xd8\xff-two?>"]
     encoded = [{"b64": base64.b64encode(data[0]).decode().rstrip("=")},
