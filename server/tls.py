@@ -125,7 +125,7 @@ def reloading_server_context(files: ReloadingSslContext) -> ssl.SSLContext:
         if latest is not context:
             connection.context = latest
 
-    front.sni_callback = current  # type: ignore[assignment]  # typeshed has SSLSocket; asyncio passes SSLObject
+    front.sni_callback = current  # asyncio passes an SSLObject where typeshed says SSLSocket
     return front
 
 

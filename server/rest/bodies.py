@@ -10,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from tfclassify.server.apis.admission import ByteBudget
+from tfclassify.server.rest.json_types import json_type
 from tfclassify.server.rest.statuses import HttpError
 
 #: Key of the bytes a request holds in the byte budget (released by the front end once it is answered).
@@ -62,7 +63,7 @@ class BodyReader:
                                  "(--max-message-bytes): send fewer images per request") from None
         except (ValueError, AssertionError, web.HTTPBadRequest) as exc:  # a malformed multipart body
             raise HttpError(400, f"the multipart/form-data body cannot be read: {exc}") from None
-        files = []
+        files: list[tuple[str | None, bytes]] = []
         for value in form.values():
             if isinstance(value, web.FileField):
                 files.append((value.filename, value.file.read()))
@@ -108,13 +109,3 @@ def json_object(body: bytes) -> dict[str, Any]:
         raise HttpError(400, f"the body must be a JSON object, not {json_type(value)}")
     return value
 
-
-def json_type(value: Any) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)

@@ -7,7 +7,6 @@ with the HTTP status of the gRPC code and the code's name, so a client can raise
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 from tfclassify.server.apis.classifier import API
 from tfclassify.server.rest.bodies import check_charset
 from tfclassify.server.rest.calls import invoke
-from tfclassify.server.rest.frontend import RestApis, endpoint
+from tfclassify.server.rest.frontend import Handler, RestApis, endpoint
 from tfclassify.server.rest.statuses import HttpError
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -35,7 +34,7 @@ def routes(apis: RestApis) -> list[web.RouteDef]:
     return [web.post(f"/{SERVICE.full_name}/{name}", _handler(apis, name)) for name in METHODS]
 
 
-def _handler(apis: RestApis, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _handler(apis: RestApis, name: str) -> Handler:
     method = SERVICE.methods_by_name[name]
     request_class: Any = getattr(pb, method.input_type.name)
     servicer_method = getattr(apis.classifier, name)

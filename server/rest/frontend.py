@@ -139,8 +139,8 @@ class RestFrontend:
             self._runner = None
             raise
         server = site._server  # the asyncio server: which port port 0 got
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
         return self.port
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.server.apis.oip_tensors import DTYPES
+from tfclassify.server.rest.json_types import json_type
 
 #: The binary tensor data extension's header: how many leading bytes of the body are the JSON object.
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -106,7 +107,7 @@ def _json_object(header: memoryview) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise RequestError(f"the JSON header is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise RequestError(f"the JSON header must be an object, not {_json_type(document)}")
+        raise RequestError(f"the JSON header must be an object, not {json_type(document)}")
     return document
 
 
@@ -144,7 +145,7 @@ def _set_parameter(target: pb.InferParameter, value: Any, what: str) -> None:
     elif isinstance(value, str):
         target.string_param = value
     else:
-        raise RequestError(f"{what} must be a boolean, number or string, not {_json_type(value)}")
+        raise RequestError(f"{what} must be a boolean, number or string, not {json_type(value)}")
 
 
 def _add_input(message: pb.ModelInferRequest, tensor: Any, index: int, binary: memoryview, offset: int) -> int:
@@ -246,7 +247,7 @@ def _flat_strings(data: Any, name: str) -> list[str]:
                 break
             if not isinstance(item, str):
                 raise RequestError(f"input '{name}' is BYTES: its data must be strings (send binary data for "
-                                   "files), not " + _json_type(item))
+                                   "files), not " + json_type(item))
             items.append(item)
         else:
             stack.pop()
@@ -276,24 +277,14 @@ def _add_output(call: InferCall, output: Any, index: int) -> None:
 
 def _string(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise RequestError(f"{what} must be a string, not {_json_type(value)}")
+        raise RequestError(f"{what} must be a string, not {json_type(value)}")
     return value
 
 
 def _bool(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
-        raise RequestError(f"{what} must be true or false, not {_json_type(value)}")
+        raise RequestError(f"{what} must be true or false, not {json_type(value)}")
     return value
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return {str: "a string", list: "an array", dict: "an object"}.get(type(value), type(value).__name__)
 
 
 # -- responses --------------------------------------------------------------------------------------------------
