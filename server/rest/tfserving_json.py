@@ -70,6 +70,9 @@ def snippet(value: Any) -> str:
     return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 3] + "..."
 
 
+_TYPE_NAMES: dict[type, str] = {str: "String", list: "Array", dict: "Object"}
+
+
 def json_type(value: Any) -> str:
     """TensorFlow Serving's name of a JSON value's type (``JsonTypeString``)."""
     if value is None:
@@ -78,7 +81,7 @@ def json_type(value: Any) -> str:
         return "True" if value else "False"
     if isinstance(value, (int, float)):
         return "Number"
-    return {str: "String", list: "Array", dict: "Object"}.get(type(value), type(value).__name__)
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def dtype_name(dtype: int) -> str:
