@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tfclassify.server.apis.admission import ByteBudget
 from tfclassify.server.rest.json_types import json_type
@@ -61,7 +62,7 @@ class BodyReader:
         except web.HTTPRequestEntityTooLarge:
             raise HttpError(413, f"the request body is over {self.limit:,} bytes, the most this server takes "
                                  "(--max-message-bytes): send fewer images per request") from None
-        except (ValueError, AssertionError, web.HTTPBadRequest) as exc:  # a malformed multipart body
+        except (ValueError, AssertionError, web.HTTPBadRequest, HttpProcessingError) as exc:  # malformed multipart
             raise HttpError(400, f"the multipart/form-data body cannot be read: {exc}") from None
         files: list[tuple[str | None, bytes]] = []
         for value in form.values():

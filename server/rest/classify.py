@@ -19,7 +19,7 @@ from tfclassify.server.apis.classifier import API
 from tfclassify.server.core.errors import ServingError
 from tfclassify.server.rest.calls import invoke
 from tfclassify.server.rest.frontend import RestApis, endpoint
-from tfclassify.server.rest.statuses import HttpError
+from tfclassify.server.rest.statuses import HttpError, text_header
 from tfclassify.v1 import classifier_pb2 as pb
 
 LABEL = f"{API}_http"
@@ -51,7 +51,7 @@ def routes(apis: RestApis) -> list[web.RouteDef]:
                                  "files as a multipart form (curl -F image=@cat.jpg -F image=@dog.png)")
         top_k = _top_k(request, apis, spec)
         message = pb.ClassifyRequest(model_spec=spec, top_k=top_k,
-                                     request_id=request.headers.get("X-Request-Id", "")[:200])
+                                     request_id=(text_header(request.headers, "X-Request-Id") or "")[:200])
         message.encoded.images.extend(data for _, data in files)
         response: pb.ClassifyResponse = await invoke(apis.classifier.Classify, message, request)
         return web.Response(body=orjson.dumps(classify_json(response, [name for name, _ in files])),

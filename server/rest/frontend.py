@@ -25,7 +25,7 @@ from tfclassify.server.apis.meter import Metering, RpcFailure, clip
 from tfclassify.server.auth import TokenTable, bearer_token
 from tfclassify.server.rest.bodies import BodyReader
 from tfclassify.server.rest.calls import DEADLINE, METERED
-from tfclassify.server.rest.statuses import HTTP_STATUS, HttpError, error_response, grpc_code
+from tfclassify.server.rest.statuses import HTTP_STATUS, HttpError, error_response, grpc_code, text_header
 from tfclassify.server.tls import ReloadingSslContext, reloading_server_context
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class RestFrontend:
     def _authenticate(self, request: web.Request) -> None:
         if self._tokens is None or request.path.startswith(OPEN_PREFIXES):
             return
-        authorization = request.headers.get("Authorization")
+        authorization = text_header(request.headers, "Authorization")
         metadata = (("authorization", authorization),) if authorization is not None else ()
         if self._tokens.models_for(bearer_token(metadata)) is None:
             raise HttpError(401, "a valid token is required: send the header 'Authorization: Bearer <token>'",

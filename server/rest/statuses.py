@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import grpc
 import orjson
 from aiohttp import web
@@ -51,6 +53,18 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     code = code or grpc_code(status)
     return web.Response(status=status, body=orjson.dumps({"error": message, "code": code.name}),
                         content_type="application/json", headers=headers)
+
+
+def text_header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header's value, which must be UTF-8 text (it goes into protobuf strings and token comparisons); 400 when
+    it is not (aiohttp hands undecodable bytes over as surrogates)."""
+    value = headers.get(name)
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HttpError(400, f"the {name} header is not UTF-8 text") from None
+    return value
 
 
 class HttpError(Exception):

@@ -65,8 +65,11 @@ def snippet(value: Any) -> str:
     """A JSON value as text for messages, cut short."""
     try:
         text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
+    except TypeError:  # past orjson's nesting limit (the parser's is deeper), or not JSON at all
+        try:
+            text = repr(value)
+        except RecursionError:
+            text = f"<{json_type(value)} nested too deep to show>"
     return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 3] + "..."
 
 

@@ -95,6 +95,13 @@ def test_malformed_requests_get_a_clear_400_at_once(guarded):
         (post("/classify/fashion", b"", "Request-Timeout: -1"), 400, "Request-Timeout header must be"),
         (post("/classify/fashion", b"", "Request-Timeout: nan"), 400, "Request-Timeout header must be"),
         (post("/nowhere", b"{}"), 404, "no such path: /nowhere"),
+        # Found by the fuzzer (each was a 500): a header that is not UTF-8, JSON nested past orjson's writer,
+        # a multipart body cut short.
+        (post("/classify/fashion", b"x").replace(b"Host: test", b"Host: test\r\nX-Request-Id: \xe9"), 400,
+         "X-Request-Id header is not UTF-8"),
+        (post("/v1/models/fashion:classify", b'{"a":' * 1000 + b"0" + b"}" * 1000, JSON), 400, "nested too deep"),
+        (post("/classify/fashion", b"--x\r\nContent-Di", "Content-Type: multipart/form-data; boundary=x"), 400,
+         "multipart/form-data body cannot be read"),
     ]
     for request, code, words in json_cases:
         elapsed, status, body = exchange(port, request)
