@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.__main__ import MODEL, _in_process_rate, _json_of, _median_round, start_server, train_model
+from bench.__main__ import MODEL, _in_process_rate, _json_of, _median_round, cpu_seconds, start_server, train_model
 
 HTTP_KINDS = ("classifier", "oip_binary", "oip_json", "tfserving_json")
 NAMES = {"classifier": "our Classify, protobuf", "oip_binary": "Open Inference, binary",
@@ -39,11 +39,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tfclassify-bench-http-") as tmp:
         repo = args.model_repo or train_model(Path(tmp) / "models")
         version_dir = max((p for p in (repo / MODEL).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-        server, address, _ = start_server(repo, Path(tmp), args.serve_args)
+        server, address, pid = start_server(repo, Path(tmp), args.serve_args)
         url = f"http://127.0.0.1:{start_server.http_port}"  # type: ignore[attr-defined]
         try:
-            c64 = [_single_round(address, url, 64, args.seconds) for _ in range(args.rounds)]
-            c1 = [_single_round(address, url, 1, args.seconds, kinds=("classifier",)) for _ in range(args.rounds)]
+            c64 = [_single_round(address, url, pid, 64, args.seconds) for _ in range(args.rounds)]
+            c1 = [_single_round(address, url, pid, 1, args.seconds, kinds=("classifier",)) for _ in range(args.rounds)]
             batched = [_batched_round(url, version_dir) for _ in range(args.rounds)]
         finally:
             server.terminate()
@@ -52,13 +52,22 @@ def main() -> int:
     return 0
 
 
-def _single_round(address: str, url: str, concurrency: int, seconds: float,
+def _single_round(address: str, url: str, pid: int, concurrency: int, seconds: float,
                   kinds: tuple[str, ...] = HTTP_KINDS) -> dict:
     load = ["--concurrency", str(concurrency), "--seconds", str(seconds)]
-    out = {"grpc": _json_of([sys.executable, "-m", "bench.load", address, MODEL, *load])}
+    out = {"grpc": _with_server_cpu(pid, [sys.executable, "-m", "bench.load", address, MODEL, *load])}
     for kind in kinds:
-        out[kind] = _json_of([sys.executable, "-m", "bench.http_load", url, MODEL, "--kind", kind, *load])
+        out[kind] = _with_server_cpu(pid, [sys.executable, "-m", "bench.http_load", url, MODEL, "--kind", kind, *load])
     return out
+
+
+def _with_server_cpu(pid: int, command: list[str]) -> dict:
+    """A load generator's result, with the server's CPU time per answered request (µs) while it ran: steadier
+    than requests/s on a shared machine."""
+    before = cpu_seconds(pid)
+    result = _json_of(command)
+    result["server_cpu_us"] = (cpu_seconds(pid) - before) / max(1, result["requests"]) * 1e6
+    return result
 
 
 def _batched_round(url: str, version_dir: Path) -> dict:
@@ -73,10 +82,13 @@ def _table(c64: list[dict], c1: list[dict], batched: list[dict]) -> str:
         ratio, rate, grpc = _median_round([(r[kind]["requests_per_second"] / r["grpc"]["requests_per_second"],
                                             r[kind]["requests_per_second"], r["grpc"]["requests_per_second"])
                                            for r in c64])
-        p99 = next(r[kind]["p99_ms"] for r in c64 if r[kind]["requests_per_second"] == rate)
+        median = next(r for r in c64 if r[kind]["requests_per_second"] == rate)
         errors = sum(sum(r[kind]["errors"].values()) for r in c64)
-        rows.append((f"1. 64 callers, 1 image: {NAMES[kind]}", f"{rate:,.0f} req/s, p99 {p99:.1f} ms",
-                     f"{ratio:.2f}x gRPC Classify ({grpc:,.0f} req/s)" + (f"; {errors} errors" if errors else "")))
+        rows.append((f"1. 64 callers, 1 image: {NAMES[kind]}",
+                     f"{rate:,.0f} req/s, p99 {median[kind]['p99_ms']:.1f} ms, server CPU "
+                     f"{median[kind]['server_cpu_us']:.0f} us/req",
+                     f"{ratio:.2f}x gRPC Classify ({grpc:,.0f} req/s, p99 {median['grpc']['p99_ms']:.1f} ms, "
+                     f"{median['grpc']['server_cpu_us']:.0f} us/req)" + (f"; {errors} errors" if errors else "")))
     http_p50 = sorted(r["classifier"]["p50_ms"] for r in c1)[len(c1) // 2]
     grpc_p50 = sorted(r["grpc"]["p50_ms"] for r in c1)[len(c1) // 2]
     rows.append(("2. 1 caller, 1 image: our Classify", f"p50 {http_p50:.2f} ms over HTTP", f"{grpc_p50:.2f} ms over gRPC"))
