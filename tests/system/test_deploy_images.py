@@ -47,7 +47,7 @@ def test_images_run_as_non_root_and_stop_with_sigterm(name):
 def test_server_images_expose_the_default_ports_and_serve(name):
     final = final_stage(DOCKER / name)
     defaults = ServerSettings.__dataclass_fields__
-    ports = {defaults["grpc_port"].default, defaults["metrics_port"].default}
+    ports = {defaults["grpc_port"].default, defaults["http_port"].default, defaults["metrics_port"].default}
     assert re.search(r"^EXPOSE (.+)$", final, re.M).group(1).split() == [str(p) for p in sorted(ports)]
     assert 'ENTRYPOINT ["tfclassify", "serve"]' in final and "TFCLASSIFY_MODEL_REPO=/models" in final
 
@@ -62,6 +62,19 @@ def test_the_cpu_image_does_not_carry_the_cuda_tensorflow_wheel():
         "tensorflow-serving-api would pull the tensorflow wheel back in"
     assert re.search(r'pip install /src\s', dockerfile), "the package without extras (they require tensorflow)"
     assert "tensorflow[and-cuda]" in (DOCKER / "requirements-gpu.txt").read_text()
+
+
+@pytest.mark.parametrize("name", ["requirements-cpu.txt", "requirements-gpu.txt"])
+def test_the_server_images_install_every_dependency_of_the_server_extra(name):
+    """The images install the server's dependencies from these files, not from the extra: none may be missing."""
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["server"]
+    wanted = {re.split(r"[<>=\[ ]", r, maxsplit=1)[0] for r in extra} - {"tensorflow", "tensorflow-serving-api"}
+    text = (DOCKER / name).read_text() + (DOCKER / "requirements-no-deps.txt").read_text()
+    listed = {re.split(r"[<>=\[ ]", line.split("#")[0].strip(), maxsplit=1)[0]
+              for line in text.splitlines() if line.split("#")[0].strip()}
+    assert wanted <= listed, f"missing from {name}: {sorted(wanted - listed)}"
 
 
 def test_the_client_image_has_no_tensorflow():
