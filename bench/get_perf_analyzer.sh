@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 
 DIR=build/perf-analyzer
 VERSION=${PERF_ANALYZER_VERSION:-2.60.0}
+# Any Python with pip does (it only downloads and unpacks): the Triton peer's environment if there is one.
 PY=${TRITON_VENV:-.venv-triton}/bin/python
+[ -x "$PY" ] || PY=${VENV:-.venv}/bin/python
 WRAPPER=$DIR/perf_analyzer
 [ -x "$WRAPPER" ] && exit 0
 
