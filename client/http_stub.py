@@ -79,6 +79,8 @@ def is_ready(transport: HttpTransport, stub: HttpStub, service: str, timeout: fl
     try:
         status = transport.get_status(model_ready_path(service) if service else READY_PATH, deadline)
     except TfclassifyError as exc:
+        if exc.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            raise
         if isinstance(exc.__cause__, http.client.HTTPException) and not isinstance(exc.__cause__, ConnectionError):
             raise
         return False

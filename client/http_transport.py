@@ -133,9 +133,15 @@ class HttpTransport:
             return self._pool.submit(function, *args)
 
     def get_status(self, path: str, deadline: float) -> int:
-        """The HTTP status of ``GET path`` (for health); ``TfclassifyError`` when there is no answer."""
-        status, _ = self._exchange("GET", path, None, {}, deadline)
+        """The HTTP status of ``GET path`` (for health), with the token; ``TfclassifyError`` when there is no answer,
+        and when the token is refused (401, 403: no wait would change that)."""
+        status, body = self._exchange("GET", path, None, self._auth_headers(), deadline)
+        if status in (401, 403):
+            raise error_from_answer(status, body)
         return status
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"} if self._token else {}
 
     def close(self) -> None:
         """Stop the threads (calls not started are cancelled) and close every connection."""
@@ -149,9 +155,7 @@ class HttpTransport:
 
     # -- one exchange ------------------------------------------------------------
     def _call_once(self, method: str, request: Message, response_class: type[M], deadline: float) -> M:
-        headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        headers = {"Content-Type": PROTOBUF, "Accept": PROTOBUF, **self._auth_headers()}
         status, body = self._exchange("POST", f"{SERVICE_PATH}/{method}", request.SerializeToString(), headers,
                                       deadline)
         if status != 200:

@@ -206,6 +206,8 @@ class ClassifierServer:
                 self._metrics_http, _ = start_http_server(http_host, settings.metrics_port, app, tls)
             except OSError as exc:
                 await self._server.stop(0)
+                if self._rest is not None:
+                    await self._rest.stop()
                 raise BindError(bind_message(settings.host, settings.metrics_port, "metrics", exc.strerror)) from exc
             self.metrics_port = self._metrics_http.server_port
         log.info("gRPC on %s:%d, HTTP/REST on port %s, metrics and probes (/metrics, /healthz, /readyz) on port %s",

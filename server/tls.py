@@ -111,6 +111,10 @@ class ReloadingSslContext:
         if self.client_ca is not None:
             context.load_verify_locations(self.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
+            # No session tickets: a resumed session skips the client certificate check, which would outlive
+            # a rotation of the client CA by the tickets' lifetime.
+            context.options |= ssl.OP_NO_TICKET
+            context.num_tickets = 0
         return context
 
 

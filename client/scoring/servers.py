@@ -40,7 +40,7 @@ class RetryPolicy:
 class ServerPool:
     """Sends each batch to the least busy server that is not backing off; UNAVAILABLE moves it elsewhere.
 
-    ``targets`` are gRPC addresses or ``http(s)://`` URLs (mixed as wished): ``credentials`` go to the first,
+    ``targets`` are gRPC addresses or ``http(s)://`` URLs (mixed as wished): ``credentials`` go to the gRPC ones,
     ``ssl_context`` to the ``https://`` ones."""
 
     def __init__(self, targets: list[str], *, timeout: float, retry: RetryPolicy = RetryPolicy(),

@@ -28,6 +28,7 @@ from tfclassify.inference import model_config_pb2 as config_pb
 from tfclassify.server.apis.meter import Metering, RpcFailure, RpcMeter, deadline_of, ordered_window
 from tfclassify.server.apis.oip_tensors import (
     CONFIG_TYPES,
+    MAX_DIMENSIONS,
     classification_raw,
     datatype_of,
     from_contents,
@@ -184,6 +185,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 f"expecting {' or '.join(accepted)}"
             )
         shape = tuple(tensor.shape)
+        if len(shape) > MAX_DIMENSIONS:  # an image batch has 2 to 5; messages must not format products of 300
+            raise InvalidInputError(f"input '{tensor.name}' has {len(shape)} dimensions; a batch of images has at "
+                                    f"most {MAX_DIMENSIONS}")
         if any(d < 0 for d in shape):
             raise InvalidInputError(f"input '{tensor.name}' has shape {list(shape)}; dimensions must not be negative")
         if tensor.datatype == "BYTES":  # files: counted before any is parsed
@@ -276,8 +280,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def _is_version_number(version: str) -> bool:
-    """ASCII digits only: ``str.isdigit`` also takes "²" and "①" (which ``int`` refuses) and "１"."""
-    return version.isascii() and version.isdigit()
+    """ASCII digits only (``str.isdigit`` also takes "²" and "①", which ``int`` refuses, and "１"), and at most 19 of
+    them: a version is an int64, and ``int`` refuses strings of over 4,300 digits with an error of its own."""
+    return version.isascii() and version.isdigit() and len(version) <= 19
 
 
 _CLASS_INDEX = re.compile(r"-?[0-9]+", re.ASCII)

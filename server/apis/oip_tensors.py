@@ -26,6 +26,8 @@ CONTENTS_FIELDS = {
     "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
     "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
 }
+#: Most dimensions of an input tensor (images: [N, H, W, C] at most, or [N, 1] files).
+MAX_DIMENSIONS = 8
 #: The model-configuration enum name of each datatype (Triton's ``DataType``).
 CONFIG_TYPES = {name: "TYPE_STRING" if name == "BYTES" else f"TYPE_{name}" for name in DTYPES}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -50,6 +51,15 @@ class HttpContext:
 
 async def invoke(method: Callable[[R, Any], Awaitable[T]], message: R, request: web.Request) -> T:
     """Run a servicer's gRPC method on ``message`` as gRPC would, counted by its meter; ``RpcFailure`` when it
-    ends with a status other than OK."""
+    ends with a status other than OK. As gRPC does, the method is cancelled when the request's deadline passes
+    (queued, decoding or running): its meter counts it as DEADLINE_EXCEEDED, and the client gets 504 then."""
     request[METERED] = True
-    return await method(message, HttpContext(request))
+    context = HttpContext(request)
+    remaining = context.time_remaining()
+    if remaining is None or remaining <= 0:  # no deadline, or one already past: the data plane refuses it
+        return await method(message, context)
+    try:
+        return await asyncio.wait_for(method(message, context), remaining)
+    except asyncio.TimeoutError:
+        raise RpcFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
+                         "the request's deadline (Request-Timeout) passed before its answer was ready") from None

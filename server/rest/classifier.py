@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from tfclassify.server.apis.classifier import API
-from tfclassify.server.rest.bodies import check_charset
+from tfclassify.server.rest.bodies import check_charset, parsed
 from tfclassify.server.rest.calls import invoke
 from tfclassify.server.rest.frontend import Handler, RestApis, endpoint
 from tfclassify.server.rest.statuses import HttpError
@@ -45,7 +45,7 @@ def _handler(apis: RestApis, name: str) -> Handler:
         as_json = request.content_type == JSON
         if as_json:
             check_charset(request)
-            message = _from_json(body, request_class)
+            message = await parsed(len(body), _from_json, body, request_class)
         elif request.content_type in (PROTOBUF, "application/protobuf", "application/octet-stream"):
             try:
                 message = request_class.FromString(body)

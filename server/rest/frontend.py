@@ -1,6 +1,7 @@
 """The HTTP/REST port's server: aiohttp on the event loop that runs gRPC, with what every route shares.
 
-Before a route runs, the front end checks the bearer token (``/v2/health/...`` excepted, as gRPC health is) and
+Before a route runs, the front end checks the bearer token (but for the routes marked open: the Open Inference
+Protocol's health, as gRPC's health service is open) and
 reads the deadline header; after it, it turns every failure into the JSON error of the APIs (``{"error": ..., "code": ...}``)
 with the HTTP status of the gRPC code (``statuses.HTTP_STATUS``) and the code's name, counts refusals no servicer saw in the metrics
 and the access log, and gives back the byte budget a large body held. aiohttp parses HTTP (llhttp, with limits on
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from tfclassify.server.apis.access_log import AccessLog
 from tfclassify.server.apis.meter import Metering, RpcFailure, clip
@@ -39,25 +41,27 @@ log = logging.getLogger(__name__)
 
 #: The deadline header: seconds the client will wait (decimal), as gRPC's own timeout is for gRPC calls.
 TIMEOUT_HEADER = "Request-Timeout"
-#: Paths any caller may use without a token: the Open Inference Protocol's health (probes carry no token).
-OPEN_PREFIXES = ("/v2/health/",)
+#: Longest request line or header line, and most headers, the HTTP parser takes (past them: 400).
+MAX_LINE_BYTES = 8190
+MAX_HEADERS = 128
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ProtocolErrorFilter(logging.Filter):
     """aiohttp logs each request its parser refuses (a bad request line, too long a header) at ERROR with a
-    traceback, after answering it 400. That is the client's doing, not the server's: counted, and one DEBUG line."""
+    traceback, after answering it 400. That is the client's doing, not the server's: counted, and one DEBUG line.
+    Other records (an error of aiohttp's own while answering) pass as they are."""
 
     def __init__(self, count: Callable[[], None]) -> None:
         super().__init__()
         self._count = count
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
+        reason = record.exc_info[1] if record.exc_info else None
+        if record.levelno < logging.ERROR or not isinstance(reason, HttpProcessingError):
             return True
         self._count()
-        reason = record.exc_info[1] if record.exc_info else None
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         record.exc_info = record.exc_text = None
         record.msg, record.args = f"{record.getMessage()}: {reason}", None
@@ -80,12 +84,14 @@ class RestApis:
     bodies: BodyReader
 
 
-def endpoint(api: str, method: str) -> Callable[[Handler], Handler]:
+def endpoint(api: str, method: str, open_to_all: bool = False) -> Callable[[Handler], Handler]:
     """Mark a route handler with the ``api`` label and method its requests count under when the front end
-    refuses them before a servicer runs (a malformed body, a slow sender)."""
+    refuses them before a servicer runs (a malformed body, a slow sender); ``open_to_all``: it needs no token
+    (health, as gRPC's health service: probes carry none)."""
 
     def mark(handler: Handler) -> Handler:
         handler.tfclassify_endpoint = (api, method)  # type: ignore[attr-defined]
+        handler.tfclassify_open = open_to_all  # type: ignore[attr-defined]
         return handler
 
     return mark
@@ -126,9 +132,11 @@ class RestFrontend:
         protocol_log = logging.getLogger(f"{__name__}.protocol")
         if not protocol_log.filters:
             protocol_log.addFilter(ProtocolErrorFilter(self._metering.metrics.http_malformed_requests.inc))
+        # The parser's limits, stated rather than left to aiohttp's defaults (which have changed between versions).
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, handler_cancellation=True,
                                      shutdown_timeout=grace_s, keepalive_timeout=self._bodies.timeout_s,
-                                     logger=protocol_log)
+                                     logger=protocol_log, max_line_size=MAX_LINE_BYTES,
+                                     max_field_size=MAX_LINE_BYTES, max_headers=MAX_HEADERS)
         await self._runner.setup()
         context = reloading_server_context(tls) if tls is not None else None
         site = web.TCPSite(self._runner, host, port, ssl_context=context, backlog=1024, reuse_port=reuse_port)
@@ -155,7 +163,8 @@ class RestFrontend:
         route_handler = request.match_info.handler
         try:
             if request.match_info.http_exception is None:  # a route matched: the API's rules apply
-                self._authenticate(request)
+                if not getattr(route_handler, "tfclassify_open", False):
+                    self._authenticate(request)
                 value = request.headers.get(TIMEOUT_HEADER)
                 request[DEADLINE] = None if value is None else time.monotonic() + parse_timeout(value)
             return await handler(request)
@@ -185,7 +194,7 @@ class RestFrontend:
             self._bodies.release(request)
 
     def _authenticate(self, request: web.Request) -> None:
-        if self._tokens is None or request.path.startswith(OPEN_PREFIXES):
+        if self._tokens is None:
             return
         authorization = text_header(request.headers, "Authorization")
         metadata = (("authorization", authorization),) if authorization is not None else ()

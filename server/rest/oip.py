@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tfclassify.inference import grpc_service_pb2 as pb
 from tfclassify.server.rest import oip_json
+from tfclassify.server.rest.bodies import parsed
 from tfclassify.server.rest.calls import DEADLINE, invoke
 from tfclassify.server.rest.frontend import RestApis, endpoint
 from tfclassify.server.rest.statuses import HttpError
@@ -39,11 +40,11 @@ def routes(apis: RestApis) -> list[web.RouteDef]:
     """The binding's routes, each model route with and without ``/versions/{version}``."""
     inference = apis.inference
 
-    @endpoint(LABEL, "ServerLive")
+    @endpoint(LABEL, "ServerLive", open_to_all=True)
     async def server_live(request: web.Request) -> web.Response:
         return _health((await invoke(inference.ServerLive, pb.ServerLiveRequest(), request)).live)
 
-    @endpoint(LABEL, "ServerReady")
+    @endpoint(LABEL, "ServerReady", open_to_all=True)
     async def server_ready(request: web.Request) -> web.Response:
         return _health((await invoke(inference.ServerReady, pb.ServerReadyRequest(), request)).ready)
 
@@ -77,9 +78,13 @@ def routes(apis: RestApis) -> list[web.RouteDef]:
     @endpoint(LABEL, "ModelInfer")
     async def model_infer(request: web.Request) -> web.Response:
         body = await apis.bodies.read(request)
+        header = request.headers.get(oip_json.HEADER_LENGTH)
+        # What is JSON: the whole body, or the header before the binary tensors (a short one: parsed in place).
+        json_bytes = int(header) if header is not None and header.isascii() and header.isdigit() and len(
+            header) < 12 else len(body)
         try:
-            call = oip_json.parse_infer_request(body, request.headers.get(oip_json.HEADER_LENGTH),
-                                                _model(request), _version(request))
+            call = await parsed(min(json_bytes, len(body)), oip_json.parse_infer_request, body, header,
+                                _model(request), _version(request))
         except oip_json.RequestError as error:
             raise HttpError(400, str(error)) from None
         if call.timeout_s is not None:

@@ -23,7 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from tfclassify.inference import grpc_service_pb2 as pb
-from tfclassify.server.apis.oip_tensors import DTYPES
+from tfclassify.server.apis.oip_tensors import DTYPES, MAX_DIMENSIONS
 from tfclassify.server.rest.json_types import json_type
 
 #: The binary tensor data extension's header: how many leading bytes of the body are the JSON object.
@@ -187,6 +187,9 @@ def _shape(shape: Any, name: str) -> list[int]:
         isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _INT64[1] for d in shape
     ):
         raise RequestError(f"input '{name}''s shape must be an array of dimensions, whole numbers 0 or more")
+    if len(shape) > MAX_DIMENSIONS:  # before any product of them is taken or printed
+        raise RequestError(f"input '{name}' has {len(shape)} dimensions; a batch of images has at most "
+                           f"{MAX_DIMENSIONS}")
     return shape
 
 
@@ -320,7 +323,7 @@ def raw_json_data(raw: bytes, datatype: str) -> Any:
     if datatype == "BYTES":
         return [item.decode("utf-8", "replace") for item in split_bytes(raw)]
     array = np.frombuffer(raw, DTYPES[datatype])
-    return array.astype(np.float32) if datatype == "FP16" else array  # orjson has no float16
+    return array.astype(np.float32) if datatype == "FP16" else array  # JSON numbers: float16 values are float32 ones
 
 
 def split_bytes(raw: bytes) -> list[bytes]:

@@ -33,7 +33,7 @@ from tensorflow_serving.apis import (
 from tfclassify.server.apis.tfserving import API, SIGNATURE_DEF_FIELD
 from tfclassify.server.core.errors import ServingError
 from tfclassify.server.rest import tfserving_json as tj
-from tfclassify.server.rest.bodies import check_charset, json_object
+from tfclassify.server.rest.bodies import check_charset, json_object, parsed
 from tfclassify.server.rest.calls import invoke
 from tfclassify.server.rest.frontend import Handler, RestApis, endpoint
 from tfclassify.server.rest.statuses import HttpError
@@ -41,10 +41,11 @@ from tfclassify.server.runtime.model_runtime import DEFAULT_SIGNATURE
 
 LABEL = f"{API}_http"
 #: TensorFlow Serving's paths (model_servers/http_rest_api_handler.cc).
+# re.ASCII: \d is 0-9 only, as in RE2 (Python's also takes other scripts' digits).
 PREDICTION_PATH = re.compile(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)",
-                             re.IGNORECASE)
+                             re.IGNORECASE | re.ASCII)
 STATUS_PATH = re.compile(r"/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?",
-                         re.IGNORECASE)
+                         re.IGNORECASE | re.ASCII)
 _INT64_MAX = (1 << 63) - 1
 
 
@@ -76,7 +77,8 @@ def parse_path(http_method: str, path: str) -> ModelPath:
     model, version, label, method = match.groups()
     if http_method != "POST" and not model:
         raise HttpError(400, "Missing model name in request.")
-    if version is not None and int(version) > _INT64_MAX:
+    # The length first: int() refuses strings of over 4,300 digits (a ValueError of its own).
+    if version is not None and (len(version) > 19 or int(version) > _INT64_MAX):
         raise HttpError(400, f"Failed to convert version: {version} to numeric.")
     return ModelPath(model, int(version) if version is not None else None, label, (method or "status").lower())
 
@@ -134,14 +136,17 @@ class _Handlers:
     async def post(self, request: web.Request) -> web.Response:
         path = parse_path("POST", request.path)
         check_charset(request)
-        body = json_object(await self.apis.bodies.read(request))
+        raw = await self.apis.bodies.read(request)
+        body = await parsed(len(raw), json_object, raw)
         try:
             signature = tj.signature_name(body)
             if path.method == "predict":
-                return await self._predict(request, path, signature, body)
-            examples = tj.examples_input(body)
+                return await self._predict(request, path, signature, body, len(raw))
+            examples = await parsed(len(raw), tj.examples_input, body)
         except tj.JsonRequestError as exc:
             raise HttpError(400, str(exc)) from None
+        except RecursionError:  # nesting orjson parsed, deeper than the conversion's recursion goes
+            raise HttpError(400, "the JSON body nests too deeply to be a tensor or a tf.Example") from None
         if path.method == "regress":
             raise HttpError(501, f"Regress is not supported: model {path.model} is a classifier, its signature "
                                  "is not tensorflow/serving/regress; use :classify or :predict")
@@ -150,11 +155,11 @@ class _Handlers:
         return json_response(tj.classify_json(response.result))
 
     async def _predict(self, request: web.Request, path: ModelPath, signature: str,
-                       body: dict[str, Any]) -> web.Response:
+                       body: dict[str, Any], size: int) -> web.Response:
         message = predict_pb2.PredictRequest(model_spec=path.spec(signature))
         inputs = self._signature_inputs(path, signature)
         if inputs is not None:  # else the RPC answers why: no such model, version, label or signature
-            request_format, tensors = tj.predict_inputs(body, inputs)
+            request_format, tensors = await parsed(size, tj.predict_inputs, body, inputs)
             for name, tensor in tensors.items():
                 message.inputs[name].CopyFrom(tensor)
         else:

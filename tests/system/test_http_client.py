@@ -192,6 +192,9 @@ def test_a_token_over_http(model_repo, tmp_path):
             assert error_of(lambda: anonymous.classify(IMAGE, "fashion")).code == grpc.StatusCode.UNAUTHENTICATED
             assert shop.classify(IMAGE, "fashion").classes.shape == (1,)
             assert error_of(lambda: shop.classify(IMAGE, "digits")).code == grpc.StatusCode.PERMISSION_DENIED
+            assert shop.is_server_ready("fashion", timeout=5), "a model's readiness is asked with the token"
+            assert error_of(lambda: anonymous.is_server_ready("fashion", timeout=5)).code == \
+                grpc.StatusCode.UNAUTHENTICATED, "a refused token is said, not waited on"
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN)
         listing = run_cli("models", "--server", proc.http_url, "--token-file", str(token_file))

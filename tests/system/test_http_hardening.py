@@ -197,3 +197,36 @@ def test_a_deadline_header_that_passes_gives_504(guarded, fashion_test):
     _, status, body = exchange(guarded.http_port, post(CLASSIFY, message.SerializeToString(),
                                                        "Content-Type: application/x-protobuf", "Request-Timeout: 30"))
     assert status == 200
+
+
+def test_a_deadline_that_passes_while_the_server_works_ends_the_request_then(guarded):
+    """Six requests of 60 one-megapixel PNGs keep the server's decoding busy for most of a second: a request
+    behind them with a 0.2 s deadline ends at 0.2 s, as over gRPC, not when its turn comes and goes."""
+    import io
+
+    from PIL import Image
+
+    from tfclassify.v1 import classifier_pb2 as pb
+
+    gradient = np.add.outer(np.arange(1000), np.arange(1000)).astype(np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(gradient).save(png, format="PNG")
+    message = pb.ClassifyRequest(model_spec=pb.ModelSpec(name="fashion"))
+    message.encoded.images.extend([png.getvalue()] * 60)
+    request = post(CLASSIFY, message.SerializeToString(), "Content-Type: application/x-protobuf")
+    answers: list[int | None] = []
+    busy = [threading.Thread(target=lambda: answers.append(exchange(guarded.http_port, request)[1]))
+            for _ in range(6)]
+    started = time.monotonic()
+    for thread in busy:
+        thread.start()
+    time.sleep(0.05)
+    _, status, body = exchange(guarded.http_port, request.replace(b"Host: test", b"Host: test\r\nRequest-Timeout: 0.2"))
+    elapsed = time.monotonic() - started - 0.05
+    for thread in busy:
+        thread.join(60)
+    unhurried = time.monotonic() - started
+    assert status == 504 and json.loads(body)["code"] == "DEADLINE_EXCEEDED", (status, elapsed, unhurried)
+    assert answers == [200] * 6
+    assert unhurried > 0.5 and elapsed < 0.2 + (unhurried - 0.2) / 2, (elapsed, unhurried)
+    assert bystander_ok(guarded)

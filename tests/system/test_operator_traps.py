@@ -85,19 +85,18 @@ def test_the_http_port_serves_metrics_and_probes_only(server):
         assert code == 404 and "/metrics, /healthz and /readyz" in body, path
 
 
-@pytest.mark.parametrize("which", ["grpc", "metrics"])
-def test_a_port_in_use_is_one_line_and_exit_1(model_repo, which):
+@pytest.mark.parametrize(("flag", "name"), [("--grpc-port", "gRPC"), ("--http-port", "HTTP/REST"),
+                                            ("--metrics-port", "metrics")])
+def test_a_port_in_use_is_one_line_and_exit_1(model_repo, flag, name):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = ("--grpc-port", str(port), "--http-port", "0", "--metrics-port", "0") if which == "grpc" else (
-            "--grpc-port", "0", "--metrics-port", str(port))
-        result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--host", "127.0.0.1", *ports),
+        ports = {"--grpc-port": "0", "--http-port": "0", "--metrics-port": "0", flag: str(port)}
+        result = subprocess.run(tfclassify_cmd("serve", "--model-repo", str(model_repo), "--host", "127.0.0.1",
+                                               *(item for pair in ports.items() for item in pair)),
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
-    flag = "--grpc-port" if which == "grpc" else "--metrics-port"
-    name = "gRPC" if which == "grpc" else "metrics"
     assert result.stderr.splitlines()[-1] == (
         f"tfclassify: error: cannot listen on 127.0.0.1:{port} for {name}: address already in use "
         f"(choose another port with {flag})"
