@@ -119,9 +119,11 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.1):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def drain_and_check(proc: ServerProcess, model: str, big: np.ndarray, grace_s: float, requests: int = 12) -> None:
-    """Send ``requests`` Classify calls of ``big``; SIGTERM once the server holds them all; check that every
-    one completes, the process exits 0 within ``grace_s`` and refuses new calls while it stops."""
+def drain_and_check(proc: ServerProcess, model: str, big: np.ndarray, grace_s: float, requests: int = 12,
+                    http: bool = False) -> None:
+    """Send ``requests`` Classify calls of ``big`` (over gRPC, or over the HTTP/REST port); SIGTERM once the
+    server holds them all; check that every one completes, the process exits 0 within ``grace_s`` and refuses
+    new calls while it stops."""
     from tfclassify.client import TfclassifyError
 
     def received() -> tuple[float, float]:
@@ -129,7 +131,7 @@ def drain_and_check(proc: ServerProcess, model: str, big: np.ndarray, grace_s: f
         in_flight = metric_value(text, "tfclassify_requests_in_flight", method="Classify")
         return in_flight, in_flight + metric_value(text, "tfclassify_requests_total", method="Classify")
 
-    with proc.client(timeout=120) as client:
+    with ClassifierClient(proc.http_url, timeout=120, retries=0) if http else proc.client(timeout=120) as client:
         client.wait_for_ready(60)
         before = received()[1]
         futures = [client.classify_async(big, model) for _ in range(requests)]

@@ -273,6 +273,15 @@ def test_sigterm_drains_in_flight_requests(fashion_v1, tmp_path):
         proc.stop()
 
 
+def test_sigterm_drains_requests_in_flight_over_http_too(fashion_v1, tmp_path):
+    one_version_repo(tmp_path, fashion_v1)
+    proc = ServerProcess(tmp_path / "repo", tmp_path, "--max-concurrent-batches", "1", "--max-batch-size", "64")
+    try:  # 8 requests: the HTTP client's calls in flight at once (one connection per thread)
+        drain_and_check(proc, "fashion", np.zeros((4096, 28, 28), np.uint8), grace_s=30, requests=8, http=True)
+    finally:
+        proc.stop()
+
+
 def test_replicas_on_logical_cpu_devices_share_the_load(fashion_v1, tmp_path, fashion_test):
     one_version_repo(tmp_path, fashion_v1)
     proc = ServerProcess(
