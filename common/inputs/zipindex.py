@@ -12,6 +12,7 @@ reported as unsupported for that member only.
 from __future__ import annotations
 
 import bz2
+import io
 import struct
 import zlib
 from collections.abc import Iterator
@@ -112,6 +113,44 @@ def read_member(fp: BinaryIO, member: ZipMember, max_size: int) -> bytes:
     if len(content) != member.size or zlib.crc32(content) != member.crc:
         raise ZipFormatError("member data does not match its size or CRC (corrupt archive)")
     return content
+
+
+#: Bytes beyond its name that a member's local header is read with, in one request, before its data (its extra
+#: field: timestamps, Zip64 sizes); a longer one costs a second request.
+LOCAL_EXTRA_ALLOWANCE = 256
+
+
+def member_span(member: ZipMember) -> int:
+    """How many bytes from ``member.header_offset`` likely hold its local header and data (one ranged read)."""
+    return _LOCAL.size + len(member.name.encode("utf-8")) + LOCAL_EXTRA_ALLOWANCE + member.compressed_size
+
+
+def member_extent(header: bytes, member: ZipMember) -> int:
+    """How many bytes from ``member.header_offset`` hold its local header and data, given at least the first
+    30 bytes there (``ZipFormatError`` when they are not a local header)."""
+    if len(header) < _LOCAL.size or header[:4] != b"PK\x03\x04":
+        raise ZipFormatError("bad local file header")
+    fields = _LOCAL.unpack_from(header)
+    return _LOCAL.size + fields[10] + fields[11] + member.compressed_size
+
+
+class SpanFile(io.BytesIO):
+    """The bytes of an archive from ``offset`` on, read as a file positioned in the whole archive (what
+    ``read_member`` reads a member from when its bytes were fetched on their own)."""
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        super().__init__(data)
+        self._offset = offset
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 0:
+            if pos < self._offset:
+                raise ZipFormatError("read before the fetched span of the archive")
+            pos -= self._offset
+        return super().seek(pos, whence) + self._offset
+
+    def tell(self) -> int:
+        return super().tell() + self._offset
 
 
 def _central_directory_location(fp: BinaryIO) -> tuple[int, int, int]:

@@ -1,0 +1,140 @@
+"""The store that serves an object URL: obstore (the optional ``storage`` extra), imported on first use.
+
+One store per bucket and process, made from the URL and each cloud's standard settings in the environment:
+
+- S3: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, Ceph and other S3-compatible stores, an
+  ``http://`` endpoint allowed; ``AWS_REGION``; credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+  (``AWS_SESSION_TOKEN``), web identity (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``: a Kubernetes service
+  account), container credentials (ECS, EKS Pod Identity) and instance metadata (IMDSv2), all natively; shared
+  config and profiles (``AWS_PROFILE``, ``~/.aws/credentials``, SSO, ``role_arn``) through boto3's chain when
+  boto3 is installed (obstore's ``Boto3CredentialProvider``). ``AWS_SKIP_SIGNATURE=true``: a public bucket.
+- Google Cloud Storage, Azure Blob and HTTPS: the library's own settings (``GOOGLE_APPLICATION_CREDENTIALS``,
+  ``AZURE_STORAGE_ACCOUNT_NAME`` ...).
+
+Requests are retried by the library: 5xx answers (503 SlowDown included), dropped and refused connections and
+timeouts of reads, up to ``RETRY``'s limits with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from tfclassify.common.storage.errors import NO_CREDENTIALS, StorageError, StorageUnavailable
+from tfclassify.common.storage.urls import ObjectURL
+
+#: Retries of a failed request (5xx, connection errors, timeouts): 10 with backoff from 0.1 s up to 15 s, and
+#: none started 3 minutes after the first try.
+RETRY: dict[str, Any] = {
+    "max_retries": 10,
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=15), "base": 2},
+    "retry_timeout": timedelta(minutes=3),
+}
+#: A request that has not answered in 30 s is abandoned (and retried); connecting may take 5 s.
+CLIENT: dict[str, Any] = {"timeout": "30s", "connect_timeout": "5s"}
+INSTALL_HINT = "pip install 'tfclassify[storage]'"
+
+#: The environment variables that, changed, make a new store (credentials, endpoint, region).
+_SETTINGS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_SKIP_SIGNATURE", "AWS_EC2_METADATA_DISABLED", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+    "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SERVICE_ACCOUNT", "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY",
+)
+_stores: dict[tuple[str, int], Any] = {}
+_lock = threading.Lock()
+
+
+def obstore_module() -> Any:
+    """The ``obstore`` module; ``StorageUnavailable`` with the install command when it is not installed."""
+    try:
+        import obstore
+        import obstore.store  # the store classes, used as obstore.store
+    except ImportError:
+        raise StorageUnavailable(f"reading object storage needs the storage extra: {INSTALL_HINT}") from None
+    return obstore
+
+
+def store_for(url: ObjectURL) -> Any:
+    """The (cached) store of ``url``'s bucket; its keys are the bucket's keys. A store is made again when the
+    environment it was made from changes (other credentials, another endpoint)."""
+    key = (url.root, hash(tuple(map(os.environ.get, _SETTINGS))))
+    store = _stores.get(key)
+    if store is not None:
+        return store
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = _make_store(url)
+    return store
+
+
+def _make_store(url: ObjectURL) -> Any:
+    obstore = obstore_module()
+    client = dict(CLIENT)
+    kwargs: dict[str, Any] = {}
+    if url.scheme in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        if endpoint.lower().startswith("http://"):
+            client["allow_http"] = True
+        provider = _profile_credentials(url)
+        if provider is None and _metadata_disabled() and not _native_credentials():
+            raise StorageError(NO_CREDENTIALS, f"{url}: no credentials found for {url.root} (AWS_EC2_METADATA_DISABLED "
+                               "rules out an instance role); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                               "AWS_PROFILE (with boto3 installed), or a web identity (AWS_ROLE_ARN and "
+                               "AWS_WEB_IDENTITY_TOKEN_FILE); AWS_SKIP_SIGNATURE=true reads a public bucket")
+        if provider is not None:
+            kwargs["credential_provider"] = provider
+            region = getattr(provider, "config", {}).get("region")
+            if region and not os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
+                kwargs["region"] = region
+        return obstore.store.S3Store(url.bucket, client_options=client, retry_config=RETRY, **kwargs)
+    if url.scheme == "http":
+        client["allow_http"] = True
+    return obstore.store.from_url(url.root, client_options=client, retry_config=RETRY)
+
+
+def _native_credentials() -> bool:
+    """Whether the environment holds credentials the library reads itself (or asks for anonymous requests)."""
+    env = os.environ
+    native = ("AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+              "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    return any(env.get(name) for name in native) or env.get("AWS_SKIP_SIGNATURE", "").lower() in ("1", "true")
+
+
+def _metadata_disabled() -> bool:
+    """``AWS_EC2_METADATA_DISABLED=true`` (the AWS SDKs' switch): no instance role to ask for credentials."""
+    return os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() in ("1", "true")
+
+
+def _profile_credentials(url: ObjectURL) -> Any:
+    """boto3's credential chain (profiles, shared config, SSO ...) when no credential the library reads itself is
+    set and a profile or shared file is; None otherwise (the library's chain: environment, web identity,
+    container, instance metadata)."""
+    env = os.environ
+    if _native_credentials():
+        return None
+    home = Path.home() / ".aws"
+    files = [Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / "credentials"),
+             Path(env.get("AWS_CONFIG_FILE") or home / "config")]
+    profile = env.get("AWS_PROFILE")
+    if not profile and not any(f.is_file() for f in files):
+        return None
+    try:
+        from obstore.auth.boto3 import Boto3CredentialProvider
+    except ImportError:
+        if profile:
+            raise StorageError(NO_CREDENTIALS, f"{url}: AWS_PROFILE={profile} is read through boto3, which is not "
+                               "installed: pip install boto3, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+        return None  # the shared files are boto3's to read: the library's own chain goes on (instance metadata)
+    try:
+        return Boto3CredentialProvider()
+    except Exception as exc:  # noqa: BLE001 - boto3 found no credentials, or a broken profile: say which, secret-free
+        if profile:
+            raise StorageError(NO_CREDENTIALS, f"{url}: AWS_PROFILE={profile} gives no credentials "
+                               f"({type(exc).__name__}); check ~/.aws/config and ~/.aws/credentials") from None
+        return None
