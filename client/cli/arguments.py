@@ -24,6 +24,7 @@ from tfclassify.common.commands import CliError
 from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, NpzFormatError
 from tfclassify.common.inputs.labels import LabelError
 from tfclassify.common.inputs.sources import InputError
+from tfclassify.common.storage.errors import StorageError, StorageUnavailable
 
 DEFAULT_SERVER = "localhost:8500"
 
@@ -32,11 +33,12 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the command failed (bad input, server error, ...)
 EXIT_USAGE = 2  # wrong command-line arguments (argparse)
 EXIT_SKIPPED = 3  # the run completed, but some files were skipped (not images, corrupt, refused)
+EXIT_STORAGE = 5  # object storage: no such bucket or object, access denied, no credentials, unreachable
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C or SIGTERM; a scoring run can be resumed
 
 #: Errors whose message is the whole story: printed as one line, exit status 1.
 USER_ERRORS = (DatasetNotFoundError, IdxFormatError, NpzFormatError, InputError, LabelError, OutputError, ReportPathError,
-               ComparisonError,
+               ComparisonError, StorageUnavailable,
                FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -126,6 +128,8 @@ def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namesp
     except TfclassifyError as exc:
         server = getattr(args, "server", None) or getattr(args, "default_server", "")
         return _fail(f"server {', '.join(server) if isinstance(server, list) else server}: {exc}")
+    except StorageError as exc:  # its message is ours, secret-free (tfclassify.common.storage.errors)
+        return _fail(str(exc), status=EXIT_STORAGE)
     except (CliError, *USER_ERRORS) as exc:
         return _fail(str(exc))
     except (KeyError, ValueError) as exc:

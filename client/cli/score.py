@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TypeGuard
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from tfclassify.common.datasets import SPLITS, dataset_names, load_dataset, npz_
 from tfclassify.common.image_files import INVERT_CHOICES, RESIZE_CHOICES
 from tfclassify.common.inputs.labels import AUTO, FOLDER, NONE
 from tfclassify.common.inputs.sources import ArrayInput, Input, InputError, is_array_file, open_input
+from tfclassify.common.storage.urls import is_object_url
 from tfclassify.common.text import counted
 
 
@@ -43,8 +45,9 @@ def add_parser(sub) -> None:
         "named dataset on tfclassify servers; write the predictions as they come (JSONL or Parquet), and "
         "report accuracy, per-class precision/recall/F1, the confusion matrix and the skipped files. "
         "Exit status: 0 all scored, 1 failure, 2 usage error, 3 done but some files were skipped (not images, "
-        "corrupt, outside a class folder with --labels folder, refused; 0 with --skipped-ok), 130 interrupted "
-        "(continue with --resume).",
+        "corrupt, outside a class folder with --labels folder, refused; 0 with --skipped-ok), 5 object storage "
+        "refused or missing (no such bucket or object, access denied, no credentials, unreachable), 130 "
+        "interrupted (continue with --resume).",
     )
     add_server_arguments(parser, timeout=60.0, several=True)
     parser.add_argument("--model", required=True, help="model name on the server")
@@ -101,8 +104,11 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", choices=dataset_names(), help="a dataset known by name")
     source.add_argument(
-        "--images", type=Path, action="append", metavar="PATH",
-        help="a folder, .zip, .tar[.gz|.bz2|.xz] of images, an image file, or IDX/.npz arrays; repeatable",
+        "--images", type=_path_or_url, action="append", metavar="PATH|URL",
+        help="a folder, .zip, .tar[.gz|.bz2|.xz] of images, an image file, a .csv/.jsonl manifest of images "
+        "(path column, label optional), or IDX/.npz arrays; or the same in object storage: s3://BUCKET/PREFIX/ "
+        "(a prefix of image objects), s3://BUCKET/export.zip, gs://, az://, abfs://, https:// (needs the storage "
+        "extra; S3-compatible stores: AWS_ENDPOINT_URL); repeatable",
     )
     parser.add_argument("--split", default="test", choices=SPLITS, help="with --dataset or a Keras-style .npz "
                         "[default: %(default)s]")
@@ -110,8 +116,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels", metavar="auto|folder|none|FILE", default=AUTO,
         help="true labels: 'folder' (each image's folder is named after its class, e.g. Shirt/0001.png or "
-        "7/0001.png; files outside a class folder are skipped), a manifest FILE (CSV with path,label columns, "
-        "or JSONL), an IDX/.npz labels file for IDX images, or 'none'. 'auto' takes the folders as labels when "
+        "7/0001.png; files outside a class folder are skipped), a manifest FILE or object URL (CSV with "
+        "path,label columns, or JSONL), an IDX/.npz labels file for IDX images, or 'none'. 'auto' takes the folders as labels when "
         "every image file sits in a folder named after one of the model's classes (as Keras' "
         "image_dataset_from_directory labels images by their folder, but only names of the model's classes "
         "count, never a folder '3' for the model's fourth class), says so in one line, and otherwise scores "
@@ -182,11 +188,20 @@ def build_plan(args: argparse.Namespace) -> ScoringPlan:
         # An IDX/.npz --labels file holds the labels of one IDX/.npz --images file; any other is a manifest.
         array_labels = None
         if labels not in (None, FOLDER, AUTO) and is_array_file(Path(labels)):
-            if len(args.images) != 1 or not is_array_file(args.images[0]):
+            if len(args.images) != 1 or not _is_array_path(args.images[0]):
                 raise CliError("an IDX/.npz --labels file goes with exactly one IDX/.npz --images file")
             array_labels, labels = _array_labels(Path(labels), args), None
-        inputs = [_array_input(p, args, array_labels) if is_array_file(p) else open_input(p) for p in args.images]
+        inputs = [_array_input(p, args, array_labels) if _is_array_path(p) else open_input(p) for p in args.images]
     return ScoringPlan(inputs, labels, shard, limit=args.limit)
+
+
+def _path_or_url(text: str) -> Path | str:
+    """An ``--images`` value: an object URL as it is (a ``Path`` would fold its ``//``), else a path."""
+    return text if is_object_url(text) else Path(text)
+
+
+def _is_array_path(path: Path | str) -> TypeGuard[Path]:
+    return isinstance(path, Path) and is_array_file(path)
 
 
 def _byte_size(text: str) -> int:

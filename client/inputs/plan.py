@@ -28,6 +28,7 @@ from tfclassify.common.inputs.labels import (
     read_manifest,
 )
 from tfclassify.common.inputs.sources import ArrayInput, Input, InputError, Item
+from tfclassify.common.storage.urls import is_object_url
 
 
 def shard_of(source: str, num_shards: int) -> int:
@@ -106,7 +107,7 @@ class ScoringPlan:
         self.notes: list[str] = []
         self._manifest: dict[str, str] | None = None
         if labels is not None and str(labels) not in (FOLDER, AUTO):
-            self._manifest = read_manifest(Path(labels))
+            self._manifest = read_manifest(labels if is_object_url(labels) else Path(labels))
 
     def identity(self) -> dict:
         """What a resumed run must share with the run it continues."""
@@ -155,7 +156,8 @@ class ScoringPlan:
                     digest = (digest + _hash64(item.source)) % (1 << 64)
                 if label is None and self._mode == FOLDER:
                     survey.unfiled += 1
-                if self.labels_from == AUTO and not source.is_array:
+                if self.labels_from == AUTO and not source.is_array and item.label is None:
+                    # (an item with a label of its own, from a manifest input, is labelled whatever auto settles)
                     survey.files += 1
                     survey.in_class_folders += resolver.names_class(label)
                     auto_labelled += shard == self.shard
@@ -166,7 +168,7 @@ class ScoringPlan:
                 if resolver.resolve(label) is None:
                     unknown.add(str(label))
         if survey.total == 0:
-            paths = [str(i.path) for i in self.inputs]
+            paths = [i.location for i in self.inputs]
             raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")
         if self.num_shards > 1:
             survey.digest = f"{digest:016x}"
@@ -267,7 +269,7 @@ class ScoringPlan:
             # folder (a class folder itself, or one level too high), and scoring it would skip every file.
             if survey.unfiled == survey.total:
                 raise LabelError(
-                    f"--labels folder: no file of {', '.join(str(i.path) for i in self.inputs)} is in a class "
+                    f"--labels folder: no file of {', '.join(i.location for i in self.inputs)} is in a class "
                     "folder; name the folder or archive that holds the class folders (Shirt/0001.png)"
                 )
             resolver.check(unknown, "folder name")

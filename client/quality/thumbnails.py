@@ -104,7 +104,7 @@ def _conversion_spec(record: dict) -> ConversionSpec:
 
 
 def _from_files(described: dict, sources: set[str], spec: ConversionSpec) -> dict[str, np.ndarray]:
-    source_input = open_input(Path(described["path"]))
+    source_input = open_input(described["path"])  # a path, or an object URL
     refs: list[FileRef] = []
     names: list[str] = []
     remaining = set(sources)

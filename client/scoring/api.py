@@ -52,8 +52,8 @@ class ImageResult:
 def make_plan(
     paths: Sequence[str | Path | Input], labels: str | Path | None = None, shard: tuple[int, int] = (0, 1)
 ) -> ScoringPlan:
-    """A ``ScoringPlan`` over folders, archives and image files (or ready ``Input`` objects)."""
-    inputs = [p if isinstance(p, Input) else open_input(Path(p)) for p in paths]
+    """A ``ScoringPlan`` over folders, archives, image files and object URLs (or ready ``Input`` objects)."""
+    inputs = [p if isinstance(p, Input) else open_input(p) for p in paths]
     return ScoringPlan(inputs, labels, shard)
 
 

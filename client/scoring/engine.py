@@ -30,6 +30,7 @@ import grpc
 import numpy as np
 
 from tfclassify.client.errors import TfclassifyError
+from tfclassify.client.inputs.fetch import ObjectFetcher
 from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows
 from tfclassify.client.inputs.workers import DecodePool, available_cpus
 from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
@@ -155,6 +156,8 @@ class Scorer:
         self.send_files = False
         #: One-line notes for the user about choices made from the model (decoding, labels), after ``start``.
         self.notes: list[str] = []
+        #: Fetches the bytes of object-storage items ahead of decoding (nothing for local inputs).
+        self._fetcher = ObjectFetcher()
 
     @property
     def spec(self) -> ConversionSpec | None:
@@ -247,8 +250,8 @@ class Scorer:
             assert self._decoder is not None and self._spec is not None
             skipped.update(chunk.skipped)
             decode_at = [p for p in range(n) if p not in skipped]
-            pixels, failed = await asyncio.wrap_future(
-                self._decoder.submit([chunk.refs[p] for p in decode_at], self._spec, self.send_files))
+            refs = await self._fetcher.fetch([chunk.refs[p] for p in decode_at])  # objects' bytes, many at once
+            pixels, failed = await asyncio.wrap_future(self._decoder.submit(refs, self._spec, self.send_files))
             skipped.update((decode_at[q], reason) for q, reason in failed)
             scored_at = [p for p in decode_at if p not in skipped]
         result = ChunkResult(

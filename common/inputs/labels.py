@@ -10,9 +10,16 @@ folder or archive root (``Shirt/0001.png``), as the scorer's ``member`` paths ar
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import TextIO, cast
+
+from tfclassify.common.storage.errors import StorageError
+from tfclassify.common.storage.urls import is_object_url
 
 #: ``--labels`` value that takes labels from the parent folder names.
 FOLDER = "folder"
@@ -29,19 +36,18 @@ class LabelError(ValueError):
     """Labels that do not fit the model or cannot be read."""
 
 
-def read_manifest(path: Path) -> dict[str, str]:
-    """``member path -> label`` from a CSV (``path,label`` header) or JSONL manifest."""
+def read_manifest(path: Path | str) -> dict[str, str]:
+    """``member path -> label`` from a CSV (``path,label`` header) or JSONL manifest: a file, or an object URL."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            first = f.readline()
-            f.seek(0)
-            rows = _jsonl_rows(f, path) if first.lstrip().startswith("{") else _csv_rows(f, path)
+        with _open_manifest(path) as f:
             manifest = {}
-            for line, (member, label) in rows:
+            for line, member, label in manifest_rows(f, path):
                 key = normalise_member(member)
                 if key in manifest:
                     raise LabelError(f"{path}:{line}: {member!r} is listed twice")
-                manifest[key] = label
+                manifest[key] = cast(str, label)  # label_required: never None
+    except StorageError:
+        raise
     except OSError as exc:
         raise LabelError(f"cannot read the labels manifest {path}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
@@ -49,6 +55,31 @@ def read_manifest(path: Path) -> dict[str, str]:
     if not manifest:
         raise LabelError(f"{path}: the manifest lists no images")
     return manifest
+
+
+def manifest_rows(f: TextIO, origin: str | Path, label_required: bool = True
+                  ) -> Iterator[tuple[int, str, str | None]]:
+    """``(line, path, label)`` of each row of the CSV or JSON Lines manifest open in ``f``, read as it streams
+    (``label`` None where a row has none, which only ``label_required`` False allows)."""
+    first = f.readline()
+    lines = itertools.chain([first], f)
+    if first.lstrip().startswith("{"):
+        yield from _jsonl_rows(lines, origin, label_required)
+    else:
+        yield from _csv_rows(lines, origin, label_required)
+
+
+@contextmanager
+def _open_manifest(path: Path | str) -> Iterator[TextIO]:
+    if is_object_url(path):
+        from tfclassify.common.storage.reads import open_stream  # the storage library only when a URL is used
+        from tfclassify.common.storage.urls import parse
+
+        with io.TextIOWrapper(open_stream(parse(str(path))), encoding="utf-8", newline="") as f:
+            yield f
+    else:
+        with open(path, encoding="utf-8", newline="") as f:
+            yield f
 
 
 def normalise_member(member: str) -> str:
@@ -99,17 +130,22 @@ class LabelResolver:
             )
 
 
-def _csv_rows(f, path: Path):
+def _csv_rows(f: Iterable[str], path: str | Path, label_required: bool = True):
     reader = csv.DictReader(f)
-    if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-        raise LabelError(f"{path}: a CSV manifest needs a header with the columns path and label")
+    needed = {"path", "label"} if label_required else {"path"}
+    if not reader.fieldnames or not needed <= set(reader.fieldnames):
+        columns = "the columns path and label" if label_required else "a column path (and label, optionally)"
+        raise LabelError(f"{path}: a CSV manifest needs a header with {columns}")
     for row in reader:
-        if not row["path"] or row["label"] is None:
-            raise LabelError(f"{path}:{reader.line_num}: expected a path and a label")
-        yield reader.line_num, (row["path"], row["label"].strip())
+        label = row.get("label")
+        if not row["path"] or (label_required and label is None):
+            raise LabelError(f"{path}:{reader.line_num}: expected a path{' and a label' if label_required else ''}")
+        if label is not None:
+            label = label.strip() if label_required else (label.strip() or None)
+        yield reader.line_num, row["path"], label
 
 
-def _jsonl_rows(f, path: Path):
+def _jsonl_rows(f: Iterable[str], path: str | Path, label_required: bool = True):
     for line_no, line in enumerate(f, 1):
         if not line.strip():
             continue
@@ -117,6 +153,8 @@ def _jsonl_rows(f, path: Path):
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise LabelError(f"{path}:{line_no}: not JSON: {exc.msg}") from exc
-        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or "label" not in row:
-            raise LabelError(f'{path}:{line_no}: expected {{"path": ..., "label": ...}}')
-        yield line_no, (row["path"], str(row["label"]))
+        if not isinstance(row, dict) or not isinstance(row.get("path"), str) or (label_required and "label" not in row):
+            raise LabelError(f'{path}:{line_no}: expected {{"path": ..., "label": ...}}' if label_required
+                             else f'{path}:{line_no}: expected {{"path": ...}}')
+        label = row.get("label")
+        yield line_no, row["path"], None if label is None else str(label)

@@ -21,10 +21,14 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 
 from tfclassify.common.inputs import zipindex
+from tfclassify.common.storage.errors import StorageError
+from tfclassify.common.storage.urls import is_object_url
 from tfclassify.common.text import counted
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 ARRAY_SUFFIXES = (".npz", "-ubyte", "-ubyte.gz", ".idx", ".idx.gz")
+#: A CSV or JSON Lines list of images (``path`` column, ``label`` optional), as an input of its own.
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
 #: A member larger than this is not read (nothing the model takes needs more; guards against zip bombs).
 MAX_FILE_BYTES = 256 * 1024 * 1024
 
@@ -34,7 +38,8 @@ class InputError(ValueError):
 
 
 class FileRef(NamedTuple):
-    """Where a decode worker finds an item's bytes: a file, a zip member, or the bytes themselves."""
+    """Where a decode worker finds an item's bytes: a file, a zip member, or the bytes themselves; ``path`` is
+    an object URL for objects (their bytes fetched ahead into ``data``, or read by ``read_file_ref``)."""
 
     path: str
     member: zipindex.ZipMember | None = None
@@ -53,8 +58,9 @@ class Item(NamedTuple):
     source: str  # e.g. "photos.zip/Shirt/0001.png", "t10k-images-idx3-ubyte.gz[41]"
     member: str  # the path inside the input ("Shirt/0001.png"), for labels and manifests
     ref: ItemRef
-    #: The true label when the input carries one (array inputs); folder and manifest labels come later.
-    label: int | None = None
+    #: The true label when the input carries one (array inputs: a class index; manifest inputs: a class name or
+    #: index as written); folder labels and ``--labels`` manifests come later.
+    label: int | str | None = None
 
 
 class Input:
@@ -70,6 +76,11 @@ class Input:
     def items(self, with_data: bool = True) -> Iterator[Item]:
         """The items, in a stable order; ``with_data`` False skips reading streamed bytes (listing only)."""
         raise NotImplementedError
+
+    @property
+    def location(self) -> str:
+        """Where the input is, as the user gave it (a path, or an object URL), for messages."""
+        return str(self.path)
 
     def identity(self) -> dict:
         """What a resumed run checks to be the same input."""
@@ -119,24 +130,31 @@ class ZipInput(Input):
 class TarInput(Input):
     """A tar archive (plain, gzip, bzip2 or xz), streamed front to back."""
 
+    def open(self) -> BinaryIO:
+        """The archive's bytes, front to back."""
+        return open(self.path, "rb")
+
     def items(self, with_data: bool = True) -> Iterator[Item]:
+        location = self.location
         try:
-            with tarfile.open(self.path, mode="r|*") as tar:
+            with self.open() as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
                 for info in tar:
                     tar.members = []  # type: ignore[attr-defined]  # TarFile's list of headers, not in typeshed; stream mode keeps every header otherwise: memory would grow with the archive
                     if not info.isfile() or _hidden_path(info.name):
                         continue
                     member = PurePosixPath(info.name).as_posix().removeprefix("./")
-                    ref = FileRef(str(self.path))
+                    ref = FileRef(location)
                     if info.size > MAX_FILE_BYTES:
-                        ref = FileRef(str(self.path), error=_too_large(info.size))
+                        ref = FileRef(location, error=_too_large(info.size))
                     elif with_data:
                         data = tar.extractfile(info)
                         assert data is not None  # a regular file (isfile() above) always has its data
-                        ref = FileRef(str(self.path), data=data.read())
+                        ref = FileRef(location, data=data.read())
                     yield Item(f"{self.name}/{member}", member, ref)
+        except StorageError:
+            raise
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise InputError(f"{self.path}: not a readable tar archive: {exc}") from exc
+            raise InputError(f"{location}: not a readable tar archive: {exc}") from exc
 
 
 class ArrayInput(Input):
@@ -171,8 +189,15 @@ class ArrayInput(Input):
         return described
 
 
-def open_input(path: Path) -> Input:
-    """The ``Input`` for a folder, an archive or an image file (array files go through ``ArrayInput``)."""
+def open_input(path: Path | str) -> Input:
+    """The ``Input`` for a folder, an archive, a manifest (``.csv``, ``.jsonl``) or an image file (array files go
+    through ``ArrayInput``), or for an object URL (``s3://bucket/photos/``, ``gs://...``: ``objects``)."""
+    if isinstance(path, str):
+        if is_object_url(path):
+            from tfclassify.common.inputs.objects import open_object_input  # its storage library only when used
+
+            return open_object_input(path)
+        path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     name = path.resolve().name or str(path)
@@ -183,6 +208,10 @@ def open_input(path: Path) -> Input:
         return ZipInput(path, name)
     if lower.endswith(TAR_SUFFIXES):
         return TarInput(path, name)
+    if lower.endswith(MANIFEST_SUFFIXES):
+        from tfclassify.common.inputs.objects import ManifestInput
+
+        return ManifestInput(path, name)
     return FileInput(path, name)
 
 
@@ -196,7 +225,14 @@ def read_file_ref(ref: FileRef, open_files: dict[str, BinaryIO]) -> bytes:
     if ref.error is not None:
         raise OSError(ref.error)
     if ref.data is not None:
-        return ref.data
+        if ref.member is None:
+            return ref.data
+        # A zip object's member, fetched ahead: the span of the archive from its local header to its data's end.
+        return zipindex.read_member(zipindex.SpanFile(ref.data, ref.member.header_offset), ref.member, MAX_FILE_BYTES)
+    if is_object_url(ref.path):
+        from tfclassify.common.inputs.objects import read_object_ref
+
+        return read_object_ref(ref)
     if ref.member is None:
         size = os.path.getsize(ref.path)
         if size > MAX_FILE_BYTES:
