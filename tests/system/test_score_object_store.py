@@ -1,0 +1,149 @@
+"""``tfclassify score --images s3://...`` against a real S3 server on loopback (``rclone serve s3``, see
+``tests/s3server.py``) and a real tfclassify server: a prefix, a zip object, a tar.gz object and a manifest of
+object URLs score exactly as the same files do from the local disk; shards and limits work on a prefix; a missing
+bucket, refused credentials, no credentials and a missing key each end in one line, exit 5, no secret shown."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+from archives import image_members, read_jsonl, write_manifest, write_tar, write_tree, write_zip
+from conftest import FASHION_LABELS, tfclassify_cmd
+from s3server import ACCESS_KEY, SECRET_KEY, s3_server  # noqa: F401 - the session fixture, used by name
+
+N = 48
+BUCKET = "images"
+
+
+def score(env: dict, *args: str, expect: int = 0) -> subprocess.CompletedProcess:
+    result = subprocess.run(tfclassify_cmd("score", *args, "--no-progress"), capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == expect, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def by_member(rows: list[dict]) -> dict[str, tuple]:
+    """What each image got, by its path inside the input (the input's own name left out)."""
+    return {r["source"].split("/", 1)[1]: (r.get("class"), r.get("score"), r.get("true_class"),
+                                          (r.get("skipped") or "").split(":")[0]) for r in rows}
+
+
+@pytest.fixture(scope="module")
+def photos(fashion_test, tmp_path_factory, s3_server):  # noqa: F811 - the fixture imported above
+    """The same class-folder tree of PNGs (with a truncated PNG and hidden files) on disk and in the bucket under
+    ``photos/``, as a zip and a tar.gz under ``exports/``, and a manifest of object URLs under ``lists/``."""
+    members = image_members(fashion_test.images[:N], fashion_test.labels[:N], FASHION_LABELS)
+    truncated = members[0][1][: len(members[0][1]) // 2]
+    tree = members + [("Shirt/truncated.png", truncated), (".DS_Store", b"\0\1"), ("Shirt/.hidden.png", truncated)]
+    local = write_tree(tmp_path_factory.mktemp("local") / "photos", tree)
+    bucket = s3_server.bucket(BUCKET)
+    shutil.copytree(local, bucket / "photos")
+    (bucket / "exports").mkdir()
+    write_zip(bucket / "exports" / "photos.zip", members + [("Shirt/truncated.png", truncated)])
+    write_tar(bucket / "exports" / "photos.tar.gz", members + [("Shirt/truncated.png", truncated)])
+    (bucket / "lists").mkdir()
+    # Half as absolute URLs, half as keys relative to the manifest's own location.
+    rows = [(f"s3://{BUCKET}/photos/{name}" if i % 2 else f"../photos/{name}", name.split("/")[0])
+            for i, (name, _) in enumerate(members)]
+    write_manifest(bucket / "lists" / "urls.csv", rows)
+    return local
+
+
+@pytest.fixture(scope="module")
+def local_rows(server, photos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local-out") / "local.jsonl"
+    score(None, "--server", server.address, "--model", "fashion", "--images", str(photos), "--labels", "folder",
+          "--output", str(out), expect=3)
+    return read_jsonl(out)
+
+
+def test_a_prefix_scores_as_the_same_local_folder(server, s3_server, photos, local_rows, tmp_path):  # noqa: F811
+    out = tmp_path / "bucket.jsonl"
+    result = score(s3_server.env(), "--server", server.address, "--model", "fashion", "--images",
+                   f"s3://{BUCKET}/photos/", "--labels", "folder", "--output", str(out), expect=3)
+    rows = read_jsonl(out)
+    assert len(rows) == N + 1, "every image once, the hidden objects left out"
+    assert {r["source"] for r in rows} == {r["source"] for r in local_rows}, "named as the local folder's files"
+    assert by_member(rows) == by_member(local_rows), "the same classes, scores and true labels"
+    broken = [r for r in rows if r.get("skipped")]
+    assert [b["source"] for b in broken] == ["photos/Shirt/truncated.png"]
+    assert broken[0]["skipped"].startswith("corrupt or truncated image")
+    assert f"scored {N} of the {N + 1} files of photos" in result.stdout
+    assert SECRET_KEY not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("archive", ["photos.zip", "photos.tar.gz"])
+def test_a_zip_or_tar_object_scores_as_the_local_files(server, s3_server, photos, local_rows, archive, tmp_path):  # noqa: F811
+    out = tmp_path / "archive.jsonl"
+    score(s3_server.env(), "--server", server.address, "--model", "fashion", "--images",
+          f"s3://{BUCKET}/exports/{archive}", "--labels", "folder", "--output", str(out), expect=3)
+    rows = read_jsonl(out)
+    assert all(r["source"].startswith(f"{archive}/") for r in rows)
+    assert by_member(rows) == by_member(local_rows)
+
+
+def test_a_manifest_of_object_urls_and_relative_keys(server, s3_server, photos, local_rows, tmp_path):  # noqa: F811
+    out = tmp_path / "manifest.jsonl"
+    score(s3_server.env(), "--server", server.address, "--model", "fashion", "--images",
+          f"s3://{BUCKET}/lists/urls.csv", "--output", str(out))
+    rows = read_jsonl(out)
+    local = {r["source"].split("/", 1)[1]: r for r in local_rows}
+    assert len(rows) == N and not any(r.get("skipped") for r in rows)
+    for row in rows:
+        member = row["source"].split("/photos/", 1)[1] if "://" in row["source"] else row["source"].split("/", 1)[1]
+        member = member.removeprefix("../photos/")
+        assert (row["class"], row["score"], row["true_class"]) == \
+            (local[member]["class"], local[member]["score"], local[member]["true_class"]), row
+
+
+def test_shards_and_limit_on_a_prefix(server, s3_server, photos, tmp_path):  # noqa: F811
+    env = s3_server.env()
+    common = ("--server", server.address, "--model", "fashion", "--images", f"s3://{BUCKET}/photos/",
+              "--labels", "folder", "--skipped-ok")
+    shards = []
+    for i in range(2):
+        score(env, *common, "--shard", f"{i}/2", "--output", str(tmp_path / f"s{i}.jsonl"))
+        shards.append({r["source"] for r in read_jsonl(tmp_path / f"s{i}.jsonl")})
+    assert shards[0] and shards[1] and not shards[0] & shards[1]
+    assert len(shards[0] | shards[1]) == N + 1
+    score(env, *common, "--limit", "10", "--output", str(tmp_path / "limit.jsonl"))
+    assert len(read_jsonl(tmp_path / "limit.jsonl")) == 10
+
+
+@pytest.mark.parametrize("case", ["missing bucket", "missing bucket of an object", "wrong credentials", "no credentials",
+                                  "missing key"])
+def test_storage_errors_are_one_line_exit_5_and_show_no_secret(server, s3_server, photos, case):  # noqa: F811
+    url, env, expected = f"s3://{BUCKET}/photos/", s3_server.env(), ""
+    if case == "missing bucket":
+        url, expected = "s3://no-such-bucket/photos/", "bucket s3://no-such-bucket does not exist"
+    elif case == "missing bucket of an object":
+        url, expected = "s3://no-such-bucket/export.zip", "bucket s3://no-such-bucket does not exist"
+    elif case == "wrong credentials":
+        env = s3_server.env(AWS_SECRET_ACCESS_KEY="wrong-" + SECRET_KEY)
+        expected = "the credentials were refused"
+    elif case == "no credentials":
+        env = s3_server.env(AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None)
+        expected = "no credentials found for s3://images"
+    else:
+        url, expected = f"s3://{BUCKET}/exports/missing.zip", "no such object"
+    result = score(env, "--server", server.address, "--model", "fashion", "--images", url, expect=5)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tfclassify: error: ") and expected in lines[0], result.stderr
+    output = result.stdout + result.stderr
+    assert SECRET_KEY not in output and ACCESS_KEY not in output and "wrong-" not in output
+
+
+def test_without_the_storage_extra_one_line_says_what_to_install(server, s3_server):  # noqa: F811
+    code = ("import sys; sys.modules['obstore'] = None\nfrom tfclassify.client.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "score", "--server", server.address, "--model", "fashion",
+                             "--images", f"s3://{BUCKET}/photos/"], capture_output=True, text=True, timeout=60,
+                            env=s3_server.env())
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("tfclassify: error: reading object storage needs the storage extra: "
+                                     "pip install 'tfclassify[storage]'")
+
