@@ -138,6 +138,31 @@ def test_a_certificate_rotated_in_place_is_served_without_a_restart(model_repo, 
     assert "TLS certificate reloaded" in proc.log() and "HTTP TLS certificate reloaded" in proc.log()
 
 
+def test_a_client_ca_rotated_in_place_admits_only_the_new_clients(model_repo, tmp_path, authorities):
+    ca, new_ca = authorities
+    cert, key = ca.issue("server", server=True)
+    old_cert, old_key = ca.issue("old-client", server=False)
+    new_cert, new_key = new_ca.issue("new-client", server=False)
+    client_ca = tmp_path / "client-ca.pem"
+    client_ca.write_bytes(ca.pem.read_bytes())
+    proc = ServerProcess(model_repo, tmp_path, "--tls-cert", str(cert), "--tls-key", str(key),
+                         "--tls-client-ca", str(client_ca))
+    try:
+        wait_until(lambda: works(proc.address, ca=ca.pem, cert=old_cert, key=old_key), timeout=60, interval=0.5)
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem, old_cert, old_key) == 200
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem, new_cert, new_key) != 200
+        tmp = tmp_path / "client-ca.new"
+        tmp.write_bytes(new_ca.pem.read_bytes())
+        os.replace(tmp, client_ca)  # the clients' CA rotated: new connections must present the new CA's certificates
+        wait_until(lambda: works(proc.address, ca=ca.pem, cert=new_cert, key=new_key), timeout=30, interval=0.5)
+        assert not works(proc.address, ca=ca.pem, cert=old_cert, key=old_key)
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem, new_cert, new_key) == 200
+        assert https_status(proc.http_port, "/v2/health/ready", ca.pem, old_cert, old_key) != 200, \
+            "no TLS session of the old CA's client outlives the rotation"
+    finally:
+        assert proc.stop() == 0
+
+
 def test_tls_options_are_checked_before_starting(model_repo, tmp_path, authorities):
     ca, _ = authorities
     cert, key = ca.issue("server", server=True)
