@@ -230,3 +230,49 @@ def test_a_deadline_that_passes_while_the_server_works_ends_the_request_then(gua
     assert answers == [200] * 6
     assert unhurried > 0.5 and elapsed < 0.2 + (unhurried - 0.2) / 2, (elapsed, unhurried)
     assert bystander_ok(guarded)
+
+
+def test_compressed_bodies_count_in_the_byte_budget_at_their_inflated_size(model_repo, tmp_path, fashion_test):
+    """With 3 MiB of large requests allowed in progress, a 2 MiB request held by the server leaves no room for a
+    gzip body that inflates to 2 MiB, however few bytes it takes on the wire."""
+    import io
+
+    from PIL import Image
+
+    from tfclassify.common.tensors import to_tensor_proto
+    from tfclassify.v1 import classifier_pb2 as pb
+
+    proc = ServerProcess(model_repo, tmp_path, "--max-request-bytes-in-progress", str(3 * 1024 * 1024))
+    try:
+        with proc.client() as client:
+            client.wait_for_ready(60)
+        noise = np.random.default_rng(0).integers(0, 256, (700, 1000), dtype=np.uint8)  # PNG cannot shrink it
+        png = io.BytesIO()
+        Image.fromarray(noise).save(png, format="PNG")
+        holder = pb.ClassifyRequest(model_spec=pb.ModelSpec(name="fashion"))
+        holder.encoded.images.extend([png.getvalue()] * 3)  # ~2 MiB, decoded for a while
+        held = post(CLASSIFY, holder.SerializeToString(), "Content-Type: application/x-protobuf")
+        inflated = pb.ClassifyRequest(model_spec=pb.ModelSpec(name="fashion"))
+        to_tensor_proto(np.zeros((2700, 28, 28), np.uint8), out=inflated.tensor)  # ~2 MiB of zeros
+        squeezed = gzip.compress(inflated.SerializeToString())
+        assert len(squeezed) < 1024 * 1024 // 100
+        answers: list[int | None] = []
+        holding = threading.Thread(target=lambda: answers.append(exchange(proc.http_port, held)[1]))
+        seen = []
+        holding.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and holding.is_alive():
+            _, status, body = exchange(proc.http_port, post(CLASSIFY, squeezed, "Content-Type: application/x-protobuf",
+                                                            "Content-Encoding: gzip"))
+            seen.append(status)
+            if status == 429:
+                assert "MiB of large requests" in error(body)
+                break
+        holding.join(30)
+        assert 429 in seen, seen
+        assert answers == [200]
+        _, status, _ = exchange(proc.http_port, post(CLASSIFY, squeezed, "Content-Type: application/x-protobuf",
+                                                     "Content-Encoding: gzip"))
+        assert status == 200, "alone, it is admitted"
+    finally:
+        assert proc.stop() == 0
