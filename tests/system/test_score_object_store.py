@@ -1,13 +1,16 @@
 """``tfclassify score --images s3://...`` against a real S3 server on loopback (``rclone serve s3``, see
 ``tests/s3server.py``) and a real tfclassify server: a prefix, a zip object, a tar.gz object and a manifest of
-object URLs score exactly as the same files do from the local disk; shards and limits work on a prefix; a missing
-bucket, refused credentials, no credentials and a missing key each end in one line, exit 5, no secret shown."""
+object URLs score exactly as the same files do from the local disk; shards and limits work on a prefix; dropped
+connections and 503 SlowDown answers (a fault-injecting proxy) are retried; a missing bucket, refused credentials,
+no credentials and a missing key each end in one line, exit 5, no secret shown."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 from archives import image_members, read_jsonl, write_manifest, write_tar, write_tree, write_zip
@@ -147,3 +150,74 @@ def test_without_the_storage_extra_one_line_says_what_to_install(server, s3_serv
     assert result.stderr.strip() == ("tfclassify: error: reading object storage needs the storage extra: "
                                      "pip install 'tfclassify[storage]'")
 
+
+
+class FaultyProxy:
+    """A TCP proxy in front of the S3 server that fails the first request of some connections: every fourth
+    connection is dropped once its request has arrived, the one after answers 503 SlowDown and closes; the others
+    are piped through. Retries must get every object through."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.connections = self.dropped = self.slowed = 0
+        self.loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="faulty-proxy", daemon=True)
+        self.thread.start()
+        self._started.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._started.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        kind = self.connections % 4
+        try:
+            if kind in (1, 2):
+                await reader.readuntil(b"\r\n\r\n")
+                if kind == 2:
+                    body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    writer.write(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                    await writer.drain()
+                    self.slowed += 1
+                else:
+                    self.dropped += 1
+                return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                finally:
+                    dst.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_dropped_connections_and_slowdowns_are_retried(server, s3_server, photos, local_rows, tmp_path):  # noqa: F811
+    proxy = FaultyProxy(s3_server.port)
+    try:
+        out = tmp_path / "retried.jsonl"
+        score(s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"), "--server", server.address,
+              "--model", "fashion", "--images", f"s3://{BUCKET}/photos/", "--labels", "folder", "--output", str(out),
+              expect=3)
+    finally:
+        proxy.stop()
+    assert proxy.dropped and proxy.slowed, "faults were injected"
+    assert by_member(read_jsonl(out)) == by_member(local_rows), "every object read despite them"
