@@ -157,9 +157,12 @@ class FaultyProxy:
     connection is dropped once its request has arrived, the one after answers 503 SlowDown and closes; the others
     are piped through. Retries must get every object through."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(self, upstream_port: int, faults: bool = True) -> None:
         self.upstream_port = upstream_port
+        self.faults = faults
         self.connections = self.dropped = self.slowed = 0
+        #: Bytes the server sent through the proxy (answers: headers and bodies).
+        self.bytes_down = 0
         self.loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self.thread = threading.Thread(target=self._run, name="faulty-proxy", daemon=True)
@@ -175,7 +178,7 @@ class FaultyProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        kind = self.connections % 4
+        kind = self.connections % 4 if self.faults else 0
         try:
             if kind in (1, 2):
                 await reader.readuntil(b"\r\n\r\n")
@@ -190,15 +193,16 @@ class FaultyProxy:
                 return
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
 
-            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool = False) -> None:
                 try:
                     while data := await src.read(65536):
+                        self.bytes_down += len(data) if down else 0
                         dst.write(data)
                         await dst.drain()
                 finally:
                     dst.close()
 
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, down=True), return_exceptions=True)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -221,3 +225,21 @@ def test_dropped_connections_and_slowdowns_are_retried(server, s3_server, photos
         proxy.stop()
     assert proxy.dropped and proxy.slowed, "faults were injected"
     assert by_member(read_jsonl(out)) == by_member(local_rows), "every object read despite them"
+
+
+def test_a_zip_object_is_read_by_ranges_not_downloaded(server, s3_server, fashion_test, tmp_path):  # noqa: F811
+    """A 4 MiB zip object whose last member is 4 MiB of noise: scoring its first 10 images reads its directory and
+    those members, a small fraction of the object."""
+    members = image_members(fashion_test.images[:10], fashion_test.labels[:10], FASHION_LABELS)
+    noise = bytes(range(256)) * (16 << 10)
+    archive = write_zip(s3_server.bucket(BUCKET) / "big.zip", members + [("zz/noise.bin", noise)])
+    proxy = FaultyProxy(s3_server.port, faults=False)
+    try:
+        score(s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"), "--server", server.address,
+              "--model", "fashion", "--images", f"s3://{BUCKET}/big.zip", "--limit", "10",
+              "--output", str(tmp_path / "big.jsonl"))
+    finally:
+        proxy.stop()
+    assert len(read_jsonl(tmp_path / "big.jsonl")) == 10
+    size = archive.stat().st_size
+    assert size > 4 << 20 and proxy.bytes_down < size // 8, (proxy.bytes_down, size)
