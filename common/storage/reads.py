@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import io
 import time
 import urllib.error
@@ -158,10 +159,13 @@ def _signed_threads() -> ThreadPoolExecutor:
 def _signed_range(url: ObjectURL, start: int, length: int) -> bytes:
     """Bytes ``start`` to ``start + length`` through a presigned URL, retried on 5xx and connection errors."""
     response = _open_signed(url, start, start + length - 1)
-    with response:
-        data = response.read()
-        if response.status == 200 and not response.headers.get("Content-Range"):
-            data = data[start : start + length]  # the whole object, the Range ignored
+    try:
+        with response:
+            data = response.read()
+            if response.status == 200 and not response.headers.get("Content-Range"):
+                data = data[start : start + length]  # the whole object, the Range ignored
+    except (OSError, http.client.HTTPException) as exc:  # the answer cut short
+        raise StorageError(OTHER, f"{url}: a ranged read was cut short ({type(exc).__name__})") from None
     return data
 
 
