@@ -30,24 +30,35 @@ class ObjectFetcher:
         wanted = [i for i, ref in enumerate(refs) if _is_unfetched_object(ref)]
         if not wanted:
             return refs
-        from tfclassify.common.inputs.objects import fetch_ref  # the storage library only when objects are read
+        from tfclassify.common.inputs.objects import fetch_members, fetch_ref  # the storage library only now
 
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.requests)
         slots = self._slots
+        objects = [i for i in wanted if refs[i].member is None]
+        members: dict[str, list[int]] = {}  # zip members by archive: neighbours are fetched together
+        for i in wanted:
+            if refs[i].member is not None:
+                members.setdefault(refs[i].path, []).append(i)
 
         async def one(ref: FileRef) -> FileRef:
             async with slots:
                 return await fetch_ref(ref)
 
-        fetched = await asyncio.gather(*(one(refs[i]) for i in wanted))
+        async def archive(path: str, positions: list[int]) -> list[FileRef]:
+            return await fetch_members(path, [refs[i] for i in positions], slots)
+
+        fetched, *by_archive = await asyncio.gather(
+            asyncio.gather(*(one(refs[i]) for i in objects)),
+            *(archive(path, positions) for path, positions in members.items()))
         out = list(refs)
-        for i, ref in zip(wanted, fetched):
-            out[i] = ref
-            if ref.error is not None:
-                self.failed += 1
-            else:
-                self.fetched += 1
+        for positions, results in [(objects, fetched), *zip(members.values(), by_archive)]:
+            for i, ref in zip(positions, results):
+                out[i] = ref
+                if ref.error is not None:
+                    self.failed += 1
+                else:
+                    self.fetched += 1
         return out
 
 
