@@ -33,6 +33,7 @@ from tfclassify.server.core.dataplane import DataPlane
 from tfclassify.server.core.feedback import FeedbackStore
 from tfclassify.server.core.manager import ModelManager
 from tfclassify.server.core.metrics import ServerMetrics
+from tfclassify.server.core.object_repository import RepositoryMirror, default_cache
 from tfclassify.server.core.registry import ModelRegistry
 from tfclassify.server.http import Heartbeat, make_app, start_http_server
 from tfclassify.server.logs import configure_logging
@@ -92,9 +93,15 @@ class ClassifierServer:
         self.metrics = ServerMetrics(self.metrics_registry)
         self.registry = ModelRegistry()
         self._remove_log_filter = client_events.install(self.metrics.undelivered_answers.inc)
+        #: A bucket repository: mirrored into a local cache folder, which the manager reads as a local repository.
+        self.mirror: RepositoryMirror | None = None
+        repo = settings.model_repo
+        if isinstance(repo, str):
+            self.mirror = RepositoryMirror(repo, settings.model_cache or default_cache(repo), self.metrics_registry)
+            repo = self.mirror.cache
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="inference")
         self.manager = ModelManager(
-            settings.model_repo, settings.model_config, defaults, devices, self.registry, self.metrics,
+            repo, settings.model_config, defaults, devices, self.registry, self.metrics,
             self.executor, self._update_health, settings.xla_max_batch_size, settings.max_batch_bytes,
         )
         self.dataplane = DataPlane(self.registry, settings.max_images_per_request,
@@ -198,7 +205,8 @@ class ClassifierServer:
         if settings.memory_trim_interval_s > 0:
             self._trimmer = asyncio.get_running_loop().create_task(trim_periodically(settings.memory_trim_interval_s))
         if settings.metrics_port >= 0:
-            app = make_app(self.metrics_registry, self.heartbeat, self.not_ready, self.grpc_port)
+            app = make_app(self.metrics_registry, self.heartbeat, self.not_ready, self.grpc_port,
+                           notes=self.mirror.notes if self.mirror is not None else None)
             # A worker's HTTP port is for its supervisor only, which serves the merged one (with TLS if asked).
             http_host = "127.0.0.1" if self.place else settings.host
             tls = None if self.place else http_tls(settings)
@@ -213,9 +221,12 @@ class ClassifierServer:
         log.info("gRPC on %s:%d, HTTP/REST on port %s, metrics and probes (/metrics, /healthz, /readyz) on port %s",
                  settings.host, self.grpc_port, self.http_port, self.metrics_port)
         freeze_startup_objects()
+        if self.mirror is not None:
+            await self._first_sync()
         await self.manager.reconcile()
         if settings.poll_interval_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self.manager.poll(settings.poll_interval_s))
+            poll = self._poll_bucket if self.mirror is not None else self.manager.poll
+            self._poller = asyncio.get_running_loop().create_task(poll(settings.poll_interval_s))
         if self.board is not None:
             self._peers = asyncio.get_running_loop().create_task(self._watch_peers())
         if settings.port_file:
@@ -238,6 +249,8 @@ class ClassifierServer:
         else:
             await self._server.stop(grace)
         await self.manager.shutdown()
+        if self.mirror is not None:
+            self.mirror.close()
         self.dataplane.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
@@ -287,6 +300,27 @@ class ClassifierServer:
             elif self._last_not_ready:
                 log.info("ready: every model has a version serving")
         self._last_not_ready = reasons
+
+    async def _first_sync(self, settle_s: float = 1.0) -> None:
+        """At start: list the bucket twice, ``settle_s`` apart (a version is taken when its listing holds still
+        from one listing to the next), so that the versions in the bucket serve from the first reconcile."""
+        assert self.mirror is not None
+        log.info("model repository %s: fetching versions into %s", self.mirror.url, self.mirror.cache)
+        first = await self.mirror.refresh()
+        if first is not None and first.waiting:
+            await asyncio.sleep(settle_s)
+            await self.mirror.refresh()
+
+    async def _poll_bucket(self, interval_s: float) -> None:
+        """Every ``interval_s`` seconds: bring the cache in line with the bucket, then reconcile from the cache."""
+        assert self.mirror is not None
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.mirror.refresh()
+                await self.manager.reconcile()
+            except Exception:  # never let one bad poll stop polling
+                log.exception("repository poll failed")
 
     def _bind_grpc(self) -> int:
         host, port = self.settings.host, self.settings.grpc_port

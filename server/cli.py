@@ -30,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings.from_args(args)
     if settings.log_format not in LOG_FORMATS:
         raise CliError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {settings.log_format!r}")
-    if not settings.model_repo.is_dir():
+    if isinstance(settings.model_repo, str):
+        _check_bucket_repository(settings)
+    elif not settings.model_repo.is_dir():
         raise CliError(f"--model-repo {settings.model_repo} is not a folder")
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise CliError("--tls-cert and --tls-key go together")
@@ -100,6 +102,35 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from None
     finally:
         noise.stop()
+
+
+def _check_bucket_repository(settings: ServerSettings) -> None:
+    """A bucket ``--model-repo``: a URL with a bucket, the storage extra, a bucket that answers, a cache folder that
+    can be made; each failure one line. An unreachable store is not fatal: the server starts from its cache and
+    polls on (``--model-repo`` of a store that is down for a while must not keep a pod from starting)."""
+    from tfclassify.common.storage.errors import UNREACHABLE, StorageError, StorageUnavailable
+    from tfclassify.common.storage.urls import parse
+    from tfclassify.server.core.object_repository import default_cache
+
+    url = str(settings.model_repo)
+    try:
+        root = parse(url if url.endswith("/") else url + "/")
+    except ValueError as exc:
+        raise CliError(f"--model-repo {exc}") from None
+    try:
+        from tfclassify.common.storage.syncing import list_objects
+
+        next(iter(list_objects(root, page_size=1)), None)
+    except StorageUnavailable as exc:
+        raise CliError(f"--model-repo {url}: {exc}") from None
+    except StorageError as exc:
+        if exc.kind != UNREACHABLE:
+            raise CliError(f"--model-repo {exc}") from None
+    cache = settings.model_cache or default_cache(url)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"--model-cache {cache}: cannot be made ({exc.strerror or exc})") from None
 
 
 def _supervise(settings: ServerSettings) -> int:

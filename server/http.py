@@ -72,13 +72,16 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def make_app(registry: CollectorRegistry, heartbeat: Heartbeat, not_ready: Callable[[], list[str]],
-             grpc_port: int | None = None, stall_s: float = DEFAULT_STALL_S):
-    """The WSGI app: ``/metrics``, ``/healthz``, ``/readyz``; ``not_ready()`` names what keeps the server unready.
-    Every answer names ``grpc_port`` in a header, so a gRPC client pointed here by mistake can say where to go."""
+             grpc_port: int | None = None, stall_s: float = DEFAULT_STALL_S,
+             notes: Callable[[], list[str]] | None = None):
+    """The WSGI app: ``/metrics``, ``/healthz``, ``/readyz``; ``not_ready()`` names what keeps the server unready,
+    ``notes()`` what ``/readyz`` adds as lines of its own without changing its status (a bucket repository that does
+    not answer while the versions already fetched serve). Every answer names ``grpc_port`` in a header, so a gRPC
+    client pointed here by mistake can say where to go."""
     metrics = make_wsgi_app(registry)
     if grpc_port is None:
-        return _routes(metrics, heartbeat, not_ready, stall_s)
-    routes = _routes(metrics, heartbeat, not_ready, stall_s)
+        return _routes(metrics, heartbeat, not_ready, stall_s, notes)
+    routes = _routes(metrics, heartbeat, not_ready, stall_s, notes)
     header = (GRPC_PORT_HEADER, str(grpc_port))
 
     def app(environ: dict, start_response) -> Iterable[bytes]:
@@ -90,7 +93,8 @@ def make_app(registry: CollectorRegistry, heartbeat: Heartbeat, not_ready: Calla
     return app
 
 
-def _routes(metrics, heartbeat: Heartbeat, not_ready: Callable[[], list[str]], stall_s: float):
+def _routes(metrics, heartbeat: Heartbeat, not_ready: Callable[[], list[str]], stall_s: float,
+            notes: Callable[[], list[str]] | None = None):
     def app(environ: dict, start_response) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
@@ -102,9 +106,11 @@ def _routes(metrics, heartbeat: Heartbeat, not_ready: Callable[[], list[str]], s
             return _text(start_response, "200 OK", "ok\n")
         if path == "/readyz":
             missing = not_ready()
+            extra = "".join(f"note: {line}\n" for line in (notes() if notes is not None else []))
             if missing:
-                return _text(start_response, "503 Service Unavailable", "not ready: " + "; ".join(missing) + "\n")
-            return _text(start_response, "200 OK", "ready\n")
+                return _text(start_response, "503 Service Unavailable",
+                             "not ready: " + "; ".join(missing) + "\n" + extra)
+            return _text(start_response, "200 OK", "ready\n" + extra)
         return _text(start_response, "404 Not Found", "not found: the paths are /metrics, /healthz and /readyz\n")
 
     return app

@@ -27,7 +27,15 @@ class ServerSettings:
     """How ``tfclassify serve`` runs. Each field is also a ``--flag`` and a
     ``TFCLASSIFY_<FIELD>`` environment variable (the flag wins)."""
 
-    model_repo: Path = setting(help="model repository: <repo>/<model>/<version>/ SavedModel folders")
+    model_repo: Path | str = setting(
+        help="model repository: a folder of <model>/<version>/ SavedModel folders, or the URL of one in a bucket "
+        "(s3://bucket/models, gs://, az://; versions are fetched into --model-cache, needs the storage extra)"
+    )
+    model_cache: Path | None = setting(
+        None, help="with a bucket --model-repo: the local folder its versions are fetched into (owned by the "
+        "server: versions gone from the bucket are removed from it); default: $XDG_CACHE_HOME/tfclassify/models/"
+        "<hash of the URL>, else ~/.cache/..., else the system's temporary folder"
+    )
     model_config: Path | None = setting(
         None, help="model config file (text-format or JSON ServerConfig): models, version policies, labels, batching"
     )
@@ -156,7 +164,16 @@ class ServerSettings:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
+def _path_or_url(text: str) -> Path | str:
+    """A folder, or an object-store URL kept as text (a ``Path`` would fold its ``//``)."""
+    from tfclassify.common.storage.urls import is_object_url
+
+    return text if is_object_url(text) else Path(text)
+
+
 def _converter(type_name: str):
+    if type_name == "Path | str":
+        return _path_or_url
     if "Path" in type_name:
         return Path
     if type_name.startswith("int"):
