@@ -186,7 +186,7 @@ class RepositoryMirror:
                 result.waiting[name] = "missing " + ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
             elif previous != listing:
                 result.waiting[name] = "still changing (taken when its listing stays the same for one poll)"
-            elif self._fetch(model, version, listing):
+            elif self._fetch(model, version, listing, replace=cached is not None):
                 result.fetched.append(name)
                 if cached is not None:
                     # Its files changed in the bucket: fetched again. A version already loaded is not reloaded
@@ -230,9 +230,10 @@ class RepositoryMirror:
         except (OSError, ValueError, TypeError, IndexError, AttributeError):
             return {}  # a folder put there by someone else: fetched again
 
-    def _fetch(self, model: str, version: int, listing: Listing) -> bool:
+    def _fetch(self, model: str, version: int, listing: Listing, replace: bool = False) -> bool:
         """Download a whole version into a hidden work folder, then rename it into place; False when one of its
-        objects changed or went while it was read (tried again at the next poll). Other storage errors raise."""
+        objects changed or went while it was read (tried again at the next poll). Other storage errors raise.
+        ``replace``: the cache holds an older copy of the version, to be replaced."""
         model_dir = self.cache / model
         model_dir.mkdir(parents=True, exist_ok=True)
         work = model_dir / f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -248,12 +249,14 @@ class RepositoryMirror:
                     raise
             (work / LISTING_FILE).write_text(json.dumps({k: list(v) for k, v in listing.items()}), encoding="utf-8")
             target = self._version_dir(model, version)
-            if target.exists():  # an older copy: moved aside, then removed (the manager reads the new one)
+            if self._cached_listing(model, version) == listing:
+                return True  # another worker of this server (sharing the cache) fetched the same files first
+            if replace and target.exists():  # an older copy: moved aside, then removed (the manager reads the new one)
                 old = model_dir / f".old-{version}-{uuid.uuid4().hex[:8]}"
                 os.rename(target, old)
                 shutil.rmtree(old, ignore_errors=True)
             try:
-                os.rename(work, target)
+                os.rename(work, target)  # fails when the folder is there (never replaces a folder unasked)
             except OSError:  # another worker of this server renamed its own copy first
                 if not target.is_dir():
                     raise

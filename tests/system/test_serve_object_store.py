@@ -139,3 +139,26 @@ def test_start_up_errors_are_one_line(s3, s3_env, case, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("tfclassify: error: --model-repo"), result.stderr
     assert expect in lines[0]
     assert SECRET_KEY not in result.stderr and "wrong-secret-1234" not in result.stderr
+
+
+def test_two_workers_share_one_cache(model_repo, s3, s3_env, tmp_path):
+    """``--workers 2``: both workers keep the same cache folder in line; neither moves a version away from the
+    other while it loads, and a new version reaches both."""
+    models = s3.bucket(BUCKET) / "repo" / "fashion"
+    upload(model_repo / "fashion" / "1", models / "1")
+    cache = tmp_path / "cache"
+    proc = ServerProcess(f"s3://{BUCKET}/repo", tmp_path, "--workers", "2", "--poll-interval-s", "0.3",
+                         "--model-cache", str(cache))
+    try:
+        upload(model_repo / "fashion" / "1", models / "2")
+        with proc.client() as client:
+            for _ in range(8):  # connections spread over the workers: each must serve version 2
+                with proc.client() as fresh:
+                    wait_until(lambda c=fresh: c.get_model_metadata("fashion").version == 2, timeout=30)
+            assert client.get_model_metadata("fashion").version == 2
+        assert metric_value(proc.metrics_text(), REACHABLE) == 2, "the workers' gauges, added up"
+        assert sorted(p.name for p in (cache / "fashion").iterdir()) == ["1", "2"]
+    finally:
+        assert proc.stop() == 0, proc.log()
+    log = proc.log()
+    assert "not a loadable SavedModel" not in log and "failed to load" not in log, log
