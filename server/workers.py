@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
@@ -51,8 +52,9 @@ WORKER_DIR_ENV = "TFCLASSIFY_WORKER_DIR"
 READY_FILE = "ready"
 #: Families that hold the same value in every worker (the state of a model version, the build): the maximum.
 SAME_IN_EVERY_WORKER = {"tfclassify_model_version_state", "tfclassify_model_load_duration_seconds", "tfclassify_build"}
-#: Families about one process (memory, CPU, the garbage collector): kept per worker, with a ``worker`` label.
-PER_PROCESS_PREFIXES = ("process_", "python_")
+#: Families about one process (memory, CPU, the garbage collector, its polls of a bucket repository): kept per
+#: worker, with a ``worker`` label.
+PER_PROCESS_PREFIXES = ("process_", "python_", "tfclassify_model_repository_")
 #: Pauses before restarting a worker that died, growing while it keeps dying soon after its start.
 RESTART_PAUSES_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -209,7 +211,9 @@ class Supervisor:
                 registry.register(MergedWorkerMetrics(self._metrics_ports))
                 try:
                     http, _ = start_http_server(self.settings.host, self.settings.metrics_port,
-                                                make_app(registry, self.heartbeat, self.not_ready, self.grpc_port),
+                                                make_app(registry, self.heartbeat, self.not_ready, self.grpc_port,
+                                                         notes=self.notes if isinstance(self.settings.model_repo, str)
+                                                         else None),
                                                 http_tls(self.settings))
                 except OSError as exc:
                     raise BindError(bind_message(self.settings.host, self.settings.metrics_port, "metrics",
@@ -234,6 +238,21 @@ class Supervisor:
         if self._stopping.is_set():
             return ["shutting down"]
         return [f"worker {i} not ready" for i in self.board.not_ready()]
+
+    def notes(self) -> list[str]:
+        """The workers' ``note:`` lines of ``/readyz`` (a bucket repository that does not answer), by worker: asked
+        only for a bucket repository, half a second at most each (a probe must not wait on a stuck worker)."""
+        lines = []
+        for index, port in self._metrics_ports():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=0.5) as response:
+                    body = response.read().decode()
+            except urllib.error.HTTPError as exc:  # 503: not ready, its notes still below
+                body = exc.read().decode()
+            except OSError:  # a worker restarting or stopping
+                continue
+            lines += [f"worker {index}: {line[len('note: '):]}" for line in body.splitlines() if line.startswith("note: ")]
+        return lines
 
     # -- workers ------------------------------------------------------------------
     def _spawn(self, worker: Worker) -> None:

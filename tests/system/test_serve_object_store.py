@@ -143,7 +143,8 @@ def test_start_up_errors_are_one_line(s3, s3_env, case, tmp_path):
 
 def test_two_workers_share_one_cache(model_repo, s3, s3_env, tmp_path):
     """``--workers 2``: both workers keep the same cache folder in line; neither moves a version away from the
-    other while it loads, and a new version reaches both."""
+    other while it loads, and a new version reaches both; the supervisor shows each worker's reachability (its
+    gauge with a ``worker`` label, its note in ``/readyz``)."""
     models = s3.bucket(BUCKET) / "repo" / "fashion"
     upload(model_repo / "fashion" / "1", models / "1")
     cache = tmp_path / "cache"
@@ -156,8 +157,16 @@ def test_two_workers_share_one_cache(model_repo, s3, s3_env, tmp_path):
                 with proc.client() as fresh:
                     wait_until(lambda c=fresh: c.get_model_metadata("fashion").version == 2, timeout=30)
             assert client.get_model_metadata("fashion").version == 2
-        assert metric_value(proc.metrics_text(), REACHABLE) == 2, "the workers' gauges, added up"
+        for worker in ("0", "1"):
+            assert metric_value(proc.metrics_text(), REACHABLE, worker=worker) == 1, "each worker's own gauge"
         assert sorted(p.name for p in (cache / "fashion").iterdir()) == ["1", "2"]
+        s3.stop()  # the supervisor's /readyz shows each worker's note, and stays 200
+        for worker in ("0", "1"):
+            wait_until(lambda w=worker: metric_value(proc.metrics_text(), REACHABLE, worker=w) == 0, timeout=30)
+        status, body = http_get(proc.metrics_port, "/readyz")
+        assert status == 200 and body.startswith("ready\n"), body
+        assert f"note: worker 0: model repository s3://{BUCKET}/repo unreachable" in body
+        assert f"note: worker 1: model repository s3://{BUCKET}/repo unreachable" in body
     finally:
         assert proc.stop() == 0, proc.log()
     log = proc.log()
