@@ -26,12 +26,15 @@ SYNC_RETRY: dict[str, Any] = {
     "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2), "base": 2},
     "retry_timeout": timedelta(seconds=10),
 }
-SYNC_CLIENT: dict[str, Any] = {"timeout": "60s", "connect_timeout": "3s"}
+#: A listing request must answer within 30 s; a download (a model's shard can be gigabytes, and the limit is on
+#: the whole transfer) within 30 minutes.
+SYNC_CLIENT: dict[str, Any] = {"timeout": "30s", "connect_timeout": "3s"}
+DOWNLOAD_CLIENT: dict[str, Any] = {"timeout": "30m", "connect_timeout": "3s"}
 
 #: The ``StorageError`` kind of an object whose size was not the listed one when it was read (it changed).
 CHANGED = "changed"
 
-_stores: dict[tuple[str, int], Any] = {}
+_stores: dict[tuple[str, int, bool], Any] = {}
 _lock = threading.Lock()
 
 
@@ -43,21 +46,22 @@ class ObjectInfo(NamedTuple):
     etag: str
 
 
-def sync_store(url: ObjectURL) -> Any:
-    """The (cached) store of ``url``'s bucket for syncing: ``stores.store_for``'s settings, short retries."""
-    key = (url.root, hash(tuple(map(os.environ.get, stores._SETTINGS))))
+def sync_store(url: ObjectURL, download: bool = False) -> Any:
+    """The (cached) store of ``url``'s bucket for syncing: ``stores.store_for``'s settings, short retries, and the
+    time limit of a listing request or (``download``) of a whole download."""
+    key = (url.root, hash(tuple(map(os.environ.get, stores._SETTINGS))), download)
     store = _stores.get(key)
     if store is None:
         with _lock:
             store = _stores.get(key)
             if store is None:
-                store = _stores[key] = _make(url)
+                store = _stores[key] = _make(url, DOWNLOAD_CLIENT if download else SYNC_CLIENT)
     return store
 
 
-def _make(url: ObjectURL) -> Any:
+def _make(url: ObjectURL, client_options: dict[str, Any]) -> Any:
     obstore = obstore_module()
-    client = dict(SYNC_CLIENT)
+    client = dict(client_options)
     if url.scheme in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
         if endpoint.lower().startswith("http://"):
@@ -101,7 +105,7 @@ def download(url: ObjectURL, dest: Path, expected_size: int | None = None) -> in
     obstore = obstore_module()
     written = 0
     try:
-        chunks = iter(obstore.get(sync_store(url), url.key).stream(min_chunk_size=1 << 20))
+        chunks = iter(obstore.get(sync_store(url, download=True), url.key).stream(min_chunk_size=1 << 20))
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
