@@ -7,7 +7,7 @@ import logging
 import os
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -25,6 +25,7 @@ from tfclassify.common.datasets import DatasetNotFoundError, IdxFormatError, Npz
 from tfclassify.common.inputs.labels import LabelError
 from tfclassify.common.inputs.sources import InputError
 from tfclassify.common.storage.errors import StorageError, StorageUnavailable
+from tfclassify.common.storage.urls import is_object_url
 
 DEFAULT_SERVER = "localhost:8500"
 
@@ -149,14 +150,23 @@ def add_skipped_ok_argument(parser: argparse.ArgumentParser) -> None:
                         help="exit 0, not 3, when some files were skipped (they are still in the output and report)")
 
 
-def add_report_argument(parser: argparse.ArgumentParser) -> None:
-    """``--report PATH`` (repeatable; the format by the name's ending) and ``--data-dir`` for thumbnails."""
-    parser.add_argument("--report", type=Path, action="append", default=[], metavar="PATH",
+def add_report_argument(parser: argparse.ArgumentParser, urls: bool = False) -> None:
+    """``--report PATH`` (repeatable; the format by the name's ending) and ``--data-dir`` for thumbnails; ``urls``:
+    an object URL is taken too (kept a ``str``)."""
+    parser.add_argument("--report", type=path_or_url if urls else Path, action="append", default=[],
+                        metavar="PATH|URL" if urls else "PATH",
                         help="write the report here: .json (schema tfclassify-report/1), .md, or .html (plots and "
-                        "thumbnails of the mistakes, one self-contained file); repeatable")
+                        "thumbnails of the mistakes, one self-contained file)"
+                        + ("; or an object URL (s3://BUCKET/reports/report.json ...)" if urls else "")
+                        + "; repeatable")
 
 
-def print_report(summary: RowSummary, labels: list[str], run: dict, report_paths: list[Path],
+def path_or_url(text: str) -> Path | str:
+    """An option's value: an object URL as it is (a ``Path`` would fold its ``//``), else a path."""
+    return text if is_object_url(text) else Path(text)
+
+
+def print_report(summary: RowSummary, labels: list[str], run: dict, report_paths: Sequence[Path | str],
                  skipped_ok: bool = False, record: dict | None = None, data_dir: Path | None = None) -> int:
     """Print the report of an output file's rows and write it to ``report_paths``; returns the exit status:
     ``EXIT_SKIPPED`` when some files were skipped, unless ``skipped_ok``. ``record`` (the run record) tells an

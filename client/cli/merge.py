@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfclassify.client.cli.arguments import add_report_argument, add_skipped_ok_argument, print_report
+from tfclassify.client.cli.arguments import add_report_argument, add_skipped_ok_argument, path_or_url, print_report
 from tfclassify.client.quality.outputs import check_report_paths
 from tfclassify.client.quality.report import summarize_rows
 from tfclassify.client.scoring.merge import merge_outputs
@@ -21,10 +21,12 @@ def add_parser(sub) -> None:
         "would have written: checks that every shard is there and complete and every image appears exactly "
         "once, then prints (and writes) the report. Exit status: 0, 1 failure, 3 when files were skipped (0 with --skipped-ok).",
     )
-    parser.add_argument("outputs", nargs="+", type=Path, help="the shards' --output files (.jsonl or .parquet)")
-    parser.add_argument("--output", type=Path, required=True, help="the merged output (.jsonl or .parquet)")
+    parser.add_argument("outputs", nargs="+", type=path_or_url, help="the shards' --output files (.jsonl or "
+                        ".parquet), or their object URLs (s3://BUCKET/results/pred-0.jsonl ...)")
+    parser.add_argument("--output", type=path_or_url, required=True, help="the merged output (.jsonl or .parquet), "
+                        "or an object URL")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
-    add_report_argument(parser)
+    add_report_argument(parser, urls=True)
     parser.add_argument("--data-dir", type=Path, help="for an HTML report of a named dataset: folder holding its files")
     add_skipped_ok_argument(parser)
     parser.set_defaults(run=run)

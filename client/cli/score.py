@@ -28,6 +28,8 @@ from tfclassify.client.quality.outputs import check_report_paths
 from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
 from tfclassify.client.scoring.engine import DECODE_CHOICES, ScoringOptions
 from tfclassify.client.scoring.job import Interrupted, JobResult, resume_hint, run_job
+from tfclassify.client.scoring.object_output import COMMIT_SECONDS
+from tfclassify.client.scoring.output import is_url, output_started
 from tfclassify.client.scoring.servers import RetryPolicy
 from tfclassify.common.datasets import SPLITS, dataset_names, load_dataset, npz_arrays, npz_labels, read_array
 from tfclassify.common.image_files import INVERT_CHOICES, RESIZE_CHOICES
@@ -59,15 +61,22 @@ def add_parser(sub) -> None:
     parser.add_argument("--send-labels", action="store_true",
                         help="send the true labels with the images, so the server counts them in its live-accuracy "
                         "metrics (tfclassify_labelled_images_total, tfclassify_correct_images_total)")
-    parser.add_argument("--output", type=Path, metavar="PATH",
-                        help="write predictions here as they come: .jsonl, or .parquet (needs pyarrow)")
-    parser.add_argument("--predictions", type=Path, dest="output", help=argparse.SUPPRESS)  # the old name
+    parser.add_argument("--output", type=_path_or_url, metavar="PATH|URL",
+                        help="write predictions here as they come: .jsonl, or .parquet (needs pyarrow); or an object "
+                        "URL (s3://BUCKET/results/pred.jsonl, gs://, az://): rows are committed as parts under a "
+                        "hidden prefix beside it (.pred.jsonl.parts/) and the object is written whole when the run "
+                        "completes")
+    parser.add_argument("--predictions", type=_path_or_url, dest="output", help=argparse.SUPPRESS)  # the old name
     parser.add_argument("--resume", action="store_true", help="continue the interrupted run that wrote --output "
                         "(start it when nothing is written yet; a finished run is reported again, unchanged)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.add_argument("--commit-interval", type=float, default=COMMIT_SECONDS, metavar="SECONDS",
+                        help="with an object URL as --output: commit the rows scored as a part at least this often "
+                        "(what a SIGKILL or a lost pod can lose, to be scored again by --resume) "
+                        "[default: %(default)s]")
     parser.add_argument("--shard", metavar="I/N", help="score only shard I of N (0-based); `tfclassify merge` "
                         "combines the shards' outputs")
-    add_report_argument(parser)
+    add_report_argument(parser, urls=True)
     add_skipped_ok_argument(parser)
     parser.add_argument("--batch-size", type=int, default=0,
                         help="images per batch [default: the largest power of two up to 4096 that makes 8 or more "
@@ -165,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfclassify: {exc}; {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except TfclassifyError as exc:
-        if args.output and args.output.exists():
+        if args.output and (output_started(args.output) if is_url(args.output) else args.output.exists()):
             raise TfclassifyError(exc.code, f"{exc.details}\nthe output {args.output} holds the images scored "
                                   f"before the failure; continue with --resume") from exc
         raise
@@ -247,7 +256,8 @@ async def _run_cancellable(plan, servers, options, args) -> JobResult:
     try:
         return await run_job(plan, servers, options, args.output, resume=args.resume, overwrite=args.overwrite,
                              progress=not args.no_progress, progress_interval=args.progress_interval,
-                             on_note=lambda note: print(f"tfclassify: {note}", file=sys.stderr, flush=True))
+                             on_note=lambda note: print(f"tfclassify: {note}", file=sys.stderr, flush=True),
+                             commit_seconds=args.commit_interval)
     finally:
         for stop in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(stop)

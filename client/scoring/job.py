@@ -8,17 +8,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from tfclassify.client.inputs.plan import ScoringPlan
 from tfclassify.client.quality.report import RowSummary, summarize_rows
 from tfclassify.client.scoring.engine import Scorer, ScoringOptions
 from tfclassify.client.scoring.output import (
     FORMAT,
+    Output,
     OutputError,
-    PredictionsWriter,
     chunk_text,
     finished_record,
+    open_writer,
     read_rows,
     summarize_chunk,
 )
@@ -57,13 +57,14 @@ async def run_job(
     plan: ScoringPlan,
     servers: list[str],
     options: ScoringOptions,
-    output: Path | None,
+    output: Output | None,
     *,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     progress_interval: float = 5.0,
     on_note: Callable[[str], None] | None = None,
+    commit_seconds: float | None = None,
 ) -> JobResult:
     """Score ``plan`` into ``output`` and summarize the output file.
 
@@ -74,7 +75,8 @@ async def run_job(
     output holds a valid prefix that ``resume=True`` continues. ``resume=True`` on a finished output changes
     nothing and needs no server: the result summarizes the output as it is (``already_complete``). ``on_note``
     gets the scorer's one-line notes (labels taken from folders, files decoded here for ``decode="server"``)
-    before anything is scored.
+    before anything is scored. ``output`` may be an object URL (``str``): its rows are committed as parts at least
+    every ``commit_seconds`` (see ``object_output``).
     """
     started = time.monotonic()
     if output is not None and resume:
@@ -83,7 +85,7 @@ async def run_job(
         if done is not None:
             return _already_complete(output, done, time.monotonic() - started)
     scorer = Scorer(servers, options)
-    writer = PredictionsWriter(output) if output is not None else None
+    writer = open_writer(output, commit_seconds) if output is not None else None
     in_memory = RowSummary()
     try:
         survey = await scorer.start(plan)
@@ -140,7 +142,7 @@ async def run_job(
     return JobResult(record, summary, seconds, meter.done - done_before, prepared - started)
 
 
-def _already_complete(output: Path, record: dict, seconds: float) -> JobResult:
+def _already_complete(output: Output, record: dict, seconds: float) -> JobResult:
     """The result of resuming the finished run of ``record``: its output summarized, nothing written."""
     summary = summarize_rows(read_rows(output))
     if summary.rows != record.get("rows"):

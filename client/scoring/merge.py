@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from pathlib import Path
 
 from tfclassify.client.scoring.output import (
     FORMAT,
+    Output,
     OutputError,
-    PredictionsWriter,
+    open_writer,
     read_record,
     read_rows,
-    record_path,
 )
 
 #: Missing shards named in an error message.
@@ -27,8 +26,9 @@ MAX_NAMED = 10
 WRITE_BATCH = 4096
 
 
-def merge_outputs(outputs: list[Path], destination: Path, *, overwrite: bool = False) -> dict:
-    """Merge shard ``outputs`` into ``destination`` (``.jsonl`` or ``.parquet``); returns its run record."""
+def merge_outputs(outputs: list[Output], destination: Output, *, overwrite: bool = False) -> dict:
+    """Merge shard ``outputs`` into ``destination`` (``.jsonl`` or ``.parquet``); returns its run record. Any of
+    them may be an object URL (the shards in a bucket, the merged output written there as ``score`` writes it)."""
     records = [read_record(path) for path in outputs]
     _check_shards(outputs, records)
     first = records[0]
@@ -40,7 +40,7 @@ def merge_outputs(outputs: list[Path], destination: Path, *, overwrite: bool = F
         "survey": {"total": total, "shard_sizes": [total], "digest": ""},
         "merged_from": [str(p) for p in outputs],
     }
-    writer = PredictionsWriter(destination)
+    writer = open_writer(destination)
     writer.create(merged, overwrite)
     try:
         expected = 0
@@ -59,15 +59,12 @@ def merge_outputs(outputs: list[Path], destination: Path, *, overwrite: bool = F
             raise OutputError(f"the shards hold {expected} images but the job has {total}")
         writer.finish(merged)
     except BaseException:
-        writer.close()
-        destination.unlink(missing_ok=True)
-        writer.journal.unlink(missing_ok=True)
-        record_path(destination).unlink(missing_ok=True)
+        writer.discard()
         raise
     return read_record(destination)
 
 
-def _check_shards(outputs: list[Path], records: list[dict]) -> None:
+def _check_shards(outputs: list[Output], records: list[dict]) -> None:
     counts = {tuple(r["shard"])[1] for r in records}
     if len(counts) != 1:
         shards = ", ".join(f"{p} ({r['shard'][0]}/{r['shard'][1]})" for p, r in zip(outputs, records))
@@ -77,7 +74,7 @@ def _check_shards(outputs: list[Path], records: list[dict]) -> None:
         raise OutputError("the outputs are not shards of one job: their inputs differ (different run records' digests)")
     if len({r["model"]["name"] for r in records}) != 1:
         raise OutputError(f"the outputs were scored with different models: {sorted({r['model']['name'] for r in records})}")
-    seen: dict[int, Path] = {}
+    seen: dict[int, Output] = {}
     for path, record in zip(outputs, records):
         shard = record["shard"][0]
         if shard in seen:
@@ -96,9 +93,9 @@ def _check_shards(outputs: list[Path], records: list[dict]) -> None:
         raise OutputError(f"missing shard{'s' if len(missing) > 1 else ''} {named}: score and pass {'them' if len(missing) > 1 else 'it'} too")
 
 
-def _merged_rows(outputs: list[Path]) -> Iterator[dict]:
+def _merged_rows(outputs: list[Output]) -> Iterator[dict]:
     return heapq.merge(*(read_rows(p) for p in outputs), key=lambda row: row["index"])
 
 
-def _rows(path: Path) -> int:
+def _rows(path: Output) -> int:
     return sum(1 for _ in read_rows(path))

@@ -8,6 +8,10 @@ journal beside it and converts it to Parquet at the end (a Parquet file is
 only readable once its footer is written). ``x.<ext>.run.json``, the run
 record, says what was run (inputs, model, shard, options) and, once done,
 ``complete: true`` with the counts; resume and merge read it.
+
+An object URL (``s3://bucket/results/pred.jsonl``) is written by ``object_output.ObjectPredictionsWriter``
+instead (committed parts, then one final object); ``open_writer``, ``read_record``, ``read_rows``,
+``finished_record`` and ``output_started`` take either.
 """
 
 from __future__ import annotations
@@ -17,13 +21,20 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TYPE_CHECKING, TextIO, TypeGuard, cast
 
 import numpy as np
 
 from tfclassify.client.atomic import write_atomic
 from tfclassify.client.quality.report import MAX_SKIPPED_LISTED, RowSummary, SkippedFile
 from tfclassify.client.scoring.engine import ChunkResult
+from tfclassify.common.storage.urls import is_object_url
+
+if TYPE_CHECKING:
+    from tfclassify.client.scoring.object_output import ObjectPredictionsWriter
+
+#: Where an output goes: a local path, or an object URL (a ``str``: a ``Path`` would fold its ``//``).
+Output = Path | str
 
 FORMAT = "tfclassify-predictions/1"
 PARQUET_ROWS_PER_GROUP = 65536
@@ -149,8 +160,13 @@ def record_path(output: Path) -> Path:
     return output.with_name(output.name + ".run.json")
 
 
-def read_record(output: Path) -> dict:
+def read_record(output: Output) -> dict:
     """The run record of ``output``; ``OutputError`` when it has none."""
+    if is_url(output):
+        from tfclassify.client.scoring import object_output
+
+        return object_output.read_record(_url(output))
+    output = Path(output)
     path = record_path(output)
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -168,7 +184,7 @@ def write_record(output: Path, record: dict) -> None:
     write_atomic(record_path(output), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
-def check_same_command(output: Path, record: dict, identity: dict) -> None:
+def check_same_command(output: Output, record: dict, identity: dict) -> None:
     """``OutputError`` unless ``record`` (the run record of ``output``) was written by the command ``identity``
     describes: the same inputs, labels, shard, model and options."""
     if record.get("identity") != identity:
@@ -180,12 +196,12 @@ def check_same_command(output: Path, record: dict, identity: dict) -> None:
         )
 
 
-def finished_record(output: Path, identity: dict, any_labels: bool = False) -> dict | None:
+def finished_record(output: Output, identity: dict, any_labels: bool = False) -> dict | None:
     """The run record of ``output`` when it holds a finished run of the command ``identity`` describes: a
     ``--resume`` then has nothing to do (a retried Kubernetes Job pod). None when no run has begun writing
     ``output``, or when its run is not finished; ``OutputError`` for another command's output. ``any_labels``:
     folder labels or none match (``--labels auto``, not yet settled)."""
-    if not PredictionsWriter(output).started():
+    if not open_writer(output).started():
         return None
     record = read_record(output)
     recorded = record.get("identity", {}).get("labels", None)
@@ -193,6 +209,35 @@ def finished_record(output: Path, identity: dict, any_labels: bool = False) -> d
         identity = {**identity, "labels": recorded}
     check_same_command(output, record, identity)
     return record if record.get("complete") else None
+
+
+def open_writer(output: Output, commit_seconds: float | None = None) -> PredictionsWriter | ObjectPredictionsWriter:
+    """The writer of ``output``: a local file's, or an object URL's (``commit_seconds``: how often it commits)."""
+    if is_url(output):
+        from tfclassify.client.scoring import object_output
+
+        return object_output.ObjectPredictionsWriter(
+            output, object_output.COMMIT_SECONDS if commit_seconds is None else commit_seconds)
+    return PredictionsWriter(Path(output))
+
+
+def is_url(output: Output) -> TypeGuard[str]:
+    """Whether ``output`` is an object URL (a ``str`` naming a local path is not)."""
+    return isinstance(output, str) and is_object_url(output)
+
+
+def output_started(output: Output) -> bool:
+    """Whether a run has begun writing ``output`` (False when that cannot be told: the store is unreachable)."""
+    try:
+        return open_writer(output).started()
+    except (OSError, OutputError):
+        return False
+
+
+def _url(output: str):
+    from tfclassify.common.storage.urls import parse
+
+    return parse(output)
 
 
 class PredictionsWriter:
@@ -264,9 +309,23 @@ class PredictionsWriter:
             self.journal.unlink()
         write_record(self.output, {**record, "complete": True, "rows": self.rows})
 
+    def discard(self) -> None:
+        """Delete the output, its journal and its run record (a failed merge leaves nothing)."""
+        self.close()
+        self.output.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+        record_path(self.output).unlink(missing_ok=True)
 
-def read_rows(output: Path) -> Iterator[dict]:
-    """The rows of an output (JSONL, its Parquet journal while incomplete, or Parquet), in order."""
+
+def read_rows(output: Output) -> Iterator[dict]:
+    """The rows of an output (JSONL, its Parquet journal while incomplete, or Parquet), in order; an object URL's
+    final object, or its committed parts while its run is incomplete."""
+    if is_url(output):
+        from tfclassify.client.scoring import object_output
+
+        yield from object_output.read_rows(output)
+        return
+    output = Path(output)
     if output.suffix.lower() == ".parquet":
         journal = output.with_name(f".{output.name}.journal.jsonl")
         if not output.exists() and journal.exists():
@@ -275,15 +334,20 @@ def read_rows(output: Path) -> Iterator[dict]:
         yield from _parquet_rows(output)
         return
     with open(output, encoding="utf-8") as f:
-        first_line = 1
-        while lines := f.readlines(READ_BLOCK_BYTES):
-            if not lines[-1].endswith("\n"):
-                lines.pop()  # a partial line left by a crash
-            yield from _parse_lines(output, lines, first_line)
-            first_line += len(lines)
+        yield from _read_jsonl(f, output)
 
 
-def _parse_lines(output: Path, lines: list[str], first_line: int) -> list[dict]:
+def _read_jsonl(f: TextIO, output: Output) -> Iterator[dict]:
+    """The rows of an open JSONL text file, a block of lines at a time; a partial last line left out."""
+    first_line = 1
+    while lines := f.readlines(READ_BLOCK_BYTES):
+        if not lines[-1].endswith("\n"):
+            lines.pop()  # a partial line left by a crash
+        yield from _parse_lines(output, lines, first_line)
+        first_line += len(lines)
+
+
+def _parse_lines(output: Output, lines: list[str], first_line: int) -> list[dict]:
     # One json.loads for a block of lines: the per-call overhead dominates for short lines.
     try:
         return json.loads("[" + ",".join(lines) + "]")
