@@ -92,26 +92,12 @@ class ObjectZipInput(ObjectInput):
             raise InputError(f"{location}: {exc}") from exc
 
 
-class ObjectTarInput(TarInput):
-    """A tar object (plain, gzip, bzip2 or xz), streamed front to back."""
-
-    def __init__(self, url: ObjectURL, name: str, size: int | None = None) -> None:
-        super().__init__(Path(name), name)
-        self.url = url
-        self.size = size
-
-    @property
-    def location(self) -> str:
-        return str(self.url)
+class ObjectTarInput(ObjectInput, TarInput):
+    """A tar object (plain, gzip, bzip2 or xz), streamed front to back: ``TarInput``'s reading of ``open()``'s
+    bytes, and ``ObjectInput``'s URL, identity and description."""
 
     def open(self) -> BinaryIO:
         return cast(BinaryIO, reads.open_stream(self.url))
-
-    def identity(self) -> dict:
-        return {"path": str(self.url), "kind": type(self).__name__, "bytes": self.size}
-
-    def describe(self) -> dict:
-        return {"name": self.name, "kind": type(self).__name__, "path": str(self.url)}
 
 
 class ManifestInput(Input):

@@ -59,23 +59,30 @@ def obstore_module() -> Any:
     return obstore
 
 
+def settings_stamp() -> int:
+    """A stamp of the environment stores are made from: a cached store is made again when it changes."""
+    return hash(tuple(map(os.environ.get, _SETTINGS)))
+
+
 def store_for(url: ObjectURL) -> Any:
     """The (cached) store of ``url``'s bucket; its keys are the bucket's keys. A store is made again when the
     environment it was made from changes (other credentials, another endpoint)."""
-    key = (url.root, hash(tuple(map(os.environ.get, _SETTINGS))))
+    key = (url.root, settings_stamp())
     store = _stores.get(key)
     if store is not None:
         return store
     with _lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = _make_store(url)
+            store = _stores[key] = make_store(url)
     return store
 
 
-def _make_store(url: ObjectURL) -> Any:
+def make_store(url: ObjectURL, client_options: dict[str, Any] = CLIENT, retry: dict[str, Any] = RETRY) -> Any:
+    """A new store for ``url``'s bucket from the environment's settings and credentials, with these client
+    options (timeouts) and retries; ``StorageError`` (NO_CREDENTIALS) when S3 has no credentials to find."""
     obstore = obstore_module()
-    client = dict(CLIENT)
+    client = dict(client_options)
     kwargs: dict[str, Any] = {}
     if url.scheme in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
@@ -92,10 +99,10 @@ def _make_store(url: ObjectURL) -> Any:
             region = getattr(provider, "config", {}).get("region")
             if region and not os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
                 kwargs["region"] = region
-        return obstore.store.S3Store(url.bucket, client_options=client, retry_config=RETRY, **kwargs)
+        return obstore.store.S3Store(url.bucket, client_options=client, retry_config=retry, **kwargs)
     if url.scheme == "http":
         client["allow_http"] = True
-    return obstore.store.from_url(url.root, client_options=client, retry_config=RETRY)
+    return obstore.store.from_url(url.root, client_options=client, retry_config=retry)
 
 
 def _native_credentials() -> bool:

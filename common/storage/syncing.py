@@ -8,7 +8,6 @@ again anyway. Credentials, endpoint and region come from the same standard chain
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tfclassify.common.storage import stores
-from tfclassify.common.storage.errors import NO_CREDENTIALS, StorageError, classify
+from tfclassify.common.storage.errors import StorageError, classify
 from tfclassify.common.storage.stores import obstore_module
 from tfclassify.common.storage.urls import ObjectURL
 
@@ -49,39 +48,14 @@ class ObjectInfo(NamedTuple):
 def sync_store(url: ObjectURL, download: bool = False) -> Any:
     """The (cached) store of ``url``'s bucket for syncing: ``stores.store_for``'s settings, short retries, and the
     time limit of a listing request or (``download``) of a whole download."""
-    key = (url.root, hash(tuple(map(os.environ.get, stores._SETTINGS))), download)
+    key = (url.root, stores.settings_stamp(), download)
     store = _stores.get(key)
     if store is None:
         with _lock:
             store = _stores.get(key)
             if store is None:
-                store = _stores[key] = _make(url, DOWNLOAD_CLIENT if download else SYNC_CLIENT)
+                store = _stores[key] = stores.make_store(url, DOWNLOAD_CLIENT if download else SYNC_CLIENT, SYNC_RETRY)
     return store
-
-
-def _make(url: ObjectURL, client_options: dict[str, Any]) -> Any:
-    obstore = obstore_module()
-    client = dict(client_options)
-    if url.scheme in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-        if endpoint.lower().startswith("http://"):
-            client["allow_http"] = True
-        provider = stores._profile_credentials(url)
-        if provider is None and stores._metadata_disabled() and not stores._native_credentials():
-            raise StorageError(NO_CREDENTIALS, f"{url}: no credentials found for {url.root} (AWS_EC2_METADATA_DISABLED "
-                               "rules out an instance role); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-                               "AWS_PROFILE (with boto3 installed), or a web identity (AWS_ROLE_ARN and "
-                               "AWS_WEB_IDENTITY_TOKEN_FILE)")
-        kwargs: dict[str, Any] = {}
-        if provider is not None:
-            kwargs["credential_provider"] = provider
-            region = getattr(provider, "config", {}).get("region")
-            if region and not os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
-                kwargs["region"] = region
-        return obstore.store.S3Store(url.bucket, client_options=client, retry_config=SYNC_RETRY, **kwargs)
-    if url.scheme == "http":
-        client["allow_http"] = True
-    return obstore.store.from_url(url.root, client_options=client, retry_config=SYNC_RETRY)
 
 
 def list_objects(url: ObjectURL, page_size: int = 1000) -> Iterator[ObjectInfo]:
