@@ -5,12 +5,19 @@ enumeration of all inputs, in the order given), the same whether a run is
 sharded or not, so shard outputs merge back into exactly the rows of one
 run. ``--shard I/N`` keeps the items whose ``source`` hashes to I modulo N:
 stable across machines and runs, independent of listing order.
+
+Inputs that list slowly (a prefix of objects: one request per 1,000 keys, minutes for ten million) are
+surveyed while they are scored: the survey calls back after its first ``LISTING_PREVIEW`` images, with
+``--labels auto`` settled and their labels checked, and the scorer starts from that preview.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import Generator, Iterator
+import os
+import threading
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeGuard, cast
@@ -29,6 +36,10 @@ from tfclassify.common.inputs.labels import (
 )
 from tfclassify.common.inputs.sources import ArrayInput, Input, InputError, Item
 from tfclassify.common.storage.urls import is_object_url
+
+#: A run whose inputs list slowly starts scoring once this many images are listed (the rest are listed while it
+#: scores); the environment variable sets it for a run (tests use a small one).
+LISTING_PREVIEW = int(os.environ.get("TFCLASSIFY_LISTING_PREVIEW", "100000"))
 
 
 def shard_of(source: str, num_shards: int) -> int:
@@ -63,8 +74,12 @@ class Survey:
     #: Image files over all shards, and those that sit in a folder named after a class of the model.
     files: int = 0
     in_class_folders: int = 0
+    #: False for the preview of a survey still listing: its counts are those of the first images only.
+    complete: bool = True
 
     def to_dict(self) -> dict:
+        if not self.complete:  # what a run record says while the listing goes on
+            return {"total": None, "shard_sizes": None, "digest": None, "listed_before_scoring": self.total}
         return {"total": self.total, "shard_sizes": self.shard_sizes, "digest": self.digest}
 
 
@@ -106,8 +121,19 @@ class ScoringPlan:
         #: One-line notes for the user (``auto`` labels: what the survey found), after ``survey``.
         self.notes: list[str] = []
         self._manifest: dict[str, str] | None = None
+        #: Set to stop a survey running beside the scoring (the run ended first).
+        self._stop_survey = threading.Event()
         if labels is not None and str(labels) not in (FOLDER, AUTO):
             self._manifest = read_manifest(labels if is_object_url(labels) else Path(labels))
+
+    @property
+    def lists_slowly(self) -> bool:
+        """Whether an input lists slowly (objects): its survey goes on while the images are scored."""
+        return any(i.lists_slowly for i in self.inputs)
+
+    def stop_survey(self) -> None:
+        """Stop a survey running in another thread (it raises ``SurveyStopped``)."""
+        self._stop_survey.set()
 
     def identity(self) -> dict:
         """What a resumed run must share with the run it continues."""
@@ -126,16 +152,24 @@ class ScoringPlan:
             return AUTO if not self._surveyed else cast("str | None", self._mode)  # auto settles to FOLDER or None
         return None if self.labels_from is None else str(self.labels_from)
 
-    def survey(self, resolver: LabelResolver) -> Survey:
+    def survey(self, resolver: LabelResolver, on_preview: Callable[[Survey], None] | None = None) -> Survey:
         """List every input once: count, shard sizes, digest; check every label against the model first.
 
         Raises ``LabelError`` naming labels that are not classes of the model,
-        before anything is scored.
+        before anything is scored. With ``on_preview``, a survey of more than
+        ``LISTING_PREVIEW`` images calls it (from this thread) once that many are
+        listed, with their counts (``complete`` False): ``--labels auto``
+        settled from them and their labels checked, so scoring can start while
+        the listing goes on. The same listing always gives the same preview.
         """
         survey = Survey(shard_sizes=[0] * self.num_shards)
         digest = 0
         unknown: set[str] = set()
-        if self.labels_from == AUTO:
+        settling = self.labels_from == AUTO  # until auto labels are settled
+        #: Auto labels settled from the preview: a later folder that is not a class gives no true label, as a
+        #: file outside the class folders would have given none, rather than failing a run that has begun.
+        sampled = False
+        if settling:
             self._mode = FOLDER  # tentatively, while the files are counted; settled below
         auto_labelled = 0
         for source in self.inputs:
@@ -148,7 +182,18 @@ class ScoringPlan:
                     survey.labelled += n
                     unknown.update(str(v) for v in np.unique(labels[(labels < 0) | (labels >= len(resolver.class_names))]))
                 continue
-            for item, label in self._items_of(source, with_data=False, first_index=survey.total):
+            for item in self._listed(source, first_index=survey.total):
+                if on_preview is not None and survey.total == LISTING_PREVIEW:  # and here is one more
+                    if settling:
+                        survey.unfiled, settling, sampled = 0, False, True
+                        self._settle_auto(survey, auto_labelled)
+                    self._surveyed = True
+                    self._check_labels(resolver, unknown, survey, final=False)
+                    on_preview(dataclasses.replace(survey, shard_sizes=list(survey.shard_sizes), complete=False))
+                    on_preview = None
+                if self._stop_survey.is_set():
+                    raise SurveyStopped()
+                label = self._label_of(item)
                 survey.total += 1
                 shard = shard_of(item.source, self.num_shards)
                 survey.shard_sizes[shard] += 1
@@ -156,7 +201,7 @@ class ScoringPlan:
                     digest = (digest + _hash64(item.source)) % (1 << 64)
                 if label is None and self._mode == FOLDER:
                     survey.unfiled += 1
-                if self.labels_from == AUTO and not source.is_array and item.label is None:
+                if settling and not source.is_array and item.label is None:
                     # (an item with a label of its own, from a manifest input, is labelled whatever auto settles)
                     survey.files += 1
                     survey.in_class_folders += resolver.names_class(label)
@@ -166,13 +211,14 @@ class ScoringPlan:
                     continue
                 survey.labelled += 1
                 if resolver.resolve(label) is None:
-                    unknown.add(str(label))
+                    if not sampled or item.label is not None:
+                        unknown.add(str(label))
         if survey.total == 0:
             paths = [i.location for i in self.inputs]
             raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")
         if self.num_shards > 1:
             survey.digest = f"{digest:016x}"
-        if self.labels_from == AUTO:
+        if settling:
             survey.unfiled = 0
             self._settle_auto(survey, auto_labelled)
         self._surveyed = True
@@ -247,34 +293,42 @@ class ScoringPlan:
 
     def _items_of(self, source: Input, with_data: bool, first_index: int) -> Iterator[tuple[Item, str | int | None]]:
         """The items of one input, the ``first_index``-th image of the run first, with their raw true labels."""
+        for item in self._listed(source, first_index, with_data):
+            yield item, self._label_of(item)
+
+    def _listed(self, source: Input, first_index: int, with_data: bool = False) -> Iterator[Item]:
+        """The items of one input within ``limit``, the ``first_index``-th image of the run first."""
         remaining = -1 if self.limit is None else max(0, self.limit - first_index)
         for item in source.items(with_data=with_data):
             if remaining == 0:
                 return
             remaining -= 1
-            label: str | int | None
-            if item.label is not None:
-                label = item.label
-            elif self._mode == FOLDER:
-                label = folder_label(item.member)
-            elif self._manifest is not None:
-                label = self._manifest.get(normalise_member(item.member))
-            else:
-                label = None
-            yield item, label
+            yield item
 
-    def _check_labels(self, resolver: LabelResolver, unknown: set[str], survey: Survey) -> None:
+    def _label_of(self, item: Item) -> str | int | None:
+        """The raw true label of ``item``: its own, its folder's or the manifest's, as labels are taken now."""
+        if item.label is not None:
+            return item.label
+        if self._mode == FOLDER:
+            return folder_label(item.member)
+        if self._manifest is not None:
+            return self._manifest.get(normalise_member(item.member))
+        return None
+
+    def _check_labels(self, resolver: LabelResolver, unknown: set[str], survey: Survey, final: bool = True) -> None:
+        """``LabelError`` for labels that are not classes; with ``final``, also for a run whose files are all
+        outside class folders, or none of which the manifest lists (not known from a preview)."""
         if self.labels_from == FOLDER:
             # A stray file (README.md at the root) is skipped; an input with no class folder at all is the wrong
             # folder (a class folder itself, or one level too high), and scoring it would skip every file.
-            if survey.unfiled == survey.total:
+            if final and survey.unfiled == survey.total:
                 raise LabelError(
                     f"--labels folder: no file of {', '.join(i.location for i in self.inputs)} is in a class "
                     "folder; name the folder or archive that holds the class folders (Shirt/0001.png)"
                 )
             resolver.check(unknown, "folder name")
         elif self._manifest is not None:
-            if survey.labelled == 0 and survey.total:
+            if final and survey.labelled == 0 and survey.total:
                 example = next(iter(self._manifest))
                 raise LabelError(
                     f"none of the images is listed in the manifest {self.labels_from} (it lists e.g. {example!r}); "
@@ -283,6 +337,10 @@ class ScoringPlan:
             resolver.check(unknown, f"manifest {self.labels_from}: label")
         else:
             resolver.check(unknown, "true label")
+
+
+class SurveyStopped(Exception):
+    """A survey stopped by ``ScoringPlan.stop_survey`` (the run it was listing for ended)."""
 
 
 def _array_chunk(seq: int, source: ArrayInput, start: int, stop: int, first_index: int) -> Chunk:
@@ -306,4 +364,5 @@ def array_rows(chunk: Chunk) -> np.ndarray:
     return chunk.array.images[np.asarray(rows)]
 
 
-__all__ = ["Chunk", "ScoringPlan", "Survey", "array_rows", "parse_shard", "shard_of"]
+__all__ = ["LISTING_PREVIEW", "Chunk", "ScoringPlan", "Survey", "SurveyStopped", "array_rows", "parse_shard",
+           "shard_of"]

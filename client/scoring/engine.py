@@ -31,7 +31,7 @@ import numpy as np
 
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.fetch import ObjectFetcher
-from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows
+from tfclassify.client.inputs.plan import LISTING_PREVIEW, Chunk, ScoringPlan, Survey, array_rows
 from tfclassify.client.inputs.workers import DecodePool, available_cpus
 from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
 from tfclassify.client.results import ClassifyResult, ModelInfo
@@ -146,7 +146,9 @@ class Scorer:
                                   token=options.token,
                                   max_request_bytes=options.max_request_bytes)
         self.model: ModelInfo | None = None
+        #: What the listing found: a preview (``complete`` False) while a slow listing goes on beside the scoring.
         self.survey: Survey | None = None
+        self._listing: asyncio.Future[Survey] | None = None
         self.batch_size = options.batch_size
         self._plan: ScoringPlan | None = None
         self._resolver: LabelResolver | None = None
@@ -176,8 +178,14 @@ class Scorer:
         self.model = await self.servers.model_metadata(o.model, o.version, o.version_label)
         self._resolver = LabelResolver(self.model.labels)
         self._plan = plan
-        self.survey = await asyncio.to_thread(plan.survey, self._resolver)
+        if plan.lists_slowly:
+            self.survey = await self._survey_beside_scoring(plan, self._resolver)
+        else:
+            self.survey = await asyncio.to_thread(plan.survey, self._resolver)
         self.notes = list(plan.notes)
+        if not self.survey.complete:
+            self.notes.append(f"scoring while listing: more than {LISTING_PREVIEW:,} images; the total follows when "
+                              "the listing ends")
         has_files = any(not i.is_array for i in plan.inputs)
         declared = self.model.preprocessing.get("resize") or "stretch"
         self._spec = conversion_spec(self.model, o.invert, o.resize or declared)
@@ -193,6 +201,39 @@ class Scorer:
                 big = shard_size >= PROCESS_POOL_MIN_FILES and not self.send_files
                 workers = available_cpus() if big else 0
             self._decoder = DecodePool(workers)
+        return self.survey
+
+    async def _survey_beside_scoring(self, plan: ScoringPlan, resolver: LabelResolver) -> Survey:
+        """The survey of a slowly listed plan when it ends within ``LISTING_PREVIEW`` images; else its preview,
+        the survey going on in its thread (``final_survey`` has the whole)."""
+        loop = asyncio.get_running_loop()
+        preview: asyncio.Future[Survey] = loop.create_future()
+
+        def on_preview(survey: Survey) -> None:  # in the survey's thread
+            loop.call_soon_threadsafe(preview.set_result, survey)
+
+        self._listing = listing = asyncio.ensure_future(asyncio.to_thread(plan.survey, resolver, on_preview))
+        await asyncio.wait([listing, preview], return_when=asyncio.FIRST_COMPLETED)
+        # A preview comes before the survey's end (both go through the loop in order), so this is deterministic.
+        if preview.done():
+            return preview.result()
+        preview.cancel()
+        self._listing = None
+        return listing.result()
+
+    def _check_listing(self) -> None:
+        """Take the survey going on beside the scoring once it ends: its error (a label that is not a class)
+        stops the run; its counts replace the preview."""
+        if self._listing is not None and self._listing.done():
+            self.survey = self._listing.result()
+            self._listing = None
+
+    async def final_survey(self) -> Survey:
+        """The whole survey, waiting for a listing still going on."""
+        if self._listing is not None:
+            self.survey = await self._listing
+            self._listing = None
+        assert self.survey is not None
         return self.survey
 
     def _image_bytes(self, plan: ScoringPlan) -> int:
@@ -224,7 +265,9 @@ class Scorer:
                         window.append(asyncio.create_task(self._score_chunk(chunk, rpc_slots)))
                 if not window:
                     return
-                yield await window.popleft()
+                result = await window.popleft()
+                self._check_listing()
+                yield result
         finally:
             for task in window:
                 task.cancel()
@@ -233,7 +276,12 @@ class Scorer:
             reader.shutdown(wait=False)
 
     async def close(self) -> None:
-        """Stop the decoding workers and close the channels."""
+        """Stop a listing still going on and the decoding workers, and close the channels."""
+        if self._listing is not None:
+            assert self._plan is not None
+            self._plan.stop_survey()
+            await asyncio.gather(self._listing, return_exceptions=True)
+            self._listing = None
         if self._decoder is not None:
             await asyncio.to_thread(self._decoder.close)
             self._decoder = None

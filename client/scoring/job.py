@@ -31,8 +31,10 @@ from tfclassify.common.version import package_version
 class Interrupted(Exception):
     """The run was stopped (Ctrl-C, SIGTERM) after ``rows`` of ``total`` images; the output is consistent."""
 
-    def __init__(self, rows: int, total: int) -> None:
-        super().__init__(f"interrupted after {rows:,} of {counted(total, 'image')}")
+    def __init__(self, rows: int, total: int | None) -> None:
+        # (total None: the listing had not ended)
+        super().__init__(f"interrupted after {rows:,} of {counted(total, 'image')}" if total is not None
+                         else f"interrupted after {counted(rows, 'image')}")
         self.rows, self.total = rows, total
 
 
@@ -107,12 +109,12 @@ async def run_job(
         if on_note is not None:  # once the output is known to be writable
             for note in scorer.notes:
                 on_note(note)
-        shard_size = survey.shard_sizes[plan.shard]
         done_before = writer.rows if writer is not None else 0
-        if done_before > shard_size:
-            raise OutputError(f"{output} holds {counted(done_before, 'row')} but this shard has "
-                              f"{counted(shard_size, 'image')}")
-        meter = Progress(shard_size, done_before, enabled=progress, interval=progress_interval)
+        if survey.complete:
+            _check_shard_size(output, done_before, survey.shard_sizes[plan.shard])
+        # (a survey still listing beside the scoring gives the bar its total when it ends)
+        meter = Progress(survey.shard_sizes[plan.shard] if survey.complete else None, done_before,
+                         enabled=progress, interval=progress_interval)
         prepared = time.monotonic()
         labels, model = list(scorer.model.labels), scorer.model.name
         try:
@@ -121,15 +123,20 @@ async def run_job(
                     writer.write_text(chunk_text(result, labels, model), len(result))
                 else:
                     summarize_chunk(in_memory, result)
+                listed = scorer.survey
+                if meter.total is None and listed is not None and listed.complete:
+                    meter.set_total(listed.shard_sizes[plan.shard])
                 meter.update(len(result), len(result.skipped))
+            survey = await scorer.final_survey()
         except asyncio.CancelledError:
-            raise Interrupted(meter.done, shard_size) from None
+            raise Interrupted(meter.done, meter.total) from None
         finally:
             meter.close()
+        _check_shard_size(output, done_before, survey.shard_sizes[plan.shard])
         seconds = time.monotonic() - prepared
         record.update(
-            finished=_now(), servers=servers, decoding=scorer.decoder_kind, batch_size=scorer.batch_size,
-            max_request_bytes=options.max_request_bytes,
+            survey=survey.to_dict(), finished=_now(), servers=servers, decoding=scorer.decoder_kind,
+            batch_size=scorer.batch_size, max_request_bytes=options.max_request_bytes,
             retries=scorer.servers.retries, seconds_last_run=round(time.monotonic() - started, 3),
         )
         if writer is not None:
@@ -140,6 +147,13 @@ async def run_job(
         await scorer.close()
     summary = summarize_rows(read_rows(output)) if output is not None else in_memory
     return JobResult(record, summary, seconds, meter.done - done_before, prepared - started)
+
+
+def _check_shard_size(output: Output | None, done_before: int, shard_size: int) -> None:
+    """``OutputError`` when a resumed output holds more rows than its shard has images (the inputs changed)."""
+    if done_before > shard_size:
+        raise OutputError(f"{output} holds {counted(done_before, 'row')} but this shard has "
+                          f"{counted(shard_size, 'image')}")
 
 
 def _already_complete(output: Output, record: dict, seconds: float) -> JobResult:

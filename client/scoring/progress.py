@@ -13,13 +13,14 @@ from tqdm import tqdm
 
 class Progress:
     """Counts scored and skipped images against ``total``; ``initial`` were done before (a resumed run).
+    ``total`` None: not known yet (an input still listing), until ``set_total``.
 
     On a terminal it draws a bar with images/s, ETA and the skipped count;
     otherwise (CI, Kubernetes logs) it prints one line every ``interval`` seconds.
     """
 
     def __init__(
-        self, total: int, initial: int = 0, *, desc: str = "scoring", enabled: bool = True,
+        self, total: int | None, initial: int = 0, *, desc: str = "scoring", enabled: bool = True,
         stream: TextIO | None = None, interval: float = 5.0,
     ) -> None:
         self.stream = stream or sys.stderr
@@ -36,6 +37,13 @@ class Progress:
                              file=self.stream, dynamic_ncols=sized, ncols=None if sized else 80,
                              nrows=None if sized else 24, smoothing=0.1)
 
+    def set_total(self, total: int) -> None:
+        """The total, once known."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
+
     def update(self, images: int, skipped: int = 0) -> None:
         self.done += images
         self.skipped += skipped
@@ -51,6 +59,8 @@ class Progress:
         """``scored 12,288/100,000 images (12.3%), 3,456 images/s, 2 skipped, ETA 0:00:25``."""
         elapsed = time.monotonic() - self._started
         rate = (self.done - self._initial) / elapsed if elapsed > 0 else 0.0
+        if self.total is None:
+            return f"scored {self.done:,} images (still listing), {rate:,.0f} images/s, {self.skipped:,} skipped"
         share = f" ({100 * self.done / self.total:.1f}%)" if self.total else ""
         eta = timedelta(seconds=round((self.total - self.done) / rate)) if rate > 0 else "?"
         return (f"scored {self.done:,}/{self.total:,} images{share}, {rate:,.0f} images/s, "

@@ -59,6 +59,8 @@ class ObjectInput(Input):
 class ObjectPrefixInput(ObjectInput):
     """The objects under a prefix (``s3://bucket/photos/``), listed page by page as they are scored."""
 
+    lists_slowly = True
+
     def items(self, with_data: bool = True) -> Iterator[Item]:
         prefix = self.url.key.rstrip("/")
         strip = len(prefix) + 1 if prefix else 0
@@ -111,6 +113,11 @@ class ManifestInput(Input):
     @property
     def location(self) -> str:
         return str(self._location)
+
+    @property
+    def lists_slowly(self) -> bool:  # type: ignore[override]
+        """A manifest in a bucket is read as it streams: a long one lists slowly."""
+        return not isinstance(self._location, Path)
 
     def items(self, with_data: bool = True) -> Iterator[Item]:
         with _open_text(self._location) as f:

@@ -68,6 +68,8 @@ class Input:
 
     #: Whether items carry decoded pixels (array inputs) rather than files.
     is_array = False
+    #: Whether listing the items takes a request per page (a prefix of objects): the run scores while it lists.
+    lists_slowly = False
 
     def __init__(self, path: Path, name: str) -> None:
         self.path = path
