@@ -75,7 +75,7 @@ def classify(exc: BaseException, url: str, bucket: str, scheme: str) -> StorageE
         return StorageError(MISSING_BUCKET, f"{url}: bucket {root} does not exist{_check_endpoint(scheme)}")
     if isinstance(exc, FileNotFoundError) or name == "NotFoundError":
         return StorageError(MISSING_OBJECT, f"{url}: no such object (check the key and that it was uploaded)")
-    if _no_credentials(lower):
+    if credentials_failure(lower):
         return StorageError(NO_CREDENTIALS, f"{url}: no credentials found for {root}; {_credentials_hint(scheme)}")
     if name in ("PermissionDeniedError", "UnauthenticatedError") or any(
             word in lower for word in ("accessdenied", "access denied", "forbidden", "unauthorized",
@@ -94,7 +94,9 @@ def classify(exc: BaseException, url: str, bucket: str, scheme: str) -> StorageE
     return StorageError(OTHER, f"{url}: {scrub(text)}")
 
 
-def _no_credentials(lower: str) -> bool:
+def credentials_failure(lower: str) -> bool:
+    """Whether a library's message (lower case) is about getting credentials (none found, a credential service
+    that failed)."""
     return any(phrase in lower for phrase in (
         "error getting credentials", "failed to get credentials", "no credentials", "missing credentials",
         "credential provider", "error fetching token", "imds", "instance metadata", "/latest/api/token",

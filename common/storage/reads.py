@@ -6,6 +6,11 @@
 - ``RangedReader``: a seekable file whose reads are ranged GETs (a zip's directory, read where it lies).
 - ``open_stream``: a file reading an object front to back (a tar archive), which continues from where it stopped
   with a ranged GET when the connection drops mid-object.
+
+Every request goes through ``retries`` (a store that never retries by itself): a transient failure (503 SlowDown,
+429, other 5xx, a dropped or refused connection, a timeout) is tried again with backoff and counted
+(``retries.counts()``); a whole read is tried again when its answer breaks off midway, a listing goes on after the
+last key it gave, a stream from where it stopped.
 """
 
 from __future__ import annotations
@@ -13,54 +18,78 @@ from __future__ import annotations
 import asyncio
 import http.client
 import io
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from tfclassify.common.storage import retries
 from tfclassify.common.storage.errors import MISSING_OBJECT, OTHER, UNREACHABLE, StorageError, classify, scrub
-from tfclassify.common.storage.stores import obstore_module, store_for
+from tfclassify.common.storage.stores import obstore_module, request_timeout, store_for
 from tfclassify.common.storage.urls import ObjectURL
 
 #: Keys per listing request (S3's largest page).
 PAGE_SIZE = 1000
-#: How often ``open_stream`` picks a dropped stream up again (each time from where it stopped).
+#: How often in a row ``open_stream`` picks a dropped stream up again without a byte read in between (each time
+#: from where it stopped).
 STREAM_RESUMES = 5
+
+T = TypeVar("T")
 
 
 def _fail(exc: BaseException, url: ObjectURL) -> StorageError:
     return classify(exc, str(url), url.bucket, url.scheme)
 
 
+def _store(url: ObjectURL) -> Any:
+    """The bucket's store that leaves retrying to ``retries``."""
+    return store_for(url, library_retries=False)
+
+
 def list_prefix(url: ObjectURL, page_size: int = PAGE_SIZE) -> Iterator[tuple[str, int]]:
     """``(key, size)`` of every object under ``url``'s key (a "folder": ``photos/`` and ``photos`` both list
     ``photos/...``), in the store's order (S3: by key, byte for byte), a page at a time."""
     obstore = obstore_module()
-    store = store_for(url)
-    try:
-        pages = iter(obstore.list(store, prefix=url.key.rstrip("/") or None, chunk_size=page_size))
-        while True:
-            try:
-                page = next(pages)
-            except StopIteration:
-                return
-            for meta in page:
-                yield meta["path"], meta["size"]
-    except StorageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
-        raise _fail(exc, url) from None
+    prefix = url.key.rstrip("/") or None
+    last: str | None = None  # the last key given: a listing that failed goes on after it
+    pages: Iterator[Any] | None = None
+
+    def next_page() -> Any:
+        nonlocal pages
+        if pages is None:
+            pages = iter(obstore.list(_store(url), prefix=prefix, offset=last, chunk_size=page_size))
+        try:
+            return next(pages, None)
+        except Exception:
+            pages = None  # a broken listing: a new one, from after the last key given
+            raise
+
+    while True:
+        try:
+            page = retries.call(next_page, f"listing {url}")
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
+            raise _fail(exc, url) from None
+        if page is None:
+            return
+        for meta in page:
+            last = meta["path"]
+            yield meta["path"], meta["size"]
 
 
 def has_objects_under(url: ObjectURL) -> bool:
     """Whether at least one object has a key under ``url``'s key as a "folder" (one listing request)."""
     obstore = obstore_module()
-    try:
-        stream = obstore.list(store_for(url), prefix=url.key.rstrip("/") or None, chunk_size=1)
+
+    def attempt() -> bool:
+        stream = obstore.list(_store(url), prefix=url.key.rstrip("/") or None, chunk_size=1)
         return any(True for _ in next(iter(stream), []))
+
+    try:
+        return retries.call(attempt, f"listing {url}")
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
         raise _fail(exc, url) from None
 
@@ -69,7 +98,7 @@ def head(url: ObjectURL) -> int:
     """The size of the object at ``url``."""
     obstore = obstore_module()
     try:
-        return int(obstore.head(store_for(url), url.key)["size"])
+        return int(retries.call(lambda: obstore.head(_store(url), url.key), f"HEAD {url}")["size"])
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
         raise _fail(exc, url) from None
 
@@ -77,12 +106,16 @@ def head(url: ObjectURL) -> int:
 def read(url: ObjectURL, max_bytes: int) -> bytes:
     """The whole object at ``url``; ``StorageError`` without reading it when it is larger than ``max_bytes``."""
     obstore = obstore_module()
-    try:
-        result = obstore.get(store_for(url), url.key)
+
+    def attempt() -> bytes:  # the request and its whole answer: an answer that breaks off midway is asked again
+        result = obstore.get(_store(url), url.key)
         size = result.meta["size"]
         if size > max_bytes:
             raise StorageError(OTHER, too_large(size, max_bytes))
         return bytes(result.bytes())
+
+    try:
+        return retries.call(attempt, f"GET {url}")
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
@@ -92,12 +125,16 @@ def read(url: ObjectURL, max_bytes: int) -> bytes:
 async def read_async(url: ObjectURL, max_bytes: int) -> bytes:
     """``read`` on the event loop (the library's own I/O threads do the work)."""
     obstore = obstore_module()
-    try:
-        result = await obstore.get_async(store_for(url), url.key)
+
+    async def attempt() -> bytes:
+        result = await obstore.get_async(_store(url), url.key)
         size = result.meta["size"]
         if size > max_bytes:
             raise StorageError(OTHER, too_large(size, max_bytes))
         return bytes(await result.bytes_async())
+
+    try:
+        return await retries.call_async(attempt, f"GET {url}")
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
@@ -109,7 +146,8 @@ def read_range(url: ObjectURL, start: int, length: int) -> bytes:
     obstore = obstore_module()
     if url.root not in _RANGES_AS_200:
         try:
-            return bytes(obstore.get_range(store_for(url), url.key, start=start, length=length))
+            return bytes(retries.call(lambda: obstore.get_range(_store(url), url.key, start=start, length=length),
+                                      f"ranged GET {url}"))
         except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
             if not _ranges_answered_200(exc, url):
                 raise _fail(exc, url) from None
@@ -121,7 +159,8 @@ async def read_range_async(url: ObjectURL, start: int, length: int) -> bytes:
     obstore = obstore_module()
     if url.root not in _RANGES_AS_200:
         try:
-            return bytes(await obstore.get_range_async(store_for(url), url.key, start=start, length=length))
+            return bytes(await retries.call_async(
+                lambda: obstore.get_range_async(_store(url), url.key, start=start, length=length), f"ranged GET {url}"))
         except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
             if not _ranges_answered_200(exc, url):
                 raise _fail(exc, url) from None
@@ -138,7 +177,6 @@ async def read_range_async(url: ObjectURL, start: int, length: int) -> bytes:
 #: Store roots seen answering a ranged GET with 200 (their ranged reads go straight to presigned URLs).
 _RANGES_AS_200: set[str] = set()
 _SIGNED_TTL = timedelta(minutes=10)
-_SIGNED_RETRIES = 4
 _signed_pool: list[ThreadPoolExecutor] = []
 
 
@@ -157,51 +195,52 @@ def _signed_threads() -> ThreadPoolExecutor:
 
 
 def _signed_range(url: ObjectURL, start: int, length: int) -> bytes:
-    """Bytes ``start`` to ``start + length`` through a presigned URL, retried on 5xx and connection errors."""
-    response = _open_signed(url, start, start + length - 1)
-    try:
-        with response:
+    """Bytes ``start`` to ``start + length`` through a presigned URL (asked again when the answer breaks off)."""
+    def attempt() -> bytes:
+        with _signed_get(url, start, start + length - 1) as response:
             data = response.read()
             if response.status == 200 and not response.headers.get("Content-Range"):
                 data = data[start : start + length]  # the whole object, the Range ignored
-    except (OSError, http.client.HTTPException) as exc:  # the answer cut short
+            return data
+
+    return _signed(url, attempt)
+
+
+def _open_signed(url: ObjectURL, first: int) -> Any:
+    """The open response to a GET of ``url`` from byte ``first`` to its end."""
+    return _signed(url, lambda: _signed_get(url, first))
+
+
+def _signed_get(url: ObjectURL, first: int, last: int | None = None) -> Any:
+    """One GET of bytes ``first``..``last`` (to the end when None) of ``url``: the open response."""
+    signed = obstore_module().sign(_store(url), "GET", url.key, _SIGNED_TTL)
+    request = urllib.request.Request(signed, headers={"Range": f"bytes={first}-{'' if last is None else last}"})
+    try:
+        return urllib.request.urlopen(request, timeout=request_timeout())  # the store's own URL, presigned
+    except urllib.error.HTTPError as exc:
+        exc.close()  # its code says what went wrong; the connection is not kept
+        raise
+
+
+def _signed(url: ObjectURL, attempt: Callable[[], T]) -> T:
+    """``attempt()`` (a presigned GET) through ``retries``; what failed it as a ``StorageError``."""
+    try:
+        return retries.call(attempt, f"presigned GET {url}")
+    except StorageError:
+        raise
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise StorageError(MISSING_OBJECT, f"{url}: no such object (check the key and that it was uploaded)"
+                               ) from None
+        if exc.code in (401, 403):
+            raise classify(_Refused("access denied (HTTP 403)"), str(url), url.bucket, url.scheme) from None
+        raise StorageError(OTHER, f"{url}: the store answered HTTP {exc.code} to a ranged read") from None
+    except urllib.error.URLError as exc:
+        raise StorageError(UNREACHABLE, f"{url}: cannot reach the object store ({scrub(str(exc.reason))})") from None
+    except (OSError, http.client.HTTPException) as exc:  # the answer did not come, or came cut short
         raise StorageError(OTHER, f"{url}: a ranged read was cut short ({type(exc).__name__})") from None
-    return data
-
-
-def _open_signed(url: ObjectURL, first: int, last: int | None = None) -> Any:
-    """The open response to a GET of bytes ``first``..``last`` (to the end when None) of ``url``."""
-    obstore = obstore_module()
-    delay = 0.1
-    for attempt in range(_SIGNED_RETRIES + 1):
-        try:
-            signed = obstore.sign(store_for(url), "GET", url.key, _SIGNED_TTL)
-        except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
-            raise _fail(exc, url) from None
-        request = urllib.request.Request(signed, headers={"Range": f"bytes={first}-{'' if last is None else last}"})
-        try:
-            return urllib.request.urlopen(request, timeout=30)  # the store's own http(s) URL, presigned
-        except urllib.error.HTTPError as exc:
-            code = exc.code
-            exc.close()
-            if code >= 500 and attempt < _SIGNED_RETRIES:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            if code == 404:
-                raise StorageError(MISSING_OBJECT, f"{url}: no such object (check the key and that it was uploaded)"
-                                   ) from None
-            if code in (401, 403):
-                raise classify(_Refused("access denied (HTTP 403)"), str(url), url.bucket, url.scheme) from None
-            raise StorageError(OTHER, f"{url}: the store answered HTTP {code} to a ranged read") from None
-        except (urllib.error.URLError, OSError) as exc:
-            if attempt < _SIGNED_RETRIES:
-                time.sleep(delay)
-                delay *= 2
-                continue
-            reason = getattr(exc, "reason", exc)
-            raise StorageError(UNREACHABLE, f"{url}: cannot reach the object store ({scrub(str(reason))})") from None
-    raise AssertionError("unreachable")  # the loop returns or raises
+    except Exception as exc:  # noqa: BLE001 - signing: the library's errors have no common base beyond Exception
+        raise _fail(exc, url) from None
 
 
 class _Refused(Exception):
@@ -251,7 +290,7 @@ class RangedReader(io.RawIOBase):
 
 class _ObjectStream(io.RawIOBase):
     """The object at ``url`` front to back, picked up again with a ranged GET from where a dropped connection left
-    it (``STREAM_RESUMES`` times at most)."""
+    it (each time counted as a retry; ``STREAM_RESUMES`` times at most without a byte read in between)."""
 
     def __init__(self, url: ObjectURL) -> None:
         super().__init__()
@@ -260,6 +299,7 @@ class _ObjectStream(io.RawIOBase):
         self._chunks: Iterator[bytes] | None = None
         self._buffer = memoryview(b"")
         self._resumes = 0
+        self._resumed_at = 0
         self._size: int | None = None
 
     def readable(self) -> bool:
@@ -272,7 +312,8 @@ class _ObjectStream(io.RawIOBase):
             return
         options: Any = {"range": {"offset": self._pos}} if self._pos else None
         try:
-            result = obstore.get(store_for(self.url), self.url.key, options=options)
+            result = retries.call(lambda: obstore.get(_store(self.url), self.url.key, options=options),
+                                  f"GET {self.url}")
         except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
             if self._pos and _ranges_answered_200(exc, self.url):
                 self._chunks = self._signed_chunks()
@@ -301,6 +342,8 @@ class _ObjectStream(io.RawIOBase):
                     self._resume(None)
                     continue
                 return 0
+            except StorageError:
+                raise  # a re-open that failed for good (a missing object ...), past its own retries
             except Exception as exc:  # noqa: BLE001 - a dropped connection mid-stream: continue from here
                 self._resume(exc)
         n = min(len(buffer), len(self._buffer))
@@ -311,9 +354,12 @@ class _ObjectStream(io.RawIOBase):
 
     def _resume(self, exc: BaseException | None) -> None:
         self._chunks = None
+        if self._pos > self._resumed_at:  # bytes came since the last time: a new run of tries
+            self._resumes, self._resumed_at = 0, self._pos
         self._resumes += 1
         if self._resumes > STREAM_RESUMES:
             raise _fail(exc or OSError("the stream ended early, again and again"), self.url)
+        retries.count((retries.transient_kind(exc) if exc is not None else None) or retries.CONNECTION)
 
 
 def open_stream(url: ObjectURL) -> io.BufferedReader:

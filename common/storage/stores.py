@@ -1,6 +1,6 @@
 """The store that serves an object URL: obstore (the optional ``storage`` extra), imported on first use.
 
-One store per bucket and process, made from the URL and each cloud's standard settings in the environment:
+Stores per bucket and process, made from the URL and each cloud's standard settings in the environment:
 
 - S3: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, Ceph and other S3-compatible stores, an
   ``http://`` endpoint allowed; ``AWS_REGION``; credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
@@ -11,8 +11,15 @@ One store per bucket and process, made from the URL and each cloud's standard se
 - Google Cloud Storage, Azure Blob and HTTPS: the library's own settings (``GOOGLE_APPLICATION_CREDENTIALS``,
   ``AZURE_STORAGE_ACCOUNT_NAME`` ...).
 
-Requests are retried by the library: 5xx answers (503 SlowDown included), dropped and refused connections and
-timeouts of reads, up to ``RETRY``'s limits with exponential backoff and jitter.
+``TFCLASSIFY_STORAGE_TIMEOUT`` (seconds, default 30): how long a request may go without a byte of its answer
+(waiting for the answer to start, or between two reads of its body) before it is abandoned and tried again; a
+long transfer that keeps moving is never cut. Connecting may take 5 s (or that timeout, when shorter).
+
+Two stores per bucket: ``store_for(url)`` retries failed requests itself (5xx answers, dropped and refused
+connections, timeouts; ``RETRY``'s limits) and is used only for multipart uploads, whose parts only the library
+can retry one by one; ``store_for(url, library_retries=False)`` never retries, and its requests go through
+``retries``, which tries them again within the same limits and counts each retry. (The model repository's sync,
+``syncing``, makes stores of its own: short library retries, uncounted, and time limits of its own.)
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tfclassify.common.storage.errors import NO_CREDENTIALS, StorageError, StorageUnavailable
+from tfclassify.common.storage.errors import NO_CREDENTIALS, OTHER, StorageError, StorageUnavailable
 from tfclassify.common.storage.urls import ObjectURL
 
 #: Retries of a failed request (5xx, connection errors, timeouts): 10 with backoff from 0.1 s up to 15 s, and
@@ -33,8 +40,13 @@ RETRY: dict[str, Any] = {
     "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=15), "base": 2},
     "retry_timeout": timedelta(minutes=3),
 }
-#: A request that has not answered in 30 s is abandoned (and retried); connecting may take 5 s.
-CLIENT: dict[str, Any] = {"timeout": "30s", "connect_timeout": "5s"}
+#: The retry settings of a store whose requests ``retries`` tries again (the library itself never does).
+NO_RETRY: dict[str, Any] = {"max_retries": 0}
+#: Seconds a request may wait for a byte of its answer, unless ``TFCLASSIFY_STORAGE_TIMEOUT`` says otherwise.
+DEFAULT_TIMEOUT = 30.0
+TIMEOUT_VARIABLE = "TFCLASSIFY_STORAGE_TIMEOUT"
+#: Seconds connecting may take (at most the timeout).
+CONNECT_TIMEOUT = 5.0
 INSTALL_HINT = "pip install 'tfclassify[storage]'"
 
 #: The environment variables that, changed, make a new store (credentials, endpoint, region).
@@ -43,9 +55,9 @@ _SETTINGS = (
     "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_SKIP_SIGNATURE", "AWS_EC2_METADATA_DISABLED", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
     "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SERVICE_ACCOUNT", "AZURE_STORAGE_ACCOUNT_NAME",
-    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY", TIMEOUT_VARIABLE,
 )
-_stores: dict[tuple[str, int], Any] = {}
+_stores: dict[tuple[str, int, bool], Any] = {}
 _lock = threading.Lock()
 
 
@@ -64,25 +76,51 @@ def settings_stamp() -> int:
     return hash(tuple(map(os.environ.get, _SETTINGS)))
 
 
-def store_for(url: ObjectURL) -> Any:
-    """The (cached) store of ``url``'s bucket; its keys are the bucket's keys. A store is made again when the
-    environment it was made from changes (other credentials, another endpoint)."""
-    key = (url.root, settings_stamp())
+def request_timeout() -> float:
+    """``TFCLASSIFY_STORAGE_TIMEOUT`` in seconds (``DEFAULT_TIMEOUT`` when unset); ``StorageError`` when it is
+    not a positive number."""
+    text = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise StorageError(OTHER, f"{TIMEOUT_VARIABLE}={text!r}: expected a number of seconds above 0 (default "
+                           f"{DEFAULT_TIMEOUT:g})")
+    return seconds
+
+
+def default_client_options() -> dict[str, Any]:
+    """The library's client options: ``request_timeout()`` without a byte of an answer, and the connect timeout.
+    (The library's ``timeout`` would limit the whole transfer: a tar object streamed for minutes would be cut.)"""
+    seconds = request_timeout()
+    return {"read_timeout": timedelta(seconds=seconds),
+            "connect_timeout": timedelta(seconds=min(CONNECT_TIMEOUT, seconds))}
+
+
+def store_for(url: ObjectURL, library_retries: bool = True) -> Any:
+    """The (cached) store of ``url``'s bucket; its keys are the bucket's keys. With ``library_retries`` off, one
+    that never retries a request (``retries`` does). A store is made again when the environment it was made
+    from changes (other credentials, another endpoint, another timeout)."""
+    key = (url.root, settings_stamp(), library_retries)
     store = _stores.get(key)
     if store is not None:
         return store
     with _lock:
         store = _stores.get(key)
         if store is None:
-            store = _stores[key] = make_store(url)
+            store = _stores[key] = make_store(url, retry=RETRY if library_retries else NO_RETRY)
     return store
 
 
-def make_store(url: ObjectURL, client_options: dict[str, Any] = CLIENT, retry: dict[str, Any] = RETRY) -> Any:
+def make_store(url: ObjectURL, client_options: dict[str, Any] | None = None, retry: dict[str, Any] = RETRY) -> Any:
     """A new store for ``url``'s bucket from the environment's settings and credentials, with these client
-    options (timeouts) and retries; ``StorageError`` (NO_CREDENTIALS) when S3 has no credentials to find."""
+    options (timeouts; ``default_client_options()`` when None) and retries; ``StorageError`` (NO_CREDENTIALS) when S3 has
+    no credentials to find."""
     obstore = obstore_module()
-    client = dict(client_options)
+    client = dict(default_client_options() if client_options is None else client_options)
     kwargs: dict[str, Any] = {}
     if url.scheme in ("s3", "s3a"):
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""

@@ -4,13 +4,19 @@ Every PUT is atomic (S3 and the others show the old object or the new one, never
 request for a small body and a multipart upload for a large one or a stream of chunks (the library completes it
 only once every part is in; an upload cut short is never seen as an object, though its parts are kept by the store
 until aborted or expired: an ``AbortIncompleteMultipartUpload`` lifecycle rule cleans them up).
+
+A single PUT, a DELETE and a HEAD go through ``retries`` (tried again on a transient failure, and counted). A
+multipart upload keeps the library's own retries, uncounted: the library retries each part's request alone, where
+trying the whole upload again would send every part again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
+from tfclassify.common.storage import retries
 from tfclassify.common.storage.errors import MISSING_OBJECT, StorageError, classify
 from tfclassify.common.storage.stores import obstore_module, store_for
 from tfclassify.common.storage.urls import ObjectURL
@@ -31,7 +37,11 @@ def put(url: ObjectURL, body: bytes | Path, *, chunk_size: int | None = None) ->
     chunk_size = chunk_size or MULTIPART_CHUNK
     try:
         size = body.stat().st_size if isinstance(body, Path) else len(body)
-        obstore.put(store_for(url), url.key, body, use_multipart=size > chunk_size, chunk_size=chunk_size)
+        if size > chunk_size:
+            obstore.put(store_for(url), url.key, body, use_multipart=True, chunk_size=chunk_size)
+        else:
+            retries.call(lambda: obstore.put(store_for(url, library_retries=False), url.key, body, use_multipart=False),
+                         f"PUT {url}")
     except StorageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
@@ -44,7 +54,8 @@ def delete(url: ObjectURL, keys: Sequence[str] = ()) -> None:
     paths = list(keys) if keys else [url.key]
     try:
         for start in range(0, len(paths), 1000):  # S3 deletes up to 1,000 keys a request
-            obstore.delete(store_for(url), paths[start : start + 1000])
+            batch = paths[start : start + 1000]
+            retries.call(partial(obstore.delete, store_for(url, library_retries=False), batch), f"DELETE {url}")
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
         error = _fail(exc, url)
         if error.kind != MISSING_OBJECT:
@@ -55,7 +66,7 @@ def exists(url: ObjectURL) -> bool:
     """Whether an object is at ``url`` (one HEAD request)."""
     obstore = obstore_module()
     try:
-        obstore.head(store_for(url), url.key)
+        retries.call(lambda: obstore.head(store_for(url, library_retries=False), url.key), f"HEAD {url}")
         return True
     except Exception as exc:  # noqa: BLE001 - the library's errors have no common base beyond Exception
         error = _fail(exc, url)
