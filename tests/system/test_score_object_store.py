@@ -6,15 +6,15 @@ no credentials and a missing key each end in one line, exit 5, no secret shown."
 
 from __future__ import annotations
 
-import asyncio
+import json
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 from archives import image_members, read_jsonl, write_manifest, write_tar, write_tree, write_zip
 from conftest import FASHION_LABELS, tfclassify_cmd
+from faultproxy import FaultyProxy
 from s3server import ACCESS_KEY, SECRET_KEY, s3_server  # noqa: F401 - the session fixture, used by name
 
 N = 48
@@ -152,68 +152,6 @@ def test_without_the_storage_extra_one_line_says_what_to_install(server, s3_serv
 
 
 
-class FaultyProxy:
-    """A TCP proxy in front of the S3 server that fails the first request of some connections: every fourth
-    connection is dropped once its request has arrived, the one after answers 503 SlowDown and closes; the others
-    are piped through. Retries must get every object through."""
-
-    def __init__(self, upstream_port: int, faults: bool = True) -> None:
-        self.upstream_port = upstream_port
-        self.faults = faults
-        self.connections = self.dropped = self.slowed = 0
-        #: Bytes the server sent through the proxy (answers: headers and bodies).
-        self.bytes_down = 0
-        self.loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="faulty-proxy", daemon=True)
-        self.thread.start()
-        self._started.wait(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = self.server.sockets[0].getsockname()[1]
-        self._started.set()
-        self.loop.run_forever()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        kind = self.connections % 4 if self.faults else 0
-        try:
-            if kind in (1, 2):
-                await reader.readuntil(b"\r\n\r\n")
-                if kind == 2:
-                    body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-                    writer.write(b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
-                                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-                    await writer.drain()
-                    self.slowed += 1
-                else:
-                    self.dropped += 1
-                return
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-
-            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool = False) -> None:
-                try:
-                    while data := await src.read(65536):
-                        self.bytes_down += len(data) if down else 0
-                        dst.write(data)
-                        await dst.drain()
-                finally:
-                    dst.close()
-
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, down=True), return_exceptions=True)
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 def test_dropped_connections_and_slowdowns_are_retried(server, s3_server, photos, local_rows, tmp_path):  # noqa: F811
     proxy = FaultyProxy(s3_server.port)
     try:
@@ -243,3 +181,64 @@ def test_a_zip_object_is_read_by_ranges_not_downloaded(server, s3_server, fashio
     assert len(read_jsonl(tmp_path / "big.jsonl")) == 10
     size = archive.stat().st_size
     assert size > 4 << 20 and proxy.bytes_down < size // 8, (proxy.bytes_down, size)
+
+
+#: Lists a prefix and reads every object under it at once through ``common.storage.reads`` (the scorer's calls),
+#: then prints what it read and the retries counted.
+READ_ALL = """
+import asyncio, json, sys
+from tfclassify.common.storage import reads, retries
+from tfclassify.common.storage.urls import parse
+
+async def read_all(prefix):
+    urls = [prefix.with_key(key) for key, _ in reads.list_prefix(prefix)]
+    return await asyncio.gather(*(reads.read_async(url, 1 << 20) for url in urls))
+
+data = asyncio.run(read_all(parse(sys.argv[1])))
+print(json.dumps({"objects": len(data), "bytes": sum(map(len, data)), "retries": retries.counts()}))
+"""
+
+
+def read_all(env: dict, url: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", READ_ALL, url], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("fault", ["drops and slowdowns", "stalls"])
+def test_transient_failures_are_retried_and_counted_by_kind(s3_server, photos, fault):  # noqa: F811
+    """Every object of the prefix read whole through the faults, each retry counted under its kind: a dropped
+    connection as "connection", a 503 SlowDown as "throttled", a stall past TFCLASSIFY_STORAGE_TIMEOUT as
+    "timeout"."""
+    files = [p for p in photos.rglob("*") if p.is_file()]
+    stalls = fault == "stalls"
+    proxy = FaultyProxy(s3_server.port, faults=not stalls, stall_every=3 if stalls else 0, stall_seconds=4)
+    try:
+        report = read_all(s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}",
+                                        TFCLASSIFY_STORAGE_TIMEOUT="1"), f"s3://{BUCKET}/photos/")
+    finally:
+        proxy.stop()
+    assert (report["objects"], report["bytes"]) == (len(files), sum(p.stat().st_size for p in files))
+    counted = report["retries"]
+    if stalls:
+        assert proxy.stalled and counted["timeout"] >= proxy.stalled, (proxy.stalled, counted)
+    else:
+        assert proxy.dropped and proxy.slowed, "faults were injected"
+        assert counted["connection"] >= proxy.dropped and counted["throttled"] >= proxy.slowed, (
+            proxy.dropped, proxy.slowed, counted)
+
+
+def test_stalled_requests_are_retried_and_every_object_scored(server, s3_server, photos, local_rows, tmp_path):  # noqa: F811
+    """Every third connection's first GET of an object gets no answer: with TFCLASSIFY_STORAGE_TIMEOUT=1 the scorer
+    abandons it after a second and asks again, and scores every object as the local folder's files."""
+    proxy = FaultyProxy(s3_server.port, faults=False, stall_every=3, stall_seconds=4)
+    out = tmp_path / "stalled.jsonl"
+    try:
+        score(s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}", TFCLASSIFY_STORAGE_TIMEOUT="1"),
+              "--server", server.address, "--model", "fashion", "--images", f"s3://{BUCKET}/photos/",
+              "--labels", "folder", "--output", str(out), expect=3)
+    finally:
+        proxy.stop()
+    assert proxy.stalled, "stalls were injected"
+    assert by_member(read_jsonl(out)) == by_member(local_rows), "every object read despite them"
