@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,9 @@ def test_the_server_images_install_every_dependency_of_the_server_extra(name):
 def test_the_client_image_has_no_tensorflow():
     dockerfile = (DOCKER / "Dockerfile.client").read_text()
     installs = re.findall(r"pip install (.+?)(?: \\)?$", dockerfile, re.M)
-    assert installs == ['"/src${EXTRAS:+[$EXTRAS]}"'], "the base package (the client), extras only if asked"
-    assert 'ARG EXTRAS=""' in dockerfile and "requirements" not in dockerfile
+    assert installs == ['"/src${EXTRAS:+[$EXTRAS]}"'], "the base package (the client) and the extras asked for"
+    # By default the storage extra (object URLs for the bucket scoring Job): obstore, no TensorFlow.
+    assert 'ARG EXTRAS="storage"' in dockerfile and "requirements" not in dockerfile
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert extras["storage"] and not [d for d in extras["storage"] if "tensorflow" in d.lower()]
     assert 'ENTRYPOINT ["tfclassify"]' in final_stage(DOCKER / "Dockerfile.client")

@@ -102,10 +102,12 @@ def test_the_bucket_variant_validates_and_has_no_shared_volume(eks, minio):
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert container["securityContext"] == pvc_container["securityContext"]
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]) & set(container["resources"]["limits"])
-        # The client image with the storage extra (object URLs need obstore), pinned.
-        assert re.fullmatch(r"[\w.\-/]+/tfclassify-client:0\.1\.0-storage", container["image"]), container["image"]
+        # The client image, pinned; it is built with the storage extra (object URLs need obstore).
+        assert re.fullmatch(r"[\w.\-/]+/tfclassify-client:0\.1\.0", container["image"]), container["image"]
         for d in docs:
             assert d["metadata"]["labels"]["app.kubernetes.io/component"] == "scoring", d["kind"]
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile.client").read_text()
+    assert re.search(r'^ARG EXTRAS="storage"$', dockerfile, re.M), "the client image reads object URLs by default"
 
 
 def test_the_scoring_job_keeps_the_failure_policy_and_one_pod_per_shard(eks):
