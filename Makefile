@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo check test test-fast train-all bench bench-archive bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo check test test-fast train-all bench bench-archive bench-object-store bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -44,6 +44,11 @@ bench: setup
 
 bench-archive: setup
 	$(PY) -m bench.archive $(BENCH_ARGS)
+
+# Scoring from object storage (a prefix, a zip object; 200,000 objects for memory) against `rclone serve s3` on
+# loopback, beside the same local files. Quick: BENCH_ARGS="--images 2000 --big 20000 --rounds 1".
+bench-object-store: setup
+	$(PY) -m bench.object_store $(BENCH_ARGS)
 
 bench-oip: setup
 	$(PY) -m bench.perf_analyzer $(BENCH_ARGS)
