@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -29,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.__main__ import BIN, MODEL, cpu_seconds, start_server, train_model
@@ -71,6 +72,7 @@ def main() -> int:
     parser.add_argument("--dir-cache-time", default="1h", help="rclone's --dir-cache-time (the objects are all "
                         "written before it starts; 0s makes it list a folder again for every GET) "
                         "[default: %(default)s]")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="tfclassify-bench-object-store-") as name:
@@ -92,6 +94,9 @@ def main() -> int:
             r["first"] = score(f"s3://{BUCKET}/big/r000/", env, mark=args.images)  # the big prefix's first keys
             r["big"] = score(f"s3://{BUCKET}/big/", env, mark=args.images)
             print(_table(r))
+            if args.json:
+                args.json.write_text(json.dumps({k: asdict(v) if isinstance(v, Run) else v for k, v in r.items()
+                                                 if k != "args"}, indent=2) + "\n")
             if _missed(r):
                 print(_where_time_goes(r, s3, pids["rclone"]))
         finally:
