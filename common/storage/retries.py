@@ -114,8 +114,7 @@ def _delays(retry: dict[str, Any]) -> Iterator[float]:
     """Seconds to wait before each retry: the library's backoff (a random wait between the first and ``base``
     times the previous one, at most the largest), ``max_retries`` of them, none past ``retry_timeout`` from now
     (the first try)."""
-    start = time.monotonic()
-    return _backoff(retry, start)
+    return _backoff(retry, time.monotonic())  # read the clock now: a generator's body waits for its first next()
 
 
 def _backoff(retry: dict[str, Any], start: float) -> Iterator[float]:
