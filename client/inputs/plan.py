@@ -210,9 +210,8 @@ class ScoringPlan:
                 if shard != self.shard or label is None:
                     continue
                 survey.labelled += 1
-                if resolver.resolve(label) is None:
-                    if not sampled or item.label is not None:
-                        unknown.add(str(label))
+                if resolver.resolve(label) is None and (not sampled or item.label is not None):
+                    unknown.add(str(label))
         if survey.total == 0:
             paths = [i.location for i in self.inputs]
             raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")

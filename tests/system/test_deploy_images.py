@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from conftest import BIN, ROOT
 
 from tfclassify.server.settings import ServerSettings
