@@ -5,9 +5,11 @@ Stores per bucket and process, made from the URL and each cloud's standard setti
 - S3: ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) for MinIO, Ceph and other S3-compatible stores, an
   ``http://`` endpoint allowed; ``AWS_REGION``; credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
   (``AWS_SESSION_TOKEN``), web identity (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``: a Kubernetes service
-  account), container credentials (ECS, EKS Pod Identity) and instance metadata (IMDSv2), all natively; shared
-  config and profiles (``AWS_PROFILE``, ``~/.aws/credentials``, SSO, ``role_arn``) through boto3's chain when
-  boto3 is installed (obstore's ``Boto3CredentialProvider``). ``AWS_SKIP_SIGNATURE=true``: a public bucket.
+  account), container credentials (ECS, EKS Pod Identity) and instance metadata (IMDSv2), all natively; the
+  shared files' profile (``AWS_PROFILE``, else ``default``: ``~/.aws/credentials`` and ``~/.aws/config``) for
+  its static keys, region and endpoint (``aws_profiles``), the environment coming first; a profile that assumes
+  a role or uses SSO or a credential process through boto3's chain when boto3 is installed (obstore's
+  ``Boto3CredentialProvider``). ``AWS_SKIP_SIGNATURE=true``: a public bucket.
 - Google Cloud Storage, Azure Blob and HTTPS: the library's own settings (``GOOGLE_APPLICATION_CREDENTIALS``,
   ``AZURE_STORAGE_ACCOUNT_NAME`` ...).
 
@@ -27,9 +29,9 @@ from __future__ import annotations
 import os
 import threading
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+from tfclassify.common.storage.aws_profiles import ProfileError, read_profile
 from tfclassify.common.storage.errors import NO_CREDENTIALS, OTHER, StorageError, StorageUnavailable
 from tfclassify.common.storage.urls import ObjectURL
 
@@ -52,7 +54,7 @@ INSTALL_HINT = "pip install 'tfclassify[storage]'"
 #: The environment variables that, changed, make a new store (credentials, endpoint, region).
 _SETTINGS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AWS_SKIP_SIGNATURE", "AWS_EC2_METADATA_DISABLED", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
     "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SERVICE_ACCOUNT", "AZURE_STORAGE_ACCOUNT_NAME",
     "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_KEY", TIMEOUT_VARIABLE,
@@ -121,26 +123,49 @@ def make_store(url: ObjectURL, client_options: dict[str, Any] | None = None, ret
     no credentials to find."""
     obstore = obstore_module()
     client = dict(default_client_options() if client_options is None else client_options)
-    kwargs: dict[str, Any] = {}
     if url.scheme in ("s3", "s3a"):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-        if endpoint.lower().startswith("http://"):
+        kwargs = _s3_settings(url)
+        if str(kwargs.get("endpoint", "")).lower().startswith("http://"):
             client["allow_http"] = True
-        provider = _profile_credentials(url)
-        if provider is None and _metadata_disabled() and not _native_credentials():
-            raise StorageError(NO_CREDENTIALS, f"{url}: no credentials found for {url.root} (AWS_EC2_METADATA_DISABLED "
-                               "rules out an instance role); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
-                               "AWS_PROFILE (with boto3 installed), or a web identity (AWS_ROLE_ARN and "
-                               "AWS_WEB_IDENTITY_TOKEN_FILE); AWS_SKIP_SIGNATURE=true reads a public bucket")
-        if provider is not None:
-            kwargs["credential_provider"] = provider
-            region = getattr(provider, "config", {}).get("region")
-            if region and not os.environ.get("AWS_REGION") and not os.environ.get("AWS_DEFAULT_REGION"):
-                kwargs["region"] = region
         return obstore.store.S3Store(url.bucket, client_options=client, retry_config=retry, **kwargs)
     if url.scheme == "http":
         client["allow_http"] = True
     return obstore.store.from_url(url.root, client_options=client, retry_config=retry)
+
+
+def _s3_settings(url: ObjectURL) -> dict[str, Any]:
+    """What the library does not read itself: the shared files' profile (its static keys, region and endpoint;
+    boto3's chain for one that assumes a role, uses SSO or a process), the environment coming first; and an
+    early, clear refusal when no credential can come from anywhere."""
+    env = os.environ
+    settings: dict[str, Any] = {}
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    try:
+        profile = read_profile()
+    except ProfileError as exc:
+        raise StorageError(NO_CREDENTIALS, f"{url}: {exc}") from None
+    if profile is not None:
+        endpoint = endpoint or profile.endpoint_url
+        if profile.region and not env.get("AWS_REGION") and not env.get("AWS_DEFAULT_REGION"):
+            settings["region"] = profile.region
+    if endpoint:
+        settings["endpoint"] = endpoint
+    if _native_credentials():
+        return settings
+    if profile is not None and profile.has_keys:
+        settings.update(access_key_id=profile.access_key_id, secret_access_key=profile.secret_access_key)
+        if profile.session_token:
+            settings["session_token"] = profile.session_token
+        return settings
+    if profile is not None and profile.needs_sdk:
+        settings["credential_provider"] = _sdk_credentials(url, profile.name)
+        return settings
+    if _metadata_disabled():
+        raise StorageError(NO_CREDENTIALS, f"{url}: no credentials found for {url.root} (AWS_EC2_METADATA_DISABLED "
+                           "rules out an instance role); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+                           "AWS_PROFILE, or a web identity (AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE); "
+                           "AWS_SKIP_SIGNATURE=true reads a public bucket")
+    return settings  # the library's chain goes on: instance metadata
 
 
 def _native_credentials() -> bool:
@@ -156,30 +181,18 @@ def _metadata_disabled() -> bool:
     return os.environ.get("AWS_EC2_METADATA_DISABLED", "").lower() in ("1", "true")
 
 
-def _profile_credentials(url: ObjectURL) -> Any:
-    """boto3's credential chain (profiles, shared config, SSO ...) when no credential the library reads itself is
-    set and a profile or shared file is; None otherwise (the library's chain: environment, web identity,
-    container, instance metadata)."""
-    env = os.environ
-    if _native_credentials():
-        return None
-    home = Path.home() / ".aws"
-    files = [Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / "credentials"),
-             Path(env.get("AWS_CONFIG_FILE") or home / "config")]
-    profile = env.get("AWS_PROFILE")
-    if not profile and not any(f.is_file() for f in files):
-        return None
+def _sdk_credentials(url: ObjectURL, profile: str) -> Any:
+    """boto3's credential provider for a profile whose credentials only an SDK resolves (an assumed role, SSO,
+    a credential process); ``StorageError`` saying what to install or check."""
     try:
         from obstore.auth.boto3 import Boto3CredentialProvider
     except ImportError:
-        if profile:
-            raise StorageError(NO_CREDENTIALS, f"{url}: AWS_PROFILE={profile} is read through boto3, which is not "
-                               "installed: pip install boto3, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
-        return None  # the shared files are boto3's to read: the library's own chain goes on (instance metadata)
+        raise StorageError(NO_CREDENTIALS, f"{url}: profile {profile} assumes a role or uses SSO or a credential "
+                           "process, which tfclassify resolves through boto3: pip install boto3, or give the "
+                           "profile aws_access_key_id and aws_secret_access_key") from None
     try:
         return Boto3CredentialProvider()
     except Exception as exc:  # noqa: BLE001 - boto3 found no credentials, or a broken profile: say which, secret-free
-        if profile:
-            raise StorageError(NO_CREDENTIALS, f"{url}: AWS_PROFILE={profile} gives no credentials "
-                               f"({type(exc).__name__}); check ~/.aws/config and ~/.aws/credentials") from None
-        return None
+        raise StorageError(NO_CREDENTIALS, f"{url}: profile {profile} gives no credentials "
+                           f"({type(exc).__name__}); check ~/.aws/config and ~/.aws/credentials") from None
+
