@@ -87,6 +87,11 @@ def classify(exc: BaseException, url: str, bucket: str, scheme: str) -> StorageE
                 else "access denied")
         return StorageError(ACCESS_DENIED, f"{url}: {what} by {root}; check the credentials "
                             f"({_credentials_hint(scheme, short=True)}) and that they may read this bucket")
+    if "invalidcertificate" in lower:  # rustls: InvalidCertificate(UnknownIssuer | Expired | NotValidForName ...)
+        reason = re.search(r"InvalidCertificate\(\s*(\w+)", text)
+        return StorageError(UNREACHABLE, f"{url}: the server's TLS certificate is not trusted "
+                            f"({reason.group(1) if reason else 'invalid'}); a private authority's certificate goes in "
+                            "SSL_CERT_FILE (a PEM bundle)")
     if any(word in lower for word in ("error sending request", "connection refused", "dns error", "timed out",
                                       "connect error", "tcp connect", "operation timed out")):
         return StorageError(UNREACHABLE, f"{url}: cannot reach the object store ({scrub(text)[:160]})"

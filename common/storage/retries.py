@@ -104,7 +104,9 @@ def _status_kind(code: int) -> str | None:
 
 def _library_kind(text: str) -> str | None:
     match = _HTTP_KIND.search(text)
-    if match is None or "dns error" in text.lower():  # an unknown host is a wrong endpoint, not a passing failure
+    lower = text.lower()
+    # An unknown host is a wrong endpoint, and a certificate that is not trusted stays so: not passing failures.
+    if match is None or "dns error" in lower or "invalidcertificate" in lower:
         return None
     return {"Timeout": TIMEOUT, "Connect": CONNECTION, "Request": CONNECTION, "Interrupted": CONNECTION}.get(
         match.group(1))
