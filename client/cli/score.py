@@ -270,10 +270,15 @@ def _print_outcome(result: JobResult, plan: ScoringPlan, args: argparse.Namespac
     print(_scored_line(result, plan, args.model))
     if args.output:
         print(f"predictions: {args.output} ({counted(summary.rows, 'row')})")
+    storage_retries = {kind: n for kind, n in record.get("storage_retries", {}).items() if n}
+    if storage_retries and not result.already_complete:
+        kinds = ", ".join(f"{n:,} {kind.replace('_', ' ')}" for kind, n in storage_retries.items())
+        print(f"object storage: {counted(sum(storage_retries.values()), 'request')} tried again ({kinds})")
     run_info = {
         "servers": record.get("servers"), "model": args.model, "versions": summary.versions,
         "inputs": [i.name for i in plan.inputs], "shard": record.get("shard"), "split": args.split if args.dataset else "",
-        "retries": record.get("retries", 0), "decoding": record.get("decoding"),
+        "retries": record.get("retries", 0), "storage_retries": record.get("storage_retries", {}),
+        "decoding": record.get("decoding"),
     }
     if not result.already_complete:  # this run's timing; a finished run resumed took none
         run_info.update(seconds=round(result.seconds, 3), images_per_second=round(result.images_per_second, 1),

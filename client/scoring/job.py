@@ -24,6 +24,7 @@ from tfclassify.client.scoring.output import (
 )
 from tfclassify.client.scoring.progress import Progress
 from tfclassify.common.inputs.labels import AUTO
+from tfclassify.common.storage import retries as storage_retries
 from tfclassify.common.text import counted
 from tfclassify.common.version import package_version
 
@@ -138,6 +139,8 @@ async def run_job(
             survey=survey.to_dict(), finished=_now(), servers=servers, decoding=scorer.decoder_kind,
             batch_size=scorer.batch_size, max_request_bytes=options.max_request_bytes,
             retries=scorer.servers.retries, seconds_last_run=round(time.monotonic() - started, 3),
+            # object-store requests tried again in this process (inputs and output), by kind
+            storage_retries=storage_retries.counts(),
         )
         if writer is not None:
             writer.finish(record)

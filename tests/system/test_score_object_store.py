@@ -140,6 +140,27 @@ def test_storage_errors_are_one_line_exit_5_and_show_no_secret(server, s3_server
     assert SECRET_KEY not in output and ACCESS_KEY not in output and "wrong-" not in output
 
 
+def test_keys_region_and_endpoint_from_a_named_profile_of_the_shared_files(server, s3_server, photos,  # noqa: F811
+                                                                           local_rows, tmp_path):
+    """No AWS_ variable but AWS_PROFILE: the profile's keys (credentials file), region and endpoint (config file,
+    as MinIO users write it) reach the bucket; a profile that is in neither file is one line, exit 5."""
+    (tmp_path / "credentials").write_text(f"[default]\naws_access_key_id = nope\naws_secret_access_key = nope\n\n"
+                                          f"[lab]\naws_access_key_id = {ACCESS_KEY}\n"
+                                          f"aws_secret_access_key = {SECRET_KEY}\n")
+    (tmp_path / "config").write_text(f"[profile lab]\nregion = us-east-1\nendpoint_url = {s3_server.endpoint}\n")
+    env = s3_server.env(AWS_ENDPOINT_URL=None, AWS_ACCESS_KEY_ID=None, AWS_SECRET_ACCESS_KEY=None, AWS_REGION=None,
+                        AWS_PROFILE="lab", AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"),
+                        AWS_CONFIG_FILE=str(tmp_path / "config"))
+    out = tmp_path / "profile.jsonl"
+    score(env, "--server", server.address, "--model", "fashion", "--images", f"s3://{BUCKET}/photos/",
+          "--labels", "folder", "--output", str(out), expect=3)
+    assert by_member(read_jsonl(out)) == by_member(local_rows)
+    result = score({**env, "AWS_PROFILE": "elsewhere"}, "--server", server.address, "--model", "fashion",
+                   "--images", f"s3://{BUCKET}/photos/", expect=5)
+    assert result.stderr.strip() == (f"tfclassify: error: s3://{BUCKET}/photos/: AWS_PROFILE=elsewhere: no such profile "
+                                     f"in {tmp_path / 'credentials'} or {tmp_path / 'config'}")
+
+
 def test_without_the_storage_extra_one_line_says_what_to_install(server, s3_server):  # noqa: F811
     code = ("import sys; sys.modules['obstore'] = None\nfrom tfclassify.client.cli import main\n"
             "sys.exit(main(sys.argv[1:]))")
@@ -156,13 +177,17 @@ def test_dropped_connections_and_slowdowns_are_retried(server, s3_server, photos
     proxy = FaultyProxy(s3_server.port)
     try:
         out = tmp_path / "retried.jsonl"
-        score(s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"), "--server", server.address,
-              "--model", "fashion", "--images", f"s3://{BUCKET}/photos/", "--labels", "folder", "--output", str(out),
-              expect=3)
+        result = score(s3_server.env(AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}"), "--server",
+                       server.address, "--model", "fashion", "--images", f"s3://{BUCKET}/photos/", "--labels", "folder",
+                       "--output", str(out), expect=3)
     finally:
         proxy.stop()
     assert proxy.dropped and proxy.slowed, "faults were injected"
     assert by_member(read_jsonl(out)) == by_member(local_rows), "every object read despite them"
+    counts = json.loads(out.with_name(out.name + ".run.json").read_text())["storage_retries"]
+    assert counts["connection"] >= proxy.dropped and counts["throttled"] >= proxy.slowed, (counts, proxy.dropped)
+    total = sum(counts.values())
+    assert f"object storage: {total} requests tried again (" in result.stdout, result.stdout
 
 
 def test_a_zip_object_is_read_by_ranges_not_downloaded(server, s3_server, fashion_test, tmp_path):  # noqa: F811
