@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo check test test-fast train-all bench bench-archive bench-object-store bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo check test test-long test-fast train-all bench bench-archive bench-object-store bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -25,8 +25,13 @@ check: setup
 	@for d in $(TYPECHECK_LINKS); do ln -sfn ../../../$${d#../} build/typecheck/tfclassify/$$(basename $$d); done
 	$(PY) -m mypy
 
+# The suite without the long runs (marker long: the soak, fuzzing, fresh-environment installs ...), which
+# test-long runs alone.
 test: check
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m 'not long' $(PYTEST_ARGS)
+
+test-long: setup
+	$(PY) -m pytest -q -m long $(PYTEST_ARGS)
 
 # The unit tests alone (tests/unit/: no process, no server, no training): seconds, for the edit-and-test loop.
 # No set-up step (it would check the machine every time): run `make test` or `make setup` once first.

@@ -12,6 +12,7 @@ from conftest import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_the_object_store_bench_at_tiny_sizes(model_repo, tmp_path):
     repo = tmp_path / "models"
     repo.mkdir()

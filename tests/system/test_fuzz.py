@@ -14,7 +14,7 @@ from conftest import ServerProcess
 from bench.fuzzing import Bystander, fuzz, fuzz_http, warmed_up_rss
 from tfclassify.server.runtime.memory import resident_mib
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 CASES = 2000
 #: HTTP cases: about 5 ms each (a tenth are raw requests on connections of their own).

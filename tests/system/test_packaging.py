@@ -54,6 +54,7 @@ def test_wheel_holds_the_namespaced_packages(wheel):
 
 
 @pytest.mark.slow  # the wheel and three virtual environments (the fixture)
+@pytest.mark.long
 def test_base_install_is_a_light_client_without_tensorflow(environments, tmp_path):
     """The base install (the wheel, no extras; in the environment that also takes protobuf 7): no TensorFlow,
     no matplotlib, no pyarrow; the client commands work and `serve` says which extra it needs."""
@@ -130,6 +131,7 @@ def environments(wheel, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("name", ENVIRONMENTS)
 def test_the_wheel_installs_and_works_beside_other_clients_and_protobuf_versions(name, environments, server,
                                                                                  fashion_test, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 
 from bench import soak
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SECONDS = 16.0  # eighths of 2 s: the reload at 4 s, the rollback at 8 s, the batching change at 12 s
 RATE = 100.0  # calls/s: under a fifth of the slowest capacity measured here (473 calls/s with 30% of the CPU stolen)

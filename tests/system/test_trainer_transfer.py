@@ -100,6 +100,7 @@ def test_frozen_then_fine_tuned_layers_never_unfreeze_batch_normalization(backbo
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_transfer_learning_end_to_end_with_a_weights_file_and_augmentation(tmp_path, backbone_file):
     import tensorflow as tf
 
