@@ -31,4 +31,4 @@ def test_the_object_store_bench_at_tiny_sizes(model_repo, tmp_path):
     assert all(r[key]["rate"] > 0 and r[key]["peak_mib"] > 0 for key in expected)
     assert r["prefix"]["cpu"]["rclone"] > 0 and r["big"]["cpu"]["rclone"] > 0, "rclone served the prefixes"
     assert r["folder"]["cpu"]["rclone"] < 0.05 and r["zip"]["cpu"]["rclone"] < 0.05, "local rows leave rclone idle"
-    assert r["big"]["memory"]["at_images"] >= 400 and r["big"]["memory"]["hwm_at"] > 0, "RSS sampled at the mark"
+    assert r["big"]["memory"]["at_images"] >= 1000 and r["big"]["memory"]["hwm_at"] > 0, "RSS sampled at the mark"
