@@ -38,8 +38,21 @@ from tfclassify.common.inputs.sources import ArrayInput, Input, InputError, Item
 from tfclassify.common.storage.urls import is_object_url
 
 #: A run whose inputs list slowly starts scoring once this many images are listed (the rest are listed while it
-#: scores); the environment variable sets it for a run (tests use a small one).
-LISTING_PREVIEW = int(os.environ.get("TFCLASSIFY_LISTING_PREVIEW", "100000"))
+#: scores); ``TFCLASSIFY_LISTING_PREVIEW`` sets another for a run (``listing_preview``).
+LISTING_PREVIEW = 100_000
+PREVIEW_VARIABLE = "TFCLASSIFY_LISTING_PREVIEW"
+
+
+def listing_preview() -> int:
+    """``TFCLASSIFY_LISTING_PREVIEW``, else ``LISTING_PREVIEW``; ``InputError`` when it is not a positive whole
+    number."""
+    text = os.environ.get(PREVIEW_VARIABLE, "").strip()
+    if not text:
+        return LISTING_PREVIEW
+    if not text.isdigit() or int(text) < 1:
+        raise InputError(f"{PREVIEW_VARIABLE}={text!r}: expected a whole number of images above 0 "
+                         f"(default {LISTING_PREVIEW:,})")
+    return int(text)
 
 
 def shard_of(source: str, num_shards: int) -> int:
@@ -123,6 +136,9 @@ class ScoringPlan:
         self._manifest: dict[str, str] | None = None
         #: Set to stop a survey running beside the scoring (the run ended first).
         self._stop_survey = threading.Event()
+        #: ``auto`` labels settled as folder labels from a preview: a file outside the class folders seen later
+        #: is scored without a true label (as all would have been, had the listing been short), not skipped.
+        self._auto_from_preview = False
         if labels is not None and str(labels) not in (FOLDER, AUTO):
             self._manifest = read_manifest(labels if is_object_url(labels) else Path(labels))
 
@@ -157,17 +173,19 @@ class ScoringPlan:
 
         Raises ``LabelError`` naming labels that are not classes of the model,
         before anything is scored. With ``on_preview``, a survey of more than
-        ``LISTING_PREVIEW`` images calls it (from this thread) once that many are
-        listed, with their counts (``complete`` False): ``--labels auto``
+        ``listing_preview()`` images calls it (from this thread) once that many
+        are listed, with their counts (``complete`` False): ``--labels auto``
         settled from them and their labels checked, so scoring can start while
-        the listing goes on. The same listing always gives the same preview.
+        the listing goes on; a label that is not a class found later raises at
+        once. The same listing always gives the same preview.
         """
+        preview_at = listing_preview() if on_preview is not None else 0
         survey = Survey(shard_sizes=[0] * self.num_shards)
         digest = 0
         unknown: set[str] = set()
         settling = self.labels_from == AUTO  # until auto labels are settled
-        #: Auto labels settled from the preview: a later folder that is not a class gives no true label, as a
-        #: file outside the class folders would have given none, rather than failing a run that has begun.
+        #: Auto labels settled from the preview: a later folder that is not a class gives no true label, as it
+        #: would have had the listing been short, rather than failing a run that has begun.
         sampled = False
         if settling:
             self._mode = FOLDER  # tentatively, while the files are counted; settled below
@@ -183,10 +201,11 @@ class ScoringPlan:
                     unknown.update(str(v) for v in np.unique(labels[(labels < 0) | (labels >= len(resolver.class_names))]))
                 continue
             for item in self._listed(source, first_index=survey.total):
-                if on_preview is not None and survey.total == LISTING_PREVIEW:  # and here is one more
+                if on_preview is not None and survey.total == preview_at:  # and here is one more
                     if settling:
                         survey.unfiled, settling, sampled = 0, False, True
                         self._settle_auto(survey, auto_labelled)
+                        self._auto_from_preview = self._mode == FOLDER
                     self._surveyed = True
                     self._check_labels(resolver, unknown, survey, final=False)
                     on_preview(dataclasses.replace(survey, shard_sizes=list(survey.shard_sizes), complete=False))
@@ -199,7 +218,7 @@ class ScoringPlan:
                 survey.shard_sizes[shard] += 1
                 if self.num_shards > 1:
                     digest = (digest + _hash64(item.source)) % (1 << 64)
-                if label is None and self._mode == FOLDER:
+                if label is None and self._mode == FOLDER and not self._auto_from_preview:
                     survey.unfiled += 1
                 if settling and not source.is_array and item.label is None:
                     # (an item with a label of its own, from a manifest input, is labelled whatever auto settles)
@@ -212,6 +231,8 @@ class ScoringPlan:
                 survey.labelled += 1
                 if resolver.resolve(label) is None and (not sampled or item.label is not None):
                     unknown.add(str(label))
+                    if on_preview is None and preview_at:  # scoring has begun: stop it now, not at the end
+                        self._check_labels(resolver, unknown, survey, final=False)
         if survey.total == 0:
             paths = [i.location for i in self.inputs]
             raise InputError(f"no images to score: {', '.join(paths)} {'holds' if len(paths) == 1 else 'hold'} no files")
@@ -270,7 +291,7 @@ class ScoringPlan:
                     seq, chunk = seq + 1, None
                 if chunk is None:
                     chunk = Chunk(seq, [], [], [], [], source if isinstance(source, ArrayInput) else None)
-                if label is None and self._mode == FOLDER:
+                if label is None and self._mode == FOLDER and not self._auto_from_preview:
                     chunk.skipped[len(chunk)] = NOT_IN_CLASS_FOLDER
                 chunk.indices.append(index - 1)
                 chunk.sources.append(item.source)
@@ -363,5 +384,5 @@ def array_rows(chunk: Chunk) -> np.ndarray:
     return chunk.array.images[np.asarray(rows)]
 
 
-__all__ = ["LISTING_PREVIEW", "Chunk", "ScoringPlan", "Survey", "SurveyStopped", "array_rows", "parse_shard",
-           "shard_of"]
+__all__ = ["LISTING_PREVIEW", "PREVIEW_VARIABLE", "Chunk", "ScoringPlan", "Survey", "SurveyStopped", "array_rows",
+           "listing_preview", "parse_shard", "shard_of"]

@@ -134,6 +134,7 @@ async def _chunks_of_results(paths, model, servers, labels, shard, options) -> A
         names = list(scorer.model.labels)
         async for result in scorer.results():
             yield [ImageResult.from_row(row) for row in chunk_rows(result, names, scorer.model.name)]
+        await scorer.final_survey()  # a listing still going on may yet find a label that is not a class
     finally:
         await scorer.close()
 

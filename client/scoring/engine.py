@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+import threading
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,7 @@ import numpy as np
 
 from tfclassify.client.errors import TfclassifyError
 from tfclassify.client.inputs.fetch import ObjectFetcher
-from tfclassify.client.inputs.plan import LISTING_PREVIEW, Chunk, ScoringPlan, Survey, array_rows
+from tfclassify.client.inputs.plan import Chunk, ScoringPlan, Survey, array_rows, listing_preview
 from tfclassify.client.inputs.workers import DecodePool, available_cpus
 from tfclassify.client.requests import DEFAULT_MAX_REQUEST_BYTES
 from tfclassify.client.results import ClassifyResult, ModelInfo
@@ -184,7 +185,7 @@ class Scorer:
             self.survey = await asyncio.to_thread(plan.survey, self._resolver)
         self.notes = list(plan.notes)
         if not self.survey.complete:
-            self.notes.append(f"scoring while listing: more than {LISTING_PREVIEW:,} images; the total follows when "
+            self.notes.append(f"scoring while listing: more than {listing_preview():,} images; the total follows when "
                               "the listing ends")
         has_files = any(not i.is_array for i in plan.inputs)
         declared = self.model.preprocessing.get("resize") or "stretch"
@@ -192,7 +193,8 @@ class Scorer:
         self.send_files, note = choose_decoding(self.model, o.decode, o.invert, o.resize or declared, o.resize)
         if note and has_files:
             self.notes.append(note)
-        shard_size = self.survey.shard_sizes[plan.shard]
+        # A listing that goes on past its preview is large, whatever share of the preview falls in this shard.
+        shard_size = self.survey.shard_sizes[plan.shard] if self.survey.complete else 1 << 62
         self.batch_size = o.batch_size or auto_batch_size(
             shard_size, image_bytes=self._image_bytes(plan), max_request_bytes=o.max_request_bytes)
         if has_files:
@@ -204,15 +206,35 @@ class Scorer:
         return self.survey
 
     async def _survey_beside_scoring(self, plan: ScoringPlan, resolver: LabelResolver) -> Survey:
-        """The survey of a slowly listed plan when it ends within ``LISTING_PREVIEW`` images; else its preview,
+        """The survey of a slowly listed plan when it ends within ``listing_preview()`` images; else its preview,
         the survey going on in its thread (``final_survey`` has the whole)."""
+        listing_preview()  # a bad setting is an error before anything starts
         loop = asyncio.get_running_loop()
         preview: asyncio.Future[Survey] = loop.create_future()
+        self._listing = listing = loop.create_future()
 
-        def on_preview(survey: Survey) -> None:  # in the survey's thread
-            loop.call_soon_threadsafe(preview.set_result, survey)
+        def settle(future: asyncio.Future, result: Survey | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
 
-        self._listing = listing = asyncio.ensure_future(asyncio.to_thread(plan.survey, resolver, on_preview))
+        def on_preview(found: Survey) -> None:  # in the survey's thread
+            loop.call_soon_threadsafe(settle, preview, found, None)
+
+        def survey() -> None:  # a daemon thread: a listing stuck in retries never holds the process at exit
+            try:
+                result, error = plan.survey(resolver, on_preview), None
+            except BaseException as exc:  # noqa: BLE001 - handed to the event loop, raised there
+                result, error = None, exc
+            try:
+                loop.call_soon_threadsafe(settle, listing, result, error)
+            except RuntimeError:  # the loop has closed: nobody waits for this survey any more
+                pass
+
+        threading.Thread(target=survey, name="tfclassify-survey", daemon=True).start()
         await asyncio.wait([listing, preview], return_when=asyncio.FIRST_COMPLETED)
         # A preview comes before the survey's end (both go through the loop in order), so this is deterministic.
         if preview.done():
@@ -279,8 +301,10 @@ class Scorer:
         """Stop a listing still going on and the decoding workers, and close the channels."""
         if self._listing is not None:
             assert self._plan is not None
-            self._plan.stop_survey()
-            await asyncio.gather(self._listing, return_exceptions=True)
+            self._plan.stop_survey()  # seen at its next item; a listing request in flight is not waited for long
+            await asyncio.wait([self._listing], timeout=2)
+            if self._listing.done() and not self._listing.cancelled():
+                self._listing.exception()  # retrieved: the run has ended, its survey's error no longer matters
             self._listing = None
         if self._decoder is not None:
             await asyncio.to_thread(self._decoder.close)

@@ -57,6 +57,7 @@ def test_shards_scored_while_listing_merge_into_a_local_runs_rows(server, s3_ser
     records = [json.loads(out.with_name(out.name + ".run.json").read_text()) for out in shards]
     assert [r["survey"]["total"] for r in records] == [N + 1, N + 1], "the whole listing's counts"
     assert [r["rows"] for r in records] == records[0]["survey"]["shard_sizes"]
+    assert [r["batch_size"] for r in records] == [4096, 4096], "a listing past its preview is large, in every shard"
     merged = tmp_path / "merged.jsonl"
     run(None, "merge", *map(str, shards), "--output", str(merged), "--skipped-ok")
     assert by_member(read_jsonl(merged)) == by_member(read_jsonl(local))

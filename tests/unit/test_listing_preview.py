@@ -4,7 +4,6 @@ checked), then ends with the same counts as a survey without a preview."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from conftest import FASHION_LABELS
 from tfclassify.client.inputs import plan as plan_module
 from tfclassify.client.inputs.plan import ScoringPlan, Survey, SurveyStopped
 from tfclassify.common.inputs.labels import NOT_IN_CLASS_FOLDER, LabelError, LabelResolver
-from tfclassify.common.inputs.sources import FileRef, Input, Item
+from tfclassify.common.inputs.sources import FileRef, Input, InputError, Item
 
 PREVIEW = 10
 
@@ -24,16 +23,15 @@ class ListedInput(Input):
 
     lists_slowly = True
 
-    def __init__(self, members: list[str], listed: threading.Event | None = None) -> None:
+    def __init__(self, members: list[str]) -> None:
         super().__init__(Path("bucket"), "bucket")
         self.members = members
-        self.listed = listed  # set when a listing has given its last item
+        self.given = 0  # items listed, over all listings
 
     def items(self, with_data: bool = True) -> Iterator[Item]:
         for member in self.members:
+            self.given += 1
             yield Item(f"bucket/{member}", member, FileRef(f"s3://bucket/{member}"))
-        if self.listed is not None:
-            self.listed.set()
 
 
 @pytest.fixture(autouse=True)
@@ -69,18 +67,24 @@ def test_a_listing_of_at_most_the_preview_is_surveyed_whole_first(n):
 
 
 def test_auto_labels_are_settled_from_the_preview_and_hold_for_the_rest():
-    """Class folders first: folder labels; a later file outside every folder is skipped with its reason (as
-    --labels folder does) and one in a folder that is not a class is scored without a true label, not an error.
-    Files outside class folders first: no labels, though later ones sit in class folders."""
+    """Class folders first: folder labels; a later file outside every folder, or in a folder that is not a
+    class, is scored without a true label (as every file would have been, had the listing been short), neither
+    skipped nor an error. Files outside class folders first: no labels, though later ones sit in class folders.
+    --labels folder itself still skips a file outside the class folders."""
     resolver = LabelResolver(FASHION_LABELS)
-    plan = ScoringPlan([ListedInput(members(PREVIEW, "Bag") + ["loose.png", "zz/odd.png"])], "auto")
+    names = members(PREVIEW, "Bag") + ["loose.png", "zz/odd.png"]
+    plan = ScoringPlan([ListedInput(names)], "auto")
     previews: list[Survey] = []
     survey = plan.survey(resolver, previews.append)
     assert previews and plan.identity()["labels"] == "folder"
-    assert survey.labelled == PREVIEW + 1 and survey.unfiled == 1 and "class folders" in plan.notes[0]
+    assert survey.labelled == PREVIEW + 1 and survey.unfiled == 0 and "class folders" in plan.notes[0]
     [chunk] = plan.chunks(resolver, batch_size=64)
-    assert chunk.skipped == {PREVIEW: NOT_IN_CLASS_FOLDER}
+    assert chunk.skipped == {}
     assert chunk.true == [FASHION_LABELS.index("Bag")] * PREVIEW + [None, None]
+    folder = ScoringPlan([ListedInput(names[:-1])], "folder")
+    folder.survey(resolver, lambda s: None)
+    [chunk] = folder.chunks(resolver, batch_size=64)
+    assert chunk.skipped == {PREVIEW: NOT_IN_CLASS_FOLDER}
 
     plan = ScoringPlan([ListedInput(members(PREVIEW, "misc") + members(5, "Bag"))], "auto")
     survey = plan.survey(resolver, lambda s: None)
@@ -96,10 +100,17 @@ def test_a_label_that_is_not_a_class_fails_the_preview_or_the_end_of_the_listing
         early.survey(resolver, previews.append)
     assert previews == [], "nothing to score before the error"
 
-    late = ScoringPlan([ListedInput(members(20, "Bag") + members(3, "Zeppelin"))], "folder")
+    listed = ListedInput(members(20, "Bag") + members(3, "Zeppelin") + members(50, "Coat"))
     with pytest.raises(LabelError, match="'Zeppelin' is not a class"):
-        late.survey(resolver, previews.append)
-    assert len(previews) == 1, "scoring started from the preview; the error comes when the listing ends"
+        ScoringPlan([listed], "folder").survey(resolver, previews.append)
+    assert len(previews) == 1, "scoring started from the preview"
+    assert listed.given == 21, "the error comes at the first such label, not when the listing ends"
+
+
+def test_a_bad_preview_setting_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("TFCLASSIFY_LISTING_PREVIEW", "many")
+    with pytest.raises(InputError, match="TFCLASSIFY_LISTING_PREVIEW='many': expected a whole number"):
+        ScoringPlan([ListedInput(members(5))], "folder").survey(LabelResolver(FASHION_LABELS), lambda s: None)
 
 
 def test_a_stopped_survey_stops_listing():
