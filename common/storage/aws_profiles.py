@@ -7,7 +7,8 @@ and CLI read them, for what obstore does not read itself: a profile's static key
 - Static keys (``aws_access_key_id``, ``aws_secret_access_key``, ``aws_session_token``), ``region`` and
   ``endpoint_url`` (a profile's own, or its ``services`` section's ``s3 = endpoint_url = ...``, as for MinIO).
 - A profile that gets its credentials another way (``role_arn``, ``sso_session``/``sso_start_url``,
-  ``credential_process``, ``web_identity_token_file``) is ``needs_sdk``: boto3's chain resolves it.
+  ``credential_process``, ``web_identity_token_file``) is ``needs_sdk``, with static keys or without (the SDKs
+  assume the role rather than use the keys): boto3's chain resolves it.
 """
 
 from __future__ import annotations
@@ -66,7 +67,9 @@ def read_profile(environ: dict[str, str] | os._Environ[str] = os.environ) -> Sha
     name, named = profile_name(environ)
     credentials_file, config_file = shared_files(environ)
     credentials = _section(credentials_file, name)
-    config = _section(config_file, name if name == "default" else f"profile {name}")
+    config = _section(config_file, f"profile {name}")
+    if name == "default":  # the SDKs read [default], and [profile default] too
+        config = {**(config or {}), **(_section(config_file, "default") or {})} or None
     if credentials is None and config is None:
         if named:
             raise ProfileError(f"AWS_PROFILE={name}: no such profile in {credentials_file} or {config_file}")
@@ -77,7 +80,6 @@ def read_profile(environ: dict[str, str] | os._Environ[str] = os.environ) -> Sha
     if services:
         s3 = _s3_service_endpoint(config_file, services)
         endpoint = s3 or endpoint
-    has_keys = bool(values.get("aws_access_key_id") and values.get("aws_secret_access_key"))
     return SharedProfile(
         name=name,
         access_key_id=values.get("aws_access_key_id"),
@@ -85,7 +87,7 @@ def read_profile(environ: dict[str, str] | os._Environ[str] = os.environ) -> Sha
         session_token=values.get("aws_session_token"),
         region=values.get("region"),
         endpoint_url=endpoint,
-        needs_sdk=not has_keys and any(values.get(k) for k in SDK_KEYS),
+        needs_sdk=any(values.get(k) for k in SDK_KEYS),
     )
 
 

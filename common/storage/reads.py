@@ -53,17 +53,23 @@ def list_prefix(url: ObjectURL, page_size: int = PAGE_SIZE) -> Iterator[tuple[st
     ``photos/...``), in the store's order (S3: by key, byte for byte), a page at a time."""
     obstore = obstore_module()
     prefix = url.key.rstrip("/") or None
-    last: str | None = None  # the last key given: a listing that failed goes on after it
+    # A bucket lists in key order, so a listing that failed goes on after the last key given (S3's start-after);
+    # a WebDAV server (http, https) lists in its own order: its listing starts again and skips what was given.
+    by_key = url.scheme not in ("http", "https")
+    last: str | None = None  # the last key given
+    given = skip = 0
     pages: Iterator[Any] | None = None
 
     def next_page() -> Any:
-        nonlocal pages
+        nonlocal pages, skip
         if pages is None:
-            pages = iter(obstore.list(_store(url), prefix=prefix, offset=last, chunk_size=page_size))
+            offset = last if by_key else None
+            skip = 0 if by_key else given
+            pages = iter(obstore.list(_store(url), prefix=prefix, offset=offset, chunk_size=page_size))
         try:
             return next(pages, None)
         except Exception:
-            pages = None  # a broken listing: a new one, from after the last key given
+            pages = None  # a broken listing: a new one
             raise
 
     while True:
@@ -76,7 +82,13 @@ def list_prefix(url: ObjectURL, page_size: int = PAGE_SIZE) -> Iterator[tuple[st
         if page is None:
             return
         for meta in page:
+            if skip:  # given before the listing started again
+                skip -= 1
+                continue
+            if by_key and last is not None and meta["path"] <= last:
+                continue  # (a store whose offset is not strict)
             last = meta["path"]
+            given += 1
             yield meta["path"], meta["size"]
 
 

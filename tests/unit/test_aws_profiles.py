@@ -70,9 +70,20 @@ def test_keys_session_token_and_endpoint_in_the_config_file_alone(env):
     assert profile.endpoint_url == "https://ceph.example:7480"
 
 
-def test_a_profile_of_sso_or_an_assumed_role_needs_the_sdk(env):
+def test_a_profile_of_sso_or_an_assumed_role_needs_the_sdk(env, tmp_path):
     profile = read_profile({**env, "AWS_PROFILE": "sso"})
     assert profile is not None and profile.needs_sdk and not profile.has_keys and profile.region == "eu-central-1"
+    (tmp_path / "config").write_text(CONFIG + "\n[profile role]\nrole_arn = arn:aws:iam::1:role/r\n"
+                                     "aws_access_key_id = AKIDROLE\naws_secret_access_key = role-secret\n")
+    profile = read_profile({**env, "AWS_PROFILE": "role"})
+    assert profile is not None and profile.has_keys and profile.needs_sdk, "the SDKs assume the role"
+
+
+def test_profile_default_in_the_config_file_is_the_default_profile(env, tmp_path):
+    (tmp_path / "config").write_text("[profile default]\nregion = ap-south-1\n")
+    (tmp_path / "credentials").write_text("")
+    profile = read_profile(env)
+    assert profile is not None and profile.region == "ap-south-1"
 
 
 def test_a_named_profile_that_is_nowhere_is_an_error_and_no_files_are_no_profile(env, tmp_path):
