@@ -209,9 +209,10 @@ def test_a_zip_object_is_read_by_ranges_not_downloaded(server, s3_server, fashio
 
 
 #: Lists a prefix and reads every object under it at once through ``common.storage.reads`` (the scorer's calls),
-#: then prints what it read and the retries counted.
+#: then prints what it read and the retries counted, and ends as the tfclassify command does after using object
+#: storage (``cli.console``: without finalizing, which obstore's threads can abort).
 READ_ALL = """
-import asyncio, json, sys
+import asyncio, json, os, sys
 from tfclassify.common.storage import reads, retries
 from tfclassify.common.storage.urls import parse
 
@@ -220,7 +221,8 @@ async def read_all(prefix):
     return await asyncio.gather(*(reads.read_async(url, 1 << 20) for url in urls))
 
 data = asyncio.run(read_all(parse(sys.argv[1])))
-print(json.dumps({"objects": len(data), "bytes": sum(map(len, data)), "retries": retries.counts()}))
+print(json.dumps({"objects": len(data), "bytes": sum(map(len, data)), "retries": retries.counts()}), flush=True)
+os._exit(0)
 """
 
 
