@@ -4,7 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup setup-demo demo check test test-long test-fast train-all bench bench-archive bench-object-store bench-oip bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
+.PHONY: setup setup-demo demo check test test-long test-fast train-all bench bench-archive bench-object-store bench-oip bench-peers bench-overload bench-split bench-instructions bench-memory bench-colour bench-http soak fuzz images proto audit clean
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh test
@@ -57,6 +57,11 @@ bench-object-store: setup
 
 bench-oip: setup
 	$(PY) -m bench.perf_analyzer $(BENCH_ARGS)
+
+# Against NVIDIA Triton (PyTriton, in .venv-triton/ from bench/get_pytriton.sh) on the same model, interleaved
+# rounds: single images at 1 and 64 callers, 1,024-image requests. Quick: BENCH_ARGS="--rounds 1 --seconds 2".
+bench-peers: setup
+	$(PY) -m bench.peers $(BENCH_ARGS)
 
 bench-overload: setup
 	$(PY) -m bench.overload $(BENCH_ARGS)
