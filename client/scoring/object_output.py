@@ -34,7 +34,7 @@ from tfclassify.client.scoring.output import (
     _read_jsonl,
     check_same_command,
     dump_row,
-    parquet_schema,
+    write_parquet_rows,
 )
 from tfclassify.common.storage import reads, writes
 from tfclassify.common.storage.errors import MISSING_OBJECT, StorageError
@@ -184,19 +184,9 @@ class ObjectPredictionsWriter:
         """Commit, assemble the parts into the final object, mark the record complete, delete the parts."""
         self.close()
         if self.parquet:
-            pa, pq = _check_pyarrow()
-            schema = parquet_schema(pa)
             with tempfile.TemporaryDirectory(prefix="tfclassify-parquet-") as folder:
                 local = Path(folder) / "out.parquet"
-                with pq.ParquetWriter(str(local), schema) as writer:
-                    batch: list[dict] = []
-                    for row in self._part_rows():
-                        batch.append(row)
-                        if len(batch) >= PARQUET_ROWS_PER_GROUP:
-                            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                            batch = []
-                    if batch:
-                        writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                write_parquet_rows(local, self._part_rows())
                 writes.put(self.url, local)
         elif sum(size for _key, size in self._part_sizes()) <= writes.MULTIPART_CHUNK:
             writes.put(self.url, b"".join(self._part_bodies()))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeGuard, cast
 
@@ -360,22 +360,29 @@ def _parse_lines(output: Output, lines: list[str], first_line: int) -> list[dict
         raise
 
 
-def jsonl_to_parquet(jsonl: Path, parquet: Path) -> None:
-    """Convert rows from JSONL to Parquet in bounded row groups (temporary file, then rename)."""
+def write_parquet_rows(path: Path | str, rows: Iterable[dict]) -> None:
+    """Write ``rows`` to a Parquet file at ``path`` in row groups of ``PARQUET_ROWS_PER_GROUP`` (memory stays
+    bounded however many rows come)."""
     pa, pq = _check_pyarrow()
     schema = parquet_schema(pa)
+    with pq.ParquetWriter(str(path), schema) as writer:
+        batch: list[dict] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= PARQUET_ROWS_PER_GROUP:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch = []
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+
+
+def jsonl_to_parquet(jsonl: Path, parquet: Path) -> None:
+    """Convert rows from JSONL to Parquet in bounded row groups (temporary file, then rename)."""
+    _check_pyarrow()
     fd, tmp = tempfile.mkstemp(prefix=f".{parquet.name}.", dir=parquet.parent)
     os.close(fd)
     try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            batch: list[dict] = []
-            for row in read_rows(jsonl):
-                batch.append(row)
-                if len(batch) >= PARQUET_ROWS_PER_GROUP:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    batch = []
-            if batch:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        write_parquet_rows(tmp, read_rows(jsonl))
         os.replace(tmp, parquet)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
