@@ -95,3 +95,10 @@ def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def by_member(rows: list[dict]) -> dict[str, tuple]:
+    """What each image of scored rows got (class, score, true class, skip reason), by its path inside the input
+    (the input's own name left out): rows of the same files from different inputs compare equal."""
+    return {r["source"].split("/", 1)[1]: (r.get("class"), r.get("score"), r.get("true_class"),
+                                          (r.get("skipped") or "").split(":")[0]) for r in rows}

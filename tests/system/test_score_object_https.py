@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from archives import image_members, read_jsonl, write_tree, write_zip
+from archives import by_member, image_members, read_jsonl, write_tree, write_zip
 from certificates import Authority
 from conftest import FASHION_LABELS, tfclassify_cmd
 from s3server import rclone_binary
@@ -69,11 +69,6 @@ def score(env: dict | None, *args: str, expect: int = 3) -> subprocess.Completed
     assert result.returncode == expect, result.stderr
     assert "Traceback" not in result.stderr
     return result
-
-
-def by_member(rows: list[dict]) -> dict[str, tuple]:
-    return {r["source"].split("/", 1)[1]: (r.get("class"), r.get("score"), r.get("true_class"),
-                                          (r.get("skipped") or "").split(":")[0]) for r in rows}
 
 
 def test_a_zip_and_a_folder_over_https_score_as_the_local_files(server, files, https, tmp_path):

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pytest
-from archives import image_members, read_jsonl, write_tree
+from archives import by_member, image_members, read_jsonl, write_tree
 from conftest import FASHION_LABELS, tfclassify_cmd
 from s3server import s3_server  # noqa: F401 - the session fixture, used by name
 
@@ -36,11 +36,6 @@ def photos(fashion_test, tmp_path_factory, s3_server):  # noqa: F811 - the fixtu
     local = write_tree(tmp_path_factory.mktemp("local") / "photos", tree)
     shutil.copytree(local, s3_server.bucket(BUCKET) / "photos")
     return local
-
-
-def by_member(rows: list[dict]) -> dict[str, tuple]:
-    return {r["source"].split("/", 1)[1]: (r.get("class"), r.get("score"), r.get("true_class"),
-                                          (r.get("skipped") or "").split(":")[0]) for r in rows}
 
 
 def test_shards_scored_while_listing_merge_into_a_local_runs_rows(server, s3_server, photos, tmp_path):  # noqa: F811

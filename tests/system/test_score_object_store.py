@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from archives import image_members, read_jsonl, write_manifest, write_tar, write_tree, write_zip
+from archives import by_member, image_members, read_jsonl, write_manifest, write_tar, write_tree, write_zip
 from conftest import FASHION_LABELS, tfclassify_cmd
 from faultproxy import FaultyProxy
 from s3server import ACCESS_KEY, SECRET_KEY, s3_server  # noqa: F401 - the session fixture, used by name
@@ -27,12 +27,6 @@ def score(env: dict, *args: str, expect: int = 0) -> subprocess.CompletedProcess
     assert result.returncode == expect, result.stderr
     assert "Traceback" not in result.stderr
     return result
-
-
-def by_member(rows: list[dict]) -> dict[str, tuple]:
-    """What each image got, by its path inside the input (the input's own name left out)."""
-    return {r["source"].split("/", 1)[1]: (r.get("class"), r.get("score"), r.get("true_class"),
-                                          (r.get("skipped") or "").split(":")[0]) for r in rows}
 
 
 @pytest.fixture(scope="module")
