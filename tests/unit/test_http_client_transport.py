@@ -28,7 +28,8 @@ class Scripted(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.script: list[tuple[int, bytes, float, bool]] = []
         self.seen: list[tuple[str, dict[str, str], bytes]] = []
-        self.connections: set[int] = set()
+        #: The client end (address, port) of each connection: an id() of a closed socket can be reused.
+        self.connections: set[tuple[str, int]] = set()
 
     def handle_error(self, request, client_address) -> None:
         pass  # a client gone after its deadline: expected here
@@ -45,7 +46,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.seen.append((self.path, dict(self.headers), body))
-        self.server.connections.add(id(self.connection))
+        self.server.connections.add(self.client_address)
         status, answer, delay, close = self.server.script.pop(0) if self.server.script else (200, b"", 0.0, False)
         time.sleep(delay)
         self.send_response(status)
