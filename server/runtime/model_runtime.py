@@ -29,6 +29,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,8 +96,8 @@ class ModelRuntime:
     fallback_reason: str = ""
     _session: tf.compat.v1.Session | None = field(default=None, repr=False)
     _signature: meta_graph_pb2.SignatureDef | None = field(default=None, repr=False)
-    #: (output names, the session callable fetching them): every output until ``outputs`` is known.
-    _fetch: tuple[list[str], object] | None = field(default=None, repr=False)
+    #: The session callables fetching the outputs: every output until ``outputs`` is known.
+    _fetch: _Fetcher | None = field(default=None, repr=False)
     _compiled: object = field(default=None, repr=False)
     _loaded: object = field(default=None, repr=False)  # function runtime: the TF2 object whose variables it reads
     _xla_loaded: object = field(default=None, repr=False)  # XLA: its own load of the version, likewise
@@ -195,9 +196,9 @@ class ModelRuntime:
                 with tf.device(self.device):
                     results = self._function(**{self.input_key: tf.constant(x)})
                 return {k: results[k].numpy() for k in (self.outputs or results)}
-            names, fetch = self._fetch
-            values = fetch(x, options=_IN_CALLER_THREAD if n <= CALLER_THREAD_MAX_BATCH else _ON_THREAD_POOL)
-            return dict(zip(names, values))
+            fetch = self._fetch
+            values = (fetch.in_caller_thread if n <= CALLER_THREAD_MAX_BATCH else fetch.on_thread_pool)(x)
+            return dict(zip(fetch.names, values))
         except tf.errors.InvalidArgumentError as exc:
             if not self.takes_encoded:
                 raise
@@ -445,13 +446,31 @@ def _declared_preprocessing(metadata: dict, input_dims: list, input_dtype: tf.DT
         raise ModelLoadError(f"{version_dir.path}: {exc}") from exc
 
 
-def _fetcher(runtime: ModelRuntime, names: list[str]) -> tuple[list[str], object]:
-    """A session callable feeding the signature's input and fetching its outputs ``names``."""
-    signature = runtime._signature
-    fetch = runtime._session.make_callable(
-        [signature.outputs[k].name for k in names], [signature.inputs[runtime.input_key].name], accept_options=True
-    )
-    return names, fetch
+@dataclass(frozen=True)
+class _Fetcher:
+    """Session callables feeding the signature's input and fetching the outputs ``names``: one that runs the
+    graph in the calling thread (small batches), one that runs it on the inter-op pool."""
+
+    names: list[str]
+    in_caller_thread: Callable[[np.ndarray], list[np.ndarray]]
+    on_thread_pool: Callable[[np.ndarray], list[np.ndarray]]
+
+
+def _fetcher(runtime: ModelRuntime, names: list[str]) -> _Fetcher:
+    """The callables of ``runtime``'s session for the outputs ``names`` (see the module's docstring)."""
+    signature, session = runtime._signature, runtime._session
+    feeds = [signature.inputs[runtime.input_key].name]
+    fetches = [signature.outputs[k].name for k in names]
+    make = getattr(session, "_make_callable_from_options", None)
+    if make is None:  # a TensorFlow without it: the public, slower callable
+        generic = session.make_callable(fetches, feeds, accept_options=True)
+        return _Fetcher(names, functools.partial(generic, options=_IN_CALLER_THREAD),
+                        functools.partial(generic, options=_ON_THREAD_POOL))
+
+    def made(run_options: config_pb2.RunOptions) -> Callable[[np.ndarray], list[np.ndarray]]:
+        return make(config_pb2.CallableOptions(feed=feeds, fetch=fetches, run_options=run_options))
+
+    return _Fetcher(names, made(_IN_CALLER_THREAD), made(_ON_THREAD_POOL))
 
 
 class _QuietV1Loader(logging.Filter):
