@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 
 import grpc
 import numpy as np
 
+from bench.closed_loop import closed_loop
 from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -32,40 +32,16 @@ async def run(address: str, model: str, concurrency: int, seconds: float, channe
         payloads.append(request.SerializeToString())
     pool = [grpc.aio.insecure_channel(address) for _ in range(channels)]
     calls = [ch.unary_unary(METHOD) for ch in pool]  # bytes in, bytes out
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    stop_at = 0.0
 
-    async def caller(i: int) -> None:
-        call = calls[i % len(calls)]
-        n = i
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                await call(payloads[n % len(payloads)], timeout=10)
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-            else:
-                latencies.append(time.perf_counter() - t0)
-            n += concurrency
+    async def send(i: int, n: int) -> None:
+        await calls[i % len(calls)](payloads[n % len(payloads)], timeout=10)
 
     # Warm the connections up, then measure.
     await asyncio.gather(*(c(payloads[0], timeout=10) for c in calls))
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    result = await closed_loop(send, concurrency, seconds)
     for ch in pool:
         await ch.close()
-    lat = np.asarray(latencies) * 1e3
-    return {
-        "concurrency": concurrency,
-        "requests": len(latencies),
-        "errors": errors,
-        "requests_per_second": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-    }
+    return result
 
 
 def main() -> None:

@@ -2,13 +2,16 @@
 ``ModelInfer`` requests of N images back to back for a fixed time, to any server
 that speaks OIP over gRPC (ours, Triton).
 
-Usage: python -m bench.oip_load ADDRESS MODEL [--concurrency 64] [--images 1] [--seconds 10]  -> one JSON line
+Usage: python -m bench.oip_load ADDRESS MODEL [--concurrency 64] [--images 1] [--seconds 10]
+       [--client bytes|tritonclient]  -> one JSON line
 
-The requests are Triton's own protobuf messages (``tritonclient.grpc``'s
-``ModelInferRequest``: a UINT8 ``images`` tensor in ``raw_input_contents``, the
+With ``--client bytes`` (the default) the requests are Triton's own protobuf
+messages (``tritonclient.grpc``'s ``ModelInferRequest``: a UINT8 ``images`` tensor in ``raw_input_contents``, the
 ``probabilities`` output asked for), serialized once and sent as bytes; the
 answers are not parsed after the first, which is checked. So the generator
-spends as little of the shared CPU as it can, the same for every server. Runs
+spends as little of the shared CPU as it can, the same for every server. With
+``--client tritonclient`` each call goes through ``tritonclient.grpc.aio``'s
+``infer``, as a user of Triton's client sends it (a heavier client). Runs
 in its own process: tritonclient's generated code and ours do not share one
 protobuf runtime in every environment.
 """
@@ -18,11 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as oip
+
+from bench.closed_loop import closed_loop
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -51,45 +55,48 @@ def _check(answer: bytes, images: int) -> None:
 
 
 async def run(address: str, model: str, concurrency: int, images: int, seconds: float, channels: int) -> dict:
+    """The load of prebuilt request bytes over ``channels`` grpc.aio channels."""
     payloads = requests(model, images)
     pool = [grpc.aio.insecure_channel(address, options=OPTIONS) for _ in range(channels)]
     calls = [ch.unary_unary(METHOD) for ch in pool]  # bytes in, bytes out
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    stop_at = 0.0
 
-    async def caller(i: int) -> None:
-        call, n = calls[i % len(calls)], i
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            try:
-                await call(payloads[n % len(payloads)], timeout=30)
-            except grpc.aio.AioRpcError as exc:
-                errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
-            else:
-                latencies.append(time.perf_counter() - t0)
-            n += concurrency
+    async def send(i: int, n: int) -> None:
+        await calls[i % len(calls)](payloads[n % len(payloads)], timeout=30)
 
     # Warm the connections (and the server's batch sizes) up, then measure.
     for answer in await asyncio.gather(*(c(payloads[0], timeout=60) for c in calls)):
         _check(answer, images)
-    started = time.perf_counter()
-    stop_at = started + seconds
-    await asyncio.gather(*(caller(i) for i in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    result = await closed_loop(send, concurrency, seconds)
     for ch in pool:
         await ch.close()
-    lat = np.asarray(latencies) * 1e3
-    return {
-        "concurrency": concurrency,
-        "images": images,
-        "requests": len(latencies),
-        "errors": errors,
-        "requests_per_second": len(latencies) / elapsed,
-        "images_per_second": len(latencies) * images / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-    }
+    return {**result, "images": images, "images_per_second": result["requests_per_second"] * images}
+
+
+async def run_tritonclient(address: str, model: str, concurrency: int, images: int, seconds: float,
+                           channels: int) -> dict:
+    """The load as a tritonclient user makes it: ``tritonclient.grpc.aio``'s ``infer`` with an ``InferInput``
+    built from a numpy array for each call and the answer read back with ``as_numpy``, over ``channels``
+    clients (one channel each)."""
+    from tritonclient.grpc import InferInput, InferRequestedOutput
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (images, 28, 28), dtype=np.uint8) for _ in range(16)]
+    clients = [InferenceServerClient(address, channel_args=OPTIONS) for _ in range(channels)]
+
+    async def send(i: int, n: int) -> None:
+        tensor = InferInput("images", [images, 28, 28], "UINT8")
+        tensor.set_data_from_numpy(batches[n % len(batches)])
+        answer = await clients[i % len(clients)].infer(
+            model, [tensor], outputs=[InferRequestedOutput("probabilities")], client_timeout=30)
+        if answer.as_numpy("probabilities").shape != (images, 10):
+            raise SystemExit(f"oip_load: unexpected answer shape {answer.as_numpy('probabilities').shape}")
+
+    await asyncio.gather(*(send(i, i) for i in range(channels)))  # warm the connections up
+    result = await closed_loop(send, concurrency, seconds)
+    for client in clients:
+        await client.close()
+    return {**result, "images": images, "images_per_second": result["requests_per_second"] * images}
 
 
 def main() -> None:
@@ -100,9 +107,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--channels", type=int, default=8)
+    parser.add_argument("--client", choices=CLIENTS, default="bytes",
+                        help="bytes: prebuilt requests over grpc.aio; tritonclient: its aio client's infer")
     args = parser.parse_args()
     channels = min(args.channels, args.concurrency)
-    print(json.dumps(asyncio.run(run(args.address, args.model, args.concurrency, args.images, args.seconds, channels))))
+    print(json.dumps(asyncio.run(CLIENTS[args.client](args.address, args.model, args.concurrency, args.images,
+                                                      args.seconds, channels))))
+
+
+CLIENTS = {"bytes": run, "tritonclient": run_tritonclient}
 
 
 if __name__ == "__main__":

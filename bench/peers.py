@@ -12,7 +12,9 @@ does unless --model-repo names a repository holding ``fashion_mnist``) and take
 the same load in alternation, round by round (the order swaps each round):
 Open Inference Protocol ``ModelInfer`` over gRPC from bench/oip_load.py, for
 single images from 1 and from 64 concurrent callers and for 1,024-image
-requests from one caller. Each row shows the median of the rounds, and ours ÷
+requests from one caller, as prebuilt request bytes (the least client CPU), and
+the single images again through ``tritonclient.grpc.aio``'s ``infer`` (what a
+user of Triton's client sends). Each row shows the median of the rounds, and ours ÷
 Triton's (above 1 is better for requests/s, below 1 for latencies). Extra
 arguments after ``--`` go to ``tfclassify serve``.
 """
@@ -36,8 +38,14 @@ from bench.__main__ import MODEL, start_server, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON_VENV = Path(os.environ.get("TRITON_VENV", ROOT / ".venv-triton"))
-# (label, concurrent callers, images per request)
-ROWS = (("1 image, 1 caller", 1, 1), ("1 image, 64 callers", 64, 1), ("1,024 images, 1 caller", 1, 1024))
+# (label, concurrent callers, images per request, bench.oip_load's client)
+ROWS = (
+    ("1 image, 1 caller", 1, 1, "bytes"),
+    ("1 image, 64 callers", 64, 1, "bytes"),
+    ("1,024 images, 1 caller", 1, 1024, "bytes"),
+    ("1 image, 1 caller, tc", 1, 1, "tritonclient"),
+    ("1 image, 64 callers, tc", 64, 1, "tritonclient"),
+)
 SERVERS = ("tfclassify", "triton")
 
 
@@ -132,10 +140,10 @@ def _rounds(addresses: dict[str, str], rounds: int, seconds: float) -> list[dict
     for i in range(rounds):
         order = SERVERS if i % 2 == 0 else SERVERS[::-1]
         one: dict[str, dict] = {}
-        for label, concurrency, images in ROWS:
+        for label, concurrency, images, client in ROWS:
             for server in order:
                 cmd = [sys.executable, "-m", "bench.oip_load", addresses[server], MODEL, "--concurrency",
-                       str(concurrency), "--images", str(images), "--seconds", str(seconds)]
+                       str(concurrency), "--images", str(images), "--seconds", str(seconds), "--client", client]
                 result = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 if result["errors"]:
                     print(f"bench.peers: {server}, {label}: errors {result['errors']}", file=sys.stderr)
@@ -150,7 +158,7 @@ def _medians(rounds: list[dict]) -> dict:
     keys = ("requests_per_second", "images_per_second", "p50_ms", "p99_ms")
     return {label: {server: {k: statistics.median(r[label][server][k] for r in rounds) for k in keys}
                     for server in SERVERS}
-            for label, _, _ in ROWS}
+            for label, *_ in ROWS}
 
 
 def _table(results: dict, rounds: int, seconds: float) -> str:
@@ -161,7 +169,7 @@ def _table(results: dict, rounds: int, seconds: float) -> str:
         f"{'':<24}" + f"{'rate':>10}{'p50':>7}{'p99':>7}" + f"{'rate':>12}{'p50':>7}{'p99':>7}"
         + f"{'rate':>12}{'p50':>7}{'p99':>7}",
     ]
-    for label, _, images in ROWS:
+    for label, _, images, _ in ROWS:
         rate = "images_per_second" if images > 1 else "requests_per_second"
         ours, peer = results[label]["tfclassify"], results[label]["triton"]
         lines.append(
@@ -170,6 +178,8 @@ def _table(results: dict, rounds: int, seconds: float) -> str:
             f"{ours[rate] / peer[rate]:>12.2f}{ours['p50_ms'] / peer['p50_ms']:>7.2f}"
             f"{ours['p99_ms'] / peer['p99_ms']:>7.2f}"
         )
+    lines.append("tc: the calls made with tritonclient.grpc.aio's infer (a numpy array in, the answer parsed); the "
+                 "rows above send prebuilt request bytes")
     return "\n".join(lines)
 
 
