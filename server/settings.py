@@ -102,7 +102,9 @@ class ServerSettings:
         5000, help="how long a partial batch waits for more images while another batch runs (idle: no wait)"
     )
     max_enqueued_images: int = setting(65536, help="most images queued per model version (more: RESOURCE_EXHAUSTED)")
-    max_concurrent_batches: int = setting(2, help="TensorFlow calls of one version running at once, per replica")
+    max_concurrent_batches: int = setting(
+        0, help="TensorFlow calls of one version running at once, per replica; 0: 1 on a CPU, 2 on a GPU"
+    )
     warmup_batch_sizes: str = setting("1,32,4096", help="batch sizes run to warm each version up before it serves")
     xla_max_batch_size: int = setting(
         0, help="XLA-compile each model for batches up to this size (padded to powers of two); 0: off"
