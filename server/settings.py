@@ -99,7 +99,8 @@ class ServerSettings:
         "images (a 224x224x3 float image is 588 KiB), with the queue and the warm-up scaled alike"
     )
     batch_timeout_micros: int = setting(
-        5000, help="how long a partial batch waits for more images while another batch runs (idle: no wait)"
+        5000, help="how long a partial batch waits for more images while another batch runs, or while requests "
+        "from several callers keep coming (a lone caller's request: no wait)"
     )
     max_enqueued_images: int = setting(65536, help="most images queued per model version (more: RESOURCE_EXHAUSTED)")
     max_concurrent_batches: int = setting(

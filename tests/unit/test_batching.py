@@ -156,6 +156,83 @@ def test_a_partial_batch_waits_at_most_the_batch_timeout_while_busy():
     assert 0.03 <= waited < 0.1, f"started after {waited:.3f} s, not when the running batch ended (0.19 s)"
 
 
+def test_a_lone_caller_never_waits_for_company():
+    async def scenario():
+        model = FakeModel(0.0)
+        batcher, _ = make(model, batch_timeout_s=0.5)
+        waits = []
+        for i in range(5):  # one caller: each request alone in its batch, each started at once
+            enqueued = time.monotonic()
+            await batcher.run(images(i))
+            waits.append(model.started[-1] - enqueued)
+        await batcher.close()
+        return waits, model.batches
+
+    waits, batches = run(scenario())
+    assert batches == [[0], [1], [2], [3], [4]]
+    assert max(waits) < 0.05, f"a lone caller's request waited {max(waits):.3f} s (the batch timeout is 0.5 s)"
+
+
+def test_an_idle_model_waits_for_company_while_several_callers_keep_sending():
+    async def scenario():
+        model = FakeModel(0.0)
+        batcher, _ = make(model, batch_timeout_s=0.5)
+        slow = FakeModel(0.1)
+        batcher.replicas[0].run = slow
+        first = asyncio.create_task(batcher.run(images(1)))
+        await asyncio.sleep(0.01)  # a batch runs: two callers send 20 ms apart, and share the next batch
+        shared = [asyncio.create_task(batcher.run(images(2)))]
+        await asyncio.sleep(0.02)
+        shared.append(asyncio.create_task(batcher.run(images(3))))
+        await asyncio.gather(first, *shared)
+        batcher.replicas[0].run = model
+        # Idle now, its last batch shared: requests 20 ms apart keep it waiting (up to 3 x 20 ms after each) ...
+        calls = []
+        for i in (4, 5, 6):
+            calls.append(asyncio.create_task(batcher.run(images(i))))
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*calls)
+        # ... and once a batch has ended as its requests stopped coming (3 callers), 3 requests go at once.
+        calls = []
+        for i in (7, 8, 9):
+            calls.append(asyncio.create_task(batcher.run(images(i))))
+            await asyncio.sleep(0.005)
+        third = time.monotonic() - 0.005
+        await asyncio.gather(*calls)
+        await batcher.close()
+        return slow.batches + model.batches, model.started[-1] - third
+
+    batches, waited = run(scenario())
+    assert batches == [[1], [2, 3], [4, 5, 6], [7, 8, 9]]
+    assert waited < 0.04, f"the third request waited {waited:.3f} s for a company of 3 that had come"
+
+
+def test_company_is_awaited_at_most_the_batch_timeout():
+    async def scenario():
+        model = FakeModel(0.0)
+        batcher, _ = make(model, batch_timeout_s=0.06, max_batch_size=64, max_enqueued_images=64)
+        slow = FakeModel(0.4)
+        batcher.replicas[0].run = slow
+        first = asyncio.create_task(batcher.run(images(1)))
+        await asyncio.sleep(0.01)  # while it runs, two callers send 0.3 s apart: they share the next batch ...
+        shared = [asyncio.create_task(batcher.run(images(2)))]
+        await asyncio.sleep(0.3)
+        shared.append(asyncio.create_task(batcher.run(images(3))))
+        await asyncio.gather(first, *shared)
+        batcher.replicas[0].run = model  # ... so requests less than 0.9 s apart keep coming, 5 ms apart:
+        calls, started = [], time.monotonic()
+        for i in range(4, 30):
+            calls.append(asyncio.create_task(batcher.run(images(i))))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*calls)
+        await batcher.close()
+        return model.started[0] - started, model.batches
+
+    waited, batches = run(scenario())
+    assert 0.06 <= waited < 0.12, f"the first batch started after {waited:.3f} s, not at the 0.06 s batch timeout"
+    assert len(batches[0]) < 26, "it did not wait for every request"
+
+
 def test_close_drains_the_queue_then_refuses():
     async def scenario():
         model = FakeModel(0.02)
