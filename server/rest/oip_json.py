@@ -208,9 +208,20 @@ def json_data_raw(data: Any, datatype: str, shape: list[int], name: str) -> byte
     except (ValueError, OverflowError):
         raise RequestError(f"input '{name}''s data is a ragged array; it must be rectangular, or flat") from None
     _check_count(array.size, count, shape, name)
+    if array.dtype.kind == "f" and DTYPES[datatype].kind == "u":
+        array = _unsigned_past_int64(data, array)
     if array.size:
         _check_values(array, datatype, name)
     return array.astype(DTYPES[datatype]).tobytes()
+
+
+def _unsigned_past_int64(data: list, array: np.ndarray) -> np.ndarray:
+    """``data`` as uint64 when it holds only whole numbers and some from 2**63 on, which numpy reads as floats
+    beside smaller ones (a UINT64 input's top half); else ``array`` as numpy read it."""
+    exact = np.asarray(data, dtype=object).ravel()
+    if all(type(v) is int and 0 <= v < 2**64 for v in exact):
+        return exact.astype(np.uint64).reshape(array.shape)
+    return array
 
 
 def _check_count(found: int, count: int, shape: list[int], name: str) -> None:

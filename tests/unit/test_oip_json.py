@@ -102,6 +102,14 @@ def test_bytes_data_is_length_prefixed_as_the_protocols_raw_encoding(items):
         assert from_raw_bytes(raw, (len(items),), "s").tolist() == [item.encode() for item in items]
 
 
+def test_uint64_data_past_int64_is_read_exactly():
+    # numpy reads [2**63, 0] as floats (2**63 does not fit int64): hypothesis found such an input refused.
+    raw = json_data_raw([[2**63, 0], [2**64 - 1, 7]], "UINT64", [2, 2], "x")
+    assert np.frombuffer(raw, "<u8").tolist() == [2**63, 0, 2**64 - 1, 7]
+    with pytest.raises(RequestError, match="whole numbers"):
+        json_data_raw([2**63, 0.5], "UINT64", [2], "x")
+
+
 def test_bool_and_fp16_data():
     assert json_data_raw([True, False], "BOOL", [2], "b") == b"\x01\x00"
     assert np.frombuffer(json_data_raw([1.5, -2], "FP16", [2], "h"), "<f2").tolist() == [1.5, -2.0]
