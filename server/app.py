@@ -30,6 +30,7 @@ from tfclassify.server.apis.tfserving import ModelServicer, PredictionServicer
 from tfclassify.server.auth import AuthInterceptor, TokenTable
 from tfclassify.server.core.batching import BatchingOptions
 from tfclassify.server.core.dataplane import DataPlane
+from tfclassify.server.core.event_loop import MeasuredEventLoop
 from tfclassify.server.core.feedback import FeedbackStore
 from tfclassify.server.core.manager import ModelManager
 from tfclassify.server.core.metrics import ServerMetrics
@@ -100,7 +101,9 @@ class ClassifierServer:
         configure_devices(settings.logical_cpu_devices, settings.gpu_memory_limit_mb)
         devices = resolve_devices(settings.device)
         defaults = batching_defaults(settings, devices)
-        threads = settings.inference_threads or len(devices) * defaults.max_concurrent_batches
+        # At least two per replica though a version runs one call at a time on a CPU: the pool serves every
+        # version, and one's long batch must not hold up another's (or a rollout's new version).
+        threads = settings.inference_threads or len(devices) * max(2, defaults.max_concurrent_batches)
         self.metrics_registry = CollectorRegistry()
         self.metrics = ServerMetrics(self.metrics_registry)
         self.registry = ModelRegistry()
@@ -400,5 +403,7 @@ def run(settings: ServerSettings, after_setup: Callable[[], None] = lambda: None
     # Every counter and histogram would also export a *_created series: twice the series, and
     # Prometheus ignores them; turned off for this process.
     disable_created_metrics()
-    asyncio.run(serve(settings, after_setup))
+    # The loop measures how busy it is: the batchers wait for company only when it is saturated.
+    with asyncio.Runner(loop_factory=MeasuredEventLoop) as runner:
+        runner.run(serve(settings, after_setup))
     return 0

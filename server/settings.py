@@ -99,8 +99,8 @@ class ServerSettings:
         "images (a 224x224x3 float image is 588 KiB), with the queue and the warm-up scaled alike"
     )
     batch_timeout_micros: int = setting(
-        5000, help="how long a partial batch waits for more images while another batch runs, or while requests "
-        "from several callers keep coming (a lone caller's request: no wait)"
+        5000, help="how long a partial batch waits for more images while another batch runs, or on a saturated "
+        "server while requests from several callers keep coming (a lone caller's request: no wait)"
     )
     max_enqueued_images: int = setting(65536, help="most images queued per model version (more: RESOURCE_EXHAUSTED)")
     max_concurrent_batches: int = setting(
@@ -121,7 +121,8 @@ class ServerSettings:
     )
     intra_op_threads: int = setting(0, help="TensorFlow threads within one op (0: TensorFlow's default, one per core)")
     inter_op_threads: int = setting(0, help="TensorFlow ops run at once (0: TensorFlow's default)")
-    inference_threads: int = setting(0, help="threads running TensorFlow calls; 0: replicas x max-concurrent-batches")
+    inference_threads: int = setting(0, help="threads running TensorFlow calls (all versions share them); 0: replicas x max-concurrent-batches, "
+                                   "at least 2 per replica")
     max_connection_age_s: float = setting(
         0.0, help="close client connections after this long (they reconnect, spreading over new pods); 0: never"
     )

@@ -2,14 +2,17 @@
 into TensorFlow calls of at most ``max_batch_size`` images.
 
 An idle version runs a request at once (no added latency at low load) unless
-its last batch held several requests: then requests are coming from several
-callers, and it waits for more while they keep coming (no gap longer than
-``GAP_FACTOR`` times the mean gap between the last batch's requests, and at
-most ``batch_timeout`` in all), or until as many requests wait as the last
-batch that ended that way held (a closed loop of N callers sends N at a time).
-While a batch runs, the queue fills the next one, which starts when no batch is
-running, or alongside the running ones (up to ``max_concurrent_batches`` per
-replica) once it is full or its oldest request has waited ``batch_timeout``. The
+the server is saturated (its event loop busy: ``event_loop.MeasuredEventLoop``)
+and the version's last batch held several requests: requests are then coming
+from several callers faster than it answers them, and it waits for more while
+they keep coming (no gap longer than ``GAP_FACTOR`` times the mean gap between
+the last batch's requests), until as many wait as the last batch that ended
+that way held (a closed loop of N callers sends N at a time), for at most
+``batch_timeout``, and never when a queued request's deadline is nearer than
+that. While a batch runs, the queue fills the next one, which starts when the
+running one ends (or waits for company as above), or alongside the running
+ones (up to ``max_concurrent_batches`` per replica) once it is full or its
+oldest request has waited ``batch_timeout``. The
 queue is bounded: past ``max_enqueued_images`` a request is refused at once
 (RESOURCE_EXHAUSTED). A request whose deadline passed while it waited is
 dropped without running (DEADLINE_EXCEEDED); one whose caller went away
@@ -23,6 +26,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,11 +45,10 @@ from tfclassify.server.core.errors import (
 
 log = logging.getLogger(__name__)
 
-#: An idle version whose last batch held several requests waits for more until no request has come for this
-#: many times the mean gap between that batch's requests. Under load each TensorFlow call then serves more
-#: requests: single-image callers on 2 cores, 64 of them: mean batch 6 -> 13, server CPU per request -16%, 20%
-#: more requests/s; 16: batch 5 -> 13, CPU -32%; 4: 1.5 -> 3.8, 38% more requests/s. A lone caller's requests,
-#: one per batch, never wait.
+#: An idle version of a saturated server whose last batch held several requests waits for more until no
+#: request has come for this many times the mean gap between that batch's requests. Each TensorFlow call then
+#: serves more requests (64 single-image callers on 2 cores: batches of about 13 instead of 6, a sixth less
+#: server CPU per request). A lone caller's requests, one per batch, never wait.
 GAP_FACTOR = 3.0
 
 
@@ -140,6 +143,8 @@ class Batcher:
 
     def __post_init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        #: Whether the server is saturated, when its loop knows (event_loop.MeasuredEventLoop); else taken as so.
+        self._saturated: Callable[[], bool] = getattr(self._loop, "saturated", lambda: True)
         self._queue: deque[_Entry] = deque()
         self._queued_images = 0
         self._in_flight = 0
@@ -153,6 +158,8 @@ class Batcher:
         self._company_gap = 0.0
         #: An idle version starts a batch as soon as this many requests wait (0: no such number yet).
         self._company_target = 0
+        #: The nearest deadline of the requests queued since the queue was last empty (inf: none).
+        self._earliest_deadline = math.inf
 
     @property
     def queued_images(self) -> int:
@@ -188,6 +195,8 @@ class Batcher:
         self._queue.extend(entries)
         self._queued_images += n
         self._last_arrival = now
+        if deadline is not None and deadline < self._earliest_deadline:
+            self._earliest_deadline = deadline
         if self._in_flight:  # requests come while a batch runs: more callers than the last batch held
             self._company_target = 0
         self._idle.clear()
@@ -255,10 +264,12 @@ class Batcher:
                 return timeout - waited
             elif not (target and len(self._queue) >= target):  # not yet as many requests as the last batch
                 quiet = now - self._last_arrival
-                if quiet < self._company_gap:  # idle, and requests keep coming: wait for company
-                    return min(self._company_gap - quiet, timeout - waited)
+                if quiet < self._company_gap and self._earliest_deadline - now > timeout and self._saturated():
+                    return min(self._company_gap - quiet, timeout - waited)  # requests keep coming: wait for company
                 target = -1 if self._company_gap else 0  # -1: the batch ends as the requests stopped coming
             batch = self._take_batch()
+            if not self._queue:
+                self._earliest_deadline = math.inf
             if batch:
                 # A batch that ended as its callers' requests stopped coming says how many callers send together
                 # (a closed loop of N callers: N): the next goes as soon as that many requests have come.

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from tfclassify.server.core.batching import Batcher, BatchingOptions, BatchObserver, Replica
 from tfclassify.server.core.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
+from tfclassify.server.core.event_loop import MeasuredEventLoop
 from tfclassify.server.core.metrics import ServerMetrics
 
 
@@ -231,6 +232,62 @@ def test_company_is_awaited_at_most_the_batch_timeout():
     waited, batches = run(scenario())
     assert 0.06 <= waited < 0.12, f"the first batch started after {waited:.3f} s, not at the 0.06 s batch timeout"
     assert len(batches[0]) < 26, "it did not wait for every request"
+
+
+def test_a_request_whose_deadline_is_nearer_than_the_batch_timeout_never_waits_for_company():
+    async def scenario():
+        model = FakeModel(0.0)
+        batcher, _ = make(model, batch_timeout_s=0.5)
+        slow = FakeModel(0.1)
+        batcher.replicas[0].run = slow
+        first = asyncio.create_task(batcher.run(images(1)))
+        await asyncio.sleep(0.01)
+        shared = [asyncio.create_task(batcher.run(images(2)))]
+        await asyncio.sleep(0.02)
+        shared.append(asyncio.create_task(batcher.run(images(3))))
+        await asyncio.gather(first, *shared)
+        batcher.replicas[0].run = model
+        calls = []  # as in the test above, but each due within 0.3 s: waiting 0.5 s for company would miss it
+        for i in (4, 5, 6):
+            calls.append(asyncio.create_task(batcher.run(images(i), deadline=time.monotonic() + 0.3)))
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*calls)
+        await batcher.close()
+        return slow.batches + model.batches
+
+    assert run(scenario()) == [[1], [2, 3], [4], [5], [6]]
+
+
+def test_below_saturation_an_idle_version_runs_requests_at_once_even_after_a_shared_batch():
+    async def scenario(loop: MeasuredEventLoop):
+        model = FakeModel(0.0)
+        batcher, _ = make(model, batch_timeout_s=0.5)
+        slow = FakeModel(0.1)
+        batcher.replicas[0].run = slow
+        first = asyncio.create_task(batcher.run(images(1)))
+        await asyncio.sleep(0.01)
+        shared = [asyncio.create_task(batcher.run(images(2)))]
+        await asyncio.sleep(0.02)
+        shared.append(asyncio.create_task(batcher.run(images(3))))
+        await asyncio.gather(first, *shared)
+        batcher.replicas[0].run = model
+        calls = []  # the loop sleeps in its selector between these: not saturated, so no waiting for company
+        for i in (4, 5, 6):
+            calls.append(asyncio.create_task(batcher.run(images(i))))
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*calls)
+        await batcher.close()
+        return slow.batches + model.batches
+
+    assert _on_measured_loop(scenario) == [[1], [2, 3], [4], [5], [6]]
+
+
+def _on_measured_loop(scenario):
+    loop = MeasuredEventLoop()
+    try:
+        return loop.run_until_complete(scenario(loop))
+    finally:
+        loop.close()
 
 
 def test_close_drains_the_queue_then_refuses():
