@@ -125,7 +125,7 @@ async def drive(repo: Path, requests: int) -> None:
         return {k: np.zeros((len(images), *shape), dtype) for k, (shape, dtype) in shapes[key].items()}
 
     ModelRuntime.run = zeros
-    server = ClassifierServer(ServerSettings(model_repo=repo, host="127.0.0.1", grpc_port=0, metrics_port=-1))
+    server = ClassifierServer(ServerSettings(model_repo=repo, host="127.0.0.1", grpc_port=0, http_port=-1, metrics_port=-1))
     await server.start()
     servicer = ClassifierServicer(server.dataplane, server.manager, server.metering)
     request = pb.ClassifyRequest(model_spec=pb.ModelSpec(name=MODEL))
