@@ -21,7 +21,7 @@ SATURATED = 0.6
 WINDOW_S = 0.1
 
 
-class _TimedSelector(selectors.DefaultSelector):  # type: ignore[misc, valid-type]
+class _TimedSelector(selectors.DefaultSelector):
     """The platform's default selector, adding up the time spent waiting in ``select``."""
 
     def __init__(self) -> None:
