@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from test_event_loop import on_measured_loop
 
 from tfclassify.server.core.batching import Batcher, BatchingOptions, BatchObserver, Replica
 from tfclassify.server.core.errors import DeadlineExceededError, ModelUnavailableError, QueueFullError
@@ -157,6 +158,21 @@ def test_a_partial_batch_waits_at_most_the_batch_timeout_while_busy():
     assert 0.03 <= waited < 0.1, f"started after {waited:.3f} s, not when the running batch ended (0.19 s)"
 
 
+async def share_a_batch(batcher: Batcher, model: FakeModel, apart_s: float) -> list[list[int]]:
+    """Give ``batcher`` a last batch of two requests that came ``apart_s`` apart (while a slow batch ran, on a
+    model that takes ``apart_s`` + 0.1 s), then leave it idle on ``model``; returns the two batches run."""
+    slow = FakeModel(apart_s + 0.1)
+    batcher.replicas[0].run = slow
+    first = asyncio.create_task(batcher.run(images(1)))
+    await asyncio.sleep(0.01)
+    shared = [asyncio.create_task(batcher.run(images(2)))]
+    await asyncio.sleep(apart_s)
+    shared.append(asyncio.create_task(batcher.run(images(3))))
+    await asyncio.gather(first, *shared)
+    batcher.replicas[0].run = model
+    return slow.batches
+
+
 def test_a_lone_caller_never_waits_for_company():
     async def scenario():
         model = FakeModel(0.0)
@@ -178,15 +194,7 @@ def test_an_idle_model_waits_for_company_while_several_callers_keep_sending():
     async def scenario():
         model = FakeModel(0.0)
         batcher, _ = make(model, batch_timeout_s=0.5)
-        slow = FakeModel(0.1)
-        batcher.replicas[0].run = slow
-        first = asyncio.create_task(batcher.run(images(1)))
-        await asyncio.sleep(0.01)  # a batch runs: two callers send 20 ms apart, and share the next batch
-        shared = [asyncio.create_task(batcher.run(images(2)))]
-        await asyncio.sleep(0.02)
-        shared.append(asyncio.create_task(batcher.run(images(3))))
-        await asyncio.gather(first, *shared)
-        batcher.replicas[0].run = model
+        shared = await share_a_batch(batcher, model, 0.02)  # two callers sent 20 ms apart
         # Idle now, its last batch shared: requests 20 ms apart keep it waiting (up to 3 x 20 ms after each) ...
         calls = []
         for i in (4, 5, 6):
@@ -201,7 +209,7 @@ def test_an_idle_model_waits_for_company_while_several_callers_keep_sending():
         third = time.monotonic() - 0.005
         await asyncio.gather(*calls)
         await batcher.close()
-        return slow.batches + model.batches, model.started[-1] - third
+        return shared + model.batches, model.started[-1] - third
 
     batches, waited = run(scenario())
     assert batches == [[1], [2, 3], [4, 5, 6], [7, 8, 9]]
@@ -212,15 +220,8 @@ def test_company_is_awaited_at_most_the_batch_timeout():
     async def scenario():
         model = FakeModel(0.0)
         batcher, _ = make(model, batch_timeout_s=0.06, max_batch_size=64, max_enqueued_images=64)
-        slow = FakeModel(0.4)
-        batcher.replicas[0].run = slow
-        first = asyncio.create_task(batcher.run(images(1)))
-        await asyncio.sleep(0.01)  # while it runs, two callers send 0.3 s apart: they share the next batch ...
-        shared = [asyncio.create_task(batcher.run(images(2)))]
-        await asyncio.sleep(0.3)
-        shared.append(asyncio.create_task(batcher.run(images(3))))
-        await asyncio.gather(first, *shared)
-        batcher.replicas[0].run = model  # ... so requests less than 0.9 s apart keep coming, 5 ms apart:
+        await share_a_batch(batcher, model, 0.3)  # two callers sent 0.3 s apart ...
+        # ... so requests less than 0.9 s apart keep coming, 5 ms apart:
         calls, started = [], time.monotonic()
         for i in range(4, 30):
             calls.append(asyncio.create_task(batcher.run(images(i))))
@@ -238,22 +239,14 @@ def test_a_request_whose_deadline_is_nearer_than_the_batch_timeout_never_waits_f
     async def scenario():
         model = FakeModel(0.0)
         batcher, _ = make(model, batch_timeout_s=0.5)
-        slow = FakeModel(0.1)
-        batcher.replicas[0].run = slow
-        first = asyncio.create_task(batcher.run(images(1)))
-        await asyncio.sleep(0.01)
-        shared = [asyncio.create_task(batcher.run(images(2)))]
-        await asyncio.sleep(0.02)
-        shared.append(asyncio.create_task(batcher.run(images(3))))
-        await asyncio.gather(first, *shared)
-        batcher.replicas[0].run = model
+        shared = await share_a_batch(batcher, model, 0.02)
         calls = []  # as in the test above, but each due within 0.3 s: waiting 0.5 s for company would miss it
         for i in (4, 5, 6):
             calls.append(asyncio.create_task(batcher.run(images(i), deadline=time.monotonic() + 0.3)))
             await asyncio.sleep(0.02)
         await asyncio.gather(*calls)
         await batcher.close()
-        return slow.batches + model.batches
+        return shared + model.batches
 
     assert run(scenario()) == [[1], [2, 3], [4], [5], [6]]
 
@@ -262,32 +255,16 @@ def test_below_saturation_an_idle_version_runs_requests_at_once_even_after_a_sha
     async def scenario(loop: MeasuredEventLoop):
         model = FakeModel(0.0)
         batcher, _ = make(model, batch_timeout_s=0.5)
-        slow = FakeModel(0.1)
-        batcher.replicas[0].run = slow
-        first = asyncio.create_task(batcher.run(images(1)))
-        await asyncio.sleep(0.01)
-        shared = [asyncio.create_task(batcher.run(images(2)))]
-        await asyncio.sleep(0.02)
-        shared.append(asyncio.create_task(batcher.run(images(3))))
-        await asyncio.gather(first, *shared)
-        batcher.replicas[0].run = model
+        shared = await share_a_batch(batcher, model, 0.02)
         calls = []  # the loop sleeps in its selector between these: not saturated, so no waiting for company
         for i in (4, 5, 6):
             calls.append(asyncio.create_task(batcher.run(images(i))))
             await asyncio.sleep(0.02)
         await asyncio.gather(*calls)
         await batcher.close()
-        return slow.batches + model.batches
+        return shared + model.batches
 
-    assert _on_measured_loop(scenario) == [[1], [2, 3], [4], [5], [6]]
-
-
-def _on_measured_loop(scenario):
-    loop = MeasuredEventLoop()
-    try:
-        return loop.run_until_complete(scenario(loop))
-    finally:
-        loop.close()
+    assert on_measured_loop(scenario) == [[1], [2, 3], [4], [5], [6]]
 
 
 def test_close_drains_the_queue_then_refuses():
