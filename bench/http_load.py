@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 
 import aiohttp
 import numpy as np
 
+from bench.closed_loop import closed_loop
 from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -50,42 +50,18 @@ def request_of(kind: str, model: str, image: np.ndarray) -> tuple[str, bytes, di
 async def run(url: str, model: str, kind: str, concurrency: int, seconds: float) -> dict:
     rng = np.random.default_rng(0)
     bodies = [request_of(kind, model, rng.integers(0, 256, (28, 28), dtype=np.uint8)) for _ in range(16)]
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(url, connector=connector) as session:
 
-        async def send(n: int) -> bool:
+        async def send(i: int, n: int) -> str | None:
             path, body, headers = bodies[n % len(bodies)]
             async with session.post(path, data=body, headers=headers) as answer:
                 await answer.read()
-                if answer.status == 200:
-                    return True
-                errors[str(answer.status)] = errors.get(str(answer.status), 0) + 1
-                return False
+                return None if answer.status == 200 else str(answer.status)
 
-        stop_at = 0.0
-
-        async def caller(i: int) -> None:
-            n = i
-            while time.perf_counter() < stop_at:
-                t0 = time.perf_counter()
-                if await send(n):
-                    latencies.append(time.perf_counter() - t0)
-                n += concurrency
-
-        await asyncio.gather(*(send(i) for i in range(concurrency)))  # open the connections
-        started = time.perf_counter()
-        stop_at = started + seconds
-        await asyncio.gather(*(caller(i) for i in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    lat = np.asarray(latencies) * 1e3
-    return {
-        "kind": kind, "concurrency": concurrency, "requests": len(latencies), "errors": errors,
-        "requests_per_second": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-    }
+        await asyncio.gather(*(send(i, i) for i in range(concurrency)))  # open the connections
+        result = await closed_loop(send, concurrency, seconds)
+    return {"kind": kind, **result}
 
 
 def main() -> None:

@@ -13,10 +13,9 @@ import argparse
 import asyncio
 import json
 
-import grpc
 import numpy as np
 
-from bench.closed_loop import closed_loop
+from bench.closed_loop import grpc_bytes_load
 from tfclassify.common.tensors import to_tensor_proto
 from tfclassify.v1 import classifier_pb2 as pb
 
@@ -30,18 +29,7 @@ async def run(address: str, model: str, concurrency: int, seconds: float, channe
         request = pb.ClassifyRequest(model_spec=pb.ModelSpec(name=model))
         to_tensor_proto(rng.integers(0, 256, (1, 28, 28), dtype=np.uint8), out=request.tensor)
         payloads.append(request.SerializeToString())
-    pool = [grpc.aio.insecure_channel(address) for _ in range(channels)]
-    calls = [ch.unary_unary(METHOD) for ch in pool]  # bytes in, bytes out
-
-    async def send(i: int, n: int) -> None:
-        await calls[i % len(calls)](payloads[n % len(payloads)], timeout=10)
-
-    # Warm the connections up, then measure.
-    await asyncio.gather(*(c(payloads[0], timeout=10) for c in calls))
-    result = await closed_loop(send, concurrency, seconds)
-    for ch in pool:
-        await ch.close()
-    return result
+    return await grpc_bytes_load(address, METHOD, payloads, concurrency, seconds, channels, timeout=10)
 
 
 def main() -> None:

@@ -22,11 +22,10 @@ import argparse
 import asyncio
 import json
 
-import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2 as oip
 
-from bench.closed_loop import closed_loop
+from bench.closed_loop import closed_loop, grpc_bytes_load
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 OPTIONS = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
@@ -56,19 +55,8 @@ def _check(answer: bytes, images: int) -> None:
 
 async def run(address: str, model: str, concurrency: int, images: int, seconds: float, channels: int) -> dict:
     """The load of prebuilt request bytes over ``channels`` grpc.aio channels."""
-    payloads = requests(model, images)
-    pool = [grpc.aio.insecure_channel(address, options=OPTIONS) for _ in range(channels)]
-    calls = [ch.unary_unary(METHOD) for ch in pool]  # bytes in, bytes out
-
-    async def send(i: int, n: int) -> None:
-        await calls[i % len(calls)](payloads[n % len(payloads)], timeout=30)
-
-    # Warm the connections (and the server's batch sizes) up, then measure.
-    for answer in await asyncio.gather(*(c(payloads[0], timeout=60) for c in calls)):
-        _check(answer, images)
-    result = await closed_loop(send, concurrency, seconds)
-    for ch in pool:
-        await ch.close()
+    result = await grpc_bytes_load(address, METHOD, requests(model, images), concurrency, seconds, channels,
+                                   timeout=30, warm_timeout=60, options=OPTIONS, check=lambda answer: _check(answer, images))
     return {**result, "images": images, "images_per_second": result["requests_per_second"] * images}
 
 
