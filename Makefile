@@ -59,7 +59,8 @@ bench-oip: setup
 	$(PY) -m bench.perf_analyzer $(BENCH_ARGS)
 
 # Against NVIDIA Triton (PyTriton, in .venv-triton/ from bench/get_pytriton.sh) on the same model, interleaved
-# rounds: single images at 1 and 64 callers, 1,024-image requests. Quick: BENCH_ARGS="--rounds 1 --seconds 2".
+# rounds: single images at 1 and 64 callers and 1,024-image requests as prebuilt bytes, single images again
+# through tritonclient.grpc.aio. Quick: BENCH_ARGS="--rounds 1 --seconds 2".
 bench-peers: setup
 	$(PY) -m bench.peers $(BENCH_ARGS)
 
